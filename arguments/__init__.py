@@ -1,0 +1,152 @@
+"""Command-line groups, one dataclass per concern (the 3DGS flags users know, plus ours).
+
+Each group is a dataclass whose fields become ``--field`` flags (a one-letter alias where the
+3DGS command line has one). ``extract(args)`` pulls a group back out of a parsed namespace.
+The saved ``cfg_args`` file uses 3DGS's ``Namespace(...)`` text so existing tools read it;
+we read it back with a literal parser, never ``eval``.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+SHORT_FLAGS = {"source_path": "-s", "model_path": "-m", "resolution": "-r"}
+
+
+class GroupMixin:
+    """Adds a dataclass's fields to an argparse parser and reads them back."""
+
+    @classmethod
+    def add_to(cls, parser: argparse.ArgumentParser, title: Optional[str] = None):
+        group = parser.add_argument_group(title or cls.__name__)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            names = [f"--{f.name}"] + ([SHORT_FLAGS[f.name]] if f.name in SHORT_FLAGS else [])
+            help_text = f.metadata.get("help", "")
+            if isinstance(default, bool):
+                group.add_argument(*names, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            elif isinstance(default, list):
+                group.add_argument(*names, nargs="+", type=int, default=default, help=help_text)
+            else:
+                kind = f.metadata.get("type", type(default) if default is not None else str)
+                kwargs = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
+                group.add_argument(*names, type=kind, default=default, help=help_text, **kwargs)
+        return cls
+
+    @classmethod
+    def extract(cls, args) -> "GroupMixin":
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+        return cls(**values)
+
+
+def _f(default, help: str = "", **meta):
+    meta["help"] = help
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelParams(GroupMixin):
+    source_path: str = _f("", "scene folder (COLMAP, NeRF-synthetic, PanopLi or Messy-Rooms)")
+    model_path: str = _f("", "output folder (default: output/<scene name>)")
+    resolution: int = _f(-1, "1/2/4/8: downscale factor; other >0: target width; -1: cap width at 1600")
+    white_background: bool = _f(False, "white instead of black background")
+    data_device: str = _f("cpu", "where the images live during training (cpu or cuda)")
+    eval: bool = _f(False, "hold out test views (COLMAP: every 8th; PanopLi/Messy use their split always)")
+    sh_degree: int = _f(3, "maximum spherical-harmonics degree")
+    seg_dir: Optional[str] = _f(None, "subfolder of per-view inconsistent instance masks (default per format)", type=str)
+    sem_dir: Optional[str] = _f(None, "subfolder of per-view semantic masks (default per format)", type=str)
+    device: str = _f("auto", "auto | cpu | cuda")
+
+
+@dataclass
+class PipelineParams(GroupMixin):
+    backend: str = _f("auto", "rasterizer: auto (gsplat on CUDA, torch on CPU) | gsplat | torch",
+                      choices=["auto", "gsplat", "torch"])
+    random_background: bool = _f(False, "random background colour per iteration")
+
+
+@dataclass
+class OptimizationParams(GroupMixin):
+    iterations: int = _f(30_000)
+    position_lr_init: float = _f(0.00016)
+    position_lr_final: float = _f(0.0000016)
+    position_lr_delay_mult: float = _f(0.01)
+    position_lr_max_steps: int = _f(30_000)
+    feature_lr: float = _f(0.0025)
+    opacity_lr: float = _f(0.05)
+    scaling_lr: float = _f(0.005)
+    rotation_lr: float = _f(0.001)
+    lambda_dssim: float = _f(0.2)
+    densification_interval: int = _f(100)
+    opacity_reset_interval: int = _f(3000)
+    densify_from_iter: int = _f(500)
+    densify_until_iter: int = _f(15_000)
+    densify_grad_threshold: float = _f(0.0002)
+    percent_dense: float = _f(0.01)
+    sh_increase_interval: int = _f(1000, "raise the active SH degree every this many iterations")
+
+
+@dataclass
+class SegmentationParams(GroupMixin):
+    method: str = _f("unic", "unic (thresholded codes) | contrastive_lift (HDBSCAN baseline)",
+                     choices=["unic", "contrastive_lift"])
+    emb_dim: int = _f(12, "embedding width d (codes 0..2^d-1; at most 16)")
+    embedding_lr: float = _f(0.005, "Adam lr of the per-Gaussian embedding (the paper's 1e-4 is far too small)")
+    semantic_lr: float = _f(0.005, "Adam lr of the per-Gaussian semantic logits")
+    lambda_cluster: float = _f(0.1)
+    lambda_triplet: float = _f(0.1)
+    lambda_3d: float = _f(0.1)
+    lambda_sem: float = _f(0.1)
+    use_cluster: bool = _f(True, "L_cluster on/off")
+    use_triplet: bool = _f(True, "L_triplet on/off")
+    use_3d: bool = _f(True, "L_3D on/off")
+    use_semantic: bool = _f(True, "semantic head and its loss (when the scene has semantic masks)")
+    linear_layer: str = _f("normalized", "triplet layer W: normalized | free | fixed | identity (no layer)",
+                           choices=["normalized", "free", "fixed", "identity"])
+    push: str = _f("gauss", "cluster push term: gauss (bounded repulsion) | sqdist (literal Eq. 4)",
+                   choices=["gauss", "sqdist"])
+    push_scale: float = _f(1.0, "s in exp(-||m_i - m_j||^2 / s)")
+    sigmoid_where: str = _f("rendered", "sigmoid on the rendered V (paper) or on each Gaussian's v before blending",
+                            choices=["rendered", "gaussian"])
+    stuff_id: str = _f("ignore", "mask id 0 (stuff / unlabelled): ignore | segment", choices=["ignore", "segment"])
+    triplet_max: int = _f(3000)
+    triplet_margin: float = _f(1.0)
+    triplet_from_iter: int = _f(15_000, "L_triplet starts here (default: when densification stops)")
+    l3d_from_iter: int = _f(15_000, "L_3D starts here (Tab. 6 sweeps 7k/12k/15k/20k)")
+    l3d_radius2: float = _f(1e-2, "tau: squared neighbour radius (scene units)")
+    l3d_k: int = _f(16, "at most k nearest neighbours per Gaussian")
+    l3d_refresh: int = _f(2000, "rebuild the neighbour graph every this many iterations")
+    l3d_max_edges: int = _f(200_000, "random subset of neighbour pairs per iteration")
+    seg_geometry_grad: bool = _f(False, "let segmentation losses move geometry (means, scales, rotations, opacity)")
+    mask_fraction: float = _f(1.0, "use masks on only this fraction of training views (RGB on all)")
+    mask_downscale: float = _f(1.0, "train masks and images at this scale (0.25, 0.5); labels render at full size")
+    min_cluster_size: int = _f(100, "contrastive_lift: HDBSCAN min_cluster_size")
+
+
+def save_cfg_args(model_path: str, args: argparse.Namespace) -> None:
+    """Writes ``cfg_args`` as 3DGS does (a ``Namespace(...)`` line), atomically."""
+    from utils.general_utils import atomic_write_text
+
+    atomic_write_text(os.path.join(model_path, "cfg_args"), repr(argparse.Namespace(**vars(args))))
+
+
+def load_cfg_args(model_path: str) -> argparse.Namespace:
+    """Reads ``cfg_args`` back with a literal parser (no ``eval``)."""
+    path = os.path.join(model_path, "cfg_args")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no cfg_args; is {model_path} a trained model folder (train.py -m)?")
+    with open(path) as f:
+        text = f.read().strip()
+    try:
+        call = ast.parse(text, mode="eval").body
+        if not (isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Namespace"):
+            raise ValueError("not a Namespace(...) line")
+        return argparse.Namespace(**{kw.arg: ast.literal_eval(kw.value) for kw in call.keywords})
+    except (SyntaxError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable cfg_args ({e}); retrain or fix the file") from None

@@ -1,0 +1,378 @@
+"""Pure-PyTorch 3D Gaussian rasterizer: the maths of gsplat 1.5.3's CUDA path, with autograd.
+
+Written from gsplat's kernels (``ProjectionEWA3DGSFused.cu``, ``IntersectTile.cu``,
+``RasterizeToPixels3DGSFwd.cu``), for one pinhole camera, ``packed=False``, classic mode:
+
+* projection: EWA with the perspective Jacobian evaluated at the mean, whose x/z and y/z are
+  clamped to the frustum widened by 30 % of the half field of view; 2D covariance + eps2d on
+  the diagonal (no opacity compensation);
+* culling: z < near or z > far, det <= 0, opacity < 1/255, box entirely off screen;
+* radius per axis: ``ceil(min(3.33, sqrt(2 ln(255 o))) * sqrt(cov2d_axis))`` (the opacity-aware
+  box: outside it alpha < 1/255);
+* tiles of 16x16 pixels; per tile, Gaussians front to back by camera z (stable on ties);
+* per pixel (centre at u + 0.5, v + 0.5): ``alpha = min(0.999, o exp(-sigma))``, skipped when
+  ``sigma < 0`` or ``alpha < 1/255``; compositing stops before the Gaussian that would bring the
+  transmittance to <= 1e-4; ``render = sum w c + T_final * background``, ``alpha = 1 - T_final``.
+
+Convention: ``viewmat`` is world-to-camera in OpenCV axes (x right, y down, z forward);
+``K`` maps camera coordinates to pixels whose centres sit at (u + 0.5, v + 0.5); quaternions are
+wxyz and normalised here, so callers may pass raw ones.
+
+Every (tile, pixel, Gaussian) triple of a chunk of tiles is evaluated at once: the Gaussians of a
+tile are padded to the longest list of its chunk, tiles are sorted by list length so the padding
+stays small, and chunks are sized to a fixed number of elements. When gradients are needed and
+the whole image would keep more than ``checkpoint_elements`` triples alive for backward, each
+chunk is recomputed in backward (activation checkpointing) so memory stays bounded by one chunk.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+ALPHA_THRESHOLD = 1.0 / 255.0  # gsplat's ALPHA_THRESHOLD: dimmer contributions are skipped
+MAX_ALPHA = 0.999  # per-Gaussian alpha clamp
+MIN_TRANSMITTANCE = 1e-4  # a pixel is done before T would reach this
+MAX_EXTEND = 3.33  # radius in standard deviations, before the opacity-aware bound
+FRUSTUM_MARGIN = 0.3  # Jacobian clamp: frustum widened by this fraction of tan(fov / 2)
+TILE_SIZE = 16
+CHUNK_ELEMENTS = 1 << 23  # (tile, pixel, Gaussian) triples evaluated per chunk
+CHECKPOINT_ELEMENTS = 1 << 26  # above this many triples per image, recompute chunks in backward
+
+
+class Projection(NamedTuple):
+    """Per-Gaussian screen-space quantities of one camera; culled entries are zero."""
+
+    means2d: Tensor  # [N, 2] pixel coordinates (in the autograd graph)
+    conics: Tensor  # [N, 3] inverse 2D covariance (a, b, c): [[a, b], [b, c]]
+    depths: Tensor  # [N] camera-space z
+    radii: Tensor  # [N, 2] int32 box half-sizes in pixels (x, y); 0 = culled
+
+
+class TileIntersections(NamedTuple):
+    """Gaussian lists per tile, concatenated tile by tile, each list front to back."""
+
+    flatten_ids: Tensor  # [I] int64 Gaussian index of each intersection
+    tile_starts: Tensor  # [n_tiles] int64 first position of each tile's list in flatten_ids
+    tile_counts: Tensor  # [n_tiles] int64 length of each tile's list
+    tiles_per_gauss: Tensor  # [N] int64 number of tiles each Gaussian touches
+    tile_width: int  # tiles per image row
+    tile_height: int  # tiles per image column
+
+
+def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
+    """3D covariance ``R S S R^T`` from wxyz quaternions (normalised here) and scales.
+
+    quats: [N, 4] wxyz, any norm > 0. scales: [N, 3] > 0. Returns [N, 3, 3].
+    """
+    q = quats / quats.norm(dim=-1, keepdim=True)  # [N, 4]
+    w, x, y, z = q.unbind(-1)
+    rot = torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(-1, 3, 3)  # [N, 3, 3] row-major rotation
+    m = rot * scales[:, None, :]  # [N, 3, 3] = R S
+    return m @ m.transpose(-1, -2)
+
+
+def project_gaussians(
+    means: Tensor,  # [N, 3]
+    quats: Tensor,  # [N, 4]
+    scales: Tensor,  # [N, 3]
+    opacities: Tensor,  # [N]
+    viewmat: Tensor,  # [4, 4]
+    K: Tensor,  # [3, 3]
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+) -> Projection:
+    """EWA projection and culling of gsplat 1.5.3 (``projection_ewa_3dgs_fused_fwd_kernel``)."""
+    rot_c, trans_c = viewmat[:3, :3], viewmat[:3, 3]  # [3, 3], [3]
+    means_c = means @ rot_c.T + trans_c  # [N, 3] camera space
+    covar_c = rot_c @ quat_scale_to_covar(quats, scales) @ rot_c.T  # [N, 3, 3]
+    x, y, z = means_c.unbind(-1)  # each [N]
+
+    # Culled Gaussians still flow through the arithmetic below: give them harmless
+    # denominators so that no inf/nan reaches the backward pass (0 * inf = nan).
+    in_depth = (z >= near_plane) & (z <= far_plane)  # [N]
+    z = torch.where(in_depth, z, torch.ones_like(z))
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
+    lim_x_pos = (width - cx) / fx + FRUSTUM_MARGIN * tan_fovx
+    lim_x_neg = cx / fx + FRUSTUM_MARGIN * tan_fovx
+    lim_y_pos = (height - cy) / fy + FRUSTUM_MARGIN * tan_fovy
+    lim_y_neg = cy / fy + FRUSTUM_MARGIN * tan_fovy
+    rz = 1.0 / z
+    tx = z * torch.clamp(x * rz, -lim_x_neg, lim_x_pos)  # [N] clamped for the Jacobian only
+    ty = z * torch.clamp(y * rz, -lim_y_neg, lim_y_pos)
+    zero = torch.zeros_like(z)
+    jac = torch.stack(
+        [fx * rz, zero, -fx * tx * rz * rz, zero, fy * rz, -fy * ty * rz * rz], dim=-1
+    ).reshape(-1, 2, 3)  # [N, 2, 3]
+    cov2d = jac @ covar_c @ jac.transpose(-1, -2)  # [N, 2, 2]
+    means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)  # [N, 2]
+
+    cov_a = cov2d[:, 0, 0] + eps2d  # [N] blurred 2D covariance [[a, b], [b, c]]
+    cov_b = cov2d[:, 0, 1]
+    cov_c = cov2d[:, 1, 1] + eps2d
+    det = cov_a * cov_c - cov_b * cov_b  # [N]
+    det_ok = det > 0
+    det = torch.where(det_ok, det, torch.ones_like(det))
+    conics = torch.stack([cov_c / det, -cov_b / det, cov_a / det], dim=-1)  # [N, 3]
+
+    with torch.no_grad():
+        opac = opacities.detach()
+        visible_opac = opac >= ALPHA_THRESHOLD
+        # Opacity-aware box (gsplat 1.5: arXiv 2402.00525 B.2): alpha >= 1/255 inside it.
+        extend = torch.sqrt(2.0 * torch.log(opac.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
+        extend = extend.clamp_max(MAX_EXTEND)  # [N]
+        radius = torch.ceil(
+            extend[:, None] * torch.sqrt(torch.stack([cov_a, cov_c], -1).detach().clamp_min(0))
+        )  # [N, 2]
+        m2d = means2d.detach()
+        on_screen = (
+            (m2d[:, 0] + radius[:, 0] > 0)
+            & (m2d[:, 0] - radius[:, 0] < width)
+            & (m2d[:, 1] + radius[:, 1] > 0)
+            & (m2d[:, 1] - radius[:, 1] < height)
+        )
+        valid = in_depth & det_ok & visible_opac & (radius > 0).any(-1) & on_screen  # [N]
+        radii = torch.where(valid[:, None], radius, torch.zeros_like(radius)).to(torch.int32)
+
+    vmask = valid[:, None]
+    return Projection(
+        means2d=torch.where(vmask, means2d, torch.zeros_like(means2d)),
+        conics=torch.where(vmask, conics, torch.zeros_like(conics)),
+        depths=torch.where(valid, means_c[:, 2], torch.zeros_like(z)),
+        radii=radii,
+    )
+
+
+@torch.no_grad()
+def intersect_tiles(
+    means2d: Tensor,  # [N, 2]
+    radii: Tensor,  # [N, 2] int
+    depths: Tensor,  # [N]
+    width: int,
+    height: int,
+    tile_size: int = TILE_SIZE,
+) -> TileIntersections:
+    """Lists, per tile, the Gaussians whose box touches it, front to back (gsplat's rule)."""
+    device = means2d.device
+    tile_width = math.ceil(width / tile_size)
+    tile_height = math.ceil(height / tile_size)
+    n_tiles = tile_width * tile_height
+    n = means2d.shape[0]
+
+    ids = torch.nonzero((radii > 0).all(-1)).squeeze(1)  # [M] visible Gaussians
+    m2d = means2d.detach()[ids] / tile_size  # [M, 2] in tile units
+    rad = radii[ids].to(m2d.dtype) / tile_size  # [M, 2]
+    lo = torch.floor(m2d - rad).clamp_min(0).long()  # [M, 2] inclusive
+    hi = torch.ceil(m2d + rad).clamp_min(0).long()  # [M, 2] exclusive
+    lo[:, 0].clamp_(max=tile_width)
+    hi[:, 0].clamp_(max=tile_width)
+    lo[:, 1].clamp_(max=tile_height)
+    hi[:, 1].clamp_(max=tile_height)
+    span = hi - lo  # [M, 2]
+    counts = span[:, 0] * span[:, 1]  # [M]
+
+    # Expand every Gaussian into its rectangle of tiles.
+    owner = torch.repeat_interleave(torch.arange(ids.numel(), device=device), counts)  # [I]
+    first = torch.cumsum(counts, 0) - counts  # [M]
+    local = torch.arange(owner.numel(), device=device) - first[owner]  # [I]
+    span_x = span[owner, 0]
+    tile_x = lo[owner, 0] + local % span_x
+    tile_y = lo[owner, 1] + torch.div(local, span_x, rounding_mode="floor")
+    tile_id = tile_y * tile_width + tile_x  # [I]
+
+    # Sort by (tile, depth); ties in depth keep Gaussian order, as gsplat's stable radix sort.
+    depth_order = torch.sort(depths.detach()[ids], stable=True).indices  # [M]
+    depth_rank = torch.empty_like(depth_order)
+    depth_rank[depth_order] = torch.arange(ids.numel(), device=device)
+    key = tile_id * max(ids.numel(), 1) + depth_rank[owner]  # [I] unique
+    order = torch.sort(key).indices
+    flatten_ids = ids[owner[order]]  # [I]
+
+    tile_counts = torch.bincount(tile_id, minlength=n_tiles)  # [n_tiles]
+    tile_starts = torch.cumsum(tile_counts, 0) - tile_counts
+    tiles_per_gauss = torch.zeros(n, dtype=torch.long, device=device)
+    tiles_per_gauss[ids] = counts
+    return TileIntersections(flatten_ids, tile_starts, tile_counts, tiles_per_gauss, tile_width, tile_height)
+
+
+def _composite_tiles(
+    means2d: Tensor,  # [N, 2]
+    conics: Tensor,  # [N, 3]
+    opacities: Tensor,  # [N]
+    colors: Tensor,  # [N, D]
+    flatten_ids: Tensor,  # [I]
+    tiles: Tensor,  # [n] tile indices of this chunk
+    starts: Tensor,  # [n] first list position of each tile
+    counts: Tensor,  # [n] list length of each tile
+    n_slots: int,  # K: padded list length (max of counts)
+    tile_width: int,
+    tile_size: int,
+) -> tuple[Tensor, Tensor]:
+    """Front-to-back compositing of a chunk of tiles. Returns ([n, P, D], [n, P]), P = tile_size^2."""
+    n = tiles.shape[0]
+    slot = torch.arange(n_slots, device=tiles.device)  # [K]
+    present = slot[None, :] < counts[:, None]  # [n, K] false on padding
+    pos = torch.where(present, starts[:, None] + slot[None, :], torch.zeros_like(present, dtype=torch.long))
+    gid = flatten_ids[pos]  # [n, K]
+
+    mean = means2d[gid]  # [n, K, 2]
+    conic = conics[gid]  # [n, K, 3]
+    opac = torch.where(present, opacities[gid], torch.zeros_like(opacities[gid]))  # [n, K]
+    color = colors[gid]  # [n, K, D]
+
+    offs = torch.arange(tile_size, device=tiles.device, dtype=means2d.dtype) + 0.5  # [ts]
+    px = (tiles % tile_width).to(means2d.dtype)[:, None] * tile_size + offs  # [n, ts] pixel-centre x
+    py = torch.div(tiles, tile_width, rounding_mode="floor").to(means2d.dtype)[:, None] * tile_size + offs
+    dx = mean[:, None, :, 0] - px[:, :, None]  # [n, ts(col), K]
+    dy = mean[:, None, :, 1] - py[:, :, None]  # [n, ts(row), K]
+    ca, cb, cc = conic[:, None, :, 0], conic[:, None, :, 1], conic[:, None, :, 2]  # [n, 1, K]
+    # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, laid out [n, row, col, K]
+    sigma = (
+        (0.5 * ca * dx * dx)[:, None, :, :]
+        + (0.5 * cc * dy * dy)[:, :, None, :]
+        + (cb * dx)[:, None, :, :] * dy[:, :, None, :]
+    )
+    alpha = torch.clamp_max(opac[:, None, None, :] * torch.exp(-sigma), MAX_ALPHA)  # [n, ts, ts, K]
+    keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+    alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+    trans_incl = torch.cumprod(1.0 - alpha, dim=-1)  # [n, ts, ts, K] T after each Gaussian
+    trans_excl = torch.cat([torch.ones_like(trans_incl[..., :1]), trans_incl[..., :-1]], dim=-1)
+    # Exclusive stop: the Gaussian that would bring T to <= 1e-4 and all behind it are dropped.
+    weights = torch.where(trans_incl > MIN_TRANSMITTANCE, alpha * trans_excl, torch.zeros_like(alpha))
+    weights = weights.reshape(n, tile_size * tile_size, n_slots)  # [n, P, K]
+    render = weights @ color  # [n, P, D]
+    return render, weights.sum(-1)  # alpha = 1 - T_final = sum of weights
+
+
+def rasterize_to_pixels(
+    means2d: Tensor,  # [N, 2]
+    conics: Tensor,  # [N, 3]
+    opacities: Tensor,  # [N]
+    colors: Tensor,  # [N, D]
+    isect: TileIntersections,
+    width: int,
+    height: int,
+    background: Optional[Tensor] = None,  # [D]
+    tile_size: int = TILE_SIZE,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    checkpoint_elements: int = CHECKPOINT_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """Alpha compositing of projected Gaussians. Returns render [H, W, D] and alpha [H, W, 1]."""
+    n_pix = tile_size * tile_size
+    n_tiles = isect.tile_width * isect.tile_height
+    dim = colors.shape[-1]
+
+    busy = torch.nonzero(isect.tile_counts > 0).squeeze(1)  # [B] tiles with Gaussians
+    counts = isect.tile_counts[busy]
+    counts, order = torch.sort(counts, descending=True)  # longest lists first
+    busy, starts = busy[order], isect.tile_starts[busy[order]]
+
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (means2d, conics, opacities, colors)
+    )
+    total = int(counts.sum()) * n_pix
+    use_checkpoint = needs_grad and total > checkpoint_elements
+
+    counts_host = counts.tolist()
+    renders, alphas = [], []
+    i = 0
+    while i < len(counts_host):  # one iteration per chunk of tiles
+        k_max = counts_host[i]
+        n_fit = max(1, chunk_elements // (k_max * n_pix))
+        sl = slice(i, i + n_fit)
+        args = (means2d, conics, opacities, colors, isect.flatten_ids, busy[sl], starts[sl], counts[sl],
+                k_max, isect.tile_width, tile_size)
+        if use_checkpoint:
+            out = checkpoint(_composite_tiles, *args, use_reentrant=False)
+        else:
+            out = _composite_tiles(*args)
+        renders.append(out[0])
+        alphas.append(out[1])
+        i += n_fit
+
+    img = colors.new_zeros(n_tiles, n_pix, dim + 1)  # [n_tiles, P, D + 1], last = alpha
+    if renders:
+        vals = torch.cat([torch.cat(renders), torch.cat(alphas)[..., None]], dim=-1)  # [B, P, D + 1]
+        img = img.index_copy(0, busy, vals)
+    else:
+        # Nothing visible: keep the output attached to the inputs so backward still runs.
+        img = img + 0.0 * (colors.sum() + opacities.sum() + means2d.sum() + conics.sum())
+    ts, tw, th = tile_size, isect.tile_width, isect.tile_height
+    img = img.reshape(th, tw, ts, ts, dim + 1).permute(0, 2, 1, 3, 4).reshape(th * ts, tw * ts, dim + 1)
+    img = img[:height, :width]
+    render, alpha = img[..., :dim], img[..., dim:]  # [H, W, D], [H, W, 1]
+    if background is not None:
+        render = render + (1.0 - alpha) * background
+    return render, alpha
+
+
+def rasterize_torch(
+    means: Tensor,  # [N, 3]
+    quats: Tensor,  # [N, 4] wxyz, normalised here
+    scales: Tensor,  # [N, 3]
+    opacities: Tensor,  # [N]
+    colors: Tensor,  # [N, D]
+    viewmat: Tensor,  # [4, 4]
+    K: Tensor,  # [3, 3]
+    width: int,
+    height: int,
+    *,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    background: Optional[Tensor] = None,  # [D]
+    tile_size: int = TILE_SIZE,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    checkpoint_elements: int = CHECKPOINT_ELEMENTS,
+) -> tuple[Tensor, Tensor, dict]:
+    """Pure-PyTorch twin of ``gsplat.rasterization`` for one camera (inputs checked by the caller).
+
+    Returns render [H, W, D], alpha [H, W, 1] and ``info`` with gsplat's densification keys
+    (``means2d`` [1, N, 2], ``radii`` [1, N, 2] int32, ``depths`` [1, N], ``conics`` [1, N, 3],
+    ``width``, ``height``, ``n_cameras`` = 1, ``gaussian_ids`` = None, ...).
+    """
+    proj = project_gaussians(
+        means, quats, scales, opacities, viewmat, K, width, height,
+        near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
+    )
+    # The [1, N, 2] tensor the strategy calls retain_grad() on must be the one the pixels use.
+    means2d = proj.means2d[None]  # [1, N, 2]
+    isect = intersect_tiles(proj.means2d, proj.radii, proj.depths, width, height, tile_size)
+    render, alpha = rasterize_to_pixels(
+        means2d[0], proj.conics, opacities, colors, isect, width, height,
+        background=background, tile_size=tile_size,
+        chunk_elements=chunk_elements, checkpoint_elements=checkpoint_elements,
+    )
+    info = {
+        "means2d": means2d,
+        "radii": proj.radii[None],
+        "depths": proj.depths[None],
+        "conics": proj.conics[None],
+        "opacities": opacities[None],
+        "tiles_per_gauss": isect.tiles_per_gauss[None],
+        "width": width,
+        "height": height,
+        "tile_size": tile_size,
+        "tile_width": isect.tile_width,
+        "tile_height": isect.tile_height,
+        "n_batches": 1,
+        "n_cameras": 1,
+        "batch_ids": None,
+        "camera_ids": None,
+        "gaussian_ids": None,
+    }
+    return render, alpha, info

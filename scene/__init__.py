@@ -1,0 +1,101 @@
+"""Scene: reads a scene folder and loads its views into memory at the working resolution.
+
+Convention: images are uint8 [H, W, 3] tensors (converted to float on use); instance masks are
+int32 [H, W] with the segmenter's raw (per-view inconsistent) ids, 0 = stuff / unlabelled;
+semantic masks int64 [H, W]; confidence float32 [H, W] in [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from scene.cameras import Camera, FrameInfo, SceneError, SceneInfo
+
+MAX_AUTO_WIDTH = 1600
+
+
+@dataclass
+class View:
+    camera: Camera
+    image: Tensor  # [H, W, 3] uint8
+    instance: Optional[Tensor] = None  # [H, W] int32, raw per-view ids
+    semantic: Optional[Tensor] = None  # [H, W] int64
+    confidence: Optional[Tensor] = None  # [H, W] float32
+    valid: Optional[Tensor] = None  # [H, W] bool, False outside the valid region
+
+    def image_float(self, device) -> Tensor:  # [H, W, 3] float in [0, 1]
+        return self.image.to(device, non_blocking=True).float() / 255.0
+
+
+def resolution_scale(width: int, resolution: int) -> float:
+    """3DGS's ``-r``: 1/2/4/8 divide; any other positive value is a target width; -1 caps at 1600."""
+    if resolution in (1, 2, 4, 8):
+        return 1.0 / resolution
+    if resolution > 0:
+        return resolution / width
+    return min(1.0, MAX_AUTO_WIDTH / width)
+
+
+def _resize(arr: np.ndarray, size: tuple, nearest: bool) -> np.ndarray:
+    """Resizes [H, W(, C)] to ``size`` = (width, height); area-like for images, nearest for labels."""
+    if (arr.shape[1], arr.shape[0]) == size:
+        return arr
+    if nearest:
+        h, w = arr.shape[:2]
+        ys = np.minimum(((np.arange(size[1]) + 0.5) * h / size[1]).astype(np.int64), h - 1)
+        xs = np.minimum(((np.arange(size[0]) + 0.5) * w / size[0]).astype(np.int64), w - 1)
+        return arr[ys[:, None], xs[None, :]]
+    return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BOX if size[0] < arr.shape[1]
+                                                  else Image.Resampling.BICUBIC))
+
+
+def load_view(frame: FrameInfo, scale: float, *, with_masks: bool = True, device="cpu") -> View:
+    from utils.image_io import load_confidence, load_label, load_rgb
+
+    cam = frame.camera.scaled(scale) if scale != 1.0 else frame.camera
+    size = (cam.width, cam.height)
+    try:
+        rgb = load_rgb(frame.image_path)
+    except SceneError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure becomes one clear line
+        raise SceneError(f"{frame.image_path}: cannot read image ({e}); replace or remove the file") from None
+    view = View(cam, torch.from_numpy(np.ascontiguousarray(_resize(rgb, size, nearest=False))).to(device))
+    if with_masks and frame.instance_path:
+        inst = load_label(frame.instance_path)
+        if inst.max(initial=0) >= 2**31:
+            raise SceneError(f"{frame.instance_path}: instance ids beyond 31 bits; relabel the masks")
+        view.instance = torch.from_numpy(_resize(inst, size, True).astype(np.int32)).to(device)
+    if with_masks and frame.semantic_path:
+        view.semantic = torch.from_numpy(_resize(load_label(frame.semantic_path), size, True).astype(np.int64)).to(device)
+    if with_masks and frame.confidence_path:
+        conf = _resize(load_confidence(frame.confidence_path).astype(np.float32), size, True)
+        view.confidence = torch.from_numpy(np.ascontiguousarray(conf)).to(device)
+    if frame.invalid_path:
+        inv = _resize(np.asarray(Image.open(frame.invalid_path).convert("L")), size, True)
+        view.valid = torch.from_numpy(inv == 0).to(device)
+    return view
+
+
+def load_views(frames: Sequence[FrameInfo], scale: float, *, with_masks: bool = True, device="cpu",
+               desc: str = "Loading views", quiet: bool = False) -> List[View]:
+    from tqdm import tqdm
+
+    return [load_view(f, scale, with_masks=with_masks, device=device)
+            for f in tqdm(frames, desc=desc, disable=quiet or len(frames) < 2, leave=False)]
+
+
+def select_mask_views(n_views: int, fraction: float, seed: int) -> np.ndarray:
+    """Which training views keep their masks under ``--mask_fraction`` (at least one; deterministic)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"--mask_fraction {fraction}: must be in (0, 1]")
+    keep = max(1, int(round(n_views * fraction)))
+    order = np.random.default_rng(seed).permutation(n_views)
+    mask = np.zeros(n_views, bool)
+    mask[order[:keep]] = True
+    return mask

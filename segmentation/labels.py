@@ -1,0 +1,95 @@
+"""From a trained model to labels: per pixel (render.py --labels) and per Gaussian (the PLY).
+
+UniC-Lift reads labels off by thresholding (no clustering): instance id = code + 1 on pixels whose
+predicted class is a thing, 0 elsewhere. The Contrastive-Lift baseline instead assigns each
+rendered embedding to the nearest HDBSCAN centroid fitted after training.
+
+Convention: instance ids are int64 (written as uint16 PNG); 0 = stuff / no instance.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from segmentation.decode import decode_codes, gaussian_labels
+
+CLUSTERS_FILE = "clusters.pt"
+
+
+def thing_mask(semantic: Optional[Tensor], thing_classes: Sequence[int]) -> Optional[Tensor]:
+    """[...] bool, True where the class is a thing; None when there is no semantic prediction."""
+    if semantic is None or not thing_classes:
+        return None
+    things = torch.as_tensor(list(thing_classes), device=semantic.device)
+    return torch.isin(semantic, things)
+
+
+@torch.no_grad()
+def gaussian_label_columns(model, thing_classes: Sequence[int]) -> Dict[str, Tensor]:
+    """Each Gaussian's own decoded labels for the PLY: instance (code + 1, 0 for stuff Gaussians)
+    and semantic class (argmax of its logits) when the model has a semantic head."""
+    cols: Dict[str, Tensor] = {}
+    inst = gaussian_labels(model.params["embedding"].detach()) + 1  # [N]
+    if "semantic" in model.params:
+        sem = model.params["semantic"].detach().argmax(dim=-1)  # [N]
+        cols["semantic_label"] = sem
+        things = thing_mask(sem, thing_classes)
+        if things is not None:
+            inst = torch.where(things, inst, torch.zeros_like(inst))
+    cols["instance_label"] = inst
+    return cols
+
+
+@torch.no_grad()
+def decode_pixels(features: Dict[str, Tensor], alpha: Tensor, *, sigmoid_where: str,
+                  thing_classes: Sequence[int], clusters=None, min_alpha: float = 0.5):
+    """Rendered features -> (semantic [H, W] int64 or None, instance ids [H, W] int64)."""
+    emb = features["embedding"]  # [H, W, d]
+    prob = emb.clamp(0, 1) if sigmoid_where == "gaussian" else torch.sigmoid(emb)
+    if clusters is not None:
+        ids = clusters.assign(prob).long()  # 0 = noise / stuff
+    else:
+        ids = decode_codes(prob) + 1  # [H, W]
+    semantic = features["semantic"].argmax(dim=-1) if "semantic" in features else None
+    keep = thing_mask(semantic, thing_classes)
+    if keep is None:
+        keep = alpha[..., 0] >= min_alpha  # no semantics: every covered pixel is a thing
+    ids = torch.where(keep, ids, torch.zeros_like(ids))
+    return semantic, ids
+
+
+@torch.no_grad()
+def fit_contrastive_lift_clusters(trainer, folder: str, max_points: int = 50_000) -> None:
+    """Contrastive-Lift baseline: HDBSCAN on rendered training-view embeddings, saved next to the PLY."""
+    from gaussian_renderer import render
+    from segmentation.baselines.contrastive_lift import fit_clusters
+
+    cfg = trainer.seg
+    per_view = max(1, max_points // max(1, len(trainer.views)))
+    samples = []
+    for view in trainer.views:
+        out = render(view.camera, trainer.model, features=trainer.objective.features(trainer.model),
+                     with_rgb=False, backend=trainer.pipe.backend)
+        prob = trainer.objective.code_space(out.features["embedding"]).reshape(-1, cfg.emb_dim)
+        covered = out.alpha.reshape(-1) > 0.5
+        if view.instance is not None and trainer.objective.ignore_id is not None:
+            covered &= view.instance.to(prob.device).reshape(-1) != trainer.objective.ignore_id
+        prob = prob[covered]
+        pick = torch.randperm(len(prob), generator=torch.Generator().manual_seed(len(samples)))[:per_view]
+        samples.append(prob[pick.to(prob.device)].cpu())
+    clusters = fit_clusters(torch.cat(samples), min_cluster_size=cfg.min_cluster_size, max_points=max_points)
+    from utils.general_utils import atomic_torch_save
+
+    atomic_torch_save(clusters.state_dict(), os.path.join(folder, CLUSTERS_FILE))
+
+
+def load_clusters(folder: str, device="cpu"):
+    path = os.path.join(folder, CLUSTERS_FILE)
+    if not os.path.isfile(path):
+        return None
+    from segmentation.baselines.contrastive_lift import ClusterModel
+
+    return ClusterModel.from_state_dict(torch.load(path, map_location=device, weights_only=False))

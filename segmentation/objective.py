@@ -1,0 +1,112 @@
+"""The UniC-Lift training objective: which features to render and the named segmentation losses.
+
+``SegmentationObjective`` owns the pieces that are not per-Gaussian parameters (the triplet
+layer W, the 3D neighbour graph) and turns one rendered view plus its 2D masks into a dict of
+named loss terms. The trainer weights and sums them in one line.
+
+Convention: the per-Gaussian embedding is the model feature ``"embedding"`` [N, d] (raw, real);
+codes live in [0, 1]^d after a sigmoid, applied to the rendered V (paper, default) or to each
+Gaussian's v before blending (``--sigmoid_where gaussian``). Semantic logits are the feature
+``"semantic"`` [N, C].
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+from segmentation.losses import (TripletHead, cluster_loss, neighbor_loss, sample_triplets,
+                                 semantic_loss, triplet_loss)
+from segmentation.neighbors import neighbor_graph
+
+EMBEDDING, SEMANTIC = "embedding", "semantic"
+
+
+class SegmentationObjective:
+    def __init__(self, cfg, num_classes: Optional[int], device: torch.device,
+                 generator: Optional[torch.Generator] = None):
+        self.cfg = cfg
+        self.num_classes = num_classes if cfg.use_semantic else None
+        self.device = device
+        self.generator = generator
+        self.head = (TripletHead(cfg.emb_dim, mode=cfg.linear_layer).to(device)
+                     if cfg.use_triplet and cfg.method == "unic" else None)
+        self.edges: Optional[Tensor] = None  # [E, 2] neighbour pairs of the 3D loss
+        self.edges_step = -1
+        self.edges_n = -1
+
+    @property
+    def ignore_id(self) -> Optional[int]:
+        return 0 if self.cfg.stuff_id == "ignore" else None
+
+    # ----- what to render ------------------------------------------------------------------
+    def features(self, model) -> Dict[str, Tensor]:
+        feats = {}
+        v = model.params[EMBEDDING]  # [N, d]
+        feats[EMBEDDING] = torch.sigmoid(v) if self.cfg.sigmoid_where == "gaussian" else v
+        if self.num_classes and SEMANTIC in model.params:
+            feats[SEMANTIC] = model.params[SEMANTIC]  # [N, C]
+        return feats
+
+    def code_space(self, rendered_embedding: Tensor) -> Tensor:
+        """Rendered V [..., d] -> values in [0, 1]^d where codes are read by thresholding at 0.5."""
+        if self.cfg.sigmoid_where == "gaussian":
+            return rendered_embedding.clamp(0.0, 1.0)
+        return torch.sigmoid(rendered_embedding)
+
+    # ----- losses --------------------------------------------------------------------------
+    def losses(self, step: int, features: Dict[str, Tensor], view, model) -> Dict[str, Tensor]:
+        cfg = self.cfg
+        out: Dict[str, Tensor] = {}
+        emb = self.code_space(features[EMBEDDING])  # [H, W, d] in [0, 1]
+        if view.instance is not None:
+            seg = view.instance.to(emb.device)  # [H, W] raw ids
+            if view.valid is not None:
+                seg = torch.where(view.valid.to(emb.device), seg, torch.full_like(seg, -1))
+            if cfg.use_cluster:
+                terms = cluster_loss(emb, seg, push=cfg.push, push_scale=cfg.push_scale,
+                                     ignore_id=self.ignore_id, generator=self.generator)
+                out["cluster"] = terms["total"]
+            if self.head is not None and step >= cfg.triplet_from_iter:
+                trip = sample_triplets(seg, cfg.triplet_max, ignore_id=self.ignore_id, generator=self.generator)
+                z = self.head(emb.reshape(-1, emb.shape[-1]))  # [P, d]
+                out["triplet"] = triplet_loss(z, trip, margin=cfg.triplet_margin)
+        if self.num_classes and SEMANTIC in features and view.semantic is not None:
+            logits = features[SEMANTIC].reshape(-1, self.num_classes)  # [P, C]
+            target = view.semantic.to(logits.device).reshape(-1)
+            conf = view.confidence.to(logits.device).reshape(-1) if view.confidence is not None else None
+            if view.valid is not None:
+                target = torch.where(view.valid.to(logits.device).reshape(-1), target, torch.full_like(target, -1))
+            out["semantic"] = semantic_loss(logits, target, conf, ignore_index=-1)
+        if cfg.use_3d and cfg.method == "unic" and step >= cfg.l3d_from_iter:
+            self._refresh_graph(step, model)
+            if self.edges is not None and len(self.edges):
+                v = torch.sigmoid(model.params[EMBEDDING])  # L_3D in code space, bounded
+                out["3d"] = neighbor_loss(v, self.edges, max_edges=cfg.l3d_max_edges, generator=self.generator)
+        return out
+
+    def weights(self) -> Dict[str, float]:
+        c = self.cfg
+        return {"cluster": c.lambda_cluster, "triplet": c.lambda_triplet, "3d": c.lambda_3d, "semantic": c.lambda_sem}
+
+    @torch.no_grad()
+    def _refresh_graph(self, step: int, model) -> None:
+        n = model.num_gaussians
+        stale = self.edges is None or n != self.edges_n or step - self.edges_step >= self.cfg.l3d_refresh
+        if stale:
+            self.edges = neighbor_graph(model.get_means().detach(), radius2=self.cfg.l3d_radius2, k=self.cfg.l3d_k)
+            self.edges_step, self.edges_n = step, n
+
+    # ----- checkpoint ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"head": self.head.state_dict() if self.head is not None else None,
+                "edges": self.edges, "edges_step": self.edges_step, "edges_n": self.edges_n}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.head is not None and state.get("head") is not None:
+            self.head.load_state_dict(state["head"])
+        self.edges = state.get("edges")
+        if self.edges is not None:
+            self.edges = self.edges.to(self.device)
+        self.edges_step, self.edges_n = state.get("edges_step", -1), state.get("edges_n", -1)

@@ -1,0 +1,59 @@
+"""Photometric losses: L1 and SSIM computed as 3DGS does (11x11 Gaussian window, sigma 1.5,
+zero "same" padding, C1 = 0.01^2, C2 = 0.03^2).
+
+Convention: images are [H, W, 3] or [B, 3, H, W] floats in [0, 1].
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def l1_loss(a: Tensor, b: Tensor) -> Tensor:
+    return (a - b).abs().mean()
+
+
+@functools.lru_cache(maxsize=8)
+def _window(size: int, sigma: float, channels: int, device: str, dtype: torch.dtype) -> Tensor:
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    w2 = (g[:, None] @ g[None, :]).to(dtype)  # [size, size], sums to 1
+    return w2.expand(channels, 1, size, size).contiguous().to(device)
+
+
+def _as_bchw(img: Tensor) -> Tensor:
+    if img.dim() == 3:  # [H, W, C]
+        return img.permute(2, 0, 1)[None]
+    return img
+
+
+def ssim_map(a: Tensor, b: Tensor, window_size: int = 11, sigma: float = 1.5) -> Tensor:
+    a, b = _as_bchw(a), _as_bchw(b)
+    C = a.shape[1]
+    w = _window(window_size, sigma, C, str(a.device), a.dtype)
+    pad = window_size // 2
+    conv = functools.partial(F.conv2d, weight=w, padding=pad, groups=C)
+    mu_a, mu_b = conv(a), conv(b)
+    var_a = conv(a * a) - mu_a**2
+    var_b = conv(b * b) - mu_b**2
+    cov = conv(a * b) - mu_a * mu_b
+    C1, C2 = 0.01**2, 0.03**2
+    return ((2 * mu_a * mu_b + C1) * (2 * cov + C2)) / ((mu_a**2 + mu_b**2 + C1) * (var_a + var_b + C2))
+
+
+def ssim(a: Tensor, b: Tensor) -> Tensor:
+    return ssim_map(a, b).mean()
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    mse = ((a - b) ** 2).mean()
+    return -10.0 * torch.log10(mse.clamp_min(1e-12))
+
+
+def photometric_loss(rendered: Tensor, gt: Tensor, lambda_dssim: float = 0.2) -> Tensor:
+    """(1 - lambda) L1 + lambda (1 - SSIM), the 3DGS rendering loss."""
+    return (1.0 - lambda_dssim) * l1_loss(rendered, gt) + lambda_dssim * (1.0 - ssim(rendered, gt))
