@@ -66,7 +66,7 @@ def image_metrics(method_dir: str, lpips_net=None) -> dict:
 
 def evaluate_model(model_path: str, quiet: bool = False) -> dict:
     from arguments import load_cfg_args
-    from scene.dataset_readers import read_scene
+    from train import read_scene_for
     from utils.general_utils import atomic_write_text
     from utils.panoptic_eval import evaluate_views, variant_for
 
@@ -75,8 +75,7 @@ def evaluate_model(model_path: str, quiet: bool = False) -> dict:
     if not methods:
         raise SceneError(f"{test_dir}: no rendered test views; train with test views (--eval) and run render.py")
     cfg = load_cfg_args(model_path)
-    info = read_scene(cfg.source_path, seg_dir=cfg.seg_dir, sem_dir=cfg.sem_dir, eval=cfg.eval,
-                      allow_missing_masks=True)
+    info = read_scene_for(cfg, allow_missing_masks=True)
     has_gt = bool(info.test) and all(f.gt_semantic_path and f.gt_instance_path for f in info.test)
     lpips_net = _lpips_model()
     results, per_view, details = {}, {}, {}

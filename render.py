@@ -104,7 +104,7 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
 
 def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = False, skip_test: bool = False,
                  labels: bool = False, quiet: bool = False, device: Optional[str] = None) -> dict:
-    from scene.dataset_readers import read_scene
+    from train import read_scene_for
     from segmentation.labels import load_clusters
     from utils.general_utils import pick_device
 
@@ -113,8 +113,7 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
     if not os.path.isdir(cfg.source_path):
         raise SceneError(f"{cfg.source_path}: the scene this model was trained on is gone; "
                          f"fix source_path in {os.path.join(model_path, 'cfg_args')}")
-    info = read_scene(cfg.source_path, seg_dir=cfg.seg_dir, sem_dir=cfg.sem_dir, eval=cfg.eval,
-                      allow_missing_masks=True)
+    info = read_scene_for(cfg, allow_missing_masks=True)
     iteration = find_iteration(model_path, iteration)
     model = load_model(model_path, iteration, dev)
     clusters = None

@@ -92,6 +92,7 @@ class Trainer:
         self.stack: List[int] = []
         self.first_iter = 1
         self.train_seconds = 0.0
+        self.eval_history: Dict[int, dict] = {}
 
     # ----- setup ---------------------------------------------------------------------------
     def _load_train_views(self) -> List[View]:
@@ -319,7 +320,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{ema['loss']:.4f}", psnr=f"{ema['psnr']:.2f}",
                                     n=self.model.num_gaussians)
                 if step in a.test_iterations:
-                    self.last_eval = self.evaluate(step)
+                    self.eval_history[step] = self.evaluate(step)
                 if step in a.save_iterations:
                     self.save(step)
                 if step in a.checkpoint_iterations:
@@ -344,7 +345,8 @@ class Trainer:
         stats = {"train_seconds": self.train_seconds, "cluster_seconds": cluster_seconds,
                  "peak_gpu_mem_mb": (torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None),
                  "num_gaussians": self.model.num_gaussians, "iterations": step,
-                 "device": torch.cuda.get_device_name() if self.device.type == "cuda" else "cpu"}
+                 "device": torch.cuda.get_device_name() if self.device.type == "cuda" else "cpu",
+                 "eval": {str(k): v for k, v in self.eval_history.items()}}
         atomic_write_text(os.path.join(self.dataset.model_path, "train_stats.json"), json.dumps(stats, indent=2))
         return stats
 
@@ -396,12 +398,25 @@ def prepare_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def training(args: argparse.Namespace) -> dict:
+def read_scene_for(cfg, allow_missing_masks: bool = False) -> SceneInfo:
+    """Reads the scene a run names; ``--seg_dir none`` trains plain 3DGS on a scene that has masks."""
+    import dataclasses
+
     from scene.dataset_readers import read_scene
 
+    plain = isinstance(cfg.seg_dir, str) and cfg.seg_dir.lower() == "none"
+    info = read_scene(cfg.source_path, seg_dir=None if plain else cfg.seg_dir, sem_dir=cfg.sem_dir,
+                      eval=cfg.eval, allow_missing_masks=allow_missing_masks)
+    if plain:
+        strip = dict(instance_path=None, semantic_path=None, confidence_path=None)
+        info.train = [dataclasses.replace(f, **strip) for f in info.train]
+        info.test = [dataclasses.replace(f, **strip) for f in info.test]
+    return info
+
+
+def training(args: argparse.Namespace) -> dict:
     seed_everything(args.seed)
-    info = read_scene(args.source_path, seg_dir=args.seg_dir, sem_dir=args.sem_dir, eval=args.eval,
-                      allow_missing_masks=args.mask_fraction < 1.0)
+    info = read_scene_for(args, allow_missing_masks=getattr(args, "mask_fraction", 1.0) < 1.0)
     os.makedirs(args.model_path, exist_ok=True)
     if not args.quiet:
         print(f"Output folder: {args.model_path} ({info.format} scene, {len(info.train)} train / "

@@ -1,0 +1,111 @@
+"""Rendering of a Gaussian model into one camera: RGB, any feature channels and depth.
+
+``render()`` evaluates SH colour itself and rasterizes every requested channel (RGB, each
+feature, camera z for depth) in ONE ``rasterize()`` call, so all of them share exactly the same
+blending weights, then splits the result. The backend is gsplat's CUDA rasterizer for CUDA
+models and the pure-PyTorch twin otherwise (``UNICLIFT_BACKEND=torch`` forces the twin).
+
+Convention: ``Camera.world_view`` is world-to-camera in OpenCV axes and ``Camera.K`` puts pixel
+centres at (u + 0.5, v + 0.5) (see ``scene.cameras``); images come out [H, W, D], channels last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from utils.sh_utils import eval_sh
+
+from .rasterizer import BACKEND_ENV, BACKENDS, rasterize, resolve_backend
+
+__all__ = ["RenderOutput", "render", "rasterize", "resolve_backend", "BACKENDS", "BACKEND_ENV"]
+
+
+@dataclass
+class RenderOutput:
+    rgb: Optional[Tensor]  # [H, W, 3] SH colour, background composited; None if not asked
+    features: dict = field(default_factory=dict)  # name -> [H, W, D] blended features, background 0
+    depth: Optional[Tensor] = None  # [H, W, 1] expected z (sum w z / alpha; 0 where alpha = 0)
+    alpha: Optional[Tensor] = None  # [H, W, 1] accumulated opacity
+    info: dict = field(default_factory=dict)  # rasterizer info: means2d, radii, ... (densification)
+
+
+def camera_tensors(camera, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """``(viewmat [4, 4], K [3, 3], centre [3])`` of a ``scene.cameras.Camera`` as tensors."""
+    viewmat = torch.as_tensor(camera.world_view, dtype=dtype, device=device)
+    K = torch.as_tensor(camera.K, dtype=dtype, device=device)
+    centre = torch.as_tensor(camera.center, dtype=dtype, device=device)
+    return viewmat, K, centre
+
+
+def render(
+    camera,
+    model,
+    *,
+    bg: Optional[Tensor] = None,
+    features: Optional[dict] = None,
+    with_rgb: bool = True,
+    with_depth: bool = False,
+    backend: str = "auto",
+    near_plane: float = 0.01,
+) -> RenderOutput:
+    """Renders ``model`` (see the contract below) from ``camera`` (a ``scene.cameras.Camera``).
+
+    model: ``get_means()`` [N, 3], ``get_scales()`` [N, 3] (activated), ``get_quats()`` [N, 4]
+    wxyz, ``get_opacities()`` [N] (activated), ``get_sh()`` [N, (deg+1)^2, 3] DC first,
+    ``active_sh_degree`` int.
+    bg: [3] background colour for the RGB channels (None = black).
+    features: name -> [N, D] per-Gaussian values, already activated by the caller; rendered
+    with background 0.
+    """
+    features = dict(features or {})
+    means = model.get_means()  # [N, 3]
+    n, device, dtype = means.shape[0], means.device, means.dtype
+    viewmat, K, centre = camera_tensors(camera, device, dtype)
+
+    names, widths, channels = [], [], []  # one block of channels per output
+    if with_rgb:
+        dirs = means - centre  # [N, 3] camera -> Gaussian, world space
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        sh = model.get_sh()  # [N, K, 3]
+        rgb = torch.clamp_min(eval_sh(model.active_sh_degree, sh, dirs) + 0.5, 0.0)  # [N, 3]
+        names.append("rgb"), widths.append(3), channels.append(rgb)
+    for name, value in features.items():
+        if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] != n:
+            got = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"feature {name!r} must be a [N={n}, D] tensor, got {got}")
+        names.append(("feature", name)), widths.append(value.shape[1]), channels.append(value.to(dtype))
+    if with_depth:
+        z = means @ viewmat[2, :3] + viewmat[2, 3]  # [N] camera-space z
+        names.append("depth"), widths.append(1), channels.append(z[:, None])
+    if not channels:  # alpha only: blend one dummy channel
+        names.append(None), widths.append(1), channels.append(means.new_zeros(n, 1))
+    colors = torch.cat(channels, dim=-1)  # [N, D_total]
+
+    background = None
+    if bg is not None:
+        bg = torch.as_tensor(bg, dtype=dtype, device=device).reshape(-1)
+        if bg.shape[0] != 3:
+            raise ValueError(f"bg must hold 3 values (RGB), got {bg.shape[0]}")
+        if with_rgb:
+            background = torch.cat([bg, bg.new_zeros(colors.shape[1] - 3)])  # [D_total]
+
+    image, alpha, info = rasterize(
+        means, model.get_quats(), model.get_scales(), model.get_opacities(), colors,
+        viewmat, K, camera.width, camera.height,
+        near_plane=near_plane, background=background, backend=backend,
+    )  # [H, W, D_total], [H, W, 1]
+
+    out = RenderOutput(rgb=None, features={}, depth=None, alpha=alpha, info=info)
+    for name, part in zip(names, torch.split(image, widths, dim=-1)):
+        if name == "rgb":
+            out.rgb = part
+        elif name == "depth":
+            # Expected depth; where nothing was blended the quotient is undefined: 0.
+            hit = alpha > 0
+            out.depth = torch.where(hit, part / torch.where(hit, alpha, torch.ones_like(alpha)), 0.0)
+        elif name is not None:
+            out.features[name[1]] = part
+    return out

@@ -39,7 +39,8 @@ MIN_TRANSMITTANCE = 1e-4  # a pixel is done before T would reach this
 MAX_EXTEND = 3.33  # radius in standard deviations, before the opacity-aware bound
 FRUSTUM_MARGIN = 0.3  # Jacobian clamp: frustum widened by this fraction of tan(fov / 2)
 TILE_SIZE = 16
-CHUNK_ELEMENTS = 1 << 23  # (tile, pixel, Gaussian) triples evaluated per chunk
+BLOCK = 128  # Gaussians per tile evaluated per step of the front-to-back loop
+CHUNK_ELEMENTS = 1 << 23  # (pixel, Gaussian) pairs evaluated per step
 CHECKPOINT_ELEMENTS = 1 << 26  # above this many triples per image, recompute chunks in backward
 
 
@@ -218,44 +219,67 @@ def _composite_tiles(
     tiles: Tensor,  # [n] tile indices of this chunk
     starts: Tensor,  # [n] first list position of each tile
     counts: Tensor,  # [n] list length of each tile
-    n_slots: int,  # K: padded list length (max of counts)
+    width: int,
+    height: int,
     tile_width: int,
     tile_size: int,
+    block: int,
 ) -> tuple[Tensor, Tensor]:
-    """Front-to-back compositing of a chunk of tiles. Returns ([n, P, D], [n, P]), P = tile_size^2."""
-    n = tiles.shape[0]
-    slot = torch.arange(n_slots, device=tiles.device)  # [K]
-    present = slot[None, :] < counts[:, None]  # [n, K] false on padding
-    pos = torch.where(present, starts[:, None] + slot[None, :], torch.zeros_like(present, dtype=torch.long))
-    gid = flatten_ids[pos]  # [n, K]
+    """Front-to-back compositing of a chunk of tiles, ``block`` Gaussians per tile at a time.
 
-    mean = means2d[gid]  # [n, K, 2]
-    conic = conics[gid]  # [n, K, 3]
-    opac = torch.where(present, opacities[gid], torch.zeros_like(opacities[gid]))  # [n, K]
-    color = colors[gid]  # [n, K, D]
+    Returns the blended channels [n, P, D] and the final transmittance [n, P], P = tile_size^2.
+    A tile leaves the loop once its list is exhausted or all its pixels are done, as gsplat's
+    thread blocks do, so opaque scenes cost about their visible depth, not their list length.
+    """
+    n, n_pix, dim = tiles.shape[0], tile_size * tile_size, colors.shape[-1]
+    dtype, device = means2d.dtype, means2d.device
+    offs = torch.arange(tile_size, device=device)  # [ts]
+    col = (tiles % tile_width)[:, None] * tile_size + offs  # [n, ts] pixel u
+    row = torch.div(tiles, tile_width, rounding_mode="floor")[:, None] * tile_size + offs  # [n, ts] pixel v
+    inside = (row[:, :, None] < height) & (col[:, None, :] < width)  # [n, ts(row), ts(col)]
+    px, py = col.to(dtype) + 0.5, row.to(dtype) + 0.5  # [n, ts] pixel centres
 
-    offs = torch.arange(tile_size, device=tiles.device, dtype=means2d.dtype) + 0.5  # [ts]
-    px = (tiles % tile_width).to(means2d.dtype)[:, None] * tile_size + offs  # [n, ts] pixel-centre x
-    py = torch.div(tiles, tile_width, rounding_mode="floor").to(means2d.dtype)[:, None] * tile_size + offs
-    dx = mean[:, None, :, 0] - px[:, :, None]  # [n, ts(col), K]
-    dy = mean[:, None, :, 1] - py[:, :, None]  # [n, ts(row), K]
-    ca, cb, cc = conic[:, None, :, 0], conic[:, None, :, 1], conic[:, None, :, 2]  # [n, 1, K]
-    # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, laid out [n, row, col, K]
-    sigma = (
-        (0.5 * ca * dx * dx)[:, None, :, :]
-        + (0.5 * cc * dy * dy)[:, :, None, :]
-        + (cb * dx)[:, None, :, :] * dy[:, :, None, :]
-    )
-    alpha = torch.clamp_max(opac[:, None, None, :] * torch.exp(-sigma), MAX_ALPHA)  # [n, ts, ts, K]
-    keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-    alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
-    trans_incl = torch.cumprod(1.0 - alpha, dim=-1)  # [n, ts, ts, K] T after each Gaussian
-    trans_excl = torch.cat([torch.ones_like(trans_incl[..., :1]), trans_incl[..., :-1]], dim=-1)
-    # Exclusive stop: the Gaussian that would bring T to <= 1e-4 and all behind it are dropped.
-    weights = torch.where(trans_incl > MIN_TRANSMITTANCE, alpha * trans_excl, torch.zeros_like(alpha))
-    weights = weights.reshape(n, tile_size * tile_size, n_slots)  # [n, P, K]
-    render = weights @ color  # [n, P, D]
-    return render, weights.sum(-1)  # alpha = 1 - T_final = sum of weights
+    trans = means2d.new_ones(n, n_pix)  # [n, P] transmittance after the Gaussians blended so far
+    done = ~inside.reshape(n, n_pix)  # [n, P]; pixels off the image never blend
+    render = colors.new_zeros(n, n_pix, dim)  # [n, P, D]
+    active = torch.arange(n, device=device)  # tiles still blending
+    k_max = int(counts.max())
+    for k0 in range(0, k_max, block):  # a handful of iterations: opaque pixels finish early
+        active = active[(counts[active] > k0) & ~done[active].all(-1)]
+        if active.numel() == 0:
+            break
+        kb = min(block, k_max - k0)
+        slot = k0 + torch.arange(kb, device=device)  # [kb]
+        present = slot[None, :] < counts[active, None]  # [a, kb] false on padding
+        pos = torch.where(present, starts[active, None] + slot[None, :], torch.zeros_like(slot)[None, :])
+        gid = flatten_ids[pos]  # [a, kb]
+        mean, conic, color = means2d[gid], conics[gid], colors[gid]  # [a, kb, 2|3|D]
+        opac = torch.where(present, opacities[gid], torch.zeros_like(opacities[gid]))  # [a, kb]
+
+        dx = mean[:, None, :, 0] - px[active, :, None]  # [a, ts(col), kb]
+        dy = mean[:, None, :, 1] - py[active, :, None]  # [a, ts(row), kb]
+        ca, cb, cc = conic[:, None, :, 0], conic[:, None, :, 1], conic[:, None, :, 2]  # [a, 1, kb]
+        # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, laid out [a, row, col, kb]
+        sigma = (
+            (0.5 * ca * dx * dx)[:, None, :, :]
+            + (0.5 * cc * dy * dy)[:, :, None, :]
+            + (cb * dx)[:, None, :, :] * dy[:, :, None, :]
+        ).reshape(-1, n_pix, kb)  # [a, P, kb]
+        alpha = torch.clamp_max(opac[:, None, :] * torch.exp(-sigma), MAX_ALPHA)  # [a, P, kb]
+        keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+        alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+
+        t_prev = trans[active]  # [a, P]
+        t_incl = t_prev[..., None] * torch.cumprod(1.0 - alpha, dim=-1)  # [a, P, kb] T after each
+        t_excl = torch.cat([t_prev[..., None], t_incl[..., :-1]], dim=-1)  # [a, P, kb] T before each
+        # Exclusive stop: the Gaussian that would bring T to <= 1e-4 and all behind it are dropped.
+        blend = (t_incl > MIN_TRANSMITTANCE) & ~done[active][..., None]  # [a, P, kb]
+        weights = torch.where(blend, alpha * t_excl, torch.zeros_like(alpha))
+        render = render.index_add(0, active, weights @ color)  # [a, P, kb] @ [a, kb, D]
+        factor = torch.where(blend, 1.0 - alpha, torch.ones_like(alpha)).prod(-1)  # [a, P]
+        trans = trans.index_copy(0, active, t_prev * factor)
+        done = done.index_copy(0, active, done[active] | (t_incl[..., -1] <= MIN_TRANSMITTANCE))
+    return render, trans
 
 
 def rasterize_to_pixels(
@@ -268,6 +292,7 @@ def rasterize_to_pixels(
     height: int,
     background: Optional[Tensor] = None,  # [D]
     tile_size: int = TILE_SIZE,
+    block: int = BLOCK,
     chunk_elements: int = CHUNK_ELEMENTS,
     checkpoint_elements: int = CHECKPOINT_ELEMENTS,
 ) -> tuple[Tensor, Tensor]:
@@ -277,37 +302,30 @@ def rasterize_to_pixels(
     dim = colors.shape[-1]
 
     busy = torch.nonzero(isect.tile_counts > 0).squeeze(1)  # [B] tiles with Gaussians
-    counts = isect.tile_counts[busy]
-    counts, order = torch.sort(counts, descending=True)  # longest lists first
-    busy, starts = busy[order], isect.tile_starts[busy[order]]
-
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (means2d, conics, opacities, colors)
     )
-    total = int(counts.sum()) * n_pix
-    use_checkpoint = needs_grad and total > checkpoint_elements
+    # Upper bound of the (pixel, Gaussian) pairs kept for backward (early stops only lower it).
+    use_checkpoint = needs_grad and int(isect.tile_counts.sum()) * n_pix > checkpoint_elements
+    tiles_per_chunk = max(1, chunk_elements // (n_pix * block))
 
-    counts_host = counts.tolist()
-    renders, alphas = [], []
-    i = 0
-    while i < len(counts_host):  # one iteration per chunk of tiles
-        k_max = counts_host[i]
-        n_fit = max(1, chunk_elements // (k_max * n_pix))
-        sl = slice(i, i + n_fit)
-        args = (means2d, conics, opacities, colors, isect.flatten_ids, busy[sl], starts[sl], counts[sl],
-                k_max, isect.tile_width, tile_size)
+    renders, transs = [], []
+    for c0 in range(0, busy.numel(), tiles_per_chunk):  # a handful of chunks
+        tiles = busy[c0:c0 + tiles_per_chunk]
+        args = (means2d, conics, opacities, colors, isect.flatten_ids, tiles,
+                isect.tile_starts[tiles], isect.tile_counts[tiles],
+                width, height, isect.tile_width, tile_size, block)
         if use_checkpoint:
             out = checkpoint(_composite_tiles, *args, use_reentrant=False)
         else:
             out = _composite_tiles(*args)
         renders.append(out[0])
-        alphas.append(out[1])
-        i += n_fit
+        transs.append(out[1])
 
     img = colors.new_zeros(n_tiles, n_pix, dim + 1)  # [n_tiles, P, D + 1], last = alpha
     if renders:
-        vals = torch.cat([torch.cat(renders), torch.cat(alphas)[..., None]], dim=-1)  # [B, P, D + 1]
-        img = img.index_copy(0, busy, vals)
+        alpha = 1.0 - torch.cat(transs)  # [B, P]
+        img = img.index_copy(0, busy, torch.cat([torch.cat(renders), alpha[..., None]], dim=-1))
     else:
         # Nothing visible: keep the output attached to the inputs so backward still runs.
         img = img + 0.0 * (colors.sum() + opacities.sum() + means2d.sum() + conics.sum())
@@ -336,6 +354,7 @@ def rasterize_torch(
     eps2d: float = 0.3,
     background: Optional[Tensor] = None,  # [D]
     tile_size: int = TILE_SIZE,
+    block: int = BLOCK,
     chunk_elements: int = CHUNK_ELEMENTS,
     checkpoint_elements: int = CHECKPOINT_ELEMENTS,
 ) -> tuple[Tensor, Tensor, dict]:
@@ -354,7 +373,7 @@ def rasterize_torch(
     isect = intersect_tiles(proj.means2d, proj.radii, proj.depths, width, height, tile_size)
     render, alpha = rasterize_to_pixels(
         means2d[0], proj.conics, opacities, colors, isect, width, height,
-        background=background, tile_size=tile_size,
+        background=background, tile_size=tile_size, block=block,
         chunk_elements=chunk_elements, checkpoint_elements=checkpoint_elements,
     )
     info = {

@@ -1,0 +1,400 @@
+"""Helpers shared by the scene readers: names, label folders, size checks, poses, extent,
+depth back-projection. Every problem is a one-line :class:`SceneError` naming the file.
+
+Convention (poses): ``world_view`` is world-to-camera in OpenCV axes (x right, y down,
+z forward); quaternions are (w, x, y, z). Convention (intrinsics): ``K`` is gsplat's
+pixel-centre convention, the centre of pixel (u, v) at (u + 0.5, v + 0.5).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from scene.cameras import Camera, FrameInfo, SceneError, SceneInfo
+from utils.image_io import ImageReadError, image_size, load_depth, load_rgb
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+LABEL_EXTS = (".png", ".npy")
+CONF_EXTS = (".npz", ".npy")
+
+# Initial point cloud from depth maps: total budget and how many train views to decode.
+DEPTH_POINTS_CAP = 100_000
+DEPTH_MAX_VIEWS = 64
+DEPTH_SEED = 0
+# Box padding when a scene has neither points nor depth (fraction of the camera extent).
+EXTENT_FALLBACK = 1.0  # used when all train cameras coincide (e.g. a single camera)
+
+
+# ----------------------------------------------------------------------------- names
+
+def name_sort_key(name: str) -> tuple:
+    """Sort key: integer value when ``int(stem)`` parses (``12``, ``0_0042``), else the text.
+
+    Numeric names sort before non-numeric ones, so mixed folders still have a total order.
+    """
+    try:
+        return (0, int(name), name)
+    except ValueError:
+        return (1, 0, name)
+
+
+def sort_names(names: Iterable[str]) -> list[str]:
+    return sorted(names, key=name_sort_key)
+
+
+def stem_to_name(rel_stem: str) -> str:
+    """Camera name of a view from its path (relative to its folder, without extension).
+
+    Flat folders give the file stem; nested paths join their parts with ``_`` so that names
+    stay unique and usable as output file stems.
+    """
+    rel_stem = rel_stem.replace("\\", "/")
+    while rel_stem.startswith("./"):
+        rel_stem = rel_stem[2:]
+    return rel_stem.strip("/").replace("/", "_")
+
+
+class FileIndex:
+    """Files of a folder by relative stem, listing each subfolder at most once.
+
+    ``find("a/b")`` returns ``<root>/a/b<ext>`` for the first extension in ``exts`` that
+    exists, else None. One ``os.scandir`` per subfolder instead of one ``stat`` per candidate
+    keeps a 900-view scene fast.
+    """
+
+    def __init__(self, root: str, exts: Sequence[str]):
+        self.root = root
+        self.exts = tuple(e.lower() for e in exts)
+        self._dirs: dict[str, dict[str, dict[str, str]]] = {}
+
+    def _listing(self, sub: str) -> dict[str, dict[str, str]]:
+        if sub not in self._dirs:
+            folder = os.path.join(self.root, sub) if sub else self.root
+            entries: dict[str, dict[str, str]] = {}
+            if os.path.isdir(folder):
+                with os.scandir(folder) as it:
+                    for e in it:
+                        if e.name.startswith(".") or not e.is_file():
+                            continue
+                        stem, ext = os.path.splitext(e.name)
+                        if ext.lower() in self.exts:
+                            entries.setdefault(stem, {})[ext.lower()] = e.path
+            self._dirs[sub] = entries
+        return self._dirs[sub]
+
+    def find(self, rel_stem: str) -> Optional[str]:
+        rel_stem = rel_stem.replace("\\", "/")
+        while rel_stem.startswith("./"):
+            rel_stem = rel_stem[2:]
+        sub, stem = os.path.split(rel_stem)
+        by_ext = self._listing(sub).get(stem)
+        if not by_ext:
+            return None
+        for ext in self.exts:
+            if ext in by_ext:
+                return by_ext[ext]
+        return None
+
+    def stems(self) -> list[str]:
+        """Stems of the files directly in the root (no subfolders)."""
+        return list(self._listing(""))
+
+
+# ----------------------------------------------------------------------------- checks
+
+def require_dir(path: str, what: str, fix: str) -> None:
+    if not os.path.isdir(path):
+        raise SceneError(f"{path}: {what} not found; {fix}")
+
+
+def checked_size(path: str, what: str = "image") -> tuple[int, int]:
+    """``(W, H)`` from the header only; a missing or unreadable file is a SceneError."""
+    if not os.path.isfile(path):
+        raise SceneError(f"{path}: {what} not found; add the file or remove the view from the scene")
+    try:
+        return image_size(path)
+    except ImageReadError as e:
+        raise SceneError(f"{e}; replace or remove the {what}") from None
+
+
+def same_aspect(wh: tuple[int, int], WH: tuple[int, int]) -> bool:
+    """True if ``wh`` is ``WH`` scaled uniformly, up to one pixel of rounding."""
+    w, h = wh
+    W, H = WH
+    if w <= 0 or h <= 0:
+        return False
+    return abs(w * H - h * W) <= max(W, H)
+
+
+def check_label_size(path: str, WH: tuple[int, int], what: str) -> bool:
+    """Validate a per-view label file against its image size ``WH``; True if it needs resizing.
+
+    Same size: fine. Same aspect ratio: accepted, to be loaded with ``size=(W, H)`` (nearest).
+    Other sizes: SceneError naming the file.
+    """
+    wh = checked_size(path, what)
+    if wh == tuple(WH):
+        return False
+    if same_aspect(wh, WH):
+        return True
+    raise SceneError(
+        f"{path}: {what} is {wh[0]}x{wh[1]} but its image is {WH[0]}x{WH[1]} (different aspect "
+        f"ratio); regenerate it at the image resolution")
+
+
+def rescale_K(K: np.ndarray, from_wh: tuple[int, int], to_wh: tuple[int, int]) -> np.ndarray:
+    """``K  # [3, 3]`` for an image resized from ``from_wh`` to ``to_wh`` (per axis).
+
+    Convention: valid for the pixel-centre convention (the image edges map to the edges).
+    """
+    K = np.array(K, dtype=np.float64)
+    K[0] *= to_wh[0] / from_wh[0]
+    K[1] *= to_wh[1] / from_wh[1]
+    K[2] = (0.0, 0.0, 1.0)
+    return K
+
+
+def parse_matrix(path: str, rows: int, cols: int, what: str) -> np.ndarray:
+    """A whitespace-separated ``[rows, cols]`` float matrix; extra trailing numbers are an error."""
+    try:
+        with open(path, "r") as f:
+            vals = np.array(f.read().split(), dtype=np.float64)
+    except FileNotFoundError:
+        raise SceneError(f"{path}: {what} not found; add it or remove the view") from None
+    except ValueError:
+        raise SceneError(f"{path}: {what} holds non-numeric text; expected {rows}x{cols} numbers") from None
+    if vals.size != rows * cols:
+        raise SceneError(f"{path}: {what} has {vals.size} numbers; expected {rows}x{cols}")
+    m = vals.reshape(rows, cols)
+    if not np.all(np.isfinite(m)):
+        raise SceneError(f"{path}: {what} holds inf/nan (invalid tracking?); drop this view from the split")
+    return m
+
+
+# ----------------------------------------------------------------------------- poses
+
+def quat_wxyz_to_rotmat(q) -> np.ndarray:
+    """Rotation matrix ``[3, 3]`` of a quaternion (w, x, y, z); normalised first."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def invert_rigid(T: np.ndarray) -> np.ndarray:
+    """Inverse of a 4x4 rigid transform ``[R t; 0 1]`` (R orthonormalised via SVD first)."""
+    U, _, Vt = np.linalg.svd(T[:3, :3])
+    R = U @ Vt
+    out = np.eye(4)
+    out[:3, :3] = R.T
+    out[:3, 3] = -R.T @ T[:3, 3]
+    return out
+
+
+def c2w_to_world_view(c2w: np.ndarray, path: str) -> np.ndarray:
+    """World-to-camera from a camera-to-world matrix; a degenerate rotation is an error."""
+    R = c2w[:3, :3]
+    det = np.linalg.det(R)
+    if not np.isfinite(det) or abs(det) < 1e-6:
+        raise SceneError(f"{path}: camera-to-world rotation is singular (det {det:.3g}); fix the pose")
+    scale = abs(det) ** (1.0 / 3.0)
+    if abs(scale - 1.0) > 1e-2:
+        raise SceneError(f"{path}: camera-to-world rotation is scaled (det {det:.3g}); poses must be rigid")
+    return invert_rigid(c2w)
+
+
+# ----------------------------------------------------------------------------- scene
+
+def camera_extent(centers: np.ndarray) -> float:
+    """3DGS ``cameras_extent``: 1.1 x max distance of a camera centre to their mean.
+
+    ``centers  # [C, 3]``. When all centres coincide (one camera) the result would be 0,
+    which breaks densification thresholds; return ``EXTENT_FALLBACK`` then.
+    """
+    centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
+    if centers.shape[0] == 0:
+        return EXTENT_FALLBACK
+    radius = float(np.linalg.norm(centers - centers.mean(0), axis=1).max())
+    return 1.1 * radius if radius > 1e-9 else EXTENT_FALLBACK
+
+
+def camera_bbox(centers: np.ndarray, pad: float) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned box of ``centers  # [C, 3]`` grown by ``pad`` on every side."""
+    centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
+    return (centers.min(0) - pad).astype(np.float32), (centers.max(0) + pad).astype(np.float32)
+
+
+@dataclass
+class View:
+    """A posed view before its label files are attached."""
+    name: str  # unique camera name (file stem for flat folders)
+    rel_stem: str  # path relative to the label folders, no extension (usually == name)
+    image_path: str
+    K: np.ndarray  # [3, 3] pixel-centre convention, at (width, height)
+    world_view: np.ndarray  # [4, 4] world-to-camera, OpenCV axes
+    width: int
+    height: int
+
+
+@dataclass
+class LabelSource:
+    """Where one kind of per-view file lives and how strict a missing file is."""
+    field: str  # FrameInfo field, e.g. "instance_path"
+    folder: Optional[str]  # absolute folder, None = not available in this scene
+    exts: Sequence[str]
+    what: str  # for messages, e.g. "instance mask"
+    required: bool  # missing per-view file is an error (unless allow_missing_masks)
+
+
+def resolve_folder(scene: str, name: Optional[str], default: Optional[str], what: str, flag: str) -> Optional[str]:
+    """Folder of a label kind: explicit ``name`` must exist; the format default may be absent.
+
+    ``name=None`` -> the format's default (``None`` = no such folder); ``name=""`` -> none.
+    """
+    explicit = name is not None
+    name = default if name is None else name
+    if not name:
+        return None
+    folder = name if os.path.isabs(name) else os.path.join(scene, name)
+    if os.path.isdir(folder):
+        return os.path.abspath(folder)
+    if explicit:
+        raise SceneError(f"{folder}: {what} folder given by {flag} is missing; create it or fix {flag}")
+    return None
+
+
+def build_frames(views: Sequence[View], sources: Sequence[LabelSource], allow_missing_masks: bool,
+                 uid_offset: int = 0) -> tuple[list[FrameInfo], int]:
+    """FrameInfos of ``views`` with their label files found and size-checked.
+
+    Returns the frames and how many label files need a nearest resize to their image size.
+    """
+    indices = [(src, FileIndex(src.folder, src.exts)) for src in sources if src.folder is not None]
+    frames: list[FrameInfo] = []
+    n_resize = 0
+    for i, v in enumerate(views):
+        paths: dict[str, Optional[str]] = {}
+        for src, index in indices:
+            p = index.find(v.rel_stem)
+            if p is None and v.rel_stem != v.name:
+                p = index.find(v.name)
+            if p is None:
+                if src.required and not allow_missing_masks:
+                    raise SceneError(
+                        f"{os.path.join(src.folder, v.rel_stem)}{src.exts[0]}: {src.what} for view "
+                        f"'{v.name}' is missing; add it or pass allow_missing_masks")
+            else:
+                n_resize += check_label_size(p, (v.width, v.height), src.what)
+            paths[src.field] = p
+        cam = Camera(uid=uid_offset + i, name=v.name, K=v.K, world_view=v.world_view,
+                     width=v.width, height=v.height)
+        frames.append(FrameInfo(camera=cam, image_path=v.image_path, **paths))
+    return frames, n_resize
+
+
+def check_unique_names(views: Sequence[View], where: str) -> None:
+    seen: dict[str, str] = {}
+    for v in views:
+        if v.name in seen:
+            raise SceneError(
+                f"{v.image_path}: view name '{v.name}' also used by {seen[v.name]} in {where}; "
+                f"names must be unique (rename one file)")
+        seen[v.name] = v.image_path
+
+
+def train_centers(frames: Sequence[FrameInfo]) -> np.ndarray:
+    return np.stack([f.camera.center for f in frames]) if frames else np.zeros((0, 3))
+
+
+def assemble(fmt: str, path: str, train: list[FrameInfo], test: list[FrameInfo], *,
+             points: Optional[np.ndarray], colors: Optional[np.ndarray], bbox, eval: bool,
+             extras: dict, **kw) -> SceneInfo:
+    """SceneInfo with the 3DGS convention for ``eval``: without it, test views train too."""
+    if not train:
+        raise SceneError(f"{path}: scene has no training views; check the split files")
+    if not eval:
+        train, test = sorted(train + test, key=lambda f: f.camera.uid), []
+    extent = camera_extent(train_centers(train))
+    if bbox is None:
+        if points is not None and len(points):
+            bbox = (points.min(0).astype(np.float32), points.max(0).astype(np.float32))
+        else:
+            bbox = camera_bbox(train_centers(train), extent)
+    return SceneInfo(format=fmt, path=os.path.abspath(path), train=train, test=test, points=points,
+                     colors=colors, bbox=bbox, extent=extent, extras=extras, **kw)
+
+
+# ----------------------------------------------------------------------------- depth init
+
+def points_from_depth(views: Sequence[View], depth_index: FileIndex, *, png_scale: float = 1e-3,
+                      cap: int = DEPTH_POINTS_CAP, max_views: int = DEPTH_MAX_VIEWS,
+                      seed: int = DEPTH_SEED) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Coloured points back-projected from the depth maps of ``views`` (train views).
+
+    Deterministic: up to ``max_views`` views evenly spaced in name order, then an equal share
+    of ``cap`` valid (depth > 0) pixels per view drawn with a fixed-seed generator.
+    Convention: depth is z along the optical axis; PNG depth is integer units times
+    ``png_scale`` (uint16 millimetres -> 1e-3), ``.npy`` depth is metres. A depth map of
+    another size than its image uses ``K`` rescaled to the depth resolution; colours are
+    taken at the same pixel centre in the colour image.
+    Returns ``points  # [P, 3] float32`` and ``colors  # [P, 3] float32 in [0, 1]``, or Nones.
+    """
+    with_depth = [(v, p) for v in views if (p := depth_index.find(v.rel_stem)) is not None]
+    if not with_depth:
+        return None, None
+    pick = np.unique(np.linspace(0, len(with_depth) - 1, min(len(with_depth), max_views)).round().astype(int))
+    per_view = max(1, cap // len(pick))
+    rng = np.random.default_rng(seed)
+    pts, cols = [], []
+    for j in pick:
+        v, dpath = with_depth[j]
+        try:
+            depth = load_depth(dpath, png_scale=png_scale)  # [h, w] float32 metres
+            rgb = load_rgb(v.image_path)  # [H, W, 3] uint8
+        except ImageReadError as e:
+            raise SceneError(f"{e}; replace or remove the file") from None
+        hd, wd = depth.shape
+        valid = np.flatnonzero(np.isfinite(depth.ravel()) & (depth.ravel() > 0))  # [M]
+        if valid.size == 0:
+            continue
+        idx = valid[rng.choice(valid.size, size=min(per_view, valid.size), replace=False)]  # [S]
+        vv, uu = np.divmod(idx, wd)
+        z = depth.ravel()[idx].astype(np.float64)  # [S]
+        Kd = rescale_K(v.K, (v.width, v.height), (wd, hd))
+        x = (uu + 0.5 - Kd[0, 2]) / Kd[0, 0] * z
+        y = (vv + 0.5 - Kd[1, 2]) / Kd[1, 1] * z
+        cam = np.stack([x, y, z], axis=1)  # [S, 3] camera frame
+        R, t = v.world_view[:3, :3], v.world_view[:3, 3]
+        pts.append((cam - t) @ R)  # R^T (x_cam - t), row form
+        H, W = rgb.shape[:2]
+        uc = np.minimum(((uu + 0.5) * (W / wd)).astype(np.int64), W - 1)
+        vc = np.minimum(((vv + 0.5) * (H / hd)).astype(np.int64), H - 1)
+        cols.append(rgb[vc, uc].astype(np.float32) / 255.0)
+    if not pts:
+        return None, None
+    return np.concatenate(pts).astype(np.float32), np.concatenate(cols).astype(np.float32)
+
+
+def folder_label(scene: str, folder: Optional[str]) -> Optional[str]:
+    """How SceneInfo names a label folder: relative to the scene when inside it, else absolute."""
+    if folder is None:
+        return None
+    rel = os.path.relpath(folder, os.path.abspath(scene))
+    return folder if rel.startswith("..") else rel
+
+
+def probabilities_folder(scene: str, label_dir: Optional[str]) -> Optional[str]:
+    """Confidence folder paired with a prediction folder: ``m2f_semantics`` -> ``m2f_probabilities``.
+
+    Follows the PanopLi / Messy-Rooms naming (prefix before the first ``_``); None if absent.
+    """
+    if not label_dir:
+        return None
+    prefix = os.path.basename(os.path.normpath(label_dir)).split("_")[0]
+    folder = os.path.join(os.path.abspath(scene), f"{prefix}_probabilities")
+    return folder if os.path.isdir(folder) else None

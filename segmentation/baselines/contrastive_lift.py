@@ -1,0 +1,158 @@
+"""Contrastive-Lift on 3DGS: labels by clustering rendered embeddings (paper Tab. 5 baseline).
+
+Training uses ``segmentation.losses.cluster_loss`` on raw (un-thresholded) embeddings; after
+training, ``fit_clusters`` runs once on a subsample of training-view pixel embeddings:
+  1. uniform subsample to ``max_points`` (about 50k);
+  2. 3-sigma filter: drop samples with any channel farther than 3 std from the channel mean;
+  3. per-channel min-max rescale to [0, 1] (statistics of the filtered samples);
+  4. HDBSCAN (scikit-learn, ``min_samples`` 1, ``min_cluster_size`` tuned per dataset);
+  5. centroid of each cluster (in the rescaled space); HDBSCAN noise is dropped.
+Then every pixel of every view goes to its nearest centroid (``ClusterModel.assign``), id = cluster
+index + 1 so that 0 stays "stuff". The clustering time counts as training time.
+
+scikit-learn is an optional dependency (``pip install scikit-learn``, extra ``[baselines]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["ClusterModel", "fit_clusters"]
+
+FORMAT_VERSION = 1
+
+
+def _hdbscan_class():
+    try:
+        from sklearn.cluster import HDBSCAN
+    except ImportError as err:  # optional dependency: say how to get it
+        raise ImportError("the Contrastive-Lift baseline needs scikit-learn >= 1.3: pip install scikit-learn") from err
+    return HDBSCAN
+
+
+@dataclass
+class ClusterModel:
+    """Nearest-centroid labeller. Convention: centroids live in the rescaled space ``(x - lo) / scale``."""
+
+    centroids: Tensor  # [C, D] float32
+    lo: Tensor  # [D] per-channel minimum of the filtered samples
+    scale: Tensor  # [D] per-channel (max - min), clamped away from 0
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.lo.shape[0])
+
+    def rescale(self, emb: Tensor) -> Tensor:
+        """[..., D] -> [..., D] in the clustering space."""
+        return (emb - self.lo.to(emb)) / self.scale.to(emb)
+
+    @torch.no_grad()
+    def assign(self, emb: Tensor, chunk: int = 1 << 18) -> Tensor:
+        """Nearest centroid of each embedding.
+
+        Args:
+            emb: [..., D] float embeddings (the same space as the samples given to ``fit_clusters``).
+            chunk: rows per distance block (memory: chunk x C floats).
+        Returns:
+            [...] int64 ids: cluster index + 1; all 0 if there is no cluster.
+        """
+        if emb.shape[-1] != self.dim:
+            raise ValueError(f"ClusterModel.assign: expected last dim {self.dim}, got {tuple(emb.shape)}")
+        lead = emb.shape[:-1]
+        if self.n_clusters == 0:
+            return torch.zeros(lead, dtype=torch.int64, device=emb.device)
+        x = self.rescale(emb.reshape(-1, self.dim).float())  # [M, D]
+        c = self.centroids.to(x)  # [C, D]
+        c2 = c.square().sum(-1)  # [C]
+        out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+        for s in range(0, x.shape[0], chunk):  # chunks of pixels, not single pixels
+            xb = x[s : s + chunk]  # [B, D]
+            d2 = c2[None, :] - 2.0 * (xb @ c.T)  # [B, C]; ||x||^2 is the same for every centroid
+            out[s : s + chunk] = d2.argmin(1) + 1
+        return out.reshape(lead)
+
+    def state_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "centroids": self.centroids.detach().cpu(),
+            "lo": self.lo.detach().cpu(),
+            "scale": self.scale.detach().cpu(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "ClusterModel":
+        version = state.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"ClusterModel: unsupported format_version {version!r} (expected {FORMAT_VERSION})")
+        return cls(centroids=state["centroids"].float(), lo=state["lo"].float(), scale=state["scale"].float())
+
+    def save(self, path: str | Path) -> None:
+        torch.save(self.state_dict(), Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ClusterModel":
+        return cls.from_state_dict(torch.load(Path(path), map_location="cpu", weights_only=True))
+
+
+def fit_clusters(
+    emb_samples: Tensor,
+    min_cluster_size: int,
+    min_samples: int = 1,
+    max_points: int = 50000,
+    generator: torch.Generator | None = None,
+    *,
+    sigma: float = 3.0,
+) -> ClusterModel:
+    """Cluster sampled pixel embeddings with HDBSCAN and return a nearest-centroid labeller.
+
+    Args:
+        emb_samples: [M, D] float pixel embeddings (e.g. from training views, thing pixels only).
+        min_cluster_size, min_samples: HDBSCAN parameters.
+        max_points: uniform subsample size before filtering.
+        generator: CPU torch.Generator for the subsample.
+        sigma: outlier filter width in standard deviations.
+    Returns:
+        ClusterModel on the CPU (move inputs of ``assign`` anywhere; it follows them).
+    """
+    if emb_samples.dim() != 2 or emb_samples.shape[0] == 0:
+        raise ValueError(f"fit_clusters: emb_samples must be a non-empty [M,D] tensor, got {tuple(emb_samples.shape)}")
+    if min_cluster_size < 2:
+        raise ValueError(f"fit_clusters: min_cluster_size must be >= 2, got {min_cluster_size}")
+    HDBSCAN = _hdbscan_class()
+    x = emb_samples.detach().to("cpu", torch.float64)  # [M, D]
+    if not torch.isfinite(x).all():
+        raise ValueError("fit_clusters: emb_samples contain NaN or inf")
+    if x.shape[0] > max_points:
+        x = x[torch.randperm(x.shape[0], generator=generator)[:max_points]]
+
+    mu, sd = x.mean(0), x.std(0, unbiased=False)  # [D]
+    keep = ((x - mu).abs() <= sigma * sd).all(1)  # [M]; sd = 0 keeps exact matches only
+    if keep.any():
+        x = x[keep]
+    lo = x.min(0).values  # [D]
+    scale = (x.max(0).values - lo).clamp_min(1e-12)  # [D]
+    xs = (x - lo) / scale  # [M', D] in [0, 1]
+
+    hdb = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples)
+    if "copy" in hdb.get_params():  # scikit-learn >= 1.5; our array must stay intact (centroids below)
+        hdb.set_params(copy=True)
+    labels = hdb.fit(xs.numpy()).labels_
+    labels = torch.from_numpy(labels).to(torch.int64)  # [M'], -1 = noise
+    C = int(labels.max()) + 1 if labels.numel() else 0
+    D = x.shape[1]
+    if C > 0:
+        member = labels >= 0
+        lab = labels[member]
+        sums = torch.zeros(C, D, dtype=torch.float64).index_add_(0, lab, xs[member])  # [C, D]
+        centroids = sums / torch.bincount(lab, minlength=C).clamp_min(1)[:, None].to(sums)
+    else:
+        centroids = torch.zeros(0, D, dtype=torch.float64)
+    return ClusterModel(centroids=centroids.float(), lo=lo.float(), scale=scale.float())
