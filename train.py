@@ -107,10 +107,6 @@ class Trainer:
             for view, k in zip(views, keep):
                 if not k:
                     view.instance = view.semantic = view.confidence = None
-        elif any(v.instance is None for v in views) and any(v.instance is not None for v in views):
-            missing = next(f for f, v in zip(frames, views) if v.instance is None)
-            raise SceneError(f"{missing.image_path}: no instance mask for this view in "
-                             f"{self.info.seg_dir}/; add it or pass --mask_fraction to train with partial masks")
         return views
 
     def _init_model(self) -> GaussianModel:
@@ -400,18 +396,11 @@ def prepare_args(argv=None) -> argparse.Namespace:
 
 def read_scene_for(cfg, allow_missing_masks: bool = False) -> SceneInfo:
     """Reads the scene a run names; ``--seg_dir none`` trains plain 3DGS on a scene that has masks."""
-    import dataclasses
-
     from scene.dataset_readers import read_scene
 
-    plain = isinstance(cfg.seg_dir, str) and cfg.seg_dir.lower() == "none"
-    info = read_scene(cfg.source_path, seg_dir=None if plain else cfg.seg_dir, sem_dir=cfg.sem_dir,
+    plain = isinstance(cfg.seg_dir, str) and cfg.seg_dir.lower() in ("none", "")
+    return read_scene(cfg.source_path, seg_dir="" if plain else cfg.seg_dir, sem_dir="" if plain else cfg.sem_dir,
                       eval=cfg.eval, allow_missing_masks=allow_missing_masks)
-    if plain:
-        strip = dict(instance_path=None, semantic_path=None, confidence_path=None)
-        info.train = [dataclasses.replace(f, **strip) for f in info.train]
-        info.test = [dataclasses.replace(f, **strip) for f in info.test]
-    return info
 
 
 def training(args: argparse.Namespace) -> dict:

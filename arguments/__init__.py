@@ -111,7 +111,7 @@ class SegmentationParams(GroupMixin):
                            choices=["normalized", "free", "fixed", "identity"])
     push: str = _f("gauss", "cluster push term: gauss (bounded repulsion) | sqdist (literal Eq. 4)",
                    choices=["gauss", "sqdist"])
-    push_scale: float = _f(1.0, "s in exp(-||m_i - m_j||^2 / s)")
+    push_scale: float = _f(0.25, "s in exp(-||m_i - m_j||^2 / s)")
     sigmoid_where: str = _f("rendered", "sigmoid on the rendered V (paper) or on each Gaussian's v before blending",
                             choices=["rendered", "gaussian"])
     stuff_id: str = _f("ignore", "mask id 0 (stuff / unlabelled): ignore | segment", choices=["ignore", "segment"])

@@ -3,9 +3,10 @@
 Formats (DATA.md): "colmap" (``sparse/``), "blender" (``transforms_train.json``),
 "panopli" (``color/`` + ``pose/``), "messy" (``color/`` + ``metadata.json``).
 
-Split semantics follow 3DGS: without ``eval`` every view trains (``test`` is empty); with
-``eval`` the format's test views are held out (COLMAP: every 8th image by name; Blender:
-transforms_test.json; PanopLi: splits.json; Messy-Rooms: the last 20 %).
+Splits: PanopLi (splits.json) and Messy-Rooms (the last 20 %) always hold out their own test
+views, since every published number is computed on them. COLMAP and Blender follow 3DGS: without
+``eval`` every view trains (``test`` is empty); with ``eval`` COLMAP holds out every 8th image
+by name and Blender uses transforms_test.json.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from scene.readers.colmap import read_colmap
 from scene.readers.messy import read_messy
 from scene.readers.panopli import read_panopli
 
+SPLIT_ALWAYS = ("panopli", "messy")  # formats whose published split is always used
 READERS = {"colmap": read_colmap, "blender": read_blender, "panopli": read_panopli, "messy": read_messy}
 
 
@@ -61,5 +63,6 @@ def read_scene(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[st
     ``allow_missing_masks``: a view without a mask gets ``instance_path=None`` instead of an error.
     """
     fmt = detect_format(path)
+    eval = eval or fmt in SPLIT_ALWAYS
     return READERS[fmt](os.fspath(path), seg_dir=seg_dir, sem_dir=sem_dir, eval=eval,
                         allow_missing_masks=allow_missing_masks)

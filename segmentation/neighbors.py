@@ -42,11 +42,14 @@ def neighbor_graph(means: Tensor, radius2: float = 1e-2, k: int = 16, *, workers
     if not np.isfinite(pts).all():
         raise ValueError("neighbor_graph: means contain NaN or inf")
     kq = min(k + 1, N)  # +1: the point itself usually comes back first
-    tree = cKDTree(pts, balanced_tree=False, compact_nodes=False)  # faster build, same answers
-    # Slightly larger bound, then the exact strict test below on squared distances.
-    dist, idx = tree.query(pts, k=kq, distance_upper_bound=float(np.sqrt(radius2)) * (1 + 1e-9), workers=workers)
+    tree = cKDTree(pts)  # the default balanced tree: an unbalanced one queries 2x slower
+    # Query in the tree's own point order (spatially coherent: ~1.6x faster on 1M points); row r
+    # of the answer belongs to point perm[r]. Slightly larger bound, then the exact strict test
+    # below on squared distances.
+    perm = tree.indices  # [N]
+    dist, idx = tree.query(pts[perm], k=kq, distance_upper_bound=float(np.sqrt(radius2)) * (1 + 1e-9), workers=workers)
     dist, idx = dist.reshape(N, kq), idx.reshape(N, kq)  # [N, kq]; missing: dist inf, idx N
-    rows = np.arange(N)[:, None]
+    rows = perm[:, None].astype(np.int64)  # [N, 1] point of each row
     ok = (idx < N) & (idx != rows) & (dist * dist < radius2)  # [N, kq]
     # Keep the first k valid per row (rows come sorted by distance; with duplicates the point
     # itself may be missing from the row, leaving k+1 valid ones).

@@ -244,7 +244,7 @@ def test_colmap_masks_missing_and_no_points(tmp_path):
     with raises_naming("nope", "--seg_dir"):
         read_scene(str(tmp_path), seg_dir="nope")
     os.remove(tmp_path / "masks" / "img_002.png")
-    with raises_naming(os.path.join("masks", "img_002"), "missing", "allow_missing_masks"):
+    with raises_naming(os.path.join("masks", "img_002"), "missing", "--mask_fraction"):
         read_scene(str(tmp_path), seg_dir="masks")
     s = read_scene(str(tmp_path), seg_dir="masks", allow_missing_masks=True)
     assert frame(s, "img_002").instance_path is None and frame(s, "img_001").instance_path is not None
@@ -413,6 +413,9 @@ def test_panopli_errors(tmp_path):
         read_scene(root)
     np.savetxt(tmp_path / "pose" / "2.txt", np.full((4, 4), -np.inf))
     with raises_naming(os.path.join("pose", "2.txt"), "inf"):
+        read_scene(root)
+    np.savetxt(tmp_path / "pose" / "2.txt", np.diag([1.0, 1.0, -1.0, 1.0]))  # one axis flipped
+    with raises_naming(os.path.join("pose", "2.txt"), "reflection"):
         read_scene(root)
     np.savetxt(tmp_path / "pose" / "2.txt", np.eye(4))
     (tmp_path / "color" / "1.jpg").write_bytes(b"garbage")

@@ -55,7 +55,8 @@ def _resolve_image(scene: str, file_path: str, json_path: str) -> tuple[str, str
     for e in (".png",) + tuple(x for x in IMAGE_EXTS if x != ".png"):
         if os.path.isfile(base + e):
             return base + e, rel
-    raise SceneError(f"{base}.png: image listed in {json_path} not found; restore it or remove the frame")
+    missing = base if ext.lower() in IMAGE_EXTS else base + ".png"
+    raise SceneError(f"{missing}: image listed in {json_path} not found; restore it or remove the frame")
 
 
 def _views_of(scene: str, json_path: str) -> list[View]:

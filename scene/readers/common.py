@@ -24,7 +24,6 @@ CONF_EXTS = (".npz", ".npy")
 DEPTH_POINTS_CAP = 100_000
 DEPTH_MAX_VIEWS = 64
 DEPTH_SEED = 0
-# Box padding when a scene has neither points nor depth (fraction of the camera extent).
 EXTENT_FALLBACK = 1.0  # used when all train cameras coincide (e.g. a single camera)
 
 
@@ -202,7 +201,10 @@ def c2w_to_world_view(c2w: np.ndarray, path: str) -> np.ndarray:
     det = np.linalg.det(R)
     if not np.isfinite(det) or abs(det) < 1e-6:
         raise SceneError(f"{path}: camera-to-world rotation is singular (det {det:.3g}); fix the pose")
-    scale = abs(det) ** (1.0 / 3.0)
+    if det < 0:
+        raise SceneError(f"{path}: camera-to-world rotation is a reflection (det {det:.3g}); check the axis "
+                         f"convention (flip two axes, not one)")
+    scale = det ** (1.0 / 3.0)
     if abs(scale - 1.0) > 1e-2:
         raise SceneError(f"{path}: camera-to-world rotation is scaled (det {det:.3g}); poses must be rigid")
     return invert_rigid(c2w)
@@ -287,11 +289,12 @@ def build_frames(views: Sequence[View], sources: Sequence[LabelSource], allow_mi
                 if src.required and not allow_missing_masks:
                     raise SceneError(
                         f"{os.path.join(src.folder, v.rel_stem)}{src.exts[0]}: {src.what} for view "
-                        f"'{v.name}' is missing; add it or pass allow_missing_masks")
+                        f"'{v.name}' is missing; add it, or train with --mask_fraction F to use masks on only some views")
             else:
                 n_resize += check_label_size(p, (v.width, v.height), src.what)
             paths[src.field] = p
-        cam = Camera(uid=uid_offset + i, name=v.name, K=v.K, world_view=v.world_view,
+        cam = Camera(uid=uid_offset + i, name=v.name, K=np.array(v.K, dtype=np.float64),
+                     world_view=np.array(v.world_view, dtype=np.float64),
                      width=v.width, height=v.height)
         frames.append(FrameInfo(camera=cam, image_path=v.image_path, **paths))
     return frames, n_resize

@@ -30,10 +30,11 @@ def intrinsics(width: int, height: int, hfov_deg: float) -> np.ndarray:
 def camera_rays(K: np.ndarray, c2w: np.ndarray, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
     """World-space rays of every pixel, row-major. -> origins [H*W, 3], dirs [H*W, 3] (not unit:
     camera-frame z component 1, so the hit parameter t is the z-depth)."""
-    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    d_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3)
-    dirs = d_cam @ c2w[:3, :3].T  # [H*W, 3]
-    return np.broadcast_to(c2w[:3, 3], dirs.shape).copy(), dirs
+    x = ((np.arange(width) - K[0, 2]) / K[0, 0])[None, :, None]  # [1, W, 1]
+    y = ((np.arange(height) - K[1, 2]) / K[1, 1])[:, None, None]  # [H, 1, 1]
+    R = c2w[:3, :3]
+    dirs = (x * R[:, 0] + y * R[:, 1] + R[:, 2]).reshape(-1, 3)  # [H*W, 3] = R @ (x, y, 1)
+    return np.broadcast_to(c2w[:3, 3], dirs.shape), dirs
 
 
 def project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
