@@ -363,6 +363,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--table_only", action="store_true", help="rebuild results.md/json from what is on disk")
     args = p.parse_args(argv)
     args.extra = extra
+    args.methods = list(dict.fromkeys(args.methods))
     args.gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
     return args
 

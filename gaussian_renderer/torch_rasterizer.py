@@ -18,11 +18,12 @@ Convention: ``viewmat`` is world-to-camera in OpenCV axes (x right, y down, z fo
 ``K`` maps camera coordinates to pixels whose centres sit at (u + 0.5, v + 0.5); quaternions are
 wxyz and normalised here, so callers may pass raw ones.
 
-Every (tile, pixel, Gaussian) triple of a chunk of tiles is evaluated at once: the Gaussians of a
-tile are padded to the longest list of its chunk, tiles are sorted by list length so the padding
-stays small, and chunks are sized to a fixed number of elements. When gradients are needed and
-the whole image would keep more than ``checkpoint_elements`` triples alive for backward, each
-chunk is recomputed in backward (activation checkpointing) so memory stays bounded by one chunk.
+Vectorised over tiles, pixels and Gaussians: each step of the front-to-back loop evaluates the
+next ``block`` Gaussians of every tile of a chunk for all 256 pixels at once ([tiles, P, block]),
+carrying the transmittance, and drops tiles whose pixels are all done, as gsplat's thread blocks
+do. When gradients are needed and the image could keep more than ``checkpoint_elements``
+(pixel, Gaussian) pairs alive for backward, each chunk is recomputed in backward (activation
+checkpointing), so memory stays bounded by one chunk.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ MAX_EXTEND = 3.33  # radius in standard deviations, before the opacity-aware bou
 FRUSTUM_MARGIN = 0.3  # Jacobian clamp: frustum widened by this fraction of tan(fov / 2)
 TILE_SIZE = 16
 BLOCK = 128  # Gaussians per tile evaluated per step of the front-to-back loop
-CHUNK_ELEMENTS = 1 << 23  # (pixel, Gaussian) pairs evaluated per step
+CHUNK_ELEMENTS = 1 << 19  # (pixel, Gaussian) pairs per step: 2 MB in float32, stays in cache
 CHECKPOINT_ELEMENTS = 1 << 26  # above this many triples per image, recompute chunks in backward
 
 
@@ -254,31 +255,34 @@ def _composite_tiles(
         pos = torch.where(present, starts[active, None] + slot[None, :], torch.zeros_like(slot)[None, :])
         gid = flatten_ids[pos]  # [a, kb]
         mean, conic, color = means2d[gid], conics[gid], colors[gid]  # [a, kb, 2|3|D]
-        opac = torch.where(present, opacities[gid], torch.zeros_like(opacities[gid]))  # [a, kb]
+        opac = torch.where(present, opacities[gid], 0.0)  # [a, kb]
 
         dx = mean[:, None, :, 0] - px[active, :, None]  # [a, ts(col), kb]
         dy = mean[:, None, :, 1] - py[active, :, None]  # [a, ts(row), kb]
         ca, cb, cc = conic[:, None, :, 0], conic[:, None, :, 1], conic[:, None, :, 2]  # [a, 1, kb]
-        # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, laid out [a, row, col, kb]
+        # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, laid out [a, row, col, kb]; the products
+        # with one pixel axis are formed on the small [a, ts, kb] tensors first.
         sigma = (
             (0.5 * ca * dx * dx)[:, None, :, :]
             + (0.5 * cc * dy * dy)[:, :, None, :]
             + (cb * dx)[:, None, :, :] * dy[:, :, None, :]
         ).reshape(-1, n_pix, kb)  # [a, P, kb]
         alpha = torch.clamp_max(opac[:, None, :] * torch.exp(-sigma), MAX_ALPHA)  # [a, P, kb]
-        keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-        alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+        alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, 0.0)
 
-        t_prev = trans[active]  # [a, P]
+        # Done pixels enter with T = 0, so the stop test below blends nothing more for them.
+        t_prev = torch.where(done[active], 0.0, trans[active])  # [a, P]
         t_incl = t_prev[..., None] * torch.cumprod(1.0 - alpha, dim=-1)  # [a, P, kb] T after each
         t_excl = torch.cat([t_prev[..., None], t_incl[..., :-1]], dim=-1)  # [a, P, kb] T before each
-        # Exclusive stop: the Gaussian that would bring T to <= 1e-4 and all behind it are dropped.
-        blend = (t_incl > MIN_TRANSMITTANCE) & ~done[active][..., None]  # [a, P, kb]
-        weights = torch.where(blend, alpha * t_excl, torch.zeros_like(alpha))
+        # Exclusive stop: the Gaussian that would bring T to <= 1e-4 and all behind it are
+        # dropped. T only decreases, so the blended Gaussians are a prefix of the block.
+        blend = t_incl > MIN_TRANSMITTANCE  # [a, P, kb]
+        weights = torch.where(blend, alpha * t_excl, 0.0)
         render = render.index_add(0, active, weights @ color)  # [a, P, kb] @ [a, kb, D]
-        factor = torch.where(blend, 1.0 - alpha, torch.ones_like(alpha)).prod(-1)  # [a, P]
-        trans = trans.index_copy(0, active, t_prev * factor)
-        done = done.index_copy(0, active, done[active] | (t_incl[..., -1] <= MIN_TRANSMITTANCE))
+        n_blend = blend.sum(-1, keepdim=True)  # [a, P, 1]
+        t_last = t_incl.gather(-1, (n_blend - 1).clamp_min(0))[..., 0]  # [a, P] T after the prefix
+        trans = trans.index_copy(0, active, torch.where(n_blend[..., 0] > 0, t_last, trans[active]))
+        done = done.index_copy(0, active, t_incl[..., -1] <= MIN_TRANSMITTANCE)
     return render, trans
 
 

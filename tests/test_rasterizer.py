@@ -114,6 +114,11 @@ def test_opaque_pixels_stop_early_like_gsplat():
     assert ref_done.mean() > 0.5  # most pixels reach the stop (one 3x2-tile image)
     np.testing.assert_allclose(img.numpy(), ref_img, atol=1e-5, rtol=0)
     np.testing.assert_allclose(alpha.numpy(), ref_alpha, atol=1e-5, rtol=0)
+    # The same with 8 Gaussians per step: stops carried across steps, tiles leaving early.
+    with torch.no_grad():
+        img8, alpha8, _ = rasterize_torch(**scene, block=8)
+    np.testing.assert_allclose(img8.numpy(), ref_img, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(alpha8.numpy(), ref_alpha, atol=1e-5, rtol=0)
 
 
 def test_float32_matches_reference():

@@ -75,7 +75,8 @@ def _catmull_rom_closed(points: np.ndarray, samples_per_segment: int) -> np.ndar
     return np.concatenate(out)
 
 
-def _smooth_noise(rng: np.random.Generator, n: int, amplitude: float, cycles: Tuple[float, float] = (1.5, 9.0)) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, n: int, amplitude: float,
+                  cycles: Tuple[float, float] = (1.5, 9.0)) -> np.ndarray:
     """Sum of three random sinusoids over a closed path of n samples, peak about ``amplitude``."""
     s = np.arange(n) / n
     out = np.zeros(n)
@@ -98,19 +99,21 @@ def free_space(layout: Layout, points: np.ndarray, wall_margin: float, clearance
 
 def handheld_path(layout: Layout, num_views: int, rng: np.random.Generator,
                   heights: Tuple[float, float] = (1.2, 1.8), wall_margin: float = .5,
-                  clearance: float = .3, tries: int = 60) -> np.ndarray:
+                  clearance: float = .45, tries: int = 60) -> np.ndarray:
     """[C, 4, 4] OpenCV camera-to-world matrices along a smooth closed loop through random free
     waypoints (heights in ``heights``), each looking at a smoothly changing point of interest
     (things and furniture) with handheld yaw/pitch/roll jitter."""
     L, W, H = layout.size
-    interest = layout.interest_points()  # [P, 3]
+    interest, weight = layout.interest_points()  # [P, 3], [P]
     if len(interest) == 0:
-        interest = np.array([[L / 2, W / 2, .7]])
+        interest, weight = np.array([[L / 2, W / 2, .7]]), np.ones(1)
     n_way = int(np.clip(num_views // 8, 6, 10 + int(max(L, W) / 1.5)))
+    centre = np.array([L / 2, W / 2])
+    way_margin = wall_margin + .35  # waypoints keep off the walls so the spline's overshoot stays inside
     for _ in range(tries):
-        cand = np.stack([rng.uniform(wall_margin, L - wall_margin, 3000), rng.uniform(wall_margin, W - wall_margin, 3000),
+        cand = np.stack([rng.uniform(way_margin, L - way_margin, 3000), rng.uniform(way_margin, W - way_margin, 3000),
                          rng.uniform(heights[0], heights[1], 3000)], 1)
-        cand = cand[free_space(layout, cand, wall_margin, clearance + .1)]
+        cand = cand[free_space(layout, cand, way_margin, clearance + .15)]
         if len(cand) < n_way:
             continue
         # farthest-point sampling in the floor plane for coverage, then order around the centre
@@ -122,8 +125,15 @@ def handheld_path(layout: Layout, num_views: int, rng: np.random.Generator,
         way = cand[pick]
         ang = np.arctan2((way[:, 1] - W / 2) / W, (way[:, 0] - L / 2) / L)
         way = way[np.argsort(ang)]
-        dense = _catmull_rom_closed(way, 64)  # [K*64, 3]
-        if not free_space(layout, dense, wall_margin * .8, clearance).all():
+        for _ in range(8):  # pull the waypoints next to a colliding stretch towards the centre
+            dense = _catmull_rom_closed(way, 64)  # [K*64, 3]
+            bad = ~free_space(layout, dense, wall_margin, clearance)
+            if not bad.any():
+                break
+            seg = np.unique(np.nonzero(bad)[0] // 64)
+            for k in np.unique(np.concatenate([seg, (seg + 1) % n_way])):
+                way[k, :2] += .3 * (centre - way[k, :2])
+        else:
             continue
         # equal arc-length spacing along the loop
         seg = np.linalg.norm(np.diff(np.concatenate([dense, dense[:1]]), axis=0), axis=1)
@@ -136,7 +146,8 @@ def handheld_path(layout: Layout, num_views: int, rng: np.random.Generator,
         for w in way:
             d = np.linalg.norm(interest - w, axis=1)
             ok = np.nonzero((d > 1.0) & (d < 4.5))[0]
-            tgt.append(interest[rng.choice(ok)] if len(ok) else np.array([L / 2, W / 2, .6]))
+            tgt.append(interest[rng.choice(ok, p=weight[ok] / weight[ok].sum())] if len(ok)
+                       else np.array([L / 2, W / 2, .6]))
         target = _catmull_rom_closed(np.array(tgt), 64)[idx]
         cams = []
         yaw_j = _smooth_noise(rng, num_views, np.radians(6))
@@ -150,6 +161,6 @@ def handheld_path(layout: Layout, num_views: int, rng: np.random.Generator,
             fwd = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
             cams.append(look_at(eye[i], eye[i] + fwd, roll_j[i]))
         c2w = np.stack(cams)
-        if free_space(layout, c2w[:, :3, 3], wall_margin * .7, clearance * .8).all():
+        if free_space(layout, c2w[:, :3, 3], wall_margin * .9, clearance * .9).all():
             return c2w
     raise CameraPathError(f"no collision-free camera path found in layout {layout.name!r}")

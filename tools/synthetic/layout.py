@@ -73,10 +73,12 @@ class Layout:
     def num_things(self) -> int:
         return sum(1 for it in self.items if it.instance > 0)
 
-    def interest_points(self) -> np.ndarray:  # [P, 3] centres of things and furniture (camera targets)
-        pts = [(it.position[0], it.position[1], it.position[2] + 0.5 * it.height) for it in self.items
-               if it.support in ("floor", "furniture", "stack") and it.height < 2.2]
-        return np.array(pts, np.float64).reshape(-1, 3)
+    def interest_points(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Camera targets: centres [P, 3] of things and furniture, and weights [P] (things 4x)."""
+        sel = [it for it in self.items if it.support in ("floor", "furniture", "stack") and it.height < 2.2]
+        pts = np.array([(it.position[0], it.position[1], it.position[2] + 0.5 * it.height) for it in sel],
+                       np.float64).reshape(-1, 3)
+        return pts, np.array([4.0 if it.instance > 0 else 1.0 for it in sel])
 
     def assemble(self) -> SceneMesh:
         verts, faces, normals, inst, cls, mat = [], [], [], [], [], []
@@ -186,7 +188,8 @@ class _Builder:
         if prev and self.rng.random() < share:
             return prev[int(self.rng.integers(len(prev)))]
         m0 = self.new_material(proto.palettes[0])
-        m1 = m0 if proto.palettes[1] == proto.palettes[0] and self.rng.random() < .5 else self.new_material(proto.palettes[1])
+        same = proto.palettes[1] == proto.palettes[0] and self.rng.random() < .5
+        m1 = m0 if same else self.new_material(proto.palettes[1])
         prev.append((m0, m1))
         return m0, m1
 
@@ -249,7 +252,8 @@ class _Builder:
             if hi < lo:
                 continue
             pos = float(self.rng.uniform(lo, hi)) if s is None else s
-            if check and any(a < pos + hx and pos - hx < b and c < z + proto.height and z < d for a, b, c, d in wl.used):
+            taken = any(a < pos + hx and pos - hx < b and c < z + proto.height and z < d for a, b, c, d in wl.used)
+            if check and taken:
                 if s is not None:
                     return None
                 continue
@@ -445,7 +449,9 @@ def _thing_kinds(layout: str, n: int, rng: np.random.Generator) -> List[str]:
     else:
         kinds, large = [], _MESSY_LARGE
     names = list(large) + list(_SMALL_KINDS)
-    p = np.array(list(large.values()) + [(1 - sum(large.values())) / len(_SMALL_KINDS)] * len(_SMALL_KINDS))
+    crowd = min(1.0, 60.0 / max(n, 1))  # big things get rarer in crowded rooms (the floor is finite)
+    p_large = np.array(list(large.values())) * crowd
+    p = np.concatenate([p_large, np.full(len(_SMALL_KINDS), (1 - p_large.sum()) / len(_SMALL_KINDS))])
     kinds += [names[i] for i in rng.choice(len(names), n - len(kinds), p=p / p.sum())]
     return kinds
 
@@ -463,7 +469,10 @@ def build_layout(layout: str, num_objects: int, rng: np.random.Generator, p_touc
     if not 1 <= num_objects <= 1000:
         raise ValueError(f"num_objects must be in 1..1000, got {num_objects}")
     (l0, l1), (w0, w1), H = _SIZES[layout]
-    b = _Builder(layout, rng, (float(rng.uniform(l0, l1)), float(rng.uniform(w0, w1)), H))
+    shrink = float(np.clip(np.sqrt(num_objects / 25.0), 0.75, 1.0))  # small rooms for few objects
+    if layout != "old_room":  # the corridor and the furnished Replica-like room keep their size
+        shrink = 1.0
+    b = _Builder(layout, rng, (float(rng.uniform(l0, l1)) * shrink, float(rng.uniform(w0, w1)) * shrink, H))
     b.shell(b.new_material("wall"), b.new_material("floor"), b.new_material("ceiling"))
     _FURNISH[layout](b)
 
@@ -478,7 +487,7 @@ def build_layout(layout: str, num_objects: int, rng: np.random.Generator, p_touc
         placed = None
         for shrink in range(5):
             if kind in against_wall:
-                placed = b.on_wall(proto, gap=.02)
+                placed = b.on_wall(proto, gap=.02) or b.place_thing(proto, ("floor",), 0.0, 0.0)
             elif kind == "television" and layout == "replica_like":
                 placed = b.place_thing(proto, ("furniture",), 0.0, 0.0)
             elif kind in ob.FLOOR_ONLY:
@@ -491,15 +500,15 @@ def build_layout(layout: str, num_objects: int, rng: np.random.Generator, p_touc
         if placed is None:
             raise LayoutError(f"could not place object {i} ({kind}) in layout {layout!r} with "
                               f"{num_objects} objects; use fewer objects")
-    _renumber_things(b)
+    _check_thing_ids(b)
     n_lights = max(1, int(round(b.L / 3.5)))
     lights = np.array([[b.L * (k + .5) / n_lights, b.W / 2, b.H - .35] for k in range(n_lights)])
     return Layout(layout, (b.L, b.W, b.H), b.items, b.parts, b.materials, lights,
                   np.full(n_lights, 1.0), b.blk.copy(), s)
 
 
-def _renumber_things(b: _Builder):
-    """Instance ids 1..N in placement order are already contiguous; assert it (GT relies on it)."""
+def _check_thing_ids(b: _Builder):
+    """Instance ids are 1..N in placement order; the ground truth relies on it."""
     ids = sorted(it.instance for it in b.items if it.instance > 0)
     if ids != list(range(1, len(ids) + 1)):
         raise AssertionError("thing instance ids must be 1..N")

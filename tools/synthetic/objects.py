@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 
 from .classes import CLASS_ID
-from .meshes import Mesh, box, ellipsoid, frustum, rot_x, rot_y, rot_z, sphere, torus, wavy_sheet
+from .meshes import Mesh, box, ellipsoid, frustum, rot_x, rot_z, sphere, torus, wavy_sheet
 
 Box = Tuple[float, float, float, float, float, float]  # (cx, cy, hx, hy, z0, z1), local frame
 Support = Tuple[float, float, float, float, float, float]  # (cx, cy, hx, hy, z, clearance)
@@ -348,5 +348,6 @@ def bin_(rng):
 def plant(rng):
     r = U(rng, .1, .16)
     h = U(rng, .6, 1.1)
-    parts = [(frustum(r * .8, r, r * 1.6), 1), (ellipsoid(r * 1.6, r * 1.6, (h - r * 1.6) / 2, (0, 0, r * 1.6 + (h - r * 1.6) / 2)), 0)]
+    pot, crown = r * 1.6, (h - r * 1.6) / 2  # pot height, half height of the foliage
+    parts = [(frustum(r * .8, r, pot), 1), (ellipsoid(r * 1.6, r * 1.6, crown, (0, 0, pot + crown)), 0)]
     return _bounded("plant", CLASS_ID["otherprop"], parts, ("fabric", "stone"))

@@ -9,10 +9,9 @@ inf) and (u, v) are the barycentric weights of the triangle's 2nd and 3rd vertex
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
-import torch
 
 
 class Hits(NamedTuple):
@@ -80,14 +79,17 @@ class TorchCaster:
     test-sized scenes, slow for real ones."""
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, chunk_elems: int = 2 ** 22):
+        import torch  # only this fallback needs torch (a slow import the Embree path avoids)
+        self.torch = torch
         tri = torch.as_tensor(np.asarray(vertices, np.float64)[np.asarray(faces)])  # [F, 3, 3]
         self.v0 = tri[:, 0]
         self.e1 = tri[:, 1] - tri[:, 0]  # [F, 3]
         self.e2 = tri[:, 2] - tri[:, 0]
         self.chunk = max(1, chunk_elems // max(len(tri), 1))
 
-    def _cast(self, o: torch.Tensor, d: torch.Tensor, tmax: Optional[torch.Tensor]):
-        # o, d: [r, 3]; broadcast against [F, 3] -> [r, F]
+    def _cast(self, o, d, tmax):
+        # o, d: [r, 3] float64 tensors, tmax: [r] or None; broadcast against [F, 3] -> [r, F]
+        torch = self.torch
         p = torch.cross(d[:, None, :].expand(-1, len(self.e2), -1), self.e2[None].expand(len(d), -1, -1), dim=-1)
         det = (self.e1[None] * p).sum(-1)  # [r, F]
         ok = det.abs() > 1e-14
@@ -106,6 +108,7 @@ class TorchCaster:
         return tbest, torch.where(torch.isfinite(tbest), tri, torch.full_like(tri, -1)), u[rows, tri], v[rows, tri]
 
     def intersect(self, origins: np.ndarray, dirs: np.ndarray) -> Hits:
+        torch = self.torch
         o = torch.as_tensor(np.asarray(origins, np.float64))
         d = torch.as_tensor(np.asarray(dirs, np.float64))
         out = [self._cast(o[i:i + self.chunk], d[i:i + self.chunk], None) for i in range(0, len(o), self.chunk)]
@@ -113,6 +116,7 @@ class TorchCaster:
         return Hits(t.float().numpy(), tri.numpy(), u.float().numpy(), v.float().numpy())
 
     def occluded(self, origins: np.ndarray, dirs: np.ndarray, tmax: np.ndarray) -> np.ndarray:
+        torch = self.torch
         o = torch.as_tensor(np.asarray(origins, np.float64))
         d = torch.as_tensor(np.asarray(dirs, np.float64))
         tm = torch.as_tensor(np.asarray(tmax, np.float64))

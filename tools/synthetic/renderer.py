@@ -36,7 +36,8 @@ class SceneRenderer:
         self.materials = MaterialTable(layout.materials)
         self.caster = make_caster(self.mesh.vertices, self.mesh.faces, backend, threads)
         fn = face_normals(self.mesh.vertices, self.mesh.faces)
-        self.face_normals = (fn / np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-20)).astype(np.float32)  # [F, 3]
+        fn = fn / np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-20)
+        self.face_normals = fn.astype(np.float32)  # [F, 3] unit
         self.shadows = shadows
         self.ambient = ambient  # (base, extra for upward normals)
 
@@ -111,7 +112,8 @@ class SceneRenderer:
         nrm = ((1 - r1 - r2)[:, None] * self.mesh.normals[f[:, 0]] + r1[:, None] * self.mesh.normals[f[:, 1]]
                + r2[:, None] * self.mesh.normals[f[:, 2]])
         nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
-        rad = self.shade(P.astype(np.float32), nrm.astype(np.float32), self.face_normals[tri], self.mesh.tri_material[tri])
+        rad = self.shade(P.astype(np.float32), nrm.astype(np.float32), self.face_normals[tri],
+                         self.mesh.tri_material[tri])
         colors = to_srgb8(rad).astype(np.float32) / 255.0
         if noise > 0:
             P = P + rng.normal(0, noise, P.shape)
