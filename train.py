@@ -123,6 +123,10 @@ class Trainer:
             lo, hi = (np.asarray(b, np.float32) for b in self.info.bbox)
             points = (lo + rng.random((100_000, 3), dtype=np.float32) * (hi - lo)).astype(np.float32)
             colors = rng.random((100_000, 3), dtype=np.float32)
+        cap = self.dataset.init_points
+        if cap and len(points) > cap:
+            keep = np.sort(np.random.default_rng(self.args.seed).choice(len(points), cap, replace=False))
+            points, colors = points[keep], (colors[keep] if colors is not None else None)
         torch.manual_seed(self.args.seed)
         model = GaussianModel.from_points(points, colors, self.dataset.sh_degree, features=features,
                                           device=self.device, generator=torch.Generator().manual_seed(self.args.seed))

@@ -62,6 +62,8 @@ class ModelParams(GroupMixin):
     seg_dir: Optional[str] = _f(None, "subfolder of per-view inconsistent instance masks (default per format)", type=str)
     sem_dir: Optional[str] = _f(None, "subfolder of per-view semantic masks (default per format)", type=str)
     device: str = _f("auto", "auto | cpu | cuda")
+    init_points: int = _f(0, "keep at most this many initial points (random subset; 0 = all). "
+                             "Small values make CPU runs fast")
 
 
 @dataclass

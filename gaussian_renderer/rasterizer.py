@@ -26,17 +26,19 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend != "auto":
         return backend
     forced = os.environ.get(BACKEND_ENV, "").strip().lower()
-    if forced not in ("", "auto", "gsplat", "torch"):
-        raise ValueError(f"${BACKEND_ENV} must be 'torch', 'gsplat' or 'auto', got {forced!r}")
+    if forced not in ("", "auto", "torch"):
+        raise ValueError(f"${BACKEND_ENV} must be 'torch' or 'auto' (or unset), got {forced!r}")
     if forced == "torch":
         return "torch"
     return "gsplat" if device.type == "cuda" and torch.cuda.is_available() else "torch"
 
 
 def _check_inputs(means, quats, scales, opacities, colors, viewmat, K, width, height, background) -> None:
-    n = means.shape[0] if means.dim() == 2 else -1
+    if not isinstance(means, Tensor) or means.dim() != 2 or means.shape[1] != 3:
+        got = list(means.shape) if isinstance(means, Tensor) else type(means).__name__
+        raise ValueError(f"means must have shape [N, 3], got {got}")
+    n = means.shape[0]
     expected = {
-        "means": (means, (n, 3)),
         "quats": (quats, (n, 4)),
         "scales": (scales, (n, 3)),
         "opacities": (opacities, (n,)),

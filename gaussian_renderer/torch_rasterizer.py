@@ -41,8 +41,10 @@ MAX_EXTEND = 3.33  # radius in standard deviations, before the opacity-aware bou
 FRUSTUM_MARGIN = 0.3  # Jacobian clamp: frustum widened by this fraction of tan(fov / 2)
 TILE_SIZE = 16
 BLOCK = 128  # Gaussians per tile evaluated per step of the front-to-back loop
-CHUNK_ELEMENTS = 1 << 19  # (pixel, Gaussian) pairs per step: 2 MB in float32, stays in cache
-CHECKPOINT_ELEMENTS = 1 << 26  # above this many triples per image, recompute chunks in backward
+# (pixel, Gaussian) pairs per step. CPU: 2 MB per float32 tensor, which stays in cache (about
+# 5x faster per element than 32 MB steps on one core). CUDA: large steps, few kernel launches.
+CHUNK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 24}
+CHECKPOINT_ELEMENTS = 1 << 26  # above this many (pixel, Gaussian) pairs, recompute chunks in backward
 
 
 class Projection(NamedTuple):
@@ -211,6 +213,13 @@ def intersect_tiles(
     return TileIntersections(flatten_ids, tile_starts, tile_counts, tiles_per_gauss, tile_width, tile_height)
 
 
+def _take(x: Tensor, idx: Tensor) -> Tensor:
+    """``x[idx]`` through ``index_select``, whose backward (``index_add_``) is deterministic on the
+    CPU; advanced indexing backpropagates through ``index_put_`` with accumulation, which is not,
+    and made resumed training runs drift in the last bits."""
+    return x.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *x.shape[1:])
+
+
 def _composite_tiles(
     means2d: Tensor,  # [N, 2]
     conics: Tensor,  # [N, 3]
@@ -254,8 +263,8 @@ def _composite_tiles(
         present = slot[None, :] < counts[active, None]  # [a, kb] false on padding
         pos = torch.where(present, starts[active, None] + slot[None, :], torch.zeros_like(slot)[None, :])
         gid = flatten_ids[pos]  # [a, kb]
-        mean, conic, color = means2d[gid], conics[gid], colors[gid]  # [a, kb, 2|3|D]
-        opac = torch.where(present, opacities[gid], 0.0)  # [a, kb]
+        mean, conic, color = _take(means2d, gid), _take(conics, gid), _take(colors, gid)  # [a, kb, 2|3|D]
+        opac = torch.where(present, _take(opacities, gid), 0.0)  # [a, kb]
 
         dx = mean[:, None, :, 0] - px[active, :, None]  # [a, ts(col), kb]
         dy = mean[:, None, :, 1] - py[active, :, None]  # [a, ts(row), kb]
@@ -297,7 +306,7 @@ def rasterize_to_pixels(
     background: Optional[Tensor] = None,  # [D]
     tile_size: int = TILE_SIZE,
     block: int = BLOCK,
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: Optional[int] = None,
     checkpoint_elements: int = CHECKPOINT_ELEMENTS,
 ) -> tuple[Tensor, Tensor]:
     """Alpha compositing of projected Gaussians. Returns render [H, W, D] and alpha [H, W, 1]."""
@@ -311,10 +320,12 @@ def rasterize_to_pixels(
     )
     # Upper bound of the (pixel, Gaussian) pairs kept for backward (early stops only lower it).
     use_checkpoint = needs_grad and int(isect.tile_counts.sum()) * n_pix > checkpoint_elements
+    if chunk_elements is None:
+        chunk_elements = CHUNK_ELEMENTS["cuda" if colors.is_cuda else "cpu"]
     tiles_per_chunk = max(1, chunk_elements // (n_pix * block))
 
     renders, transs = [], []
-    for c0 in range(0, busy.numel(), tiles_per_chunk):  # a handful of chunks
+    for c0 in range(0, busy.numel(), tiles_per_chunk):  # one iteration per chunk of tiles
         tiles = busy[c0:c0 + tiles_per_chunk]
         args = (means2d, conics, opacities, colors, isect.flatten_ids, tiles,
                 isect.tile_starts[tiles], isect.tile_counts[tiles],
@@ -359,7 +370,7 @@ def rasterize_torch(
     background: Optional[Tensor] = None,  # [D]
     tile_size: int = TILE_SIZE,
     block: int = BLOCK,
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: Optional[int] = None,
     checkpoint_elements: int = CHECKPOINT_ELEMENTS,
 ) -> tuple[Tensor, Tensor, dict]:
     """Pure-PyTorch twin of ``gsplat.rasterization`` for one camera (inputs checked by the caller).

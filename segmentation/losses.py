@@ -422,7 +422,9 @@ def neighbor_loss(
     if max_edges is not None and edges.shape[0] > max_edges:
         pick = torch.randint(edges.shape[0], (max_edges,), generator=generator, device=edges.device)
         edges = edges[pick]
-    return (v[edges[:, 0]] - v[edges[:, 1]]).square().sum(-1).mean()
+    # index_select: its backward (index_add_) is deterministic on the CPU, unlike advanced indexing
+    # (index_put_ with accumulate), which made resumed runs drift in the last bits.
+    return (v.index_select(0, edges[:, 0]) - v.index_select(0, edges[:, 1])).square().sum(-1).mean()
 
 
 def semantic_loss(

@@ -22,7 +22,8 @@ def _run(argv):
 def test_training_raises_test_psnr(tiny_scene, tmp_path):
     out = str(tmp_path / "m")
     stats = _run(["-s", tiny_scene, "-m", out, "--iterations", "400", "--test_iterations", "1", "400",
-                  "--densify_from_iter", "100", "--densification_interval", "100", "--quiet", "--no-use_semantic"])
+                  "--densify_from_iter", "100", "--densification_interval", "100", "--quiet", "--no-use_semantic",
+                  "--init_points", "3000"])
     start, end = stats["eval"]["1"]["test"]["psnr"], stats["eval"]["400"]["test"]["psnr"]
     assert end > start + 3.0, (start, end)
     for rel in ("cfg_args", "cameras.json", "train_stats.json", "point_cloud/iteration_400/point_cloud.ply"):
@@ -34,7 +35,8 @@ def test_training_raises_test_psnr(tiny_scene, tmp_path):
 def test_resume_matches_uninterrupted_run(tiny_scene, tmp_path):
     common = ["-s", tiny_scene, "--iterations", "60", "--densify_from_iter", "10", "--densification_interval", "10",
               "--opacity_reset_interval", "40", "--test_iterations", "-1", "--quiet", "--seed", "3",
-              "--l3d_from_iter", "30", "--triplet_from_iter", "30", "--densify_until_iter", "45"]
+              "--l3d_from_iter", "30", "--triplet_from_iter", "30", "--densify_until_iter", "45",
+              "--init_points", "2000"]
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     _run(common + ["-m", full, "--checkpoint_iterations", "35"])
     _run(common + ["-m", part, "--start_checkpoint", os.path.join(full, "chkpnt35.pth")])
