@@ -75,6 +75,9 @@ class Trainer:
         self.args = args
         self.dataset, self.opt = ModelParams.extract(args), OptimizationParams.extract(args)
         self.pipe, self.seg = PipelineParams.extract(args), SegmentationParams.extract(args)
+        for name in ("triplet_from_iter", "l3d_from_iter"):  # -1: when densification stops
+            if getattr(self.seg, name) < 0:
+                setattr(self.seg, name, self.opt.densify_until_iter)
         self.info = scene_info
         self.device = pick_device(self.dataset.device)
         self.gen = torch.Generator().manual_seed(args.seed)  # camera order, backgrounds

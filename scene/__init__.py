@@ -65,7 +65,7 @@ def load_view(frame: FrameInfo, scale: float, *, with_masks: bool = True, device
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure becomes one clear line
         raise SceneError(f"{frame.image_path}: cannot read image ({e}); replace or remove the file") from None
-    view = View(cam, torch.from_numpy(np.ascontiguousarray(_resize(rgb, size, nearest=False))).to(device))
+    view = View(cam, torch.from_numpy(np.array(_resize(rgb, size, nearest=False))).to(device))
     if with_masks and frame.instance_path:
         inst = load_label(frame.instance_path)
         if inst.max(initial=0) >= 2**31:
