@@ -3,7 +3,8 @@
 # timings are not comparable; PQ^scene / mIoU / PSNR are). Usage on the device:
 #   bash benchmarks/sweep_open_choices.sh SCENE OUTDIR [extra train args...]
 SCENE=$1; OUTDIR=$2; shift 2
-COMMON="-r 2 --iterations 10000 --densify_until_iter 5000 --test_iterations 10000 --save_iterations 10000 --quiet $*"
+# SWEEP_ARGS overrides the shortened schedule; SWEEP_RUNS picks a subset of the runs below.
+COMMON="${SWEEP_ARGS:--r 2 --iterations 10000 --densify_until_iter 5000 --test_iterations 10000 --save_iterations 10000} --quiet $*"
 declare -A RUNS=(
   [default]=""
   [push_sqdist]="--push sqdist"
@@ -18,7 +19,7 @@ declare -A RUNS=(
   [contrastive_lift]="--method contrastive_lift"
 )
 mkdir -p "$OUTDIR"
-for name in "${!RUNS[@]}"; do
+for name in ${SWEEP_RUNS:-${!RUNS[@]}}; do
   ( python3 train.py -s "$SCENE" -m "$OUTDIR/$name" $COMMON ${RUNS[$name]} > "$OUTDIR/$name.log" 2>&1 &&
     python3 render.py -m "$OUTDIR/$name" --skip_train --labels --quiet >> "$OUTDIR/$name.log" 2>&1 &&
     python3 metrics.py -m "$OUTDIR/$name" --quiet >> "$OUTDIR/$name.log" 2>&1 ) &
