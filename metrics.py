@@ -25,14 +25,12 @@ LPIPS_NOTE = ("LPIPS skipped: its network weights are not on this machine (no do
 def _lpips_model():
     """An LPIPS(VGG) model if the package and every weight file are already on disk, else None."""
     try:
-        import lpips  # noqa: F401
+        import lpips
     except ImportError:
         return None
     hub = os.path.join(torch.hub.get_dir(), "checkpoints")
     if not (os.path.isdir(hub) and any(f.startswith("vgg16") for f in os.listdir(hub))):
         return None
-    import lpips
-
     return lpips.LPIPS(net="vgg", verbose=False)
 
 
@@ -52,8 +50,8 @@ def image_metrics(method_dir: str, lpips_net=None) -> dict:
         gt_path = os.path.join(gts, name)
         if not os.path.isfile(gt_path):
             raise SceneError(f"{gt_path}: ground-truth image missing; re-run render.py")
-        a = torch.from_numpy(np.asarray(Image.open(os.path.join(renders, name)).convert("RGB"))).float() / 255
-        b = torch.from_numpy(np.asarray(Image.open(gt_path).convert("RGB"))).float() / 255
+        a = torch.from_numpy(np.array(Image.open(os.path.join(renders, name)).convert("RGB"))).float() / 255
+        b = torch.from_numpy(np.array(Image.open(gt_path).convert("RGB"))).float() / 255
         per_view["PSNR"][name] = float(psnr(a, b))
         per_view["SSIM"][name] = float(ssim(a, b))
         if lpips_net is not None:

@@ -401,3 +401,24 @@ def probabilities_folder(scene: str, label_dir: Optional[str]) -> Optional[str]:
     prefix = os.path.basename(os.path.normpath(label_dir)).split("_")[0]
     folder = os.path.join(os.path.abspath(scene), f"{prefix}_probabilities")
     return folder if os.path.isdir(folder) else None
+
+
+def prediction_and_gt_sources(scene: str, seg_dir: Optional[str], sem_dir: Optional[str], *,
+                              default_seg: str, default_sem: str, gt_sem: str, gt_inst: str) -> list:
+    """The label sources of the formats that ship segmenter predictions beside GT (PanopLi,
+    Messy-Rooms): instance / semantic / confidence predictions (required per view when their folder
+    exists), GT semantic / instance maps and the invalid-region mask (optional per view)."""
+    seg_folder = resolve_folder(scene, seg_dir, default_seg, "instance mask", "--seg_dir")
+    sem_folder = resolve_folder(scene, sem_dir, default_sem, "semantic mask", "--sem_dir")
+    conf_folder = probabilities_folder(scene, sem_folder or seg_folder)
+    return [
+        LabelSource("instance_path", seg_folder, LABEL_EXTS, "instance mask", True),
+        LabelSource("semantic_path", sem_folder, LABEL_EXTS, "semantic mask", True),
+        LabelSource("confidence_path", conf_folder, CONF_EXTS, "confidence map", True),
+        LabelSource("gt_semantic_path", resolve_folder(scene, None, gt_sem, "", ""), LABEL_EXTS,
+                    "GT semantic map", False),
+        LabelSource("gt_instance_path", resolve_folder(scene, None, gt_inst, "", ""), LABEL_EXTS,
+                    "GT instance map", False),
+        LabelSource("invalid_path", resolve_folder(scene, None, "invalid", "", ""), (".jpg", ".png"),
+                    "invalid-region mask", False),
+    ]

@@ -21,9 +21,7 @@ import numpy as np
 
 from scene.cameras import SceneError, SceneInfo
 from scene.readers.common import (
-    CONF_EXTS, IMAGE_EXTS, LABEL_EXTS, FileIndex, LabelSource, View, assemble, build_frames,
-    c2w_to_world_view, checked_size, folder_label, points_from_depth, probabilities_folder,
-    quat_wxyz_to_rotmat, require_dir, resolve_folder, same_aspect, sort_names,
+    prediction_and_gt_sources, IMAGE_EXTS, FileIndex, View, assemble, build_frames, c2w_to_world_view, checked_size, folder_label, points_from_depth, quat_wxyz_to_rotmat, require_dir, same_aspect, sort_names,
 )
 
 NUM_CLASSES = 2  # 0 background (stuff), 1 object (thing)
@@ -101,20 +99,9 @@ def read_messy(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[st
         w2c = c2w_to_world_view(c2w @ BLENDER_TO_CV, f"{json_path} frame {i}")
         views.append(View(n, n, img, K, w2c, W, H))
 
-    seg_folder = resolve_folder(path, seg_dir, DEFAULT_SEG_DIR, "instance mask", "--seg_dir")
-    sem_folder = resolve_folder(path, sem_dir, DEFAULT_SEM_DIR, "semantic mask", "--sem_dir")
-    conf_folder = probabilities_folder(path, sem_folder or seg_folder)
-    sources = [
-        LabelSource("instance_path", seg_folder, LABEL_EXTS, "instance mask", True),
-        LabelSource("semantic_path", sem_folder, LABEL_EXTS, "semantic mask", True),
-        LabelSource("confidence_path", conf_folder, CONF_EXTS, "confidence map", True),
-        LabelSource("gt_semantic_path", resolve_folder(path, None, "semantic", "", ""), LABEL_EXTS,
-                    "GT semantic map", False),
-        LabelSource("gt_instance_path", resolve_folder(path, None, "instance", "", ""), LABEL_EXTS,
-                    "GT instance map", False),
-        LabelSource("invalid_path", resolve_folder(path, None, "invalid", "", ""), (".jpg", ".png"),
-                    "invalid-region mask", False),
-    ]
+    sources = prediction_and_gt_sources(path, seg_dir, sem_dir, default_seg=DEFAULT_SEG_DIR,
+                                        default_sem=DEFAULT_SEM_DIR, gt_sem="semantic", gt_inst="instance")
+    seg_folder, sem_folder, conf_folder = (src.folder for src in sources[:3])
     frames, n_resize = build_frames(views, sources, allow_missing_masks)
     n_train = max(1, int(len(frames) * TRAIN_FRACTION))
     train, test = frames[:n_train], frames[n_train:]

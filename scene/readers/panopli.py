@@ -21,10 +21,7 @@ import numpy as np
 
 from scene.cameras import SceneError, SceneInfo
 from scene.readers.common import (
-    CONF_EXTS, IMAGE_EXTS, LABEL_EXTS, FileIndex, LabelSource, View, assemble, build_frames,
-    c2w_to_world_view, checked_size, folder_label, name_sort_key, parse_matrix,
-    points_from_depth, probabilities_folder, require_dir, rescale_K, resolve_folder, same_aspect,
-    sort_names,
+    prediction_and_gt_sources, IMAGE_EXTS, FileIndex, View, assemble, build_frames, c2w_to_world_view, checked_size, folder_label, name_sort_key, parse_matrix, points_from_depth, require_dir, rescale_K, same_aspect, sort_names,
 )
 
 NUM_CLASSES = 22  # 21 reduced-ScanNet classes + 0 = void
@@ -135,20 +132,9 @@ def read_panopli(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[
         c2w = parse_matrix(pose_path, 4, 4, "pose")
         views[n] = View(n, n, img, K, c2w_to_world_view(c2w, pose_path), W, H)
 
-    seg_folder = resolve_folder(path, seg_dir, DEFAULT_SEG_DIR, "instance mask", "--seg_dir")
-    sem_folder = resolve_folder(path, sem_dir, DEFAULT_SEM_DIR, "semantic mask", "--sem_dir")
-    conf_folder = probabilities_folder(path, sem_folder or seg_folder)
-    sources = [
-        LabelSource("instance_path", seg_folder, LABEL_EXTS, "instance mask", True),
-        LabelSource("semantic_path", sem_folder, LABEL_EXTS, "semantic mask", True),
-        LabelSource("confidence_path", conf_folder, CONF_EXTS, "confidence map", True),
-        LabelSource("gt_semantic_path", resolve_folder(path, None, "rs_semantics", "", ""), LABEL_EXTS,
-                    "GT semantic map", False),
-        LabelSource("gt_instance_path", resolve_folder(path, None, "rs_instance", "", ""), LABEL_EXTS,
-                    "GT instance map", False),
-        LabelSource("invalid_path", resolve_folder(path, None, "invalid", "", ""), (".jpg", ".png"),
-                    "invalid-region mask", False),
-    ]
+    sources = prediction_and_gt_sources(path, seg_dir, sem_dir, default_seg=DEFAULT_SEG_DIR,
+                                        default_sem=DEFAULT_SEM_DIR, gt_sem="rs_semantics", gt_inst="rs_instance")
+    seg_folder, sem_folder, conf_folder = (src.folder for src in sources[:3])
     frames, n_resize = build_frames([views[n] for n in all_names], sources, allow_missing_masks)
     by_name = {f.camera.name: f for f in frames}
     train = [by_name[n] for n in sort_names(train_names)]
