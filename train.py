@@ -176,7 +176,7 @@ class Trainer:
             return torch.rand(3, generator=self.gen).to(self.device)
         return torch.full((3,), 1.0 if self.dataset.white_background else 0.0, device=self.device)
 
-    def train_step(self, step: int) -> Dict[str, float]:
+    def train_step(self, step: int) -> Dict[str, Tensor]:
         self.update_learning_rate(step)
         if step % self.opt.sh_increase_interval == 0:
             self.model.oneup_sh_degree()
@@ -210,10 +210,10 @@ class Trainer:
             self.head_optimizer.step()
             self.head_optimizer.zero_grad(set_to_none=True)
         self.strategy.step_post_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
-        with torch.no_grad():
-            stats = {k: float(v) for k, v in losses.items()}
-            stats["loss"] = float(total)
-            stats["psnr"] = float(psnr(out.rgb.detach().clamp(0, 1), gt))
+        with torch.no_grad():  # tensors: read back to the host only when the bar is updated
+            stats = {k: v.detach() for k, v in losses.items()}
+            stats["loss"] = total.detach()
+            stats["psnr"] = psnr(out.rgb.detach().clamp(0, 1), gt)
         return stats
 
     # ----- evaluation, saving --------------------------------------------------------------
@@ -316,9 +316,10 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 self.train_seconds += time.perf_counter() - t0
-                for k, v in stats.items():
-                    ema[k] = v if k not in ema else 0.6 * ema[k] + 0.4 * v
-                if step % 10 == 0:
+                if step % 10 == 0:  # one host-device sync every 10 iterations, not every one
+                    for k, v in stats.items():
+                        v = float(v)
+                        ema[k] = v if k not in ema else 0.6 * ema[k] + 0.4 * v
                     bar.set_postfix(loss=f"{ema['loss']:.4f}", psnr=f"{ema['psnr']:.2f}",
                                     n=self.model.num_gaussians)
                 if step in a.test_iterations:
