@@ -58,7 +58,7 @@ def overlay(rgb: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
 
 @torch.no_grad()
 def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, *, labels: bool,
-               device, quiet: bool, clusters=None, thing_classes=()) -> str:
+               device, quiet: bool, clusters=None, thing_classes=(), valid=None, decoder=None) -> str:
     from tqdm import tqdm
 
     from gaussian_renderer import render
@@ -92,7 +92,8 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
         save_rgb(os.path.join(dirs["gt"], f"{idx:05d}.png"), view.image.cpu().numpy())
         if with_labels:
             semantic, ids = decode_pixels(out.features, out.alpha, sigmoid_where=sigmoid_where,
-                                          thing_classes=thing_classes, clusters=clusters)
+                                          thing_classes=thing_classes, clusters=clusters, valid=valid,
+                                          decoder=decoder)
             name = frame.camera.name
             ids_np = ids.cpu().numpy()
             save_label_png(os.path.join(dirs["pred_surrogateid"], f"{name}.png"), ids_np.astype(np.uint16))
@@ -103,7 +104,14 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
 
 
 def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = False, skip_test: bool = False,
-                 labels: bool = False, quiet: bool = False, device: Optional[str] = None) -> dict:
+                 labels: bool = False, quiet: bool = False, device: Optional[str] = None,
+                 snap_min_gaussians: Optional[int] = None) -> dict:
+    """Render every split of a trained model; returns {split: output folder}.
+
+    ``snap_min_gaussians``: K > 0 snaps pixel codes to the codes carried by >= K opaque Gaussians
+    (``segmentation.postprocess.valid_codes`` / ``snap_to_valid``); 0 = off; None = the default
+    ``DEFAULT_SNAP_MIN_GAUSSIANS``. UniC-Lift labels only.
+    """
     from train import read_scene_for
     from segmentation.labels import load_clusters
     from utils.general_utils import pick_device
@@ -121,12 +129,32 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
         clusters = load_clusters(os.path.join(model_path, "point_cloud", f"iteration_{iteration}"), dev)
         if clusters is None and labels:
             raise SceneError(f"{model_path}: contrastive_lift model without clusters.pt; retrain to fit them")
+    decoder = None  # --semantic_head embed: Linear(semantic_dim, C) saved in segmentation.pt
+    if labels and getattr(cfg, "semantic_head", "logits") == "embed" and "semantic" in model.params:
+        from segmentation.labels import SEGMENTATION_FILE, load_semantic_decoder
+
+        folder = os.path.join(model_path, "point_cloud", f"iteration_{iteration}")
+        decoder = load_semantic_decoder(folder, dev)
+        if decoder is None or decoder.in_features != model.params["semantic"].shape[-1]:
+            raise SceneError(f"{os.path.join(folder, SEGMENTATION_FILE)}: missing or without a semantic decoder "
+                             f"matching the PLY (model trained with --semantic_head embed); retrain or restore it")
+    valid = None
+    if snap_min_gaussians is None:
+        from segmentation.postprocess import DEFAULT_SNAP_MIN_GAUSSIANS
+
+        snap_min_gaussians = DEFAULT_SNAP_MIN_GAUSSIANS
+    if labels and snap_min_gaussians > 0 and clusters is None and "embedding" in model.params:
+        from segmentation.postprocess import valid_codes
+
+        valid = valid_codes(model.params["embedding"], model.get_opacities(), snap_min_gaussians)
+        if not quiet:
+            print(f"snap: {valid.numel()} valid codes kept (each on >= {snap_min_gaussians} opaque Gaussians)")
     written = {}
     for split, frames, skip in (("train", info.train, skip_train), ("test", info.test, skip_test)):
         if not skip and frames:
             written[split] = render_set(model_path, split, iteration, frames, model, cfg, labels=labels,
                                         device=dev, quiet=quiet, clusters=clusters,
-                                        thing_classes=info.thing_classes)
+                                        thing_classes=info.thing_classes, valid=valid, decoder=decoder)
     return written
 
 
@@ -139,10 +167,16 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", action="store_true", help="also write instance / semantic label maps")
     parser.add_argument("--device", default=None, help="override the training device (cpu, cuda)")
     parser.add_argument("--quiet", action="store_true")
+    from segmentation.postprocess import DEFAULT_SNAP_MIN_GAUSSIANS
+
+    parser.add_argument("--snap_min_gaussians", type=int, default=DEFAULT_SNAP_MIN_GAUSSIANS, metavar="K",
+                        help="snap pixel codes no object carries to the nearest (Hamming) code held by >= K "
+                             "opaque Gaussians; 0 = off (default %(default)s)")
     args = parser.parse_args(argv)
     try:
         render_model(args.model_path, args.iteration, skip_train=args.skip_train, skip_test=args.skip_test,
-                     labels=args.labels, quiet=args.quiet, device=args.device)
+                     labels=args.labels, quiet=args.quiet, device=args.device,
+                     snap_min_gaussians=args.snap_min_gaussians)
     except (SceneError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -118,7 +118,10 @@ class Trainer:
                 raise SceneError(f"--emb_dim {self.seg.emb_dim}: must be 1..16 (codes are stored as uint16)")
             features["embedding"] = self.seg.emb_dim
             if self.seg.use_semantic and self.info.num_classes and any(v.semantic is not None for v in self.views):
-                features["semantic"] = self.info.num_classes
+                embed = self.seg.semantic_head == "embed"  # embed: semantic_dim channels, decoded by a Linear
+                if embed and self.seg.semantic_dim < 1:
+                    raise SceneError(f"--semantic_dim {self.seg.semantic_dim}: must be at least 1")
+                features["semantic"] = self.seg.semantic_dim if embed else self.info.num_classes
         points, colors = self.info.points, self.info.colors
         if points is None or len(points) == 0:
             rng = np.random.default_rng(self.args.seed)
@@ -156,6 +159,8 @@ class Trainer:
             self.head_optimizer = torch.optim.Adam(self.objective.head.parameters(), lr=1e-3)
         else:
             self.head_optimizer = None
+        decoder = self.objective.decoder if self.objective is not None else None  # --semantic_head embed
+        self.decoder_optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-3) if decoder is not None else None
         return opts
 
     # ----- one iteration -------------------------------------------------------------------
@@ -185,7 +190,8 @@ class Trainer:
         gt = view.image_float(self.device)  # [H, W, 3]
         seg_on = self.objective is not None and (view.instance is not None or view.semantic is not None
                                                  or step >= self.seg.l3d_from_iter)
-        joint = seg_on and self.seg.seg_geometry_grad and step > self.opt.densify_until_iter
+        densifying = step < self.opt.densify_until_iter
+        joint = seg_on and (self.seg.seg_raster == "joint" or (self.seg.seg_geometry_grad and not densifying))
         feats = self.objective.features(self.model) if seg_on else None
         out = render(cam, self.model, bg=bg, features=feats if joint else None, backend=self.pipe.backend)
         if seg_on and not joint:
@@ -201,7 +207,14 @@ class Trainer:
             losses.update(self.objective.losses(step, seg_out.features, view, self.model))
             weights.update(self.objective.weights())
         total = sum(weights[k] * v for k, v in losses.items())
-        total.backward()
+        means2d = out.info.get("means2d")
+        if joint and densifying and len(losses) > 1 and means2d is not None and means2d.requires_grad:
+            # Densification must see the rendering loss's screen-space gradient only.
+            (render_grad,) = torch.autograd.grad(losses["render"], means2d, retain_graph=True)
+            total.backward()
+            means2d.grad = render_grad
+        else:
+            total.backward()
 
         for opt in self.optimizers.values():
             opt.step()
@@ -209,6 +222,9 @@ class Trainer:
         if self.head_optimizer is not None:
             self.head_optimizer.step()
             self.head_optimizer.zero_grad(set_to_none=True)
+        if self.decoder_optimizer is not None:
+            self.decoder_optimizer.step()
+            self.decoder_optimizer.zero_grad(set_to_none=True)
         self.strategy.step_post_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
         with torch.no_grad():  # tensors: read back to the host only when the bar is updated
             stats = {k: v.detach() for k, v in losses.items()}
@@ -246,7 +262,8 @@ class Trainer:
         from segmentation.labels import gaussian_label_columns
 
         folder = self.point_cloud_dir(step)
-        labels = gaussian_label_columns(self.model, self.info.thing_classes) if self.objective else None
+        labels = (gaussian_label_columns(self.model, self.info.thing_classes, decoder=self.objective.decoder)
+                  if self.objective else None)
         self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)
         if self.objective is not None:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))
@@ -259,6 +276,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "head_optimizer": self.head_optimizer.state_dict() if self.head_optimizer else None,
+            "decoder_optimizer": self.decoder_optimizer.state_dict() if self.decoder_optimizer else None,
             "strategy_state": self.strategy_state,
             "objective": self.objective.state_dict() if self.objective else None,
             "rng": {"gen": self.gen.get_state(), "seg_gen": self.seg_gen.get_state(),
@@ -287,6 +305,8 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
         if self.head_optimizer is not None and state["head_optimizer"] is not None:
             self.head_optimizer.load_state_dict(state["head_optimizer"])
+        if self.decoder_optimizer is not None and state.get("decoder_optimizer") is not None:
+            self.decoder_optimizer.load_state_dict(state["decoder_optimizer"])
         self.strategy_state = state["strategy_state"]
         rng = state["rng"]
         self.gen.set_state(rng["gen"])

@@ -101,6 +101,9 @@ class SegmentationParams(GroupMixin):
     emb_dim: int = _f(12, "embedding width d (codes 0..2^d-1; at most 16)")
     embedding_lr: float = _f(0.005, "Adam lr of the per-Gaussian embedding (the paper's 1e-4 is far too small)")
     semantic_lr: float = _f(0.005, "Adam lr of the per-Gaussian semantic logits")
+    semantic_head: str = _f("logits", "semantic head: per-Gaussian C logits (argmax) | a small per-Gaussian "
+                                      "embedding + linear decoder to C logits", choices=["logits", "embed"])
+    semantic_dim: int = _f(8, "width of the semantic embedding with --semantic_head embed")
     lambda_cluster: float = _f(0.1)
     lambda_triplet: float = _f(0.1)
     lambda_3d: float = _f(0.1)
@@ -126,6 +129,11 @@ class SegmentationParams(GroupMixin):
     l3d_refresh: int = _f(2000, "rebuild the neighbour graph every this many iterations")
     l3d_max_edges: int = _f(200_000, "random subset of neighbour pairs per iteration")
     seg_geometry_grad: bool = _f(False, "let segmentation losses move geometry (means, scales, rotations, opacity)")
+    seg_raster: str = _f("separate", "separate: colour and features in two rasterisations (segmentation gradients "
+                         "never reach geometry unless --seg_geometry_grad); joint: one call for all channels "
+                         "(segmentation gradients reach geometry; densification statistics still come from the "
+                         "rendering loss alone, via a second autograd pass while densifying)",
+                         choices=["separate", "joint"])
     mask_fraction: float = _f(1.0, "use masks on only this fraction of training views (RGB on all)")
     mask_downscale: float = _f(1.0, "train masks and images at this scale (0.25, 0.5); labels render at full size")
     min_cluster_size: int = _f(100, "contrastive_lift: HDBSCAN min_cluster_size")

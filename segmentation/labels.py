@@ -2,7 +2,9 @@
 
 UniC-Lift reads labels off by thresholding (no clustering): instance id = code + 1 on pixels whose
 predicted class is a thing, 0 elsewhere. The Contrastive-Lift baseline instead assigns each
-rendered embedding to the nearest HDBSCAN centroid fitted after training.
+rendered embedding to the nearest HDBSCAN centroid fitted after training. The class is the argmax
+of the semantic logits: the feature itself (``--semantic_head logits``) or the linear decoder
+applied to it (``--semantic_head embed``; the decoder is saved in ``segmentation.pt``).
 
 Convention: instance ids are int64 (written as uint16 PNG); 0 = stuff / no instance.
 """
@@ -17,6 +19,14 @@ from torch import Tensor
 from segmentation.decode import decode_codes, gaussian_labels
 
 CLUSTERS_FILE = "clusters.pt"
+SEGMENTATION_FILE = "segmentation.pt"  # SegmentationObjective.state_dict(), next to the PLY
+
+
+def semantic_classes(semantic: Tensor, decoder: Optional[torch.nn.Module] = None) -> Tensor:
+    """Semantic feature [..., F] -> class ids [...] int64: argmax of the logits, which are the
+    feature itself (F = C) or ``decoder(feature)`` (F = semantic_dim) when a decoder is given."""
+    logits = decoder(semantic) if decoder is not None else semantic  # [..., C]
+    return logits.argmax(dim=-1)
 
 
 def thing_mask(semantic: Optional[Tensor], thing_classes: Sequence[int]) -> Optional[Tensor]:
@@ -28,13 +38,15 @@ def thing_mask(semantic: Optional[Tensor], thing_classes: Sequence[int]) -> Opti
 
 
 @torch.no_grad()
-def gaussian_label_columns(model, thing_classes: Sequence[int]) -> Dict[str, Tensor]:
+def gaussian_label_columns(model, thing_classes: Sequence[int],
+                           decoder: Optional[torch.nn.Module] = None) -> Dict[str, Tensor]:
     """Each Gaussian's own decoded labels for the PLY: instance (code + 1, 0 for stuff Gaussians)
-    and semantic class (argmax of its logits) when the model has a semantic head."""
+    and semantic class (argmax of its logits, ``decoder`` applied first when given) when the model
+    has a semantic head. Columns are [N] int64."""
     cols: Dict[str, Tensor] = {}
     inst = gaussian_labels(model.params["embedding"].detach()) + 1  # [N]
     if "semantic" in model.params:
-        sem = model.params["semantic"].detach().argmax(dim=-1)  # [N]
+        sem = semantic_classes(model.params["semantic"].detach(), decoder)  # [N]
         cols["semantic_label"] = sem
         things = thing_mask(sem, thing_classes)
         if things is not None:
@@ -45,15 +57,29 @@ def gaussian_label_columns(model, thing_classes: Sequence[int]) -> Dict[str, Ten
 
 @torch.no_grad()
 def decode_pixels(features: Dict[str, Tensor], alpha: Tensor, *, sigmoid_where: str,
-                  thing_classes: Sequence[int], clusters=None, min_alpha: float = 0.5):
-    """Rendered features -> (semantic [H, W] int64 or None, instance ids [H, W] int64)."""
+                  thing_classes: Sequence[int], clusters=None, min_alpha: float = 0.5,
+                  valid: Optional[Tensor] = None, decoder: Optional[torch.nn.Module] = None):
+    """Rendered features -> (semantic [H, W] int64 or None, instance ids [H, W] int64).
+
+    ``features["semantic"]`` is [H, W, C] logits, or [H, W, semantic_dim] with ``decoder`` (the
+    embed head's Linear, see ``load_semantic_decoder``) mapping it to C logits.
+
+    ``valid``: [K] int64 codes (``postprocess.valid_codes``); when given, UniC-Lift pixel codes are
+    snapped to the nearest valid code (``postprocess.snap_to_valid``) before ``+ 1``. Ignored with
+    ``clusters``.
+    """
     emb = features["embedding"]  # [H, W, d]
     prob = emb.clamp(0, 1) if sigmoid_where == "gaussian" else torch.sigmoid(emb)
     if clusters is not None:
         ids = clusters.assign(prob).long()  # 0 = noise / stuff
     else:
-        ids = decode_codes(prob) + 1  # [H, W]
-    semantic = features["semantic"].argmax(dim=-1) if "semantic" in features else None
+        codes = decode_codes(prob)  # [H, W]
+        if valid is not None:
+            from segmentation.postprocess import snap_to_valid
+
+            codes = snap_to_valid(codes, valid)
+        ids = codes + 1  # [H, W]
+    semantic = semantic_classes(features["semantic"], decoder) if "semantic" in features else None
     keep = thing_mask(semantic, thing_classes)
     if keep is None:
         keep = alpha[..., 0] >= min_alpha  # no semantics: every covered pixel is a thing
@@ -93,3 +119,18 @@ def load_clusters(folder: str, device="cpu"):
     from segmentation.baselines.contrastive_lift import ClusterModel
 
     return ClusterModel.from_state_dict(torch.load(path, map_location=device, weights_only=False))
+
+
+def load_semantic_decoder(folder: str, device="cpu") -> Optional[torch.nn.Linear]:
+    """The embed head's Linear(semantic_dim, C) from ``folder/segmentation.pt`` (eval mode, no grad,
+    on ``device``); None when the file is missing or the model has no decoder (logits head)."""
+    path = os.path.join(folder, SEGMENTATION_FILE)
+    if not os.path.isfile(path):
+        return None
+    state = torch.load(path, map_location=device, weights_only=False).get("decoder")
+    if state is None:
+        return None
+    out_dim, in_dim = state["weight"].shape
+    decoder = torch.nn.Linear(in_dim, out_dim, device=device)
+    decoder.load_state_dict(state)
+    return decoder.eval().requires_grad_(False)

@@ -6,8 +6,10 @@ named loss terms. The trainer weights and sums them in one line.
 
 Convention: the per-Gaussian embedding is the model feature ``"embedding"`` [N, d] (raw, real);
 codes live in [0, 1]^d after a sigmoid, applied to the rendered V (paper, default) or to each
-Gaussian's v before blending (``--sigmoid_where gaussian``). Semantic logits are the feature
-``"semantic"`` [N, C].
+Gaussian's v before blending (``--sigmoid_where gaussian``). The semantic head is the feature
+``"semantic"``: C class logits [N, C] (``--semantic_head logits``), or a small embedding
+[N, semantic_dim] (``--semantic_head embed``) that ``decoder`` (a Linear owned here, trained
+by the trainer) maps to C logits after rendering.
 """
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ class SegmentationObjective:
         self.generator = generator
         self.head = (TripletHead(cfg.emb_dim, mode=cfg.linear_layer).to(device)
                      if cfg.use_triplet and cfg.method == "unic" else None)
+        # --semantic_head embed: rendered semantic embedding [..., semantic_dim] -> C logits
+        self.decoder: Optional[torch.nn.Linear] = (
+            torch.nn.Linear(cfg.semantic_dim, self.num_classes).to(device)
+            if self.num_classes and getattr(cfg, "semantic_head", "logits") == "embed" else None)
         self.edges: Optional[Tensor] = None  # [E, 2] neighbour pairs of the 3D loss
         self.edges_step = -1
         self.edges_n = -1
@@ -48,6 +54,11 @@ class SegmentationObjective:
         if self.num_classes and SEMANTIC in model.params:
             feats[SEMANTIC] = model.params[SEMANTIC]  # [N, C]
         return feats
+
+    def semantic_logits(self, semantic: Tensor) -> Tensor:
+        """Rendered semantic feature [..., C] (logits head) or [..., semantic_dim] (embed head)
+        -> class logits [..., C]; the logits head passes its input through untouched."""
+        return self.decoder(semantic) if self.decoder is not None else semantic
 
     def code_space(self, rendered_embedding: Tensor) -> Tensor:
         """Rendered V [..., d] -> values in [0, 1]^d where codes are read by thresholding at 0.5."""
@@ -73,7 +84,7 @@ class SegmentationObjective:
                 z = self.head(emb.reshape(-1, emb.shape[-1]))  # [P, d]
                 out["triplet"] = triplet_loss(z, trip, margin=cfg.triplet_margin)
         if self.num_classes and SEMANTIC in features and view.semantic is not None:
-            logits = features[SEMANTIC].reshape(-1, self.num_classes)  # [P, C]
+            logits = self.semantic_logits(features[SEMANTIC]).reshape(-1, self.num_classes)  # [P, C]
             target = view.semantic.to(logits.device).reshape(-1)
             conf = view.confidence.to(logits.device).reshape(-1) if view.confidence is not None else None
             if view.valid is not None:
@@ -101,11 +112,14 @@ class SegmentationObjective:
     # ----- checkpoint ----------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"head": self.head.state_dict() if self.head is not None else None,
+                "decoder": self.decoder.state_dict() if self.decoder is not None else None,
                 "edges": self.edges, "edges_step": self.edges_step, "edges_n": self.edges_n}
 
     def load_state_dict(self, state: dict) -> None:
         if self.head is not None and state.get("head") is not None:
             self.head.load_state_dict(state["head"])
+        if self.decoder is not None and state.get("decoder") is not None:
+            self.decoder.load_state_dict(state["decoder"])
         self.edges = state.get("edges")
         if self.edges is not None:
             self.edges = self.edges.to(self.device)

@@ -10,6 +10,10 @@ stays deterministic. Each must be measured before it is switched on by default.
   editing); rendered label maps are unchanged.
 * ``drop_small_segments``: ids covering fewer than ``min_pixels`` pixels of an image are noise
   (typically a few boundary pixels); they are set to 0 (stuff / void).
+* ``valid_codes`` + ``snap_to_valid``: on a boundary the rendered embedding blends two objects'
+  corner codes and a few pixels threshold to a third code that no object carries. The codes held
+  by at least ``min_gaussians`` opaque Gaussians are the valid ones; every other pixel code is
+  snapped to the valid code at the smallest Hamming distance (ties: the smaller code).
 """
 
 from __future__ import annotations
@@ -18,9 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from segmentation.decode import gaussian_labels
 from segmentation.losses import relabel
 
-__all__ = ["split_disconnected_codes", "drop_small_segments"]
+__all__ = ["split_disconnected_codes", "drop_small_segments", "valid_codes", "snap_to_valid",
+           "DEFAULT_SNAP_MIN_GAUSSIANS"]
+
+# render.py --snap_min_gaussians default; 0 = snapping off (to be set from a benchmark measurement).
+DEFAULT_SNAP_MIN_GAUSSIANS = 0
 
 
 def split_disconnected_codes(codes: Tensor, edges: Tensor, *, min_gaussians: int = 50) -> Tensor:
@@ -88,3 +97,67 @@ def drop_small_segments(ids: Tensor, min_pixels: int) -> Tensor:
     lab, K = relabel(ids)  # [...] in [0, K)
     small = torch.bincount(lab.reshape(-1), minlength=K) < min_pixels  # [K]
     return ids.masked_fill(small[lab], 0)
+
+
+@torch.no_grad()
+def valid_codes(embedding: Tensor, opacities: Tensor, min_gaussians: int, min_opacity: float = 0.1) -> Tensor:
+    """Codes carried by enough opaque Gaussians to be an object.
+
+    Args:
+        embedding: [N, D] raw per-Gaussian embeddings v (decoded with ``gaussian_labels``).
+        opacities: [N] opacities in [0, 1] (``model.get_opacities()``).
+        min_gaussians: a code is valid when at least this many Gaussians with
+            opacity >= ``min_opacity`` carry it.
+        min_opacity: Gaussians below this opacity are not counted.
+    Returns:
+        [K] int64 valid codes, sorted ascending, on ``embedding``'s device.
+    """
+    if embedding.dim() != 2 or opacities.shape != embedding.shape[:1]:
+        raise ValueError(f"valid_codes: expected embedding [N,D] and opacities [N], got "
+                         f"{tuple(embedding.shape)}, {tuple(opacities.shape)}")
+    opaque = opacities.detach().reshape(-1) >= min_opacity  # [N]
+    codes = gaussian_labels(embedding.detach()[opaque])  # [M]
+    uniq, counts = torch.unique(codes, return_counts=True)  # sorted
+    return uniq[counts >= min_gaussians]
+
+
+def _popcount(x: Tensor) -> Tensor:
+    """Number of set bits of non-negative int64 values (SWAR, no multiply so no overflow)."""
+    x = x - ((x >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F  # per-byte counts
+    x = x + (x >> 8)
+    x = x + (x >> 16)
+    x = x + (x >> 32)
+    return x & 0x7F
+
+
+@torch.no_grad()
+def snap_to_valid(codes: Tensor, valid: Tensor, *, chunk_elems: int = 1 << 22) -> Tensor:
+    """Replace every code that is not valid by the nearest valid code in Hamming distance.
+
+    Args:
+        codes: [...] int64 codes (``decode_codes``), all in [0, 2^62).
+        valid: [K] int64 valid codes (``valid_codes``); K = 0 leaves ``codes`` unchanged.
+        chunk_elems: at most this many entries of the [U, K] distance matrix are held at once.
+    Returns:
+        [...] int64, same shape and device as ``codes``: valid codes unchanged (distance 0), the
+        others mapped to the valid code at the smallest popcount(code ^ valid), ties to the
+        smaller valid code.
+    """
+    valid = valid.to(device=codes.device, dtype=torch.int64).reshape(-1)
+    if valid.numel() == 0 or codes.numel() == 0:
+        return codes.clone()
+    valid = torch.unique(valid)  # sorted, so the smallest key below is also the smallest code
+    K = valid.numel()
+    uniq, inverse = torch.unique(codes.to(torch.int64), return_inverse=True)  # [U], [...]
+    snapped = torch.empty_like(uniq)  # [U]
+    step = max(1, chunk_elems // K)
+    idx = torch.arange(K, device=codes.device)  # [K]
+    for start in range(0, uniq.numel(), step):  # chunks of unique codes, not pixels
+        u = uniq[start:start + step]  # [u]
+        dist = _popcount(u[:, None] ^ valid[None, :])  # [u, K]
+        # key = (distance, index into sorted valid): the min picks the nearest, then the smaller code
+        best = (dist * K + idx[None, :]).amin(dim=1) % K  # [u]
+        snapped[start:start + step] = valid[best]
+    return snapped[inverse]

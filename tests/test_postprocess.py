@@ -1,0 +1,117 @@
+"""Snapping stray boundary codes to the codes the trained Gaussians carry (valid_codes, snap_to_valid)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from segmentation.decode import decode_codes, gaussian_labels
+from segmentation.labels import decode_pixels
+from segmentation.postprocess import snap_to_valid, valid_codes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _corner(code: int, d: int, mag: float = 5.0) -> torch.Tensor:
+    """[d] raw embedding whose bits are `code`."""
+    bits = torch.tensor([(code >> k) & 1 for k in range(d)], dtype=torch.float32)
+    return (2 * bits - 1) * mag
+
+
+def test_valid_codes_counts_opaque_gaussians_only():
+    d = 4
+    # code 3: 5 opaque Gaussians; code 9: 4 opaque + 10 transparent; code 12: 6 opaque; code 1: 1 opaque
+    rows = [(3, 0.9)] * 5 + [(9, 0.5)] * 4 + [(9, 0.05)] * 10 + [(12, 0.1)] * 6 + [(1, 1.0)]
+    emb = torch.stack([_corner(c, d) for c, _ in rows])  # [N, d]
+    opa = torch.tensor([o for _, o in rows])  # [N]
+    assert valid_codes(emb, opa, 5).tolist() == [3, 12]  # 9 has only 4 opaque Gaussians
+    assert valid_codes(emb, opa, 4).tolist() == [3, 9, 12]
+    assert valid_codes(emb, opa, 1).tolist() == [1, 3, 9, 12]
+    assert valid_codes(emb, opa, 5, min_opacity=0.01).tolist() == [3, 9, 12]  # now 14 Gaussians carry 9
+    assert valid_codes(emb, opa, 100).numel() == 0
+    assert valid_codes(emb, opa, 1).dtype == torch.int64
+
+
+def test_snap_to_valid_rules():
+    valid = torch.tensor([3, 12])
+    codes = torch.tensor([[3, 12, 7], [2, 13, 0]])
+    # 7 = 0111: 1 bit from 3; 2 = 0010: 1 from 3; 13 = 1101: 1 from 12; 0: 2 from both -> tie -> 3
+    assert snap_to_valid(codes, valid).tolist() == [[3, 12, 3], [3, 12, 3]]
+    # valid codes unchanged, whatever the order of `valid`
+    assert snap_to_valid(codes, torch.tensor([12, 3])).tolist() == [[3, 12, 3], [3, 12, 3]]
+    # 10 = 1010 is 2 bits from both 3 and 12: the smaller wins
+    assert snap_to_valid(torch.tensor([10]), valid).tolist() == [3]
+    # empty valid: unchanged
+    empty = torch.zeros(0, dtype=torch.int64)
+    assert torch.equal(snap_to_valid(codes, empty), codes)
+    assert snap_to_valid(torch.zeros(0, 5, dtype=torch.int64), valid).shape == (0, 5)
+
+
+def test_snap_to_valid_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    for d, K, shape in ((4, 3, (17, 9)), (12, 25, (40, 30)), (16, 200, (64, 48))):
+        valid = torch.unique(torch.randint(0, 2 ** d, (K,), generator=g))
+        codes = torch.randint(0, 2 ** d, shape, generator=g)
+        some = torch.rand(shape, generator=g) < 0.2  # make some pixels already valid
+        codes[some] = valid[torch.randint(0, len(valid), (int(some.sum()),), generator=g)]
+        vl = valid.tolist()
+        ref = [min(vl, key=lambda v: (bin(c ^ v).count("1"), v)) for c in codes.view(-1).tolist()]
+        out = snap_to_valid(codes, valid, chunk_elems=1000)  # forces several chunks
+        assert out.shape == codes.shape
+        assert out.view(-1).tolist() == ref, d
+
+
+def test_decode_pixels_snaps_blended_boundary():
+    d = 4
+    a = torch.tensor([4.0, 6.0, -6.0, -4.0])  # code 0011 = 3
+    b = torch.tensor([-6.0, -4.0, 4.0, 6.0])  # code 1100 = 12
+    mix = 0.5 * a + 0.5 * b  # [-1, 1, -1, 1] -> 1010 = 10, a code no object has
+    assert gaussian_labels(torch.stack([a, b])).tolist() == [3, 12]
+    assert int(decode_codes(torch.sigmoid(mix))) == 10
+
+    emb = torch.stack([a, a, mix, b, b]).reshape(1, 5, d)  # [H=1, W=5, d] rendered embedding
+    alpha = torch.ones(1, 5, 1)
+    gauss = torch.stack([a] * 6 + [b] * 6)  # the Gaussians behind it
+    valid = valid_codes(gauss, torch.ones(12), min_gaussians=5)
+    assert valid.tolist() == [3, 12]
+
+    _, raw = decode_pixels({"embedding": emb}, alpha, sigmoid_where="rendered", thing_classes=())
+    assert raw.tolist() == [[4, 4, 11, 13, 13]]  # the stray third id without snapping
+    sem, ids = decode_pixels({"embedding": emb}, alpha, sigmoid_where="rendered", thing_classes=(), valid=valid)
+    assert sem is None
+    assert set(ids.view(-1).tolist()) == {4, 13}
+    assert ids.tolist() == [[4, 4, 4, 13, 13]]  # tie (2 bits from each) -> the smaller code
+    # uncovered pixels still decode to 0
+    _, ids0 = decode_pixels({"embedding": emb}, torch.zeros(1, 5, 1), sigmoid_where="rendered",
+                            thing_classes=(), valid=valid)
+    assert ids0.eq(0).all()
+
+
+def test_render_cli_snaps_to_valid_codes(tiny_scene, tmp_path):
+    import train
+    from scene.gaussian_model import GaussianModel
+    from utils.image_io import load_label
+
+    out = str(tmp_path / "m")
+    train.training(train.prepare_args([
+        "-s", tiny_scene, "-m", out, "--iterations", "120", "--densify_from_iter", "1000",
+        "--test_iterations", "-1", "--quiet", "--no-use_semantic", "--init_points", "1500",
+        "--embedding_lr", "0.02", "--emb_dim", "8"]))  # 256 codes: several carried by >= 5 Gaussians
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "render.py"), "-m", out, "--labels", "--skip_train",
+                        "--snap_min_gaussians", "5"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "valid codes kept" in r.stdout
+
+    model = GaussianModel.load_ply(os.path.join(out, "point_cloud", "iteration_120", "point_cloud.ply"))
+    valid = valid_codes(model.params["embedding"], model.get_opacities(), 5)
+    assert valid.numel() >= 2
+    allowed = set((valid + 1).tolist()) | {0}
+    folder = os.path.join(out, "test", "ours_120", "pred_surrogateid")
+    names = sorted(os.listdir(folder))
+    assert names
+    seen = set()
+    for n in names:
+        seen |= set(np.unique(load_label(os.path.join(folder, n))).tolist())
+    assert seen <= allowed, seen - allowed
+    assert len(seen - {0}) >= 2  # several objects' ids survive
