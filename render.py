@@ -105,12 +105,13 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
 
 def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = False, skip_test: bool = False,
                  labels: bool = False, quiet: bool = False, device: Optional[str] = None,
-                 snap_min_gaussians: Optional[int] = None) -> dict:
+                 snap_min_gaussians: Optional[int] = None, snap_fraction: Optional[float] = None) -> dict:
     """Render every split of a trained model; returns {split: output folder}.
 
-    ``snap_min_gaussians``: K > 0 snaps pixel codes to the codes carried by >= K opaque Gaussians
-    (``segmentation.postprocess.valid_codes`` / ``snap_to_valid``); 0 = off; None = the default
-    ``DEFAULT_SNAP_MIN_GAUSSIANS``. UniC-Lift labels only.
+    Snapping (UniC-Lift labels only): pixel codes that no object carries go to the nearest code held by
+    at least K opaque Gaussians (``segmentation.postprocess.valid_codes`` / ``snap_to_valid``).
+    ``snap_min_gaussians`` K > 0 sets K; 0 switches snapping off; None uses ``snap_fraction`` (None: the
+    default ``DEFAULT_SNAP_FRACTION``) of the model's Gaussians.
     """
     from train import read_scene_for
     from segmentation.labels import load_clusters
@@ -139,16 +140,17 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
             raise SceneError(f"{os.path.join(folder, SEGMENTATION_FILE)}: missing or without a semantic decoder "
                              f"matching the PLY (model trained with --semantic_head embed); retrain or restore it")
     valid = None
-    if snap_min_gaussians is None:
-        from segmentation.postprocess import DEFAULT_SNAP_MIN_GAUSSIANS
+    from segmentation.postprocess import DEFAULT_SNAP_FRACTION, snap_threshold, valid_codes
 
-        snap_min_gaussians = DEFAULT_SNAP_MIN_GAUSSIANS
-    if labels and snap_min_gaussians > 0 and clusters is None and "embedding" in model.params:
-        from segmentation.postprocess import valid_codes
-
-        valid = valid_codes(model.params["embedding"], model.get_opacities(), snap_min_gaussians)
+    if snap_min_gaussians == 0:
+        k = 0
+    else:
+        k = snap_threshold(model.num_gaussians, snap_min_gaussians or 0,
+                           DEFAULT_SNAP_FRACTION if snap_fraction is None else snap_fraction)
+    if labels and k > 0 and clusters is None and "embedding" in model.params:
+        valid = valid_codes(model.params["embedding"], model.get_opacities(), k)
         if not quiet:
-            print(f"snap: {valid.numel()} valid codes kept (each on >= {snap_min_gaussians} opaque Gaussians)")
+            print(f"snap: {valid.numel()} valid codes kept (each on >= {k} opaque Gaussians)")
     written = {}
     for split, frames, skip in (("train", info.train, skip_train), ("test", info.test, skip_test)):
         if not skip and frames:
@@ -167,16 +169,19 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", action="store_true", help="also write instance / semantic label maps")
     parser.add_argument("--device", default=None, help="override the training device (cpu, cuda)")
     parser.add_argument("--quiet", action="store_true")
-    from segmentation.postprocess import DEFAULT_SNAP_MIN_GAUSSIANS
+    from segmentation.postprocess import DEFAULT_SNAP_FRACTION
 
-    parser.add_argument("--snap_min_gaussians", type=int, default=DEFAULT_SNAP_MIN_GAUSSIANS, metavar="K",
+    parser.add_argument("--snap_min_gaussians", type=int, default=None, metavar="K",
                         help="snap pixel codes no object carries to the nearest (Hamming) code held by >= K "
-                             "opaque Gaussians; 0 = off (default %(default)s)")
+                             "opaque Gaussians; 0 = no snapping (default: --snap_fraction of the Gaussians)")
+    parser.add_argument("--snap_fraction", type=float, default=DEFAULT_SNAP_FRACTION, metavar="F",
+                        help="K = ceil(F x number of Gaussians) when --snap_min_gaussians is not given; "
+                             "0 = no snapping (default %(default)s)")
     args = parser.parse_args(argv)
     try:
         render_model(args.model_path, args.iteration, skip_train=args.skip_train, skip_test=args.skip_test,
                      labels=args.labels, quiet=args.quiet, device=args.device,
-                     snap_min_gaussians=args.snap_min_gaussians)
+                     snap_min_gaussians=args.snap_min_gaussians, snap_fraction=args.snap_fraction)
     except (SceneError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

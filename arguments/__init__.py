@@ -114,7 +114,8 @@ class SegmentationParams(GroupMixin):
     use_semantic: bool = _f(True, "semantic head and its loss (when the scene has semantic masks)")
     linear_layer: str = _f("normalized", "triplet layer W: normalized | free | fixed | identity (no layer)",
                            choices=["normalized", "free", "fixed", "identity"])
-    push: str = _f("gauss", "cluster push term: gauss (bounded repulsion) | sqdist (literal Eq. 4)",
+    push: str = _f("sqdist", "cluster push term: sqdist (Eq. 4, mean over pairs; won the sweep in "
+                   "benchmarks/RESULTS.md) | gauss (bounded repulsion exp(-d^2/s))",
                    choices=["gauss", "sqdist"])
     push_scale: float = _f(0.25, "s in exp(-||m_i - m_j||^2 / s)")
     sigmoid_where: str = _f("rendered", "sigmoid on the rendered V (paper) or on each Gaussian's v before blending",

@@ -115,3 +115,13 @@ def test_render_cli_snaps_to_valid_codes(tiny_scene, tmp_path):
         seen |= set(np.unique(load_label(os.path.join(folder, n))).tolist())
     assert seen <= allowed, seen - allowed
     assert len(seen - {0}) >= 2  # several objects' ids survive
+
+
+def test_snap_threshold_rule():
+    from segmentation.postprocess import snap_threshold
+
+    assert snap_threshold(500_000, 0, 0.002) == 1000  # the default: a fraction of the Gaussians
+    assert snap_threshold(1001, 0, 0.002) == 3  # ceil
+    assert snap_threshold(10, 0, 0.002) == 1  # at least one Gaussian
+    assert snap_threshold(500_000, 7, 0.002) == 7  # an explicit K wins
+    assert snap_threshold(500_000, 0, 0.0) == 0  # switched off

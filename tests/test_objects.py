@@ -1,0 +1,213 @@
+"""tools/objects.py: list / extract / remove / move objects of a trained model folder.
+
+The model is synthetic: blobs of Gaussians whose embeddings sit on distinct corner codes, plus
+stuff Gaussians (a stuff class, so ``gaussian_label_columns`` writes instance 0 for them), saved
+as ``MODEL/point_cloud/iteration_1/point_cloud.ply`` with a cfg_args whose scene is gone.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from arguments import save_cfg_args
+from scene.gaussian_model import GaussianModel
+from segmentation.decode import colorize_ids
+from segmentation.labels import gaussian_label_columns
+from tools import objects
+from utils.ply import read_ply
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+D = 4  # embedding bits
+THINGS = (4, 5)  # thing classes of the synthetic semantic head (6 classes)
+# (code, class, count, centre): ids are code + 1 -> 2, 3, 6
+OBJECTS = ((1, 4, 300, (0.0, 0.0, 0.0)), (2, 5, 200, (3.0, 0.0, 0.0)), (5, 4, 100, (0.0, 3.0, 1.0)))
+STUFF = 150
+
+
+def _corner(code: int, mag: float = 5.0) -> torch.Tensor:
+    """[D] raw embedding whose bits are ``code``."""
+    bits = torch.tensor([(code >> k) & 1 for k in range(D)], dtype=torch.float32)
+    return (2 * bits - 1) * mag
+
+
+def _model(groups, seed: int = 0) -> GaussianModel:
+    """Blobs: ``groups`` = [(code, class, count, centre)] -> a GaussianModel with embedding [N, D]
+    on those corner codes, semantic logits [N, 6] peaked on the class, random opacities and SH."""
+    g = torch.Generator().manual_seed(seed)
+    pts, codes, classes = [], [], []
+    for code, cls, n, centre in groups:
+        pts.append(torch.tensor(centre) + 0.03 * torch.randn(n, 3, generator=g))
+        codes += [code] * n
+        classes += [cls] * n
+    pts = torch.cat(pts).numpy()  # [N, 3]
+    model = GaussianModel.from_points(pts, np.random.default_rng(seed).random(pts.shape), sh_degree=1)
+    N = model.num_gaussians
+    emb = torch.stack([_corner(c) for c in codes]) + 0.1 * torch.randn(N, D, generator=g)  # [N, D]
+    sem = torch.full((N, 6), -3.0)
+    sem[torch.arange(N), torch.tensor(classes)] = 3.0
+    model.params["embedding"] = torch.nn.Parameter(emb)
+    model.params["semantic"] = torch.nn.Parameter(sem)
+    model.params["opacities"] = torch.nn.Parameter(torch.randn(N, generator=g) * 2)
+    model.params["shN"] = torch.nn.Parameter(torch.randn(N, 3, 3, generator=g))
+    return model
+
+
+def _save(model: GaussianModel, folder, *, label_columns: bool = True, source_path="/no/such/scene") -> str:
+    path = os.path.join(folder, "point_cloud", "iteration_1", "point_cloud.ply")
+    os.makedirs(os.path.dirname(path))
+    model.save_ply(path, gaussian_label_columns(model, THINGS) if label_columns else None)
+    save_cfg_args(str(folder), argparse.Namespace(source_path=str(source_path), l3d_radius2=1e-2, eval=False))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    groups = list(OBJECTS) + [(0, 1, STUFF, (1.0, 1.0, -2.0))]  # stuff: class 1, any code
+    folder = tmp_path_factory.mktemp("objects") / "model"
+    return _save(_model(groups), folder)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "objects.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_list_ids_counts_centroids_and_colours(model_dir, tmp_path):
+    labels = objects.load_labels(model_dir)
+    assert labels.source == "column"
+    table = objects.object_table(labels, min_gaussians=50,
+                                 class_names=objects.class_names_for(argparse.Namespace(source_path="/no/such/scene")))
+    assert [r.id for r in table.rows] == [2, 3, 6]  # by count, descending
+    assert [r.gaussians for r in table.rows] == [300, 200, 100]
+    assert [r.semantic for r in table.rows] == [4, 5, 4]
+    assert all(r.class_name is None for r in table.rows)  # the scene is gone: no names
+    assert table.stuff_gaussians == STUFF and table.small_ids == []
+    # expected centroids and boxes from the PLY as loaded back, in float64
+    model = GaussianModel.load_ply(labels.ply_path)
+    means = model.get_means().detach().double().numpy()
+    w = model.get_opacities().detach().double().numpy()
+    ids = model.labels["instance_label"].numpy()
+    for r in table.rows:
+        sel = ids == r.id
+        expect = (means[sel] * w[sel, None]).sum(0) / w[sel].sum()
+        np.testing.assert_allclose(r.centroid, expect, atol=1e-4)
+        np.testing.assert_allclose(r.extent, means[sel].max(0) - means[sel].min(0), atol=1e-6)
+        rgb = colorize_ids(torch.tensor([r.id]))[0].tolist()
+        assert r.color == "#%02x%02x%02x" % tuple(rgb)
+    # small ids are summarised
+    small = objects.object_table(labels, min_gaussians=250)
+    assert [r.id for r in small.rows] == [2] and small.small_ids == [3, 6] and small.small_gaussians == 300
+    assert "2 small ids (300 Gaussians)" in objects.format_table(small)
+
+
+def test_cli_list_json_and_extract(model_dir, tmp_path):
+    js = tmp_path / "objects.json"
+    r = _cli("list", "-m", model_dir, "--json", js)
+    assert r.returncode == 0, r.stderr
+    assert "stuff (id 0): 150 Gaussians" in r.stdout
+    data = json.loads(js.read_text())
+    assert [(o["id"], o["gaussians"]) for o in data["objects"]] == [(2, 300), (3, 200), (6, 100)]
+    out = tmp_path / "two.ply"
+    r = _cli("extract", "-m", model_dir, "--id", 6, "--id", 2, "-o", out)
+    assert r.returncode == 0, r.stderr
+    cols = read_ply(str(out))
+    assert sorted(np.unique(cols["instance_label"]).tolist()) == [2, 6] and len(cols["x"]) == 400
+
+
+def test_extract_loads_back_bit_exact(model_dir, tmp_path):
+    labels = objects.load_labels(model_dir)
+    out = str(tmp_path / "obj3.ply")
+    assert objects.extract(labels, [3], out) == 200
+    src, got = read_ply(labels.ply_path), read_ply(out)
+    assert list(got) == list(src)  # every column, same order
+    sel = src["instance_label"] == 3
+    for k in src:
+        assert got[k].dtype == src[k].dtype
+        assert np.array_equal(got[k].view(np.uint8), src[k][sel].view(np.uint8)), k
+    back = GaussianModel.load_ply(out)
+    full = GaussianModel.load_ply(labels.ply_path)
+    keep = torch.from_numpy(sel)
+    for k, v in full.params.items():
+        assert torch.equal(back.params[k], v[keep]), k
+    assert torch.equal(back.labels["instance_label"], full.labels["instance_label"][keep])
+
+
+def test_remove_and_extract_partition_the_model(model_dir, tmp_path):
+    labels = objects.load_labels(model_dir)
+    a, b = str(tmp_path / "a.ply"), str(tmp_path / "b.ply")
+    assert objects.extract(labels, [2, 6], a) == 400
+    assert objects.remove(labels, [2, 6], b) == 200 + STUFF
+    src, ca, cb = read_ply(labels.ply_path), read_ply(a), read_ply(b)
+    sel = np.isin(src["instance_label"], [2, 6])
+    for k in src:
+        assert np.array_equal(ca[k], src[k][sel]) and np.array_equal(cb[k], src[k][~sel]), k
+    assert sorted(np.unique(cb["instance_label"]).tolist()) == [0, 3]
+
+
+def test_move_shifts_only_those_means(model_dir, tmp_path):
+    labels = objects.load_labels(model_dir)
+    out = str(tmp_path / "moved.ply")
+    d = (0.5, -1.25, 2.0)
+    assert objects.move(labels, [3], d, out) == 200
+    src, got = read_ply(labels.ply_path), read_ply(out)
+    sel = src["instance_label"] == 3
+    for k in src:
+        if k in "xyz":
+            shift = np.float32(d["xyz".index(k)])
+            assert np.array_equal(got[k][sel], src[k][sel] + shift)
+            assert np.array_equal(got[k][~sel], src[k][~sel])
+        else:
+            assert np.array_equal(got[k], src[k]), k
+
+
+def test_unknown_id_exits_2_with_one_line(model_dir, tmp_path):
+    out = tmp_path / "x.ply"
+    r = _cli("extract", "-m", model_dir, "--id", 99, "-o", out)
+    assert r.returncode == 2 and not out.exists()
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "99" in lines[0] and "2 (300 Gaussians)" in lines[0]
+
+
+def test_bad_input_is_one_line_error(tmp_path, capsys):
+    assert objects.main(["list", "-m", str(tmp_path / "missing")]) == 2
+    assert "no such model folder" in capsys.readouterr().err
+    folder = _save(_model([(1, 4, 60, (0, 0, 0))]), tmp_path / "m")
+    assert objects.main(["list", "-m", folder, "--iteration", "7"]) == 2
+    assert "iteration_7" in capsys.readouterr().err
+    plain = _model([(1, 4, 60, (0, 0, 0))])
+    del plain.params["embedding"], plain.params["semantic"]
+    folder = _save(plain, tmp_path / "plain", label_columns=False)
+    assert objects.main(["list", "-m", folder]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained without masks" in err[0]
+    assert objects.main(["move", "-m", folder.replace("plain", "m"), "--id", "2", "--translate", "1", "0", "0",
+                         "-o", os.path.join(tmp_path, "m", "point_cloud", "iteration_1", "point_cloud.ply")]) == 2
+    assert "own PLY" in capsys.readouterr().err
+
+
+def test_split_disconnected_gives_far_blobs_their_own_ids(tmp_path):
+    # code 3 (id 4) on two blobs 5 units apart, code 1 (id 2) on one; no label columns: decoded here
+    groups = [(3, 4, 120, (0.0, 0.0, 0.0)), (3, 4, 90, (5.0, 0.0, 0.0)), (1, 5, 80, (0.0, 5.0, 0.0))]
+    folder = _save(_model(groups, seed=1), tmp_path / "m", label_columns=False)
+    plain = objects.load_labels(folder)
+    assert plain.source == "embedding"
+    assert [(r.id, r.gaussians) for r in objects.object_table(plain).rows] == [(4, 210), (2, 80)]
+    split = objects.load_labels(folder, split_disconnected=True)
+    rows = objects.object_table(split).rows
+    assert [(r.id, r.gaussians) for r in rows] == [(4, 120), (5, 90), (2, 80)]
+    np.testing.assert_allclose(rows[1].centroid, [5.0, 0.0, 0.0], atol=0.05)
+    out = str(tmp_path / "far.ply")
+    assert objects.extract(split, [5], out) == 90
+    assert np.all(read_ply(out)["x"] > 4.0)
+
+
+def test_class_names_from_scene_folder(tmp_path):
+    (tmp_path / "generator.json").write_text(json.dumps({"class_names": ["void", "wall", "chair"]}))
+    assert objects.class_names_for(argparse.Namespace(source_path=str(tmp_path))) == ["void", "wall", "chair"]
+    assert objects.class_names_for(argparse.Namespace(source_path=str(tmp_path / "gone"))) is None
+    assert objects.class_names_for(None) is None
