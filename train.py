@@ -262,8 +262,14 @@ class Trainer:
         from segmentation.labels import gaussian_label_columns
 
         folder = self.point_cloud_dir(step)
-        labels = (gaussian_label_columns(self.model, self.info.thing_classes, decoder=self.objective.decoder)
-                  if self.objective else None)
+        labels = None
+        if self.objective is not None:  # snapped as render.py snaps by default, so the ids agree
+            from segmentation.postprocess import snap_threshold, valid_codes
+
+            k = snap_threshold(self.model.num_gaussians)
+            valid = valid_codes(self.model.params["embedding"], self.model.get_opacities(), k) if k else None
+            labels = gaussian_label_columns(self.model, self.info.thing_classes, decoder=self.objective.decoder,
+                                            valid=valid)
         self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)
         if self.objective is not None:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))

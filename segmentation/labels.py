@@ -39,12 +39,19 @@ def thing_mask(semantic: Optional[Tensor], thing_classes: Sequence[int]) -> Opti
 
 @torch.no_grad()
 def gaussian_label_columns(model, thing_classes: Sequence[int],
-                           decoder: Optional[torch.nn.Module] = None) -> Dict[str, Tensor]:
+                           decoder: Optional[torch.nn.Module] = None,
+                           valid: Optional[Tensor] = None) -> Dict[str, Tensor]:
     """Each Gaussian's own decoded labels for the PLY: instance (code + 1, 0 for stuff Gaussians)
     and semantic class (argmax of its logits, ``decoder`` applied first when given) when the model
-    has a semantic head. Columns are [N] int64."""
+    has a semantic head. Columns are [N] int64. ``valid`` ([K] codes, ``postprocess.valid_codes``)
+    snaps rare codes exactly as rendered label maps are snapped, so ids agree between the two."""
     cols: Dict[str, Tensor] = {}
-    inst = gaussian_labels(model.params["embedding"].detach()) + 1  # [N]
+    codes = gaussian_labels(model.params["embedding"].detach())  # [N]
+    if valid is not None:
+        from segmentation.postprocess import snap_to_valid
+
+        codes = snap_to_valid(codes, valid)
+    inst = codes + 1  # [N]
     if "semantic" in model.params:
         sem = semantic_classes(model.params["semantic"].detach(), decoder)  # [N]
         cols["semantic_label"] = sem

@@ -125,3 +125,22 @@ def test_snap_threshold_rule():
     assert snap_threshold(10, 0, 0.002) == 1  # at least one Gaussian
     assert snap_threshold(500_000, 7, 0.002) == 7  # an explicit K wins
     assert snap_threshold(500_000, 0, 0.0) == 0  # switched off
+
+
+def test_gaussian_label_columns_snap_like_pixels():
+    """The PLY's per-Gaussian ids use the same snapping as the rendered label maps."""
+    from types import SimpleNamespace
+
+    from segmentation.labels import gaussian_label_columns
+
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(300, 6, generator=gen) * 4  # [N, d] raw embeddings, many distinct codes
+    model = SimpleNamespace(params={"embedding": v})
+    codes = gaussian_labels(v)
+    valid = valid_codes(v, torch.ones(300), min_gaussians=6)
+    assert 0 < valid.numel() < torch.unique(codes).numel()
+    cols = gaussian_label_columns(model, thing_classes=(), valid=valid)
+    assert torch.equal(cols["instance_label"], snap_to_valid(codes, valid) + 1)
+    assert torch.isin(cols["instance_label"] - 1, valid).all()
+    plain = gaussian_label_columns(model, thing_classes=())
+    assert torch.equal(plain["instance_label"], codes + 1)
