@@ -3,10 +3,11 @@
     python benchmarks/run_suite.py                                   # the synthetic suite in data/suite
     python benchmarks/run_suite.py --scenes data/replica/room_0 data/scannet/scene0050_02 \\
         --methods unic contrastive_lift --out output/bench --gpus 0,1 -- --densify_until_iter 10000
+    python benchmarks/run_suite.py --scenes data/replica/room_0 --table tab4    # the paper's Tab. 4 ablation
 
 For each pair it runs, as subprocesses with their output in ``MODEL/logs/<stage>.log``::
 
-    train.py -s SCENE -m MODEL --eval --quiet --method METHOD [--iterations N] [extra args]
+    train.py -s SCENE -m MODEL --eval --quiet VARIANT_FLAGS [--iterations N] [extra args]
     render.py -m MODEL --labels --skip_train --quiet
     metrics.py -m MODEL --quiet
 
@@ -37,7 +38,32 @@ from typing import Callable, Dict, List, Optional, Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SUITE = os.path.join("data", "suite")
 STAGES = ("train", "render", "metrics")
-METHODS = ("unic", "contrastive_lift")
+# Named variants: the two methods and the paper's ablations (METHOD.md, "Paper's ablations"), each
+# as train.py flags on top of a base method. ``--methods`` takes any of these names.
+VARIANTS: Dict[str, List[str]] = {
+    "unic": ["--method", "unic"],
+    "contrastive_lift": ["--method", "contrastive_lift"],
+    # Tab. 4: which losses, with and without the linear layer W
+    "cl_only": ["--method", "unic", "--no-use_triplet", "--no-use_3d"],
+    "cl_3d": ["--method", "unic", "--no-use_triplet"],
+    "cl_triplet": ["--method", "unic", "--no-use_3d"],
+    "cl_triplet_noW": ["--method", "unic", "--no-use_3d", "--linear_layer", "identity"],
+    "all_noW": ["--method", "unic", "--linear_layer", "identity"],
+    # Tab. 6: when L_3D starts
+    **{f"l3d_{k}k": ["--method", "unic", "--l3d_from_iter", str(k * 1000)] for k in (7, 12, 15, 20)},
+    # Sec. 4.1: masks on a fraction of the training views (RGB on all); masks and images downscaled
+    **{f"masks_{p}pct": ["--method", "unic", "--mask_fraction", str(p / 100)] for p in (5, 10, 20)},
+    "masks_0.25x": ["--method", "unic", "--mask_downscale", "0.25"],
+    "masks_0.5x": ["--method", "unic", "--mask_downscale", "0.5"],
+}
+METHODS = tuple(VARIANTS)
+PAPER_TABLES = {
+    "tab4": ["cl_only", "cl_3d", "cl_triplet", "cl_triplet_noW", "all_noW", "unic"],
+    "tab5": ["unic", "contrastive_lift"],
+    "tab6": ["l3d_7k", "l3d_12k", "l3d_15k", "l3d_20k"],
+    "sparse_masks": ["masks_5pct", "masks_10pct", "masks_20pct", "unic"],
+    "low_res_masks": ["masks_0.25x", "masks_0.5x", "unic"],
+}
 # Files whose presence tells what a scene folder is (docs/DATA.md).
 _SCENE_MARKERS = ("splits.json", "metadata.json", "transforms_train.json", os.path.join("sparse", "0"))
 
@@ -103,7 +129,7 @@ def default_commands(job: Job, iterations: Optional[int] = None, extra: Sequence
     """argv of each stage, run with the repository root as working directory."""
     py = sys.executable
     train = [py, os.path.join(REPO, "train.py"), "-s", job.scene, "-m", job.model_path, "--eval", "--quiet",
-             "--method", job.method]
+             *VARIANTS[job.method]]
     if iterations is not None:
         train += ["--iterations", str(iterations)]
     return {
@@ -354,7 +380,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--scenes", nargs="+", metavar="DIR", help="scene folders (any format train.py reads)")
     src.add_argument("--suite", metavar="DIR", help=f"every scene folder inside DIR (default {DEFAULT_SUITE})")
-    p.add_argument("--methods", nargs="+", default=["unic"], choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=None, choices=METHODS, metavar="NAME",
+                   help="methods / ablation variants: " + ", ".join(METHODS) + " (default: unic)")
+    p.add_argument("--table", choices=sorted(PAPER_TABLES),
+                   help="the variants of one of the paper's tables: "
+                        + "; ".join(f"{k} = {' '.join(v)}" for k, v in PAPER_TABLES.items()))
     p.add_argument("--out", default=os.path.join("output", "bench"))
     p.add_argument("--iterations", type=int, default=None, help="passed to train.py (default: its own)")
     p.add_argument("--gpus", default="", help="comma-separated GPU ids, one parallel job per GPU (e.g. 0,1)")
@@ -363,7 +393,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--table_only", action="store_true", help="rebuild results.md/json from what is on disk")
     args = p.parse_args(argv)
     args.extra = extra
-    args.methods = list(dict.fromkeys(args.methods))
+    methods = (args.methods or []) + (PAPER_TABLES[args.table] if args.table else [])
+    args.methods = list(dict.fromkeys(methods or ["unic"]))
     args.gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
     return args
 

@@ -224,3 +224,25 @@ def test_end_to_end_two_tiny_scenes_on_cpu(tmp_path):
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.count("done already, skipped") == 2
     assert time.time() - t0 < first
+
+
+def test_every_variant_is_valid_train_flags_and_tables_expand(tmp_path):
+    """Each named variant parses with train.py's own parser and sets what its name says."""
+    import train
+    from benchmarks.run_suite import PAPER_TABLES, VARIANTS, parse_args
+
+    base = ["-s", str(tmp_path), "-m", str(tmp_path / "m")]
+    got = {name: train.prepare_args(base + flags) for name, flags in VARIANTS.items()}
+    assert got["contrastive_lift"].method == "contrastive_lift" and got["unic"].method == "unic"
+    assert not got["cl_only"].use_triplet and not got["cl_only"].use_3d and got["cl_only"].use_cluster
+    assert got["cl_3d"].use_3d and not got["cl_3d"].use_triplet
+    assert got["cl_triplet_noW"].linear_layer == "identity" and not got["cl_triplet_noW"].use_3d
+    assert got["all_noW"].linear_layer == "identity" and got["all_noW"].use_3d and got["all_noW"].use_triplet
+    assert [got[f"l3d_{k}k"].l3d_from_iter for k in (7, 12, 15, 20)] == [7000, 12000, 15000, 20000]
+    assert [got[f"masks_{p}pct"].mask_fraction for p in (5, 10, 20)] == [0.05, 0.1, 0.2]
+    assert got["masks_0.25x"].mask_downscale == 0.25 and got["masks_0.5x"].mask_downscale == 0.5
+    for table in PAPER_TABLES.values():
+        assert set(table) <= set(VARIANTS)
+    a = parse_args(["--scenes", "x", "--table", "tab4", "--methods", "contrastive_lift"])
+    assert a.methods == ["contrastive_lift"] + [m for m in PAPER_TABLES["tab4"]]
+    assert parse_args(["--scenes", "x"]).methods == ["unic"]
