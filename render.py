@@ -140,17 +140,13 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
             raise SceneError(f"{os.path.join(folder, SEGMENTATION_FILE)}: missing or without a semantic decoder "
                              f"matching the PLY (model trained with --semantic_head embed); retrain or restore it")
     valid = None
-    from segmentation.postprocess import DEFAULT_SNAP_FRACTION, snap_threshold, valid_codes
+    if labels and clusters is None and "embedding" in model.params:
+        from segmentation.postprocess import DEFAULT_SNAP_FRACTION, model_valid_codes
 
-    if snap_min_gaussians == 0:
-        k = 0
-    else:
-        k = snap_threshold(model.num_gaussians, snap_min_gaussians or 0,
-                           DEFAULT_SNAP_FRACTION if snap_fraction is None else snap_fraction)
-    if labels and k > 0 and clusters is None and "embedding" in model.params:
-        valid = valid_codes(model.params["embedding"], model.get_opacities(), k)
-        if not quiet:
-            print(f"snap: {valid.numel()} valid codes kept (each on >= {k} opaque Gaussians)")
+        valid = model_valid_codes(model, snap_min_gaussians,
+                                  DEFAULT_SNAP_FRACTION if snap_fraction is None else snap_fraction)
+        if valid is not None and not quiet:
+            print(f"snap: {valid.numel()} valid codes kept (codes carried by enough opaque Gaussians)")
     written = {}
     for split, frames, skip in (("train", info.train, skip_train), ("test", info.test, skip_test)):
         if not skip and frames:

@@ -264,12 +264,10 @@ class Trainer:
         folder = self.point_cloud_dir(step)
         labels = None
         if self.objective is not None:  # snapped as render.py snaps by default, so the ids agree
-            from segmentation.postprocess import snap_threshold, valid_codes
+            from segmentation.postprocess import model_valid_codes
 
-            k = snap_threshold(self.model.num_gaussians)
-            valid = valid_codes(self.model.params["embedding"], self.model.get_opacities(), k) if k else None
             labels = gaussian_label_columns(self.model, self.info.thing_classes, decoder=self.objective.decoder,
-                                            valid=valid)
+                                            valid=model_valid_codes(self.model))
         self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)
         if self.objective is not None:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))

@@ -19,6 +19,7 @@ stays deterministic. Each must be measured before it is switched on by default.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import torch
@@ -28,10 +29,8 @@ from segmentation.decode import gaussian_labels
 from segmentation.losses import relabel
 
 __all__ = ["split_disconnected_codes", "drop_small_segments", "valid_codes", "snap_to_valid",
-           "DEFAULT_SNAP_MIN_GAUSSIANS", "DEFAULT_SNAP_FRACTION", "snap_threshold"]
+           "DEFAULT_SNAP_FRACTION", "snap_threshold", "model_valid_codes"]
 
-# render.py --snap_min_gaussians default; 0 = snapping off (to be set from a benchmark measurement).
-DEFAULT_SNAP_MIN_GAUSSIANS = 0  # an explicit K; 0 = use the fraction below
 # Snapping by default (benchmarks/RESULTS.md, section 5): on the 50-object realistic-noise scene a code
 # must be carried by at least 0.2 % of the model's Gaussians (about 1000 of 500k); PQ^scene rose from
 # 56.6 to 75.0 (K = 800) and 77.1 (K = 1500). 0 switches snapping off.
@@ -46,6 +45,20 @@ def snap_threshold(num_gaussians: int, min_gaussians: int = 0, fraction: float =
     if fraction <= 0:
         return 0
     return max(1, math.ceil(fraction * num_gaussians))
+
+
+def model_valid_codes(model, min_gaussians: Optional[int] = None,
+                      fraction: float = DEFAULT_SNAP_FRACTION) -> Optional[Tensor]:
+    """The valid codes of a trained model for snapping, or None when snapping is off.
+
+    ``min_gaussians``: K > 0 sets K; 0 switches snapping off; None takes ``ceil(fraction * N)``
+    (``snap_threshold``). Used by render.py (pixels) and train.py (the PLY's per-Gaussian ids),
+    so both snap alike.
+    """
+    if min_gaussians == 0:
+        return None
+    k = snap_threshold(model.num_gaussians, min_gaussians or 0, fraction)
+    return valid_codes(model.params["embedding"], model.get_opacities(), k) if k > 0 else None
 
 
 def split_disconnected_codes(codes: Tensor, edges: Tensor, *, min_gaussians: int = 50) -> Tensor:
