@@ -64,7 +64,7 @@ def image_metrics(method_dir: str, lpips_net=None) -> dict:
 
 def evaluate_model(model_path: str, quiet: bool = False) -> dict:
     from arguments import load_cfg_args
-    from train import read_scene_for
+    from scene.dataset_readers import read_scene_for
     from utils.general_utils import atomic_write_text
     from utils.panoptic_eval import evaluate_views, variant_for
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from typing import Optional
 
@@ -19,30 +18,7 @@ import torch
 
 from arguments import load_cfg_args
 from scene.cameras import SceneError
-
-
-def find_iteration(model_path: str, iteration: int = -1) -> int:
-    folder = os.path.join(model_path, "point_cloud")
-    found = sorted(int(m.group(1)) for d in (os.listdir(folder) if os.path.isdir(folder) else [])
-                   if (m := re.fullmatch(r"iteration_(\d+)", d)))
-    if not found:
-        raise SceneError(f"{folder}: no saved iterations; train first (train.py -m {model_path})")
-    if iteration == -1:
-        return found[-1]
-    if iteration not in found:
-        raise SceneError(f"{folder}/iteration_{iteration}: not saved; available: {', '.join(map(str, found))}")
-    return iteration
-
-
-def load_model(model_path: str, iteration: int, device):
-    from scene.gaussian_model import GaussianModel
-    from utils.ply import PlyError
-
-    path = os.path.join(model_path, "point_cloud", f"iteration_{iteration}", "point_cloud.ply")
-    try:
-        return GaussianModel.load_ply(path, device=device)
-    except PlyError as e:
-        raise SceneError(str(e)) from None
+from scene.model_folder import find_iteration, load_model  # noqa: F401  (shared with tools/)
 
 
 def overlay(rgb: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -113,7 +89,7 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
     ``snap_min_gaussians`` K > 0 sets K; 0 switches snapping off; None uses ``snap_fraction`` (None: the
     default ``DEFAULT_SNAP_FRACTION``) of the model's Gaussians.
     """
-    from train import read_scene_for
+    from scene.dataset_readers import read_scene_for
     from segmentation.labels import load_clusters
     from utils.general_utils import pick_device
 

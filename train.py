@@ -26,6 +26,7 @@ from arguments import (ModelParams, OptimizationParams, PipelineParams, Segmenta
 from gaussian_renderer import render
 from scene import View, load_views, resolution_scale, select_mask_views
 from scene.cameras import SceneError, SceneInfo
+from scene.dataset_readers import read_scene_for  # noqa: F401  (re-exported for old imports)
 from scene.gaussian_model import GaussianModel
 from utils.general_utils import (atomic_torch_save, atomic_write_text, exponential_lr, pick_device,
                                  seed_everything)
@@ -423,15 +424,6 @@ def prepare_args(argv=None) -> argparse.Namespace:
     if not args.model_path:
         args.model_path = os.path.join("output", os.path.basename(os.path.normpath(args.source_path)))
     return args
-
-
-def read_scene_for(cfg, allow_missing_masks: bool = False) -> SceneInfo:
-    """Reads the scene a run names; ``--seg_dir none`` trains plain 3DGS on a scene that has masks."""
-    from scene.dataset_readers import read_scene
-
-    plain = isinstance(cfg.seg_dir, str) and cfg.seg_dir.lower() in ("none", "")
-    return read_scene(cfg.source_path, seg_dir="" if plain else cfg.seg_dir, sem_dir="" if plain else cfg.sem_dir,
-                      eval=cfg.eval, allow_missing_masks=allow_missing_masks)
 
 
 def training(args: argparse.Namespace) -> dict:

@@ -66,3 +66,11 @@ def read_scene(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[st
     eval = eval or fmt in SPLIT_ALWAYS
     return READERS[fmt](os.fspath(path), seg_dir=seg_dir, sem_dir=sem_dir, eval=eval,
                         allow_missing_masks=allow_missing_masks)
+
+
+def read_scene_for(cfg, allow_missing_masks: bool = False) -> SceneInfo:
+    """Reads the scene a run names (``cfg``: parsed flags or a model's ``cfg_args``);
+    ``--seg_dir none`` trains plain 3DGS on a scene that has masks."""
+    plain = isinstance(cfg.seg_dir, str) and cfg.seg_dir.lower() in ("none", "")
+    return read_scene(cfg.source_path, seg_dir="" if plain else cfg.seg_dir, sem_dir="" if plain else cfg.sem_dir,
+                      eval=cfg.eval, allow_missing_masks=allow_missing_masks)

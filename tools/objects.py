@@ -103,7 +103,7 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     Raises ObjectsError (one line) for a missing folder or iteration, an unreadable PLY, or a model
     trained without masks (no ``instance_label`` column and no ``embedding``).
     """
-    from render import find_iteration, load_model
+    from scene.model_folder import find_iteration, load_model
 
     if not os.path.isdir(model_path):
         raise ObjectsError(f"{model_path}: no such model folder (pass the folder train.py -m wrote)")
