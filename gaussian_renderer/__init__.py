@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from utils.sh_utils import eval_sh
+from utils.sh_utils import sh_colors
 
 from .rasterizer import BACKEND_ENV, BACKENDS, rasterize, resolve_backend
 
@@ -50,6 +50,7 @@ def render(
     with_depth: bool = False,
     backend: str = "auto",
     near_plane: float = 0.01,
+    feature_geometry_grad: bool = True,
 ) -> RenderOutput:
     """Renders ``model`` (see the contract below) from ``camera`` (a ``scene.cameras.Camera``).
 
@@ -59,25 +60,35 @@ def render(
     bg: [3] background colour for the RGB channels (None = black).
     features: name -> [N, D] per-Gaussian values, already activated by the caller; rendered
     with background 0.
+    feature_geometry_grad: True: every channel is one differentiable function of the geometry
+    (the features' gradients move means, quats, scales, opacities and reach
+    ``info["means2d"].grad``). False: still ONE rasterisation, but the features are blended with
+    the weights as constants, so their gradients reach only the feature values: rgb, depth,
+    alpha and all geometry gradients (means2d.grad included) are those of a render without
+    features, and the features those of a render of a geometry-detached model.
     """
     features = dict(features or {})
     means = model.get_means()  # [N, 3]
     n, device, dtype = means.shape[0], means.device, means.dtype
     viewmat, K, centre = camera_tensors(camera, device, dtype)
+    chosen = resolve_backend(backend, device)
 
     names, widths, channels = [], [], []  # one block of channels per output
     if with_rgb:
-        dirs = means - centre  # [N, 3] camera -> Gaussian, world space
-        dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        sh = model.get_sh()  # [N, K, 3]
-        rgb = torch.clamp_min(eval_sh(model.active_sh_degree, sh, dirs) + 0.5, 0.0)  # [N, 3]
+        # [N, 3] camera -> Gaussian, world space; gsplat's SH kernel on the gsplat backend
+        rgb = sh_colors(model.active_sh_degree, model.get_sh(), means - centre, fused=chosen == "gsplat")
         names.append("rgb"), widths.append(3), channels.append(rgb)
+    if with_depth and not feature_geometry_grad:  # geometry channels first, detached features last
+        z = means @ viewmat[2, :3] + viewmat[2, 3]  # [N] camera-space z
+        names.append("depth"), widths.append(1), channels.append(z[:, None])
+    n_features = 0
     for name, value in features.items():
         if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] != n:
             got = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"feature {name!r} must be a [N={n}, D] tensor, got {got}")
         names.append(("feature", name)), widths.append(value.shape[1]), channels.append(value.to(dtype))
-    if with_depth:
+        n_features += value.shape[1]
+    if with_depth and feature_geometry_grad:
         z = means @ viewmat[2, :3] + viewmat[2, 3]  # [N] camera-space z
         names.append("depth"), widths.append(1), channels.append(z[:, None])
     if not channels:  # alpha only: blend one dummy channel
@@ -95,7 +106,8 @@ def render(
     image, alpha, info = rasterize(
         means, model.get_quats(), model.get_scales(), model.get_opacities(), colors,
         viewmat, K, camera.width, camera.height,
-        near_plane=near_plane, background=background, backend=backend,
+        near_plane=near_plane, background=background, backend=chosen,
+        detached_channels=0 if feature_geometry_grad else n_features,
     )  # [H, W, D_total], [H, W, 1]
 
     out = RenderOutput(rgb=None, features={}, depth=None, alpha=alpha, info=info)

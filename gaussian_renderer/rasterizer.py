@@ -7,6 +7,7 @@ normalised inside both backends; scales and opacities are activated (scales > 0,
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional
 
@@ -33,7 +34,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return "gsplat" if device.type == "cuda" and torch.cuda.is_available() else "torch"
 
 
-def _check_inputs(means, quats, scales, opacities, colors, viewmat, K, width, height, background) -> None:
+def _check_inputs(means, quats, scales, opacities, colors, viewmat, K, width, height, background,
+                  detached_channels=0) -> None:
     if not isinstance(means, Tensor) or means.dim() != 2 or means.shape[1] != 3:
         got = list(means.shape) if isinstance(means, Tensor) else type(means).__name__
         raise ValueError(f"means must have shape [N, 3], got {got}")
@@ -67,18 +69,24 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmat, K, width, he
         raise ValueError(f"rasterizer inputs are on several devices: {sorted({str(t.device) for t in tensors})}")
     if int(width) != width or int(height) != height or width < 1 or height < 1:
         raise ValueError(f"width and height must be positive integers, got {width}x{height}")
+    if int(detached_channels) != detached_channels or not 0 <= detached_channels <= colors.shape[1]:
+        raise ValueError(f"detached_channels must be an integer in 0..D={colors.shape[1]}, got {detached_channels}")
 
 
-def _rasterize_gsplat(
-    means, quats, scales, opacities, colors, viewmat, K, width, height,
-    near_plane, far_plane, eps2d, background,
-) -> tuple[Tensor, Tensor, dict]:
+def _require_gsplat(means: Tensor) -> None:
     if not (torch.cuda.is_available() and means.is_cuda):
         # Importing is harmless, but the first CUDA call on a machine with nvcc starts a
         # long JIT build: refuse before reaching it.
         raise RuntimeError("backend='gsplat' needs CUDA tensors on a machine with a CUDA GPU")
     if means.dtype != torch.float32:
         raise TypeError(f"backend='gsplat' rasterizes float32 only, got {means.dtype}")
+
+
+def _rasterize_gsplat(
+    means, quats, scales, opacities, colors, viewmat, K, width, height,
+    near_plane, far_plane, eps2d, background,
+) -> tuple[Tensor, Tensor, dict]:
+    _require_gsplat(means)
     from gsplat import rasterization
 
     render, alpha, meta = rasterization(
@@ -90,6 +98,133 @@ def _rasterize_gsplat(
     )
     # render [1, H, W, D], alpha [1, H, W, 1]; meta holds means2d [1, N, 2], radii [1, N, 2], ...
     return render[0], alpha[0], meta
+
+
+GSPLAT_CHANNELS = (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 128, 129, 256, 257, 512, 513)
+GSPLAT_TILE_SIZE = 16
+
+
+def _pad_channels(x: Optional[Tensor]) -> Optional[Tensor]:
+    """Zero-pads the last axis to the next channel count gsplat's kernels are compiled for."""
+    if x is None:
+        return None
+    d = x.shape[-1]
+    target = next((c for c in GSPLAT_CHANNELS if c >= d), None)
+    if target is None:
+        raise ValueError(f"gsplat rasterizes at most {GSPLAT_CHANNELS[-1]} channels, got {d}")
+    if target == d:
+        return x.contiguous()
+    return torch.cat([x, x.new_zeros(*x.shape[:-1], target - d)], dim=-1).contiguous()
+
+
+class _RasterizeSplitGrad(torch.autograd.Function):
+    """gsplat's rasterize-to-pixels: ONE forward kernel over ``[geo | feat]`` channels, and two
+    backward kernels: one with the ``geo`` channels' output gradient (and alpha's), whose means2d,
+    conics, opacities and colour gradients are returned; one with the ``feat`` channels' output
+    gradient and a zero alpha gradient, of which only the colour gradient is kept. So the
+    ``feat`` channels see the blending weights as constants.
+
+    The forward outputs (alpha, last ids) do not depend on the colours, and the backward kernel
+    only reads the channels it is given (its alpha gradient sums ``(c T - S / (1 - a)) dL/dc``
+    over them), so each backward pass is exactly gsplat's backward of a render of those channels.
+    """
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, geo, feat, background, width, height, tile_size,
+                isect_offsets, flatten_ids):
+        # means2d [1, N, 2], conics [1, N, 3], opacities [1, N], geo [1, N, G], feat [1, N, F],
+        # background [1, G + F] or None; isect_offsets [1, th, tw], flatten_ids [I] int32
+        from gsplat.cuda._wrapper import _make_lazy_cuda_func
+
+        n_geo, n_feat = geo.shape[-1], feat.shape[-1]
+        colors = _pad_channels(torch.cat([geo, feat], dim=-1))
+        bg = _pad_channels(background)
+        render, alphas, last_ids = _make_lazy_cuda_func("rasterize_to_pixels_3dgs_fwd")(
+            means2d, conics, colors, opacities, bg, None, width, height, tile_size,
+            isect_offsets, flatten_ids,
+        )  # [1, H, W, D_pad], [1, H, W, 1], [1, H, W]
+        bg_geo = None if background is None else background[..., :n_geo]
+        ctx.save_for_backward(means2d, conics, opacities, geo, feat, bg_geo, isect_offsets, flatten_ids,
+                              alphas, last_ids)
+        ctx.dims = (width, height, tile_size, n_geo, n_feat)
+        ctx.has_background = background is not None
+        # Separate tensors (not views of one buffer): autograd then treats them as plain outputs.
+        return render[..., :n_geo].clone(), render[..., n_geo:n_geo + n_feat].clone(), alphas
+
+    @staticmethod
+    def backward(ctx, v_geo, v_feat, v_alphas):
+        from gsplat.cuda._wrapper import _make_lazy_cuda_func
+
+        means2d, conics, opacities, geo, feat, bg_geo, isect_offsets, flatten_ids, alphas, last_ids = ctx.saved_tensors
+        width, height, tile_size, n_geo, n_feat = ctx.dims
+        bwd = _make_lazy_cuda_func("rasterize_to_pixels_3dgs_bwd")
+        common = (width, height, tile_size, isect_offsets, flatten_ids, alphas, last_ids)
+
+        v_means2d = v_conics = v_opacities = v_geo_colors = v_feat_colors = v_background = None
+        if any(ctx.needs_input_grad[:4]):
+            _, v_means2d, v_conics, v_geo_colors, v_opacities = bwd(
+                means2d, conics, _pad_channels(geo), opacities, _pad_channels(bg_geo), None, *common,
+                _pad_channels(v_geo), v_alphas.contiguous(), False,
+            )
+            v_geo_colors = v_geo_colors[..., :n_geo]
+        if ctx.needs_input_grad[4]:
+            _, _, _, v_feat_colors, _ = bwd(
+                means2d, conics, _pad_channels(feat), opacities, None, None, *common,
+                _pad_channels(v_feat), torch.zeros_like(v_alphas), False,
+            )
+            v_feat_colors = v_feat_colors[..., :n_feat]
+        if ctx.needs_input_grad[5]:
+            v_out = torch.cat([v_geo, v_feat], dim=-1)  # [1, H, W, G + F]
+            v_background = (v_out * (1.0 - alphas)).sum(dim=(-3, -2))  # [1, G + F]
+        return (v_means2d, v_conics, v_opacities, v_geo_colors, v_feat_colors, v_background,
+                None, None, None, None, None)
+
+
+def _rasterize_gsplat_split(
+    means, quats, scales, opacities, colors, viewmat, K, width, height,
+    near_plane, far_plane, eps2d, background, detached_channels,
+) -> tuple[Tensor, Tensor, dict]:
+    """What ``gsplat.rasterization(..., packed=False, rasterize_mode="classic")`` does for one
+    camera, with the pixel stage replaced by ``_RasterizeSplitGrad``: the last
+    ``detached_channels`` channels get colour gradients only."""
+    from gsplat.cuda._wrapper import fully_fused_projection, isect_offset_encode, isect_tiles
+
+    n = means.shape[0]
+    radii, means2d, depths, conics, _ = fully_fused_projection(
+        means, None, quats, scales, viewmat[None], K[None], width, height,
+        eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, radius_clip=0.0,
+        packed=False, sparse_grad=False, calc_compensations=False, camera_model="pinhole",
+        opacities=opacities,
+    )  # radii [1, N, 2] int32, means2d [1, N, 2], depths [1, N], conics [1, N, 3]
+    tile_size = GSPLAT_TILE_SIZE
+    tile_width, tile_height = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    tiles_per_gauss, isect_ids, flatten_ids = isect_tiles(
+        means2d, radii, depths, tile_size, tile_width, tile_height, segmented=False, packed=False,
+        n_images=1, image_ids=None, gaussian_ids=None,
+    )
+    isect_offsets = isect_offset_encode(isect_ids, 1, tile_width, tile_height)
+    isect_offsets = isect_offsets.reshape(1, tile_height, tile_width)
+
+    opacities_c = opacities[None]  # [1, N]
+    n_geo = colors.shape[1] - detached_channels
+    geo = colors[None, :, :n_geo].contiguous()  # [1, N, G]
+    feat = colors[None, :, n_geo:].contiguous()  # [1, N, F]
+    bg = None if background is None else background[None].contiguous()  # [1, G + F]
+    render_geo, render_feat, alpha = _RasterizeSplitGrad.apply(
+        means2d.contiguous(), conics.contiguous(), opacities_c.contiguous(), geo, feat, bg,
+        width, height, tile_size, isect_offsets.contiguous(), flatten_ids.contiguous(),
+    )
+    render = torch.cat([render_geo, render_feat], dim=-1)[0]  # [H, W, D]
+    meta = {
+        "batch_ids": None, "camera_ids": None, "gaussian_ids": None,
+        "radii": radii, "means2d": means2d, "depths": depths, "conics": conics,
+        "opacities": opacities_c,
+        "tile_width": tile_width, "tile_height": tile_height, "tiles_per_gauss": tiles_per_gauss,
+        "isect_ids": isect_ids, "flatten_ids": flatten_ids, "isect_offsets": isect_offsets,
+        "width": width, "height": height, "tile_size": tile_size, "n_batches": 1, "n_cameras": 1,
+    }
+    assert means2d.shape == (1, n, 2)
+    return render, alpha[0], meta
 
 
 def rasterize(
@@ -108,6 +243,7 @@ def rasterize(
     eps2d: float = 0.3,
     background: Optional[Tensor] = None,  # [D] added as T_final * background
     backend: str = "auto",
+    detached_channels: int = 0,
 ) -> tuple[Tensor, Tensor, dict]:
     """Rasterizes N Gaussians into one camera.
 
@@ -116,15 +252,27 @@ def rasterize(
     ``retain_grad()`` on it before backward), ``radii`` [1, N, 2] int32 (0 = culled),
     ``depths`` [1, N], ``width``, ``height``, ``n_cameras`` (= 1), ``gaussian_ids`` (None), plus
     ``backend``. Both backends compute the same function (see ``torch_rasterizer``).
+
+    ``detached_channels``: the last that many channels of ``colors`` are blended in the same
+    pass, but their gradient reaches only their colours (the blending weights are constants for
+    them): values and every gradient equal those of a call without them plus a second call
+    for them alone from detached means, quats, scales and opacities, and ``means2d.grad``
+    holds the first call's gradient only. ``alpha`` keeps its geometry gradient.
     """
-    _check_inputs(means, quats, scales, opacities, colors, viewmat, K, width, height, background)
+    _check_inputs(means, quats, scales, opacities, colors, viewmat, K, width, height, background,
+                  detached_channels)
     chosen = resolve_backend(backend, means.device)
     args = (means, quats, scales, opacities, colors, viewmat, K, int(width), int(height))
-    if chosen == "gsplat":
+    if chosen == "gsplat" and detached_channels:
+        _require_gsplat(means)
+        render, alpha, info = _rasterize_gsplat_split(*args, near_plane, far_plane, eps2d, background,
+                                                      int(detached_channels))
+    elif chosen == "gsplat":
         render, alpha, info = _rasterize_gsplat(*args, near_plane, far_plane, eps2d, background)
     else:
         render, alpha, info = rasterize_torch(
-            *args, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, background=background
+            *args, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, background=background,
+            detached_channels=int(detached_channels),
         )
     info["backend"] = chosen
     return render, alpha, info

@@ -234,12 +234,15 @@ def _composite_tiles(
     tile_width: int,
     tile_size: int,
     block: int,
+    detached_channels: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Front-to-back compositing of a chunk of tiles, ``block`` Gaussians per tile at a time.
 
     Returns the blended channels [n, P, D] and the final transmittance [n, P], P = tile_size^2.
     A tile leaves the loop once its list is exhausted or all its pixels are done, as gsplat's
     thread blocks do, so opaque scenes cost about their visible depth, not their list length.
+    The last ``detached_channels`` channels are blended with the weights as constants: their
+    gradient reaches their colours only (see ``rasterize_to_pixels``).
     """
     n, n_pix, dim = tiles.shape[0], tile_size * tile_size, colors.shape[-1]
     dtype, device = means2d.dtype, means2d.device
@@ -287,7 +290,12 @@ def _composite_tiles(
         # dropped. T only decreases, so the blended Gaussians are a prefix of the block.
         blend = t_incl > MIN_TRANSMITTANCE  # [a, P, kb]
         weights = torch.where(blend, alpha * t_excl, 0.0)
-        render = render.index_add(0, active, weights @ color)  # [a, P, kb] @ [a, kb, D]
+        if detached_channels:
+            n_geo = dim - detached_channels
+            contrib = torch.cat([weights @ color[..., :n_geo], weights.detach() @ color[..., n_geo:]], dim=-1)
+        else:
+            contrib = weights @ color  # [a, P, kb] @ [a, kb, D]
+        render = render.index_add(0, active, contrib)
         n_blend = blend.sum(-1, keepdim=True)  # [a, P, 1]
         t_last = t_incl.gather(-1, (n_blend - 1).clamp_min(0))[..., 0]  # [a, P] T after the prefix
         trans = trans.index_copy(0, active, torch.where(n_blend[..., 0] > 0, t_last, trans[active]))
@@ -308,8 +316,15 @@ def rasterize_to_pixels(
     block: int = BLOCK,
     chunk_elements: Optional[int] = None,
     checkpoint_elements: int = CHECKPOINT_ELEMENTS,
+    detached_channels: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """Alpha compositing of projected Gaussians. Returns render [H, W, D] and alpha [H, W, 1]."""
+    """Alpha compositing of projected Gaussians. Returns render [H, W, D] and alpha [H, W, 1].
+
+    The last ``detached_channels`` channels of ``colors`` are blended in the same pass with the
+    same weights w = alpha T, but w is a constant for them: their gradient reaches their colours
+    and nothing else (not means2d, conics or opacities), exactly as if they had been rendered
+    by a second call from detached geometry. ``alpha`` and the other channels are unaffected.
+    """
     n_pix = tile_size * tile_size
     n_tiles = isect.tile_width * isect.tile_height
     dim = colors.shape[-1]
@@ -329,7 +344,7 @@ def rasterize_to_pixels(
         tiles = busy[c0:c0 + tiles_per_chunk]
         args = (means2d, conics, opacities, colors, isect.flatten_ids, tiles,
                 isect.tile_starts[tiles], isect.tile_counts[tiles],
-                width, height, isect.tile_width, tile_size, block)
+                width, height, isect.tile_width, tile_size, block, detached_channels)
         if use_checkpoint:
             out = checkpoint(_composite_tiles, *args, use_reentrant=False)
         else:
@@ -372,8 +387,10 @@ def rasterize_torch(
     block: int = BLOCK,
     chunk_elements: Optional[int] = None,
     checkpoint_elements: int = CHECKPOINT_ELEMENTS,
+    detached_channels: int = 0,
 ) -> tuple[Tensor, Tensor, dict]:
     """Pure-PyTorch twin of ``gsplat.rasterization`` for one camera (inputs checked by the caller).
+    ``detached_channels``: see ``rasterize_to_pixels``.
 
     Returns render [H, W, D], alpha [H, W, 1] and ``info`` with gsplat's densification keys
     (``means2d`` [1, N, 2], ``radii`` [1, N, 2] int32, ``depths`` [1, N], ``conics`` [1, N, 3],
@@ -390,6 +407,7 @@ def rasterize_torch(
         means2d[0], proj.conics, opacities, colors, isect, width, height,
         background=background, tile_size=tile_size, block=block,
         chunk_elements=chunk_elements, checkpoint_elements=checkpoint_elements,
+        detached_channels=detached_channels,
     )
     info = {
         "means2d": means2d,

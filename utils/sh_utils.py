@@ -100,3 +100,22 @@ def sh_to_rgb(sh_dc: Tensor) -> Tensor:
 def rgb_to_sh(rgb: Tensor) -> Tensor:
     """DC coefficient that renders ``rgb`` (in [0, 1]) when every higher band is zero."""
     return (rgb - 0.5) / SH_C0
+
+
+def sh_colors(degree: int, sh: Tensor, dirs: Tensor, fused: bool = False) -> Tensor:
+    """View-dependent colour ``clamp_min(eval_sh + 0.5, 0)`` of each Gaussian.
+
+    sh: [N, K, 3] coefficients, K >= (degree + 1) ** 2. dirs: [N, 3] camera -> Gaussian, ANY
+    nonzero length (normalised here; gradients flow through the normalisation). Returns [N, 3].
+    fused=True evaluates with gsplat's CUDA kernel (float32 CUDA tensors only), one kernel
+    forward and one backward instead of ~200 small ops; fused=False is the pure-PyTorch twin.
+    """
+    num_sh_bases(degree)  # validates the degree
+    if fused:
+        if not (sh.is_cuda and dirs.is_cuda and sh.dtype == torch.float32 and dirs.dtype == torch.float32):
+            raise ValueError(f"sh_colors(fused=True) needs float32 CUDA tensors, got {sh.dtype} on {sh.device}")
+        from gsplat.cuda._wrapper import spherical_harmonics
+
+        return torch.clamp_min(spherical_harmonics(degree, dirs, sh) + 0.5, 0.0)
+    unit = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.clamp_min(eval_sh(degree, sh, unit) + 0.5, 0.0)
