@@ -1,7 +1,8 @@
 """gsplat's CUDA rasterizer vs our torch twin, both on the GPU: images, gradients, radii.
 
 Run on the device with ``python -m pytest -q -s tests/test_gpu_parity.py`` (``-s`` prints the
-measured differences). Skipped without CUDA. The first gsplat call compiles its kernels.
+measured differences and the timing of the one-pass colour + feature render). Skipped without
+CUDA. The first gsplat call compiles its kernels.
 
 Why the tolerances are what they are (float32 on both sides):
 * Smooth part: both evaluate the same formulas in a different order (gsplat uses fast-math
@@ -122,3 +123,190 @@ def test_render_backends_agree_with_features_and_depth():
     assert d_rgb <= 5e-3 and d_emb <= 5e-3
     assert d_depth <= 1e-2 * float(scene["means"].norm(dim=-1).max())  # relative to the scene depth
     assert g.info["backend"] == "gsplat" and t.info["backend"] == "torch"
+
+
+# ------------------------------------------------------------------ one pass for colour + features
+
+
+class CudaModel:
+    """Leaf tensors on the GPU behind the accessors render() reads (float32)."""
+
+    def __init__(self, scene: dict, seed: int = 0):
+        g = torch.Generator("cuda").manual_seed(seed)
+        n = scene["means"].shape[0]
+        self.means = scene["means"].clone().requires_grad_(True)
+        self.quats = scene["quats"].clone().requires_grad_(True)
+        self.scales = scene["scales"].clone().requires_grad_(True)
+        self.opacities = scene["opacities"].clone().requires_grad_(True)
+        self.sh = (0.3 * torch.randn(n, 16, 3, device="cuda", generator=g)).requires_grad_(True)
+        self.active_sh_degree, self.max_sh_degree = 3, 3
+
+    def leaves(self):
+        return {"means": self.means, "quats": self.quats, "scales": self.scales,
+                "opacities": self.opacities, "sh": self.sh}
+
+    def get_means(self): return self.means
+    def get_quats(self): return torch.nn.functional.normalize(self.quats, dim=-1)
+    def get_scales(self): return self.scales
+    def get_opacities(self): return self.opacities
+    def get_sh(self): return self.sh
+
+
+class DetachedModel:
+    def __init__(self, model):
+        self.model, self.active_sh_degree, self.max_sh_degree = model, model.active_sh_degree, 3
+
+    def get_means(self): return self.model.get_means().detach()
+    def get_quats(self): return self.model.get_quats().detach()
+    def get_scales(self): return self.model.get_scales().detach()
+    def get_opacities(self): return self.model.get_opacities().detach()
+    def get_sh(self): return self.model.get_sh().detach()
+
+
+def fused_setup(n, width, height, seed=0):
+    scene = random_scene(n, width, height, seed=seed, device="cuda", opacity_range=(0.05, 0.9), spread=1.2)
+    model = CudaModel(scene, seed)
+    cam = Camera(0, "c", scene["K"].double().cpu().numpy(), scene["viewmat"].double().cpu().numpy(), width, height)
+    g = torch.Generator("cuda").manual_seed(seed + 1)
+    feats = {"emb": torch.randn(n, 12, device="cuda", generator=g).requires_grad_(True),
+             "sem": torch.rand(n, 2, device="cuda", generator=g).requires_grad_(True)}
+    weights = {k: torch.randn(height, width, d, device="cuda", generator=g)
+               for k, d in (("rgb", 3), ("depth", 1), ("alpha", 1), ("emb", 12), ("sem", 2))}
+    return model, cam, feats, weights
+
+
+def weighted_loss(rgb, depth, alpha, features, weights):
+    loss = (rgb * weights["rgb"]).sum() + (alpha * weights["alpha"]).sum()
+    if depth is not None:
+        loss = loss + (depth * weights["depth"]).sum() * 1e-2
+    return loss + sum((features[k] * weights[k]).sum() for k in features)
+
+
+def run_fused(model, cam, feats, weights, backend, fused: bool):
+    """fused=True: render(feature_geometry_grad=False); False: the two-render reference."""
+    for t in (*model.leaves().values(), *feats.values()):
+        t.grad = None
+    bg = torch.tensor([0.3, 0.6, 0.9], device="cuda")
+    if fused:
+        out = render(cam, model, bg=bg, features=feats, with_depth=True, backend=backend,
+                     feature_geometry_grad=False)
+        features = out.features
+    else:
+        out = render(cam, model, bg=bg, with_depth=True, backend=backend)
+        features = render(cam, DetachedModel(model), features=feats, with_rgb=False, backend=backend).features
+    out.info["means2d"].retain_grad()
+    weighted_loss(out.rgb, out.depth, out.alpha, features, weights).backward()
+    torch.cuda.synchronize()
+    values = {"rgb": out.rgb.detach(), "depth": out.depth.detach(), "alpha": out.alpha.detach(),
+              **{k: v.detach() for k, v in features.items()}}
+    grads = {k: t.grad.detach().clone() for k, t in {**model.leaves(), **feats}.items()}
+    grads["means2d"] = out.info["means2d"].grad.detach()[0].clone()
+    return values, grads, out.info
+
+
+def compare_grads(grads_a, grads_b, mask, q99_max, cos_min, label):
+    for name in grads_b:
+        a, b = grads_a[name][mask], grads_b[name][mask]  # every gradient is per Gaussian: [N, ...]
+        a, b = a.flatten().double(), b.flatten().double()
+        scale = b.abs().max().clamp_min(1e-30)
+        rel = (a - b).abs() / scale
+        cos = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+        q99 = torch.quantile(rel.float()[: 1 << 24], 0.99).item()
+        print(f"{label} grad {name:9s}: max rel {rel.max().item():.3e}, 99th pct rel {q99:.3e}, cosine {cos:.8f}")
+        assert b.abs().sum() > 0, name
+        assert q99 <= q99_max, name
+        assert cos >= cos_min, name
+
+
+def test_fused_features_match_two_gsplat_renders():
+    # Same kernels, same arithmetic per channel: the values agree to the last bit or nearly;
+    # gradients differ only by the order of gsplat's atomic adds.
+    model, cam, feats, weights = fused_setup(20_000, 320, 240, seed=3)
+    vals_f, grads_f, info = run_fused(model, cam, feats, weights, "gsplat", fused=True)
+    vals_r, grads_r, info_r = run_fused(model, cam, feats, weights, "gsplat", fused=False)
+    print()
+    for name, ref in vals_r.items():
+        d = (vals_f[name] - ref).abs().max().item()
+        print(f"fused vs two renders: {name:6s} max |diff| {d:.3e}")
+        assert d <= 1e-5 * max(1.0, ref.abs().max().item()), name
+    assert vals_r["alpha"].mean() > 0.3
+    assert torch.equal(info["radii"], info_r["radii"])
+    visible = (info["radii"][0] > 0).all(-1)
+    compare_grads(grads_f, grads_r, visible, q99_max=1e-5, cos_min=0.99999, label="fused vs two renders")
+
+
+def test_fused_gsplat_matches_torch_twin():
+    model, cam, feats, weights = fused_setup(3000, 160, 120, seed=4)
+    vals_g, grads_g, info_g = run_fused(model, cam, feats, weights, "gsplat", fused=True)
+    vals_t, grads_t, info_t = run_fused(model, cam, feats, weights, "torch", fused=True)
+    print()
+    solid = (vals_g["alpha"] > 0.5) & (vals_t["alpha"] > 0.5)
+    for name, ref in vals_t.items():
+        diff = (vals_g[name] - ref).abs()
+        d = (diff[solid[..., 0]] if name == "depth" else diff).max().item()
+        print(f"gsplat vs torch (fused): {name:6s} max |diff| {d:.3e}")
+        assert d <= (1e-2 if name == "depth" else 5e-3), name
+    visible = (info_g["radii"][0] > 0).all(-1) & (info_t["radii"][0] > 0).all(-1)
+    compare_grads(grads_g, grads_t, visible, q99_max=1e-3, cos_min=0.999, label="gsplat vs torch (fused)")
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_fused_sh_matches_eval_sh(degree):
+    from utils.sh_utils import sh_colors
+
+    g = torch.Generator("cuda").manual_seed(degree)
+    dirs = torch.randn(5000, 3, device="cuda", generator=g) * 3.0  # any length: both normalise
+    sh = 0.5 * torch.randn(5000, 16, 3, device="cuda", generator=g)
+    w = torch.randn(5000, 3, device="cuda", generator=g)
+    out = {}
+    for fused in (True, False):
+        d, s = dirs.clone().requires_grad_(True), sh.clone().requires_grad_(True)
+        rgb = sh_colors(degree, s, d, fused=fused)
+        (rgb * w).sum().backward()
+        out[fused] = (rgb.detach(), s.grad, torch.zeros_like(d) if d.grad is None else d.grad)
+    (rgb_f, gs_f, gd_f), (rgb_t, gs_t, gd_t) = out[True], out[False]
+    print(f"\nSH degree {degree}: max |diff| colour {(rgb_f - rgb_t).abs().max().item():.3e}, "
+          f"sh grad {(gs_f - gs_t).abs().max().item():.3e}, dir grad {(gd_f - gd_t).abs().max().item():.3e}")
+    assert (rgb_t > 0).float().mean() > 0.5
+    torch.testing.assert_close(rgb_f, rgb_t, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gs_f, gs_t, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gd_f, gd_t, atol=1e-4, rtol=1e-4)
+
+
+def test_fused_timing_print():
+    # Not a speed assertion: prints the median of 20 forward+backward passes (CUDA events) of
+    # the three ways to get rgb + 12-D embedding + 2-D semantics from 200k Gaussians at 480x360.
+    model, cam, feats, weights = fused_setup(200_000, 480, 360, seed=5)
+    bg = torch.tensor([0.3, 0.6, 0.9], device="cuda")
+
+    def fused():
+        out = render(cam, model, bg=bg, features=feats, feature_geometry_grad=False)
+        return out.rgb, out.features
+
+    def separate():
+        out = render(cam, model, bg=bg)
+        return out.rgb, render(cam, DetachedModel(model), features=feats, with_rgb=False).features
+
+    def joint():
+        out = render(cam, model, bg=bg, features=feats, feature_geometry_grad=True)
+        return out.rgb, out.features
+
+    def rgb_only():
+        return render(cam, model, bg=bg).rgb, {}
+
+    print()
+    for name, fn in (("rgb only", rgb_only), ("fused", fused), ("separate", separate), ("naive joint", joint)):
+        times = []
+        for i in range(25):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            rgb, features = fn()
+            loss = (rgb * weights["rgb"]).sum() + sum((features[k] * weights[k]).sum() for k in features)
+            loss.backward()
+            end.record()
+            torch.cuda.synchronize()
+            if i >= 5:
+                times.append(start.elapsed_time(end))
+        print(f"200k Gaussians 480x360, 3+12+2 channels, {name:11s}: forward+backward median {np.median(times):.3f} ms")
+        for t in (*model.leaves().values(), *feats.values()):
+            t.grad = None
