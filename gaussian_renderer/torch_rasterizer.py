@@ -9,7 +9,8 @@ Written from gsplat's kernels (``ProjectionEWA3DGSFused.cu``, ``IntersectTile.cu
 * culling: z < near or z > far, det <= 0, opacity < 1/255, box entirely off screen;
 * radius per axis: ``ceil(min(3.33, sqrt(2 ln(255 o))) * sqrt(cov2d_axis))`` (the opacity-aware
   box: outside it alpha < 1/255);
-* tiles of 16x16 pixels; per tile, Gaussians front to back by camera z (stable on ties);
+* per tile (gsplat: 16x16 pixels; here ``TILE_SIZE``, see there), Gaussians front to back by
+  camera z (stable on ties);
 * per pixel (centre at u + 0.5, v + 0.5): ``alpha = min(0.999, o exp(-sigma))``, skipped when
   ``sigma < 0`` or ``alpha < 1/255``; compositing stops before the Gaussian that would bring the
   transmittance to <= 1e-4; ``render = sum w c + T_final * background``, ``alpha = 1 - T_final``.
@@ -39,8 +40,14 @@ MAX_ALPHA = 0.999  # per-Gaussian alpha clamp
 MIN_TRANSMITTANCE = 1e-4  # a pixel is done before T would reach this
 MAX_EXTEND = 3.33  # radius in standard deviations, before the opacity-aware bound
 FRUSTUM_MARGIN = 0.3  # Jacobian clamp: frustum widened by this fraction of tan(fov / 2)
-TILE_SIZE = 16
-BLOCK = 128  # Gaussians per tile evaluated per step of the front-to-back loop
+GSPLAT_TILE_SIZE = 16  # gsplat's tiles
+# Our tiles are smaller: every Gaussian in a tile's list is evaluated on all its pixels, and a
+# Gaussian a few pixels wide fills a small part of a 16x16 tile (work ~ (2 r + tile)^2 per
+# Gaussian). The pixels come out the same for any tile size (outside its box a Gaussian's
+# alpha is < 1/255 and skipped), up to the rounding of T's product over different blocks.
+# Measured on a 128x96 room (30k Gaussians, 1 thread): 16 -> 4 halves forward+backward.
+TILE_SIZE = 4
+BLOCK = 64  # Gaussians per tile evaluated per step of the front-to-back loop
 # (pixel, Gaussian) pairs per step. CPU: 2 MB per float32 tensor, which stays in cache (about
 # 5x faster per element than 32 MB steps on one core). CUDA: large steps, few kernel launches.
 CHUNK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 24}

@@ -42,7 +42,7 @@ def fake_fwd(means2d, conics, colors, opacities, backgrounds, masks, width, heig
     CALLS.append(("fwd", colors.shape[-1]))
     isect = _isect_from_offsets(tile_offsets, flatten_ids)
     render, alpha = rasterize_to_pixels(means2d[0], conics[0], opacities[0], colors[0], isect, width, height,
-                                        background=None if backgrounds is None else backgrounds[0])
+                                        background=None if backgrounds is None else backgrounds[0], tile_size=16)
     # Fresh contiguous buffers, as the C++ allocates them.
     return render[None].contiguous(), alpha[None].contiguous(), torch.zeros(1, height, width, dtype=torch.int32)
 
@@ -59,7 +59,7 @@ def fake_bwd(means2d, conics, colors, opacities, backgrounds, masks, width, heig
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_(True) for t in (means2d, conics, opacities, colors)]
         render, alpha = rasterize_to_pixels(leaves[0][0], leaves[1][0], leaves[2][0], leaves[3][0], isect,
-                                            width, height,
+                                            width, height, tile_size=16,
                                             background=None if backgrounds is None else backgrounds[0])
         torch.testing.assert_close(alpha[None], render_alphas)
         loss = (render[None] * v_render_colors).sum() + (alpha[None] * v_render_alphas).sum()
