@@ -32,8 +32,8 @@ import math
 from typing import NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 ALPHA_THRESHOLD = 1.0 / 255.0  # gsplat's ALPHA_THRESHOLD: dimmer contributions are skipped
 MAX_ALPHA = 0.999  # per-Gaussian alpha clamp
@@ -227,87 +227,160 @@ def _take(x: Tensor, idx: Tensor) -> Tensor:
     return x.index_select(0, idx.reshape(-1)).reshape(*idx.shape, *x.shape[1:])
 
 
-def _composite_tiles(
-    means2d: Tensor,  # [N, 2]
-    conics: Tensor,  # [N, 3]
-    opacities: Tensor,  # [N]
-    colors: Tensor,  # [N, D]
-    flatten_ids: Tensor,  # [I]
-    tiles: Tensor,  # [n] tile indices of this chunk
-    starts: Tensor,  # [n] first list position of each tile
-    counts: Tensor,  # [n] list length of each tile
-    width: int,
-    height: int,
-    tile_width: int,
-    tile_size: int,
-    block: int,
-    detached_channels: int = 0,
-) -> tuple[Tensor, Tensor]:
-    """Front-to-back compositing of a chunk of tiles, ``block`` Gaussians per tile at a time.
+class _Step(NamedTuple):
+    """One step of the front-to-back loop for ``a`` active tiles and ``kb`` list slots."""
 
-    Returns the blended channels [n, P, D] and the final transmittance [n, P], P = tile_size^2.
-    A tile leaves the loop once its list is exhausted or all its pixels are done, as gsplat's
-    thread blocks do, so opaque scenes cost about their visible depth, not their list length.
-    The last ``detached_channels`` channels are blended with the weights as constants: their
-    gradient reaches their colours only (see ``rasterize_to_pixels``).
+    dx: Tensor  # [a, ts(col), kb] Gaussian x minus pixel-centre x
+    dy: Tensor  # [a, ts(row), kb]
+    conic: Tensor  # [a, kb, 3]
+    vis: Tensor  # [a, P, kb] exp(-sigma), 0 where sigma < 0 (skipped)
+    raw: Tensor  # [a, P, kb] opacity * vis (before the clamp)
+    alpha: Tensor  # [a, P, kb] clamped, 0 where skipped
+    t_excl: Tensor  # [a, P, kb] T before each Gaussian
+    t_incl: Tensor  # [a, P, kb] T after each
+    blend: Tensor  # [a, P, kb] 1.0 where blended (a prefix of the slots), else 0.0
+    weights: Tensor  # [a, P, kb] alpha * T_excl where blended, else 0
+
+
+# Masks are built with threshold/clamp arithmetic, not comparisons and torch.where: on the CPU
+# bool tensors and where() cost 10-50x a multiply per element, and they dominated the loop.
+# F.threshold(x, t, v) keeps x where x > t, so ">= t" is "> the float just below t".
+def _below(value: float, dtype: torch.dtype) -> float:
+    return torch.nextafter(torch.tensor(value, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)).item()
+
+
+def _blend_step(means2d, conics, opacities, gid, present, px, py, t_prev) -> _Step:
+    """Evaluates the Gaussians ``gid`` [a, kb] on the pixels of their tiles (centres ``px``
+    [a, ts] by column, ``py`` [a, ts] by row), entering with transmittance ``t_prev`` [a, P]."""
+    n_pix, kb, dtype = t_prev.shape[-1], gid.shape[-1], t_prev.dtype
+    mean, conic = _take(means2d, gid), _take(conics, gid)  # [a, kb, 2|3]
+    opac = torch.where(present, _take(opacities, gid), 0.0)  # [a, kb]
+    dx = mean[:, None, :, 0] - px[:, :, None]  # [a, ts(col), kb]
+    dy = mean[:, None, :, 1] - py[:, :, None]  # [a, ts(row), kb]
+    ca, cb, cc = conic[:, None, :, 0], conic[:, None, :, 1], conic[:, None, :, 2]  # [a, 1, kb]
+    # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, laid out [a, row, col, kb]; the products with
+    # one pixel axis are formed on the small [a, ts, kb] tensors first.
+    sigma = (
+        (0.5 * ca * dx * dx)[:, None, :, :]
+        + (0.5 * cc * dy * dy)[:, :, None, :]
+        + (cb * dx)[:, None, :, :] * dy[:, :, None, :]
+    ).reshape(-1, n_pix, kb)  # [a, P, kb]
+    # sigma < 0 (rounding) is skipped, as gsplat does: sigma -> inf, vis -> 0.
+    vis = torch.exp(-F.threshold(sigma, _below(0.0, dtype), math.inf))
+    raw = opac[:, None, :] * vis
+    # alpha = min(0.999, raw), and 0 where below 1/255 (skipped)
+    alpha = F.threshold(torch.clamp_max(raw, MAX_ALPHA), _below(ALPHA_THRESHOLD, dtype), 0.0)
+    t_incl = t_prev[..., None] * torch.cumprod(1.0 - alpha, dim=-1)  # [a, P, kb] T after each
+    t_excl = torch.cat([t_prev[..., None], t_incl[..., :-1]], dim=-1)  # [a, P, kb] T before each
+    # Exclusive stop: the Gaussian that would bring T to <= 1e-4 and all behind it are dropped.
+    # T only decreases, so the blended Gaussians are a prefix of the block.
+    # blend = (t_incl > 1e-4) as 0.0 / 1.0: kept values are > 1e-4, times 1e5 > 1, clamped to 1.
+    blend = torch.clamp_max(F.threshold(t_incl, MIN_TRANSMITTANCE, 0.0) * 1e5, 1.0)
+    weights = alpha * t_excl * blend
+    return _Step(dx, dy, conic, vis, raw, alpha, t_excl, t_incl, blend, weights)
+
+
+class _CompositeTiles(torch.autograd.Function):
+    """Front-to-back compositing of a chunk of tiles, ``block`` Gaussians per tile at a time,
+    with a hand-written backward (autograd's graph of the loop cost ~3x the forward).
+
+    forward returns the blended channels [n, P, D] and the final transmittance [n, P],
+    P = tile_size^2. A tile leaves the loop once its list is exhausted or all its pixels are
+    done, as gsplat's thread blocks do, so opaque scenes cost about their visible depth.
+
+    backward, per pixel with blended Gaussians i = 1..K (weights w_i = alpha_i T_i), output
+    gradient v (first D - detached_channels channels; the detached ones only get colour
+    gradients) and g_i = c_i . v: dL/dc_i = w_i v; dL/dalpha_i = T_i g_i - R_i / (1 - alpha_i)
+    with R_i = sum_{j > i} w_j g_j + T_final dL/dT_final (gsplat's backward kernel, run back to
+    front over the loop's steps); then through alpha = min(0.999, o exp(-sigma)) to the opacity,
+    the conic and the 2D mean. Each step's tensors are kept from the forward (``save``) or
+    recomputed (bounded memory for large images).
     """
-    n, n_pix, dim = tiles.shape[0], tile_size * tile_size, colors.shape[-1]
-    dtype, device = means2d.dtype, means2d.device
-    offs = torch.arange(tile_size, device=device)  # [ts]
-    col = (tiles % tile_width)[:, None] * tile_size + offs  # [n, ts] pixel u
-    row = torch.div(tiles, tile_width, rounding_mode="floor")[:, None] * tile_size + offs  # [n, ts] pixel v
-    inside = (row[:, :, None] < height) & (col[:, None, :] < width)  # [n, ts(row), ts(col)]
-    px, py = col.to(dtype) + 0.5, row.to(dtype) + 0.5  # [n, ts] pixel centres
 
-    trans = means2d.new_ones(n, n_pix)  # [n, P] transmittance after the Gaussians blended so far
-    done = ~inside.reshape(n, n_pix)  # [n, P]; pixels off the image never blend
-    render = colors.new_zeros(n, n_pix, dim)  # [n, P, D]
-    active = torch.arange(n, device=device)  # tiles still blending
-    k_max = int(counts.max())
-    for k0 in range(0, k_max, block):  # a handful of iterations: opaque pixels finish early
-        active = active[(counts[active] > k0) & ~done[active].all(-1)]
-        if active.numel() == 0:
-            break
-        kb = min(block, k_max - k0)
-        slot = k0 + torch.arange(kb, device=device)  # [kb]
-        present = slot[None, :] < counts[active, None]  # [a, kb] false on padding
-        pos = torch.where(present, starts[active, None] + slot[None, :], torch.zeros_like(slot)[None, :])
-        gid = flatten_ids[pos]  # [a, kb]
-        mean, conic, color = _take(means2d, gid), _take(conics, gid), _take(colors, gid)  # [a, kb, 2|3|D]
-        opac = torch.where(present, _take(opacities, gid), 0.0)  # [a, kb]
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, colors, flatten_ids, tiles, starts, counts,
+                width, height, tile_width, tile_size, block, detached_channels, save):
+        n, n_pix, dim = tiles.shape[0], tile_size * tile_size, colors.shape[-1]
+        dtype, device = means2d.dtype, means2d.device
+        offs = torch.arange(tile_size, device=device)  # [ts]
+        col = (tiles % tile_width)[:, None] * tile_size + offs  # [n, ts] pixel u
+        row = torch.div(tiles, tile_width, rounding_mode="floor")[:, None] * tile_size + offs  # [n, ts] pixel v
+        inside = (row[:, :, None] < height) & (col[:, None, :] < width)  # [n, ts(row), ts(col)]
+        px, py = col.to(dtype) + 0.5, row.to(dtype) + 0.5  # [n, ts] pixel centres
 
-        dx = mean[:, None, :, 0] - px[active, :, None]  # [a, ts(col), kb]
-        dy = mean[:, None, :, 1] - py[active, :, None]  # [a, ts(row), kb]
-        ca, cb, cc = conic[:, None, :, 0], conic[:, None, :, 1], conic[:, None, :, 2]  # [a, 1, kb]
-        # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, laid out [a, row, col, kb]; the products
-        # with one pixel axis are formed on the small [a, ts, kb] tensors first.
-        sigma = (
-            (0.5 * ca * dx * dx)[:, None, :, :]
-            + (0.5 * cc * dy * dy)[:, :, None, :]
-            + (cb * dx)[:, None, :, :] * dy[:, :, None, :]
-        ).reshape(-1, n_pix, kb)  # [a, P, kb]
-        alpha = torch.clamp_max(opac[:, None, :] * torch.exp(-sigma), MAX_ALPHA)  # [a, P, kb]
-        alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, 0.0)
+        trans = means2d.new_ones(n, n_pix)  # [n, P] transmittance after the Gaussians blended so far
+        done = ~inside.reshape(n, n_pix)  # [n, P]; pixels off the image never blend
+        render = colors.new_zeros(n, n_pix, dim)  # [n, P, D]
+        active = torch.arange(n, device=device)  # tiles still blending
+        steps = []  # (active, gid, present, t_prev, _Step or None) per step, for backward
+        k_max = int(counts.max())
+        for k0 in range(0, k_max, block):  # a handful of iterations: opaque pixels finish early
+            active = active[(counts[active] > k0) & ~done[active].all(-1)]
+            if active.numel() == 0:
+                break
+            kb = min(block, k_max - k0)
+            slot = k0 + torch.arange(kb, device=device)  # [kb]
+            present = slot[None, :] < counts[active, None]  # [a, kb] false on padding
+            pos = torch.where(present, starts[active, None] + slot[None, :], torch.zeros_like(slot)[None, :])
+            gid = flatten_ids[pos]  # [a, kb]
+            # Done pixels enter with T = 0, so the stop test blends nothing more for them.
+            t_prev = torch.where(done[active], 0.0, trans[active])  # [a, P]
+            st = _blend_step(means2d, conics, opacities, gid, present, px[active], py[active], t_prev)
+            render.index_add_(0, active, st.weights @ _take(colors, gid))  # [a, P, kb] @ [a, kb, D]
+            n_blend = st.blend.sum(-1, keepdim=True).long()  # [a, P, 1]
+            t_last = st.t_incl.gather(-1, (n_blend - 1).clamp_min(0))[..., 0]  # [a, P] T after the prefix
+            trans.index_copy_(0, active, torch.where(n_blend[..., 0] > 0, t_last, trans[active]))
+            done.index_copy_(0, active, st.t_incl[..., -1] <= MIN_TRANSMITTANCE)
+            steps.append((active, gid, present, t_prev, st if save else None))
 
-        # Done pixels enter with T = 0, so the stop test below blends nothing more for them.
-        t_prev = torch.where(done[active], 0.0, trans[active])  # [a, P]
-        t_incl = t_prev[..., None] * torch.cumprod(1.0 - alpha, dim=-1)  # [a, P, kb] T after each
-        t_excl = torch.cat([t_prev[..., None], t_incl[..., :-1]], dim=-1)  # [a, P, kb] T before each
-        # Exclusive stop: the Gaussian that would bring T to <= 1e-4 and all behind it are
-        # dropped. T only decreases, so the blended Gaussians are a prefix of the block.
-        blend = t_incl > MIN_TRANSMITTANCE  # [a, P, kb]
-        weights = torch.where(blend, alpha * t_excl, 0.0)
-        if detached_channels:
-            n_geo = dim - detached_channels
-            contrib = torch.cat([weights @ color[..., :n_geo], weights.detach() @ color[..., n_geo:]], dim=-1)
-        else:
-            contrib = weights @ color  # [a, P, kb] @ [a, kb, D]
-        render = render.index_add(0, active, contrib)
-        n_blend = blend.sum(-1, keepdim=True)  # [a, P, 1]
-        t_last = t_incl.gather(-1, (n_blend - 1).clamp_min(0))[..., 0]  # [a, P] T after the prefix
-        trans = trans.index_copy(0, active, torch.where(n_blend[..., 0] > 0, t_last, trans[active]))
-        done = done.index_copy(0, active, t_incl[..., -1] <= MIN_TRANSMITTANCE)
-    return render, trans
+        ctx.save_for_backward(means2d, conics, opacities, colors, trans)
+        ctx.steps, ctx.px, ctx.py = steps, px, py
+        ctx.n_geo = dim - detached_channels
+        return render, trans
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, v_render, v_trans):
+        means2d, conics, opacities, colors, trans = ctx.saved_tensors
+        n_geo = ctx.n_geo
+        v_means2d, v_conics = torch.zeros_like(means2d), torch.zeros_like(conics)
+        v_opacities, v_colors = torch.zeros_like(opacities), torch.zeros_like(colors)
+        carry = trans * v_trans  # [n, P] R behind the last step: T_final dL/dT_final
+        for active, gid, present, t_prev, st in reversed(ctx.steps):
+            if st is None:
+                st = _blend_step(means2d, conics, opacities, gid, present, ctx.px[active], ctx.py[active], t_prev)
+            a, n_pix, kb = st.weights.shape
+            ids = gid.reshape(-1)
+            v_out = v_render[active]  # [a, P, D]
+            color = _take(colors, gid)  # [a, kb, D]
+            v_colors.index_add_(0, ids, (st.weights.transpose(1, 2) @ v_out).reshape(a * kb, -1))
+            # [a, P, kb] g_i = c_i . v over the geometry channels (none: alpha alone)
+            g = v_out[..., :n_geo] @ color[..., :n_geo].transpose(1, 2) if n_geo else torch.zeros_like(st.weights)
+            wg = st.weights * g
+            wg_sum = wg.sum(-1)  # [a, P]
+            behind = carry[active][..., None] + (wg_sum[..., None] - wg.cumsum(-1))  # [a, P, kb] R_i
+            v_alpha = st.t_excl * g - behind / (1.0 - st.alpha)
+            # Through alpha = min(0.999, raw) where kept, else 0: only blended, kept, unclamped
+            # pairs. As 0.0 / 1.0 factors: kept alphas are >= 1/255, so 256 alpha >= 1; for
+            # raw <= 0.999 threshold() gives -1, negated 1, else -raw, clamped to 0.
+            kept = torch.clamp_max(st.alpha * 256.0, 1.0)
+            unclamped = torch.clamp(-F.threshold(st.raw, MAX_ALPHA, -1.0), 0.0, 1.0)
+            v_raw = v_alpha * (st.blend * kept * unclamped)  # [a, P, kb]
+            v_opacities.index_add_(0, ids, (v_raw * st.vis).sum(1).reshape(-1))
+            v_sigma = (-(v_raw * st.raw)).reshape(a, -1, st.dx.shape[1], kb)  # [a, row, col, kb]
+            by_col = v_sigma.sum(1)  # [a, col, kb]
+            by_row = v_sigma.sum(2)  # [a, row, kb]
+            dx, dy = st.dx, st.dy
+            s_x = (dx * by_col).sum(1)  # [a, kb] sum_P v_sigma dx
+            s_y = (dy * by_row).sum(1)
+            s_xx = (dx * dx * by_col).sum(1)
+            s_yy = (dy * dy * by_row).sum(1)
+            s_xy = (dx * (v_sigma * dy[:, :, None, :]).sum(1)).sum(1)
+            ca, cb, cc = st.conic.unbind(-1)  # [a, kb]
+            v_conics.index_add_(0, ids, torch.stack([0.5 * s_xx, s_xy, 0.5 * s_yy], -1).reshape(-1, 3))
+            v_means2d.index_add_(0, ids, torch.stack([ca * s_x + cb * s_y, cb * s_x + cc * s_y], -1).reshape(-1, 2))
+            carry.index_add_(0, active, wg_sum)
+        return (v_means2d, v_conics, v_opacities, v_colors) + (None,) * 11
 
 
 def rasterize_to_pixels(
@@ -349,13 +422,11 @@ def rasterize_to_pixels(
     renders, transs = [], []
     for c0 in range(0, busy.numel(), tiles_per_chunk):  # one iteration per chunk of tiles
         tiles = busy[c0:c0 + tiles_per_chunk]
-        args = (means2d, conics, opacities, colors, isect.flatten_ids, tiles,
-                isect.tile_starts[tiles], isect.tile_counts[tiles],
-                width, height, isect.tile_width, tile_size, block, detached_channels)
-        if use_checkpoint:
-            out = checkpoint(_composite_tiles, *args, use_reentrant=False)
-        else:
-            out = _composite_tiles(*args)
+        out = _CompositeTiles.apply(
+            means2d, conics, opacities, colors, isect.flatten_ids, tiles,
+            isect.tile_starts[tiles], isect.tile_counts[tiles],
+            width, height, isect.tile_width, tile_size, block, detached_channels, needs_grad and not use_checkpoint,
+        )
         renders.append(out[0])
         transs.append(out[1])
 
