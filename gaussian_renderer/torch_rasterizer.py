@@ -1,4 +1,4 @@
-"""Pure-PyTorch 3D Gaussian rasterizer: the maths of gsplat 1.5.3's CUDA path, with autograd.
+"""Pure-PyTorch 3D Gaussian rasterizer: the maths of gsplat 1.5.3's CUDA path, differentiable.
 
 Written from gsplat's kernels (``ProjectionEWA3DGSFused.cu``, ``IntersectTile.cu``,
 ``RasterizeToPixels3DGSFwd.cu``), for one pinhole camera, ``packed=False``, classic mode:
@@ -20,11 +20,13 @@ Convention: ``viewmat`` is world-to-camera in OpenCV axes (x right, y down, z fo
 wxyz and normalised here, so callers may pass raw ones.
 
 Vectorised over tiles, pixels and Gaussians: each step of the front-to-back loop evaluates the
-next ``block`` Gaussians of every tile of a chunk for all 256 pixels at once ([tiles, P, block]),
-carrying the transmittance, and drops tiles whose pixels are all done, as gsplat's thread blocks
-do. When gradients are needed and the image could keep more than ``checkpoint_elements``
-(pixel, Gaussian) pairs alive for backward, each chunk is recomputed in backward (activation
-checkpointing), so memory stays bounded by one chunk.
+next ``block`` Gaussians of every tile of a chunk for all P pixels of those tiles at once
+([tiles, P, block]), carrying the transmittance, and drops tiles whose pixels are all done, as
+gsplat's thread blocks do. The projection is differentiated by autograd; the compositing has a
+hand-written backward (``_CompositeTiles``, gsplat's back-to-front formula). When the image
+could keep more than ``checkpoint_elements`` (pixel, Gaussian) pairs alive for backward, each
+step is recomputed in backward instead, so memory stays bounded by one chunk. Per-Gaussian
+gradients are summed with ``index_add_`` (sequential on the CPU): runs are bit-reproducible.
 """
 from __future__ import annotations
 
