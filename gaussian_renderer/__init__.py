@@ -1,9 +1,12 @@
 """Rendering of a Gaussian model into one camera: RGB, any feature channels and depth.
 
-``render()`` evaluates SH colour itself and rasterizes every requested channel (RGB, each
+``render()`` evaluates SH colour itself (gsplat's fused SH kernel on the gsplat backend,
+``utils.sh_utils.eval_sh`` otherwise) and rasterizes every requested channel (RGB, each
 feature, camera z for depth) in ONE ``rasterize()`` call, so all of them share exactly the same
-blending weights, then splits the result. The backend is gsplat's CUDA rasterizer for CUDA
-models and the pure-PyTorch twin otherwise (``UNICLIFT_BACKEND=torch`` forces the twin).
+blending weights, then splits the result. With ``feature_geometry_grad=False`` the features are
+still blended in that one pass, but their gradients stop at the feature values (see
+``rasterize(detached_channels=...)``). The backend is gsplat's CUDA rasterizer for CUDA models
+and the pure-PyTorch twin otherwise (``UNICLIFT_BACKEND=torch`` forces the twin).
 
 Convention: ``Camera.world_view`` is world-to-camera in OpenCV axes and ``Camera.K`` puts pixel
 centres at (u + 0.5, v + 0.5) (see ``scene.cameras``); images come out [H, W, D], channels last.
@@ -76,7 +79,8 @@ def render(
     names, widths, channels = [], [], []  # one block of channels per output
     if with_rgb:
         # [N, 3] camera -> Gaussian, world space; gsplat's SH kernel on the gsplat backend
-        rgb = sh_colors(model.active_sh_degree, model.get_sh(), means - centre, fused=chosen == "gsplat")
+        fused = chosen == "gsplat" and means.is_cuda  # else rasterize() below says what is wrong
+        rgb = sh_colors(model.active_sh_degree, model.get_sh(), means - centre, fused=fused)
         names.append("rgb"), widths.append(3), channels.append(rgb)
     if with_depth and not feature_geometry_grad:  # geometry channels first, detached features last
         z = means @ viewmat[2, :3] + viewmat[2, 3]  # [N] camera-space z

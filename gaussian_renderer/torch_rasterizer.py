@@ -30,6 +30,7 @@ gradients are summed with ``index_add_`` (sequential on the CPU): runs are bit-r
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -247,6 +248,7 @@ class _Step(NamedTuple):
 # Masks are built with threshold/clamp arithmetic, not comparisons and torch.where: on the CPU
 # bool tensors and where() cost 10-50x a multiply per element, and they dominated the loop.
 # F.threshold(x, t, v) keeps x where x > t, so ">= t" is "> the float just below t".
+@functools.lru_cache(maxsize=16)
 def _below(value: float, dtype: torch.dtype) -> float:
     return torch.nextafter(torch.tensor(value, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)).item()
 
