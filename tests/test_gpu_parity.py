@@ -240,12 +240,16 @@ def test_fused_gsplat_matches_torch_twin():
     vals_g, grads_g, info_g = run_fused(model, cam, feats, weights, "gsplat", fused=True)
     vals_t, grads_t, info_t = run_fused(model, cam, feats, weights, "torch", fused=True)
     print()
+    # As in test_render_backends_agree_with_features_and_depth: a (pixel, Gaussian) pair on the
+    # 1/255 cut may flip, moving a pixel by |value| / 255 at most; depth only where solid.
     solid = (vals_g["alpha"] > 0.5) & (vals_t["alpha"] > 0.5)
+    max_depth = float(model.means.detach().norm(dim=-1).max())
     for name, ref in vals_t.items():
         diff = (vals_g[name] - ref).abs()
-        d = (diff[solid[..., 0]] if name == "depth" else diff).max().item()
-        print(f"gsplat vs torch (fused): {name:6s} max |diff| {d:.3e}")
-        assert d <= (1e-2 if name == "depth" else 5e-3), name
+        d = (diff[solid] if name == "depth" else diff).max().item()
+        bound = 1e-2 * max_depth if name == "depth" else 5e-3 * max(1.0, ref.abs().max().item())
+        print(f"gsplat vs torch (fused): {name:6s} max |diff| {d:.3e} (bound {bound:.1e})")
+        assert d <= bound, name
     visible = (info_g["radii"][0] > 0).all(-1) & (info_t["radii"][0] > 0).all(-1)
     compare_grads(grads_g, grads_t, visible, q99_max=1e-3, cos_min=0.999, label="gsplat vs torch (fused)")
 
