@@ -370,9 +370,11 @@ class Trainer:
         t0 = time.perf_counter()
         try:
             for step in bar:
-                want = step % STATS_EVERY == 0 or step % log_every == 0
+                # The one regular host-device sync: statistics for the bar (every STATS_EVERY
+                # iterations, not with --quiet) and the log file (every --log_interval).
+                want = step % log_every == 0 or (not self.quiet and step % STATS_EVERY == 0)
                 stats = self.train_step(step, with_stats=want)
-                if want:  # the one host-device sync: every STATS_EVERY iterations
+                if want:
                     values = dict(zip(stats, torch.stack(list(stats.values())).float().tolist()))
                     self.timer.collect()
                     for k, v in values.items():

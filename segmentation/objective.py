@@ -105,10 +105,19 @@ class SegmentationObjective:
         view.targets = t
         return t
 
-    def targets_of(self, view) -> ViewTargets:
+    def targets_of(self, view, device: torch.device) -> ViewTargets:
+        """The view's prepared targets on ``device`` (prepared now if missing; copied per step only
+        when they live elsewhere, i.e. with --data_device cpu)."""
         t = getattr(view, "targets", None)
         if t is None or t.ignore_id != self.ignore_id:
-            t = self.prepare(view)
+            t = self.prepare(view, device)
+        here = t.instance.labels.device if t.instance is not None else (
+            t.semantic.device if t.semantic is not None else device)
+        if here != device:
+            t = ViewTargets(instance=t.instance.to(device) if t.instance is not None else None,
+                            semantic=t.semantic.to(device, non_blocking=True) if t.semantic is not None else None,
+                            confidence=t.confidence.to(device, non_blocking=True) if t.confidence is not None else None,
+                            ignore_id=t.ignore_id)
         return t
 
     # ----- losses --------------------------------------------------------------------------
@@ -117,7 +126,8 @@ class SegmentationObjective:
         term (the trainer's profiler); no host-device sync happens here."""
         cfg = self.cfg
         out: Dict[str, Tensor] = {}
-        targets = self.targets_of(view)
+        device = features[EMBEDDING].device
+        targets = self.targets_of(view, device)
         t = targets.instance
         if t is not None:
             emb = self.code_space(features[EMBEDDING])  # [H, W, d] in [0, 1]

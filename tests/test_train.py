@@ -150,3 +150,28 @@ def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer):
     assert stats["eval"]["300"]["test"]["psnr"] > stats["eval"]["1"]["test"]["psnr"] + 2.0
     ckpt = GaussianModel.load_ply(os.path.join(out, "point_cloud/iteration_300/point_cloud.ply"))
     assert ckpt.num_gaussians == stats["num_gaussians"]
+
+
+@pytest.mark.parametrize("with_radii", [False, True])
+def test_sync_free_screen_stats_match_gsplat(with_radii):
+    """training.densify.update_screen_stats == gsplat's DefaultStrategy._update_state (which syncs)."""
+    from gsplat.strategy import DefaultStrategy
+
+    from training.densify import update_screen_stats
+
+    g = torch.Generator().manual_seed(0)
+    N = 50
+    means2d = torch.randn(1, N, 2, generator=g).requires_grad_()
+    (means2d * torch.randn(1, N, 2, generator=g)).sum().backward()
+    radii = torch.randint(0, 4, (1, N, 2), generator=g, dtype=torch.int32)
+    info = {"width": 64, "height": 48, "n_cameras": 1, "radii": radii, "gaussian_ids": None, "means2d": means2d}
+    ref = DefaultStrategy(refine_scale2d_stop_iter=10 if with_radii else 0)
+    params = {"means": torch.zeros(N, 3)}
+    s_ref, s_new = ref.initialize_state(), ref.initialize_state()
+    for _ in range(2):
+        ref._update_state(params, s_ref, info)
+        update_screen_stats(s_new, info, N, with_radii=with_radii)
+    assert torch.equal(s_new["grad2d"], s_ref["grad2d"]) and torch.equal(s_new["count"], s_ref["count"])
+    assert s_ref["count"].max() == 2 and s_ref["count"].min() == 0
+    if with_radii:
+        torch.testing.assert_close(s_new["radii"], s_ref["radii"])
