@@ -175,3 +175,33 @@ def test_sync_free_screen_stats_match_gsplat(with_radii):
     assert s_ref["count"].max() == 2 and s_ref["count"].min() == 0
     if with_radii:
         torch.testing.assert_close(s_new["radii"], s_ref["radii"])
+
+
+@pytest.mark.skipif(not train.FUSED_RASTER_AVAILABLE, reason="render() has no feature_geometry_grad yet")
+def test_fused_raster_matches_separate_calls(tiny_scene, tmp_path):
+    """--seg_raster fused (one rasterisation) takes the same step as separate (two): geometry moved by
+    colour alone, the same densification statistics, the same embedding update."""
+    sep = _trainer(tiny_scene, tmp_path, "--seg_raster", "separate")
+    fused = _trainer(tiny_scene, tmp_path, "--seg_raster", "fused")
+    assert fused.raster_mode(1) == "fused" and sep.raster_mode(1) == "separate"
+    ls, lf = sep.train_step(1), fused.train_step(1)
+    for k in ls:
+        torch.testing.assert_close(lf[k], ls[k], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fused.strategy_state["grad2d"], sep.strategy_state["grad2d"], rtol=1e-4, atol=1e-7)
+    assert torch.equal(sep.strategy_state["count"], fused.strategy_state["count"])
+    for name in ("means", "scales", "quats", "opacities", "sh0", "embedding"):
+        torch.testing.assert_close(fused.model.params[name], sep.model.params[name], rtol=1e-4, atol=1e-6)
+
+
+def test_views_are_prepared_once_on_the_data_device(tiny_scene, tmp_path):
+    t = _trainer(tiny_scene, tmp_path)
+    v = t.views[0]
+    assert v.cam is not None and v.cam.world_view.device == t.device and v.cam.K.dtype == torch.float32
+    assert v.targets is not None and v.targets.instance.labels.device == t.data_device
+    assert v.targets.instance.num_segments == int(v.instance[v.instance != 0].unique().numel())
+    # The render camera gives the very numbers the numpy camera gives.
+    from gaussian_renderer import camera_tensors
+
+    for a, b in zip(camera_tensors(v.render_camera, t.device, torch.float32),
+                    camera_tensors(v.camera, t.device, torch.float32)):
+        assert torch.equal(a, b)
