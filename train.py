@@ -4,18 +4,23 @@
     python train.py -s data/room_0 --seg_dir m2f_instance          # colour + segmentation
     python train.py -s SCENE -m MODEL --start_checkpoint MODEL/chkpnt7000.pth   # resume
 
-One iteration: pick a view, render it, compute the named losses, step the optimisers, let the
-densification strategy grow and prune. Everything random draws from generators saved in the
-checkpoints, so a resumed run matches an uninterrupted one (exactly, on the CPU).
+One iteration (``Trainer.train_step``), as in the paper's algorithm box: pick a view, render it,
+compute the named losses, weight them in one line, backpropagate, step the optimisers, let the
+densification strategy grow and prune. The named terms go to the progress bar and to
+``<model>/train_log.jsonl``; ``--profile`` times each stage with CUDA events (train_stats.json).
+Nothing in a step waits for the GPU: statistics are read back every 10 iterations only.
+Everything random draws from generators saved in the checkpoints, so a resumed run matches an
+uninterrupted one (exactly, on the CPU).
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,16 +29,24 @@ from torch import Tensor
 from arguments import (ModelParams, OptimizationParams, PipelineParams, SegmentationParams,
                        save_cfg_args)
 from gaussian_renderer import render
-from scene import View, load_views, resolution_scale, select_mask_views
+from scene import View, load_views, resolution_scale, resolve_data_device, select_mask_views, training_bytes
 from scene.cameras import SceneError, SceneInfo
 from scene.dataset_readers import read_scene_for  # noqa: F401  (re-exported for old imports)
 from scene.gaussian_model import GaussianModel
-from utils.general_utils import (atomic_torch_save, atomic_write_text, exponential_lr, pick_device,
-                                 seed_everything)
-from utils.loss_utils import l1_loss, photometric_loss, psnr
+from training.checkpoint import (CHECKPOINT_VERSION, checkpoint_state, load_checkpoint,  # noqa: F401
+                                 restore_rng, save_checkpoint)
+from training.densify import make_strategy
+from training.evaluation import evaluate_views
+from training.log import TrainLog
+from training.optim import adam, make_gaussian_optimizers, resolve_optimizer, step_all, visibility_from_info
+from training.profiling import PhaseTimer
+from utils.general_utils import atomic_write_text, exponential_lr, pick_device, seed_everything
+from utils.loss_utils import photometric_loss, psnr
 
-CHECKPOINT_VERSION = 1
-
+# render(..., feature_geometry_grad=False): one rasterisation whose feature gradients never reach
+# geometry and whose means2d gradient comes from the colour alone (--seg_raster fused).
+FUSED_RASTER_AVAILABLE = "feature_geometry_grad" in inspect.signature(render).parameters
+STATS_EVERY = 10  # iterations between read-backs of the step statistics (the only regular sync)
 
 class GeometryDetached:
     """A read-only view of a model whose geometry carries no gradient (for segmentation renders
@@ -51,25 +64,6 @@ class GeometryDetached:
     def get_sh(self): return self.model.get_sh().detach()
 
 
-def make_strategy(opt: OptimizationParams, verbose: bool = False):
-    """gsplat's DefaultStrategy with the 3DGS schedule, and the opacity reset that 1.5.3 never
-    fires (its ``step % reset_every == 0 & step > 0`` test is always False) done by hand."""
-    from gsplat.strategy import DefaultStrategy
-    from gsplat.strategy.ops import reset_opa
-
-    class Densifier(DefaultStrategy):
-        def step_post_backward(self, params, optimizers, state, step, info, packed=False):
-            super().step_post_backward(params, optimizers, state, step, info, packed=packed)
-            if 0 < step < self.refine_stop_iter and step % self.reset_every == 0:
-                reset_opa(params=params, optimizers=optimizers, state=state, value=self.prune_opa * 2.0)
-
-    return Densifier(
-        grow_grad2d=opt.densify_grad_threshold, grow_scale3d=opt.percent_dense,
-        refine_start_iter=opt.densify_from_iter, refine_stop_iter=opt.densify_until_iter,
-        reset_every=opt.opacity_reset_interval, refine_every=opt.densification_interval,
-        verbose=verbose)
-
-
 class Trainer:
     def __init__(self, args: argparse.Namespace, scene_info: SceneInfo):
         self.args = args
@@ -80,18 +74,26 @@ class Trainer:
                 setattr(self.seg, name, self.opt.densify_until_iter)
         self.info = scene_info
         self.device = pick_device(self.dataset.device)
+        try:
+            self.optimizer_kind = resolve_optimizer(self.opt.optimizer, self.device)
+        except ValueError as e:
+            raise SceneError(str(e)) from None
         self.gen = torch.Generator().manual_seed(args.seed)  # camera order, backgrounds
         self.seg_gen = torch.Generator(device=self.device).manual_seed(args.seed + 1)  # loss sampling
         self.quiet = args.quiet
         self.views = self._load_train_views()
+        self.data_device = resolve_data_device(self.dataset.data_device, self.device, training_bytes(self.views))
         self.test_views: Optional[List[View]] = None
         self.has_masks = any(v.instance is not None for v in self.views)
         self.model = self._init_model()
         self.objective = self._init_objective()
+        self._prepare_views(self.views)
         self.optimizers = self._init_optimizers()
         self.strategy = make_strategy(self.opt)
         self.strategy.check_sanity(self.model.params, self.optimizers)
         self.strategy_state = self.strategy.initialize_state(scene_scale=scene_info.extent)
+        self.weights = {"render": 1.0, **(self.objective.weights() if self.objective is not None else {})}
+        self.timer = PhaseTimer(getattr(args, "profile", False), self.device)
         self.stack: List[int] = []
         self.first_iter = 1
         self.train_seconds = 0.0
@@ -103,14 +105,21 @@ class Trainer:
         if not frames:
             raise SceneError(f"{self.info.path}: no training views")
         scale = resolution_scale(frames[0].camera.width, self.dataset.resolution) * self.seg.mask_downscale
-        views = load_views(frames, scale, device=self.dataset.data_device, quiet=self.quiet,
-                           desc="Loading training views")
+        views = load_views(frames, scale, device="cpu", quiet=self.quiet, desc="Loading training views")
         if self.seg.mask_fraction < 1.0:
             keep = select_mask_views(len(views), self.seg.mask_fraction, self.args.seed)
             for view, k in zip(views, keep):
                 if not k:
                     view.instance = view.semantic = view.confidence = None
         return views
+
+    def _prepare_views(self, views: List[View]) -> None:
+        """Once per view: image on the data device, camera tensors on the training device, and the
+        segmentation targets (relabelled ids, boundaries, triplet candidates) on the data device."""
+        for view in views:
+            view.to_device(self.data_device, camera_device=self.device)
+            if self.objective is not None and (view.instance is not None or view.semantic is not None):
+                self.objective.prepare(view, self.data_device)
 
     def _init_model(self) -> GaussianModel:
         features: Dict[str, int] = {}
@@ -149,67 +158,85 @@ class Trainer:
         return SegmentationObjective(self.seg, num_classes, self.device, generator=self.seg_gen)
 
     def _init_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
-        o, s = self.opt, self.seg
+        o, s, kind = self.opt, self.seg, self.optimizer_kind
         lrs = {"means": o.position_lr_init * self.info.extent, "scales": o.scaling_lr, "quats": o.rotation_lr,
                "opacities": o.opacity_lr, "sh0": o.feature_lr, "shN": o.feature_lr / 20.0,
                "embedding": s.embedding_lr, "semantic": s.semantic_lr}
-        opts = {name: torch.optim.Adam([{"params": p, "lr": lrs[name], "name": name}], eps=1e-15)
-                for name, p in self.model.params.items()}
-        if self.objective is not None and self.objective.head is not None and any(
-                p.requires_grad for p in self.objective.head.parameters()):
-            self.head_optimizer = torch.optim.Adam(self.objective.head.parameters(), lr=1e-3)
-        else:
-            self.head_optimizer = None
+        opts = make_gaussian_optimizers(self.model.params, lrs, kind)
+        head = self.objective.head if self.objective is not None else None
+        trainable = head is not None and any(p.requires_grad for p in head.parameters())
+        self.head_optimizer = adam(head.parameters(), kind, lr=1e-3) if trainable else None
         decoder = self.objective.decoder if self.objective is not None else None  # --semantic_head embed
-        self.decoder_optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-3) if decoder is not None else None
+        self.decoder_optimizer = adam(decoder.parameters(), kind, lr=1e-3) if decoder is not None else None
         return opts
 
-    # ----- one iteration -------------------------------------------------------------------
-    def next_view(self) -> View:
-        if not self.stack:
-            self.stack = torch.randperm(len(self.views), generator=self.gen).tolist()
-        return self.views[self.stack.pop()]
-
-    def update_learning_rate(self, step: int) -> None:
+    # ----- the stages of one iteration -----------------------------------------------------
+    def schedule(self, step: int) -> None:
+        """Learning rate of the means (3DGS's exponential decay) and the active SH degree."""
         o = self.opt
         lr = exponential_lr(step, o.position_lr_init * self.info.extent, o.position_lr_final * self.info.extent,
                             o.position_lr_max_steps, delay_mult=o.position_lr_delay_mult)
         for group in self.optimizers["means"].param_groups:
             group["lr"] = lr
+        if step % self.opt.sh_increase_interval == 0:
+            self.model.oneup_sh_degree()
+
+    update_learning_rate = schedule  # old name
+
+    def next_view(self) -> View:
+        if not self.stack:
+            self.stack = torch.randperm(len(self.views), generator=self.gen).tolist()
+        return self.views[self.stack.pop()]
 
     def background(self) -> Tensor:
         if self.pipe.random_background:
-            return torch.rand(3, generator=self.gen).to(self.device)
-        return torch.full((3,), 1.0 if self.dataset.white_background else 0.0, device=self.device)
+            return torch.rand(3, generator=self.gen).to(self.device, non_blocking=True)
+        if not hasattr(self, "_bg"):
+            self._bg = torch.full((3,), 1.0 if self.dataset.white_background else 0.0, device=self.device)
+        return self._bg
 
-    def train_step(self, step: int) -> Dict[str, Tensor]:
-        self.update_learning_rate(step)
-        if step % self.opt.sh_increase_interval == 0:
-            self.model.oneup_sh_degree()
-        view = self.next_view()
-        cam, bg = view.camera, self.background()
-        gt = view.image_float(self.device)  # [H, W, 3]
-        seg_on = self.objective is not None and (view.instance is not None or view.semantic is not None
-                                                 or step >= self.seg.l3d_from_iter)
+    def seg_active(self, view: View, step: int) -> bool:
+        return self.objective is not None and (view.instance is not None or view.semantic is not None
+                                               or step >= self.seg.l3d_from_iter)
+
+    def raster_mode(self, step: int) -> str:
+        """How colour and features are rasterised this step: fused | separate | joint (see --seg_raster)."""
         densifying = step < self.opt.densify_until_iter
-        joint = seg_on and (self.seg.seg_raster == "joint" or (self.seg.seg_geometry_grad and not densifying))
-        feats = self.objective.features(self.model) if seg_on else None
-        out = render(cam, self.model, bg=bg, features=feats if joint else None, backend=self.pipe.backend)
-        if seg_on and not joint:
-            seg_model = self.model if self.seg.seg_geometry_grad else GeometryDetached(self.model)
-            seg_out = render(cam, seg_model, features=feats, with_rgb=False, backend=self.pipe.backend)
-        else:
-            seg_out = out
-        self.strategy.step_pre_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
+        if self.seg.seg_geometry_grad:  # segmentation moves geometry: joint once densification is over
+            return "joint" if self.seg.seg_raster == "joint" or not densifying else "separate"
+        if self.seg.seg_raster == "fused":
+            return "fused" if FUSED_RASTER_AVAILABLE else "separate"
+        return self.seg.seg_raster
 
-        losses = {"render": photometric_loss(out.rgb, gt, self.opt.lambda_dssim)}
-        weights = {"render": 1.0}
-        if seg_on:
-            losses.update(self.objective.losses(step, seg_out.features, view, self.model))
-            weights.update(self.objective.weights())
-        total = sum(weights[k] * v for k, v in losses.items())
+    def render_view(self, view: View, bg: Tensor, step: int):
+        """-> (colour render, render holding the features or None, raster mode)."""
+        cam, backend = view.render_camera, self.pipe.backend
+        if not self.seg_active(view, step):
+            return render(cam, self.model, bg=bg, backend=backend), None, "none"
+        feats = self.objective.features(self.model)
+        mode = self.raster_mode(step)
+        if mode == "fused":
+            out = render(cam, self.model, bg=bg, features=feats, backend=backend, feature_geometry_grad=False)
+            return out, out, mode
+        if mode == "joint":
+            out = render(cam, self.model, bg=bg, features=feats, backend=backend)
+            return out, out, mode
+        seg_model = self.model if self.seg.seg_geometry_grad else GeometryDetached(self.model)
+        out = render(cam, self.model, bg=bg, backend=backend)
+        return out, render(cam, seg_model, features=feats, with_rgb=False, backend=backend), mode
+
+    def compute_losses(self, step: int, view: View, gt: Tensor, out, seg_out) -> Dict[str, Tensor]:
+        """The named loss terms of this step (weighted by ``self.weights``)."""
+        with self.timer.phase("loss/render"):
+            losses = {"render": photometric_loss(out.rgb, gt, self.opt.lambda_dssim)}
+        if seg_out is not None:
+            losses.update(self.objective.losses(step, seg_out.features, view, self.model, phase=self.timer.phase))
+        return losses
+
+    def backward(self, total: Tensor, losses: Dict[str, Tensor], out, mode: str, step: int) -> None:
         means2d = out.info.get("means2d")
-        if joint and densifying and len(losses) > 1 and means2d is not None and means2d.requires_grad:
+        if (mode == "joint" and step < self.opt.densify_until_iter and len(losses) > 1
+                and means2d is not None and means2d.requires_grad):
             # Densification must see the rendering loss's screen-space gradient only.
             (render_grad,) = torch.autograd.grad(losses["render"], means2d, retain_graph=True)
             total.backward()
@@ -217,17 +244,39 @@ class Trainer:
         else:
             total.backward()
 
-        for opt in self.optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if self.head_optimizer is not None:
-            self.head_optimizer.step()
-            self.head_optimizer.zero_grad(set_to_none=True)
-        if self.decoder_optimizer is not None:
-            self.decoder_optimizer.step()
-            self.decoder_optimizer.zero_grad(set_to_none=True)
+    def optimizer_step(self, out) -> None:
+        visibility = visibility_from_info(out.info) if self.optimizer_kind == "selective" else None
+        step_all(self.optimizers, visibility)
+        for opt in (self.head_optimizer, self.decoder_optimizer):
+            if opt is not None:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+    def densify(self, step: int, out) -> None:
         self.strategy.step_post_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
-        with torch.no_grad():  # tensors: read back to the host only when the bar is updated
+
+    def train_step(self, step: int, with_stats: bool = True) -> Dict[str, Tensor]:
+        """One iteration. Returns the named terms, ``loss`` and ``psnr`` as device tensors (nothing is
+        read back here), or {} when ``with_stats`` is False."""
+        phase = self.timer.phase
+        self.schedule(step)
+        with phase("data"):
+            view = self.next_view()
+            bg, gt = self.background(), view.image_float(self.device)  # gt [H, W, 3]
+        with phase("render"):
+            out, seg_out, mode = self.render_view(view, bg, step)
+            self.strategy.step_pre_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
+        losses = self.compute_losses(step, view, gt, out, seg_out)
+        total = sum(self.weights[k] * v for k, v in losses.items())
+        with phase("backward"):
+            self.backward(total, losses, out, mode, step)
+        with phase("optimizer"):
+            self.optimizer_step(out)
+        with phase("densify"):
+            self.densify(step, out)
+        if not with_stats:
+            return {}
+        with torch.no_grad():
             stats = {k: v.detach() for k, v in losses.items()}
             stats["loss"] = total.detach()
             stats["psnr"] = psnr(out.rgb.detach().clamp(0, 1), gt)
@@ -235,25 +284,20 @@ class Trainer:
 
     # ----- evaluation, saving --------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, step: int) -> Dict[str, float]:
+    def evaluate(self, step: int) -> Dict[str, dict]:
         if self.test_views is None:
             scale = resolution_scale(self.info.train[0].camera.width, self.dataset.resolution)
-            self.test_views = load_views(self.info.test, scale, with_masks=False, device=self.dataset.data_device,
-                                         quiet=True)
+            self.test_views = [v.to_device(self.data_device, camera_device=self.device) for v in
+                               load_views(self.info.test, scale, with_masks=False, device="cpu", quiet=True)]
+        bg = torch.full((3,), 1.0 if self.dataset.white_background else 0.0, device=self.device)
         result = {}
         for split, views in (("test", self.test_views), ("train", self.views[:: max(1, len(self.views) // 5)][:5])):
-            if not views:
+            r = evaluate_views(self.model, views, bg, backend=self.pipe.backend)
+            if not r:
                 continue
-            l1s, psnrs = [], []
-            for view in views:
-                bg = torch.full((3,), 1.0 if self.dataset.white_background else 0.0, device=self.device)
-                img = render(view.camera, self.model, bg=bg, backend=self.pipe.backend).rgb.clamp(0, 1)
-                gt = view.image_float(self.device)
-                l1s.append(float(l1_loss(img, gt)))
-                psnrs.append(float(psnr(img, gt)))
-            result[split] = {"l1": float(np.mean(l1s)), "psnr": float(np.mean(psnrs))}
+            result[split] = r
             if not self.quiet:
-                print(f"\n[ITER {step}] Evaluating {split}: L1 {result[split]['l1']:.5f} PSNR {result[split]['psnr']:.3f}")
+                print(f"\n[ITER {step}] Evaluating {split}: L1 {r['l1']:.5f} PSNR {r['psnr']:.3f}", flush=True)
         return result
 
     def point_cloud_dir(self, step: int) -> str:
@@ -261,6 +305,7 @@ class Trainer:
 
     def save(self, step: int) -> None:
         from segmentation.labels import gaussian_label_columns
+        from utils.general_utils import atomic_torch_save
 
         folder = self.point_cloud_dir(step)
         labels = None
@@ -273,35 +318,22 @@ class Trainer:
         if self.objective is not None:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))
         if not self.quiet:
-            print(f"\n[ITER {step}] Saved Gaussians to {folder}")
+            print(f"\n[ITER {step}] Saved Gaussians to {folder}", flush=True)
+
+    def generators(self) -> Dict[str, torch.Generator]:
+        return {"gen": self.gen, "seg_gen": self.seg_gen}
 
     def checkpoint_state(self, step: int) -> dict:
-        return {
-            "format_version": CHECKPOINT_VERSION, "iteration": step,
-            "model": self.model.state_dict(),
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "head_optimizer": self.head_optimizer.state_dict() if self.head_optimizer else None,
-            "decoder_optimizer": self.decoder_optimizer.state_dict() if self.decoder_optimizer else None,
-            "strategy_state": self.strategy_state,
-            "objective": self.objective.state_dict() if self.objective else None,
-            "rng": {"gen": self.gen.get_state(), "seg_gen": self.seg_gen.get_state(),
-                    "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            "stack": list(self.stack), "train_seconds": self.train_seconds,
-        }
+        return checkpoint_state(step=step, model=self.model, optimizers=self.optimizers,
+                                head_optimizer=self.head_optimizer, decoder_optimizer=self.decoder_optimizer,
+                                strategy_state=self.strategy_state, objective=self.objective,
+                                generators=self.generators(), stack=self.stack, train_seconds=self.train_seconds)
 
     def save_checkpoint(self, step: int) -> str:
-        path = os.path.join(self.dataset.model_path, f"chkpnt{step}.pth")
-        atomic_torch_save(self.checkpoint_state(step), path)
-        return path
+        return save_checkpoint(os.path.join(self.dataset.model_path, f"chkpnt{step}.pth"), self.checkpoint_state(step))
 
     def restore(self, path: str) -> None:
-        if not os.path.isfile(path):
-            raise SceneError(f"{path}: no such checkpoint; list the chkpnt<N>.pth files in the model folder")
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        if state.get("format_version") != CHECKPOINT_VERSION:
-            raise SceneError(f"{path}: checkpoint format {state.get('format_version')!r} is not "
-                             f"{CHECKPOINT_VERSION}; it was written by another version of train.py")
+        state = load_checkpoint(path, self.device)
         self.model = GaussianModel.from_state_dict(state["model"], device=self.device)
         if self.objective is not None and state.get("objective") is not None:
             self.objective.load_state_dict(state["objective"])
@@ -313,53 +345,70 @@ class Trainer:
         if self.decoder_optimizer is not None and state.get("decoder_optimizer") is not None:
             self.decoder_optimizer.load_state_dict(state["decoder_optimizer"])
         self.strategy_state = state["strategy_state"]
-        rng = state["rng"]
-        self.gen.set_state(rng["gen"])
-        self.seg_gen.set_state(rng["seg_gen"])
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_rng(state["rng"], self.generators())
         self.stack = list(state["stack"])
         self.first_iter = state["iteration"] + 1
         self.train_seconds = state.get("train_seconds", 0.0)
 
     # ----- the loop ------------------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def run(self) -> dict:
         from tqdm import tqdm
 
         a = self.args
         last = self.opt.iterations
+        log_every = max(1, getattr(a, "log_interval", 100))
         bar = tqdm(range(self.first_iter, last + 1), desc="Training", disable=self.quiet,
                    initial=self.first_iter - 1, total=last, dynamic_ncols=True)
+        log = TrainLog(self.dataset.model_path, resume=self.first_iter > 1)
         ema: Dict[str, float] = {}
         step = self.first_iter - 1
+        self._sync()
+        t0 = time.perf_counter()
         try:
             for step in bar:
-                t0 = time.perf_counter()
-                stats = self.train_step(step)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                self.train_seconds += time.perf_counter() - t0
-                if step % 10 == 0:  # one host-device sync every 10 iterations, not every one
-                    for k, v in stats.items():
-                        v = float(v)
+                # The one regular host-device sync: statistics for the bar (every STATS_EVERY
+                # iterations, not with --quiet) and the log file (every --log_interval).
+                want = step % log_every == 0 or (not self.quiet and step % STATS_EVERY == 0)
+                stats = self.train_step(step, with_stats=want)
+                if want:
+                    values = dict(zip(stats, torch.stack(list(stats.values())).float().tolist()))
+                    self.timer.collect()
+                    for k, v in values.items():
                         ema[k] = v if k not in ema else 0.6 * ema[k] + 0.4 * v
-                    bar.set_postfix(loss=f"{ema['loss']:.4f}", psnr=f"{ema['psnr']:.2f}",
-                                    n=self.model.num_gaussians)
-                if step in a.test_iterations:
-                    self.eval_history[step] = self.evaluate(step)
-                if step in a.save_iterations:
-                    self.save(step)
-                if step in a.checkpoint_iterations:
-                    self.save_checkpoint(step)
+                    bar.set_postfix({k: f"{v:.4f}" if k != "psnr" else f"{v:.2f}" for k, v in ema.items()}
+                                    | {"n": self.model.num_gaussians})
+                    if step % log_every == 0:
+                        log.write({"iteration": step, **values, "num_gaussians": self.model.num_gaussians,
+                                   "seconds": self.train_seconds + time.perf_counter() - t0})
+                checkpoint_now = (step in a.test_iterations or step in a.save_iterations
+                                  or step in a.checkpoint_iterations)
+                if checkpoint_now:  # evaluation and I/O are not training time
+                    self._sync()
+                    self.train_seconds += time.perf_counter() - t0
+                    if step in a.test_iterations:
+                        self.eval_history[step] = self.evaluate(step)
+                    if step in a.save_iterations:
+                        self.save(step)
+                    if step in a.checkpoint_iterations:
+                        self.save_checkpoint(step)
+                    t0 = time.perf_counter()
         except KeyboardInterrupt:
             bar.close()
+            log.close()
+            self._sync()
+            self.train_seconds += time.perf_counter() - t0
             path = self.save_checkpoint(step)
             print(f"\nInterrupted at iteration {step}; checkpoint written. Resume with:\n"
                   f"  python train.py {' '.join(sys.argv[1:])} --start_checkpoint {path}", file=sys.stderr)
             raise SystemExit(130)
+        self._sync()
+        self.train_seconds += time.perf_counter() - t0
         bar.close()
+        log.close()
         return self.finish(step)
 
     def finish(self, step: int) -> dict:
@@ -368,13 +417,23 @@ class Trainer:
             from segmentation.labels import fit_contrastive_lift_clusters
 
             t0 = time.perf_counter()
-            fit_contrastive_lift_clusters(self, self.point_cloud_dir(step))
+            fit_contrastive_lift_clusters(self.views, self.model, self.objective, self.point_cloud_dir(step),
+                                          backend=self.pipe.backend)
             cluster_seconds = time.perf_counter() - t0
+        timed = step - self.first_iter + 1
         stats = {"train_seconds": self.train_seconds, "cluster_seconds": cluster_seconds,
+                 "iterations_per_second": timed / self.train_seconds if self.train_seconds > 0 and timed > 0 else None,
                  "peak_gpu_mem_mb": (torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None),
                  "num_gaussians": self.model.num_gaussians, "iterations": step,
                  "device": torch.cuda.get_device_name() if self.device.type == "cuda" else "cpu",
+                 "data_device": str(self.data_device), "optimizer": self.optimizer_kind,
+                 "seg_raster": self.raster_mode(step) if self.objective is not None else None,
                  "eval": {str(k): v for k, v in self.eval_history.items()}}
+        if self.timer.enabled:
+            stats["profile"] = self.timer.summary()
+            stats["profile_iterations"] = timed
+            if not self.quiet:
+                print("\n" + PhaseTimer.markdown(stats["profile"], timed), flush=True)
         atomic_write_text(os.path.join(self.dataset.model_path, "train_stats.json"), json.dumps(stats, indent=2))
         return stats
 
@@ -412,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--start_checkpoint", type=str, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="time each stage of the step (CUDA events on the GPU); summary in train_stats.json")
+    parser.add_argument("--log_interval", type=int, default=100,
+                        help="write the named loss terms to <model>/train_log.jsonl every this many iterations")
     return parser
 
 

@@ -56,7 +56,8 @@ class ModelParams(GroupMixin):
     model_path: str = _f("", "output folder (default: output/<scene name>)")
     resolution: int = _f(-1, "1/2/4/8: downscale factor; other >0: target width; -1: cap width at 1600")
     white_background: bool = _f(False, "white instead of black background")
-    data_device: str = _f("cpu", "where the images live during training (cpu or cuda)")
+    data_device: str = _f("auto", "where training images and prepared segmentation targets live: auto (the "
+                                  "training GPU when they take < 25%% of its free memory, else the host) | cpu | cuda")
     eval: bool = _f(False, "hold out test views (COLMAP: every 8th; PanopLi/Messy use their split always)")
     sh_degree: int = _f(3, "maximum spherical-harmonics degree")
     seg_dir: Optional[str] = _f(None, "subfolder of per-view inconsistent instance masks (default per format)", type=str)
@@ -92,6 +93,10 @@ class OptimizationParams(GroupMixin):
     densify_grad_threshold: float = _f(0.0002)
     percent_dense: float = _f(0.01)
     sh_increase_interval: int = _f(1000, "raise the active SH degree every this many iterations")
+    optimizer: str = _f("auto", "Adam implementation: auto (fused on CUDA, adam on CPU) | adam | fused "
+                                "(torch fused Adam, CUDA) | selective (gsplat SelectiveAdam for geometry and colour: "
+                                "visible Gaussians only, no bias correction; CUDA)",
+                        choices=["auto", "adam", "fused", "selective"])
 
 
 @dataclass
@@ -130,11 +135,14 @@ class SegmentationParams(GroupMixin):
     l3d_refresh: int = _f(2000, "rebuild the neighbour graph every this many iterations")
     l3d_max_edges: int = _f(200_000, "random subset of neighbour pairs per iteration")
     seg_geometry_grad: bool = _f(False, "let segmentation losses move geometry (means, scales, rotations, opacity)")
-    seg_raster: str = _f("separate", "separate: colour and features in two rasterisations (segmentation gradients "
+    seg_raster: str = _f("fused", "fused: one rasterisation for colour and features in which feature gradients never "
+                         "reach geometry and densification sees the colour's screen-space gradient only "
+                         "(render(..., feature_geometry_grad=False); falls back to separate where the renderer "
+                         "lacks it); separate: colour and features in two rasterisations (segmentation gradients "
                          "never reach geometry unless --seg_geometry_grad); joint: one call for all channels "
                          "(segmentation gradients reach geometry; densification statistics still come from the "
                          "rendering loss alone, via a second autograd pass while densifying)",
-                         choices=["separate", "joint"])
+                         choices=["fused", "separate", "joint"])
     mask_fraction: float = _f(1.0, "use masks on only this fraction of training views (RGB on all)")
     mask_downscale: float = _f(1.0, "train masks and images at this scale (0.25, 0.5); labels render at full size")
     min_cluster_size: int = _f(100, "contrastive_lift: HDBSCAN min_cluster_size")

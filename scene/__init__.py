@@ -3,6 +3,11 @@
 Convention: images are uint8 [H, W, 3] tensors (converted to float on use); instance masks are
 int32 [H, W] with the segmenter's raw (per-view inconsistent) ids, 0 = stuff / unlabelled;
 semantic masks int64 [H, W]; confidence float32 [H, W] in [0, 1].
+
+For training, ``View.to_device`` moves the image and the camera to the training device once
+(``View.cam``: a ``CameraTensors`` whose ``world_view``/``K``/``center`` are already tensors there,
+so ``gaussian_renderer.render`` copies nothing per step); the per-view segmentation targets are
+prepared once by ``segmentation.objective.SegmentationObjective.prepare`` (``View.targets``).
 """
 from __future__ import annotations
 
@@ -19,6 +24,30 @@ from scene.cameras import Camera, FrameInfo, SceneError, SceneInfo
 MAX_AUTO_WIDTH = 1600
 
 
+@dataclass(frozen=True)
+class CameraTensors:
+    """A ``Camera`` with its matrices already as tensors on one device (same names as ``Camera``,
+    so ``render()`` takes it in place of the camera; ``torch.as_tensor`` on them is a no-op).
+
+    Convention: as ``scene.cameras.Camera`` (world-to-camera, OpenCV axes; pixel centres at +0.5).
+    """
+    uid: int
+    name: str
+    K: Tensor  # [3, 3]
+    world_view: Tensor  # [4, 4] world-to-camera
+    center: Tensor  # [3] camera centre in world coordinates
+    width: int
+    height: int
+
+    @classmethod
+    def from_camera(cls, camera: Camera, device, dtype=torch.float32) -> "CameraTensors":
+        # Converted from the float64 numpy values exactly as a per-step torch.as_tensor would.
+        def t(a):
+            return torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+        return cls(camera.uid, camera.name, t(camera.K), t(camera.world_view), t(camera.center),
+                   camera.width, camera.height)
+
+
 @dataclass
 class View:
     camera: Camera
@@ -27,9 +56,28 @@ class View:
     semantic: Optional[Tensor] = None  # [H, W] int64
     confidence: Optional[Tensor] = None  # [H, W] float32
     valid: Optional[Tensor] = None  # [H, W] bool, False outside the valid region
+    cam: Optional[CameraTensors] = None  # camera tensors on the training device (to_device)
+    targets: Optional[object] = None  # segmentation.objective.ViewTargets, prepared once
 
     def image_float(self, device) -> Tensor:  # [H, W, 3] float in [0, 1]
         return self.image.to(device, non_blocking=True).float() / 255.0
+
+    @property
+    def render_camera(self):
+        """What to hand to ``render()``: the device camera when prepared, else the numpy camera."""
+        return self.cam if self.cam is not None else self.camera
+
+    def to_device(self, device, camera_device=None) -> "View":
+        """Moves the image to ``device`` and caches the camera tensors on ``camera_device`` (default:
+        ``device``; the training device in practice, they are tiny), in place."""
+        self.image = self.image.to(device)
+        self.cam = CameraTensors.from_camera(self.camera, camera_device if camera_device is not None else device)
+        return self
+
+    def nbytes(self) -> int:
+        """Bytes of the image and masks held by this view."""
+        return sum(t.numel() * t.element_size() for t in (self.image, self.instance, self.semantic,
+                                                           self.confidence, self.valid) if t is not None)
 
 
 def resolution_scale(width: int, resolution: int) -> float:
@@ -99,3 +147,30 @@ def select_mask_views(n_views: int, fraction: float, seed: int) -> np.ndarray:
     mask = np.zeros(n_views, bool)
     mask[order[:keep]] = True
     return mask
+
+
+DATA_DEVICE_FRACTION = 0.25  # --data_device auto: the training device if the data takes < 25 % of its free memory
+
+
+def resolve_data_device(requested: str, device: torch.device, nbytes: int) -> torch.device:
+    """Where training images and prepared targets live: ``auto`` -> ``device`` when it is a GPU and
+    ``nbytes`` is under a quarter of its free memory, else the host; ``cpu``/``cuda[:i]`` as given."""
+    if requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise SceneError(f"--data_device {requested}: no CUDA GPU is visible; use --data_device cpu or auto")
+        return torch.device(requested)
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if nbytes < DATA_DEVICE_FRACTION * free else torch.device("cpu")
+
+
+def training_bytes(views: Sequence[View]) -> int:
+    """Estimate of the device bytes the views take for training: uint8 images plus ~16 bytes per
+    pixel of prepared segmentation targets on views with masks."""
+    total = 0
+    for v in views:
+        total += v.image.numel() * v.image.element_size()
+        if v.instance is not None or v.semantic is not None:
+            total += 16 * v.image.shape[0] * v.image.shape[1]
+    return total

@@ -95,21 +95,23 @@ def decode_pixels(features: Dict[str, Tensor], alpha: Tensor, *, sigmoid_where: 
 
 
 @torch.no_grad()
-def fit_contrastive_lift_clusters(trainer, folder: str, max_points: int = 50_000) -> None:
-    """Contrastive-Lift baseline: HDBSCAN on rendered training-view embeddings, saved next to the PLY."""
+def fit_contrastive_lift_clusters(views, model, objective, folder: str, *, backend: str = "auto",
+                                  max_points: int = 50_000) -> None:
+    """Contrastive-Lift baseline: HDBSCAN on rendered training-view embeddings, saved next to the PLY.
+
+    views: ``scene.View`` list; model: the trained GaussianModel; objective: its SegmentationObjective."""
     from gaussian_renderer import render
     from segmentation.baselines.contrastive_lift import fit_clusters
 
-    cfg = trainer.seg
-    per_view = max(1, max_points // max(1, len(trainer.views)))
+    cfg = objective.cfg
+    per_view = max(1, max_points // max(1, len(views)))
     samples = []
-    for view in trainer.views:
-        out = render(view.camera, trainer.model, features=trainer.objective.features(trainer.model),
-                     with_rgb=False, backend=trainer.pipe.backend)
-        prob = trainer.objective.code_space(out.features["embedding"]).reshape(-1, cfg.emb_dim)
+    for view in views:
+        out = render(view.camera, model, features=objective.features(model), with_rgb=False, backend=backend)
+        prob = objective.code_space(out.features["embedding"]).reshape(-1, cfg.emb_dim)
         covered = out.alpha.reshape(-1) > 0.5
-        if view.instance is not None and trainer.objective.ignore_id is not None:
-            covered &= view.instance.to(prob.device).reshape(-1) != trainer.objective.ignore_id
+        if view.instance is not None and objective.ignore_id is not None:
+            covered &= view.instance.to(prob.device).reshape(-1) != objective.ignore_id
         prob = prob[covered]
         pick = torch.randperm(len(prob), generator=torch.Generator().manual_seed(len(samples)))[:per_view]
         samples.append(prob[pick.to(prob.device)].cpu())

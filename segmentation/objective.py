@@ -10,19 +10,43 @@ Gaussian's v before blending (``--sigmoid_where gaussian``). The semantic head i
 ``"semantic"``: C class logits [N, C] (``--semantic_head logits``), or a small embedding
 [N, semantic_dim] (``--semantic_head embed``) that ``decoder`` (a Linear owned here, trained
 by the trainer) maps to C logits after rendering.
+
+Targets: ``prepare(view, device)`` derives everything the 2D losses need from a view's masks once
+(``ViewTargets``, kept on the training device); ``losses`` then does no host-device sync. A view
+given without prepared targets is prepared on the fly (tests, tools).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
 from torch import Tensor
 
-from segmentation.losses import (TripletHead, cluster_loss, neighbor_loss, sample_triplets,
-                                 semantic_loss, triplet_loss)
+from segmentation.losses import TripletHead, neighbor_loss, semantic_loss, triplet_loss
 from segmentation.neighbors import neighbor_graph
+from segmentation.targets import (SegmentTargets, prepare_semantic_target, prepare_targets,
+                                  prepared_cluster_loss, prepared_sample_triplets)
 
 EMBEDDING, SEMANTIC = "embedding", "semantic"
+
+
+@dataclass
+class ViewTargets:
+    """One view's prepared 2D targets (flat pixels P = H * W), on the training device."""
+    instance: Optional[SegmentTargets] = None  # relabelled ids, boundaries, triplet candidates
+    semantic: Optional[Tensor] = None  # [P] int16/int64 class ids, -1 outside the valid region
+    confidence: Optional[Tensor] = None  # [P] float32 in [0, 1]
+    ignore_id: Optional[int] = 0  # the raw ignore id the instance targets were built with
+
+    def nbytes(self) -> int:
+        n = self.instance.nbytes() if self.instance is not None else 0
+        return n + sum(t.numel() * t.element_size() for t in (self.semantic, self.confidence) if t is not None)
+
+
+def _null_phase(name: str):
+    return nullcontext()
 
 
 class SegmentationObjective:
@@ -66,35 +90,65 @@ class SegmentationObjective:
             return rendered_embedding.clamp(0.0, 1.0)
         return torch.sigmoid(rendered_embedding)
 
+    # ----- targets -------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, view, device=None) -> ViewTargets:
+        """Builds ``view.targets`` from its raw masks on ``device`` (default: this objective's), once."""
+        device = torch.device(device) if device is not None else self.device
+        t = ViewTargets(ignore_id=self.ignore_id)
+        if view.instance is not None:
+            t.instance = prepare_targets(view.instance, view.valid, ignore_id=self.ignore_id, device=device)
+        if view.semantic is not None:
+            t.semantic = prepare_semantic_target(view.semantic, view.valid, device=device)
+            if view.confidence is not None:
+                t.confidence = view.confidence.to(device=device, dtype=torch.float32).reshape(-1)
+        view.targets = t
+        return t
+
+    def targets_of(self, view, device: torch.device) -> ViewTargets:
+        """The view's prepared targets on ``device`` (prepared now if missing; copied per step only
+        when they live elsewhere, i.e. with --data_device cpu)."""
+        t = getattr(view, "targets", None)
+        if t is None or t.ignore_id != self.ignore_id:
+            t = self.prepare(view, device)
+        here = t.instance.labels.device if t.instance is not None else (
+            t.semantic.device if t.semantic is not None else device)
+        if here != device:
+            t = ViewTargets(instance=t.instance.to(device) if t.instance is not None else None,
+                            semantic=t.semantic.to(device, non_blocking=True) if t.semantic is not None else None,
+                            confidence=t.confidence.to(device, non_blocking=True) if t.confidence is not None else None,
+                            ignore_id=t.ignore_id)
+        return t
+
     # ----- losses --------------------------------------------------------------------------
-    def losses(self, step: int, features: Dict[str, Tensor], view, model) -> Dict[str, Tensor]:
+    def losses(self, step: int, features: Dict[str, Tensor], view, model, phase=_null_phase) -> Dict[str, Tensor]:
+        """Named segmentation terms for one rendered view. ``phase(name)``: a context manager per
+        term (the trainer's profiler); no host-device sync happens here."""
         cfg = self.cfg
         out: Dict[str, Tensor] = {}
-        emb = self.code_space(features[EMBEDDING])  # [H, W, d] in [0, 1]
-        if view.instance is not None:
-            seg = view.instance.to(emb.device)  # [H, W] raw ids
-            if view.valid is not None:
-                seg = torch.where(view.valid.to(emb.device), seg, torch.full_like(seg, -1))
+        device = features[EMBEDDING].device
+        targets = self.targets_of(view, device)
+        t = targets.instance
+        if t is not None:
+            emb = self.code_space(features[EMBEDDING])  # [H, W, d] in [0, 1]
             if cfg.use_cluster:
-                terms = cluster_loss(emb, seg, push=cfg.push, push_scale=cfg.push_scale,
-                                     ignore_id=self.ignore_id, generator=self.generator)
-                out["cluster"] = terms["total"]
+                with phase("loss/cluster"):
+                    out["cluster"] = prepared_cluster_loss(emb, t, push=cfg.push, push_scale=cfg.push_scale)["total"]
             if self.head is not None and step >= cfg.triplet_from_iter:
-                trip = sample_triplets(seg, cfg.triplet_max, ignore_id=self.ignore_id, generator=self.generator)
-                z = self.head(emb.reshape(-1, emb.shape[-1]))  # [P, d]
-                out["triplet"] = triplet_loss(z, trip, margin=cfg.triplet_margin)
-        if self.num_classes and SEMANTIC in features and view.semantic is not None:
-            logits = self.semantic_logits(features[SEMANTIC]).reshape(-1, self.num_classes)  # [P, C]
-            target = view.semantic.to(logits.device).reshape(-1)
-            conf = view.confidence.to(logits.device).reshape(-1) if view.confidence is not None else None
-            if view.valid is not None:
-                target = torch.where(view.valid.to(logits.device).reshape(-1), target, torch.full_like(target, -1))
-            out["semantic"] = semantic_loss(logits, target, conf, ignore_index=-1)
+                with phase("loss/triplet"):
+                    trip = prepared_sample_triplets(t, cfg.triplet_max, generator=self.generator)  # [T, 3]
+                    z = self.head(emb.reshape(-1, emb.shape[-1]))  # [P, d]
+                    out["triplet"] = triplet_loss(z, trip, margin=cfg.triplet_margin)
+        if self.num_classes and SEMANTIC in features and targets.semantic is not None:
+            with phase("loss/semantic"):
+                logits = self.semantic_logits(features[SEMANTIC]).reshape(-1, self.num_classes)  # [P, C]
+                out["semantic"] = semantic_loss(logits, targets.semantic.long(), targets.confidence, ignore_index=-1)
         if cfg.use_3d and cfg.method == "unic" and step >= cfg.l3d_from_iter:
-            self._refresh_graph(step, model)
-            if self.edges is not None and len(self.edges):
-                v = torch.sigmoid(model.params[EMBEDDING])  # L_3D in code space, bounded
-                out["3d"] = neighbor_loss(v, self.edges, max_edges=cfg.l3d_max_edges, generator=self.generator)
+            with phase("loss/3d"):
+                self._refresh_graph(step, model)
+                if self.edges is not None and len(self.edges):
+                    v = torch.sigmoid(model.params[EMBEDDING])  # L_3D in code space, bounded
+                    out["3d"] = neighbor_loss(v, self.edges, max_edges=cfg.l3d_max_edges, generator=self.generator)
         return out
 
     def weights(self) -> Dict[str, float]:

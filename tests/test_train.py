@@ -93,3 +93,115 @@ def test_joint_raster_keeps_densification_stats_from_rendering_loss(tiny_scene, 
     # Segmentation gradients reach geometry only in the joint call: the means move differently.
     d = (joint.model.params["means"].detach() - sep.model.params["means"].detach()).abs().max()
     assert d > 1e-7, float(d)
+
+
+def test_log_file_and_profile_name_the_loss_terms(tiny_scene, tmp_path):
+    """train_log.jsonl gets every named term (weighted in one line into `loss`); --profile times each stage."""
+    from training.log import read_log
+
+    out = str(tmp_path / "m")
+    stats = _run(["-s", tiny_scene, "-m", out, "--iterations", "40", "--log_interval", "10", "--profile",
+                  "--test_iterations", "-1", "--quiet", "--init_points", "1000", "--densify_from_iter", "10",
+                  "--densification_interval", "10", "--densify_until_iter", "20", "--l3d_from_iter", "25",
+                  "--triplet_from_iter", "25", "--lambda_cluster", "0.3"])
+    records = read_log(out)
+    assert [r["iteration"] for r in records] == [10, 20, 30, 40]
+    assert {"render", "cluster", "semantic", "loss", "psnr", "num_gaussians", "seconds"} <= set(records[0])
+    assert "triplet" not in records[1] and {"triplet", "3d"} <= set(records[-1])
+    last = records[-1]
+    expected = last["render"] + 0.3 * last["cluster"] + 0.1 * (last["triplet"] + last["3d"] + last["semantic"])
+    assert last["loss"] == pytest.approx(expected, rel=1e-5)
+    prof = stats["profile"]
+    assert {"data", "render", "loss/render", "loss/cluster", "loss/semantic", "loss/triplet", "loss/3d",
+            "backward", "optimizer", "densify"} <= set(prof)
+    assert prof["render"]["count"] == 40 and prof["loss/triplet"]["count"] == 16
+    assert all(p["total_s"] >= 0 for p in prof.values())
+    saved = json.load(open(os.path.join(out, "train_stats.json")))
+    assert saved["profile"].keys() == prof.keys() and saved["optimizer"] == "adam" and saved["data_device"] == "cpu"
+    assert saved["iterations_per_second"] > 0
+
+
+def test_optimizer_and_data_device_choices():
+    from scene import resolve_data_device
+    from training.optim import resolve_optimizer
+
+    cpu = torch.device("cpu")
+    assert resolve_optimizer("auto", cpu) == "adam" and resolve_optimizer("adam", cpu) == "adam"
+    for kind in ("fused", "selective"):
+        with pytest.raises(ValueError, match="--optimizer adam"):
+            resolve_optimizer(kind, cpu)
+    assert resolve_optimizer("auto", torch.device("cuda")) == "fused"
+    assert resolve_data_device("auto", cpu, 10**12) == cpu
+    assert resolve_data_device("cpu", cpu, 1) == cpu
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("optimizer", ["fused", "selective", "adam"])
+def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer):
+    """Fused Adam and SelectiveAdam keep working while gsplat's strategy grows, splits, prunes and
+    resets opacity (it replaces parameters and carries their optimiser state over)."""
+    out = str(tmp_path / optimizer)
+    stats = _run(["-s", tiny_scene, "-m", out, "--iterations", "300", "--test_iterations", "1", "300", "--quiet",
+                  "--optimizer", optimizer, "--densify_from_iter", "50", "--densification_interval", "50",
+                  "--opacity_reset_interval", "150", "--densify_until_iter", "250", "--l3d_from_iter", "200",
+                  "--triplet_from_iter", "200", "--profile"])
+    assert stats["optimizer"] == optimizer and stats["data_device"].startswith("cuda")
+    assert stats["eval"]["300"]["test"]["psnr"] > stats["eval"]["1"]["test"]["psnr"] + 2.0
+    ckpt = GaussianModel.load_ply(os.path.join(out, "point_cloud/iteration_300/point_cloud.ply"))
+    assert ckpt.num_gaussians == stats["num_gaussians"]
+
+
+@pytest.mark.parametrize("with_radii", [False, True])
+def test_sync_free_screen_stats_match_gsplat(with_radii):
+    """training.densify.update_screen_stats == gsplat's DefaultStrategy._update_state (which syncs)."""
+    from gsplat.strategy import DefaultStrategy
+
+    from training.densify import update_screen_stats
+
+    g = torch.Generator().manual_seed(0)
+    N = 50
+    means2d = torch.randn(1, N, 2, generator=g).requires_grad_()
+    (means2d * torch.randn(1, N, 2, generator=g)).sum().backward()
+    radii = torch.randint(0, 4, (1, N, 2), generator=g, dtype=torch.int32)
+    info = {"width": 64, "height": 48, "n_cameras": 1, "radii": radii, "gaussian_ids": None, "means2d": means2d}
+    ref = DefaultStrategy(refine_scale2d_stop_iter=10 if with_radii else 0)
+    params = {"means": torch.zeros(N, 3)}
+    s_ref, s_new = ref.initialize_state(), ref.initialize_state()
+    for _ in range(2):
+        ref._update_state(params, s_ref, info)
+        update_screen_stats(s_new, info, N, with_radii=with_radii)
+    assert torch.equal(s_new["grad2d"], s_ref["grad2d"]) and torch.equal(s_new["count"], s_ref["count"])
+    assert s_ref["count"].max() == 2 and s_ref["count"].min() == 0
+    if with_radii:
+        torch.testing.assert_close(s_new["radii"], s_ref["radii"])
+
+
+@pytest.mark.skipif(not train.FUSED_RASTER_AVAILABLE, reason="render() has no feature_geometry_grad yet")
+def test_fused_raster_matches_separate_calls(tiny_scene, tmp_path):
+    """--seg_raster fused (one rasterisation) takes the same step as separate (two): geometry moved by
+    colour alone, the same densification statistics, the same embedding update."""
+    sep = _trainer(tiny_scene, tmp_path, "--seg_raster", "separate")
+    fused = _trainer(tiny_scene, tmp_path, "--seg_raster", "fused")
+    assert fused.raster_mode(1) == "fused" and sep.raster_mode(1) == "separate"
+    ls, lf = sep.train_step(1), fused.train_step(1)
+    for k in ls:
+        torch.testing.assert_close(lf[k], ls[k], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fused.strategy_state["grad2d"], sep.strategy_state["grad2d"], rtol=1e-4, atol=1e-7)
+    assert torch.equal(sep.strategy_state["count"], fused.strategy_state["count"])
+    for name in ("means", "scales", "quats", "opacities", "sh0", "embedding"):
+        torch.testing.assert_close(fused.model.params[name], sep.model.params[name], rtol=1e-4, atol=1e-6)
+
+
+def test_views_are_prepared_once_on_the_data_device(tiny_scene, tmp_path):
+    t = _trainer(tiny_scene, tmp_path)
+    v = t.views[0]
+    assert v.cam is not None and v.cam.world_view.device == t.device and v.cam.K.dtype == torch.float32
+    assert v.targets is not None and v.targets.instance.labels.device == t.data_device
+    assert v.targets.instance.num_segments == int(v.instance[v.instance != 0].unique().numel())
+    # The render camera gives the very numbers the numpy camera gives.
+    from gaussian_renderer import camera_tensors
+
+    for a, b in zip(camera_tensors(v.render_camera, t.device, torch.float32),
+                    camera_tensors(v.camera, t.device, torch.float32)):
+        assert torch.equal(a, b)

@@ -1,0 +1,208 @@
+"""Per-view segmentation targets, prepared once when the views are loaded, and the losses on them.
+
+A view's instance mask never changes during training, so everything the cluster and triplet
+losses derive from it (contiguous segment ids, segment sizes, boundary pixels grouped by
+segment, triplet anchor candidates) is computed here once, on the training device. The step
+functions ``prepared_cluster_loss`` and ``prepared_sample_triplets`` then use fixed-size ops
+only (index_add / index_select / gather, masks multiplied in, random numbers drawn for sizes
+known on the host): no ``int()``, ``.item()``, ``nonzero``, ``unique`` or boolean indexing, so
+a CUDA step never waits for the GPU.
+
+They compute the same numbers as ``losses.cluster_loss`` and ``losses.sample_triplets`` on the
+same mask with ignored pixels set to the ignore id (for the triplets: the same triplets from the
+same generator state); tests/test_seg_losses.py checks both.
+
+Convention: pixel indices are flat row-major ``y * W + x`` (P = H * W). A pixel is *ignored*
+when it is outside the valid region (``View.valid`` False) or, with ``ignore_id`` set (``--stuff_id
+ignore``), when its raw id equals ``ignore_id``. Ignored pixels carry label K (one past the last
+segment), never belong to a segment and never make a neighbour a boundary pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from segmentation.losses import PUSH_MODES, _zero_like_graph, boundary_mask, relabel
+
+__all__ = ["SegmentTargets", "prepare_targets", "prepare_semantic_target", "prepared_cluster_loss",
+           "prepared_sample_triplets"]
+
+
+@dataclass
+class SegmentTargets:
+    """What the 2D instance losses need from one view's mask, on the training device."""
+
+    height: int
+    width: int
+    num_segments: int  # K: segments with at least one kept pixel
+    num_kept: int  # kept (non-ignored) pixels
+    labels: Tensor  # [P] int32 in [0, K]; K = ignored
+    counts: Tensor  # [K] float32 pixels per segment (all >= 1)
+    radius: int  # boundary window radius
+    boundary: Tensor  # [B] int64 boundary pixels grouped by segment (ascending pixel within a group)
+    anchors: Tensor  # [M] int64 anchor candidates: boundary pixels of segments with >= 2 of them,
+    #                  ascending pixel index
+    anchor_start: Tensor  # [M] int64 where the anchor's segment block starts in ``boundary``
+    anchor_count: Tensor  # [M] int64 boundary pixels of the anchor's segment
+    anchor_rank: Tensor  # [M] int64 the anchor's own position inside its block
+
+    @property
+    def num_anchors(self) -> int:
+        return int(self.anchors.shape[0])
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.labels, self.counts, self.boundary, self.anchors,
+                                                           self.anchor_start, self.anchor_count, self.anchor_rank))
+
+    def to(self, device) -> "SegmentTargets":
+        moved = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in vars(self).items()}
+        return SegmentTargets(**moved)
+
+
+@torch.no_grad()
+def prepare_targets(instance: Tensor, valid: Optional[Tensor] = None, *, ignore_id: Optional[int] = 0,
+                    radius: int = 1, device=None) -> SegmentTargets:
+    """Relabels one raw instance mask and derives its boundaries and triplet candidates (host syncs
+    are fine here: it runs once per view).
+
+    Args:
+        instance: [H, W] integer raw ids (per-view inconsistent).
+        valid: [H, W] bool, False outside the valid region (those pixels are ignored), or None.
+        ignore_id: raw id of "no segment" pixels (``--stuff_id ignore``: 0), or None.
+        radius: boundary window radius (as ``losses.boundary_mask``).
+        device: where the targets live (default: the mask's device).
+    """
+    if instance.dim() != 2 or instance.dtype.is_floating_point or instance.dtype == torch.bool:
+        raise ValueError(f"prepare_targets: instance must be an integer [H,W] tensor, got {instance.dtype} "
+                         f"{tuple(instance.shape)}")
+    device = torch.device(device) if device is not None else instance.device
+    seg = instance.to(device=device, dtype=torch.int64)  # [H, W]
+    H, W = seg.shape
+    ignored = torch.zeros_like(seg, dtype=torch.bool)
+    if ignore_id is not None:
+        ignored |= seg == ignore_id
+    if valid is not None:
+        if valid.shape != seg.shape:
+            raise ValueError(f"prepare_targets: valid {tuple(valid.shape)} and instance {tuple(seg.shape)} disagree")
+        ignored |= ~valid.to(device=device, dtype=torch.bool)
+    flat = seg.reshape(-1)  # [P]
+    keep = ~ignored.reshape(-1)  # [P]
+    lab_kept, K = relabel(flat[keep])  # [P_kept] in [0, K)
+    labels = torch.full_like(flat, K)  # [P]; K = ignored
+    labels[keep] = lab_kept
+    counts = torch.bincount(lab_kept, minlength=K).to(torch.float32)  # [K]
+
+    # Boundary pixels on the relabelled map (ignored pixels carry K and are "no segment").
+    bnd = boundary_mask(labels.reshape(H, W), radius, ignore_id=K).reshape(-1)  # [P]
+    b_idx = torch.nonzero(bnd).squeeze(1)  # [B] ascending
+    b_lab = labels[b_idx]  # [B]
+    order = torch.argsort(b_lab, stable=True)  # [B]
+    cnt = torch.bincount(b_lab, minlength=K)  # [K]
+    start = torch.cumsum(cnt, 0) - cnt  # [K]
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=device)
+    cand = torch.nonzero(cnt[b_lab] >= 2).squeeze(1)  # [M] into b_*, ascending pixel order
+    a_lab = b_lab[cand]
+    return SegmentTargets(
+        height=H, width=W, num_segments=K, num_kept=int(keep.sum()),
+        labels=labels.to(torch.int32), counts=counts, radius=radius,
+        boundary=b_idx[order], anchors=b_idx[cand], anchor_start=start[a_lab], anchor_count=cnt[a_lab],
+        anchor_rank=rank[cand] - start[a_lab])
+
+
+@torch.no_grad()
+def prepare_semantic_target(semantic: Tensor, valid: Optional[Tensor] = None, *, device=None) -> Tensor:
+    """[H, W] class ids -> [P] int16 (int64 when ids exceed int16) with -1 outside the valid region."""
+    device = torch.device(device) if device is not None else semantic.device
+    target = semantic.to(device=device, dtype=torch.int64).reshape(-1)  # [P]
+    if valid is not None:
+        target = torch.where(valid.to(device).reshape(-1), target, torch.full_like(target, -1))
+    small = target.numel() == 0 or int(target.max()) < 2**15
+    return target.to(torch.int16) if small else target
+
+
+def prepared_cluster_loss(emb: Tensor, t: SegmentTargets, *, push: str = "gauss", push_scale: float = 0.25,
+                          pull_weight: float = 1.0, push_weight: float = 1.0) -> dict:
+    """``losses.cluster_loss`` on prepared targets, with fixed-size ops only.
+
+    Args:
+        emb: [H, W, D] or [P, D] float in [0, 1].
+        t: the view's targets.
+    Returns:
+        {"pull": [], "push": [], "total": []}.
+    """
+    if push not in PUSH_MODES:
+        raise ValueError(f"cluster_loss: push must be one of {PUSH_MODES}, got {push!r}")
+    e = emb.reshape(-1, emb.shape[-1])  # [P, D]
+    if e.shape[0] != t.labels.shape[0]:
+        raise ValueError(f"cluster_loss: {e.shape[0]} pixels rendered, targets have {t.labels.shape[0]}")
+    zero = _zero_like_graph(emb)
+    K = t.num_segments
+    if t.num_kept == 0:
+        return {"pull": zero, "push": zero, "total": zero}
+    sums = e.new_zeros(K + 1, e.shape[1]).index_add_(0, t.labels, e)  # [K+1, D]; row K: ignored pixels
+    means = sums[:K] / t.counts.to(e.dtype)[:, None]  # [K, D]
+    means_ext = torch.cat([means, means.new_zeros(1, e.shape[1])])  # [K+1, D]
+    kept = (t.labels < K).to(e.dtype)  # [P]
+    d2 = (e - means_ext.index_select(0, t.labels)).square().sum(-1)  # [P]
+    pull = (d2 * kept).sum() / t.num_kept
+    if K < 2:
+        push_term = zero
+    else:
+        i, j = torch.triu_indices(K, K, offset=1, device=e.device)  # [K(K-1)/2]
+        dd = (means[i] - means[j]).square().sum(-1)
+        push_term = (-dd if push == "sqdist" else torch.exp(-dd / push_scale)).mean()
+    return {"pull": pull, "push": push_term, "total": pull_weight * pull + push_weight * push_term}
+
+
+def prepared_sample_triplets(t: SegmentTargets, max_triplets: int = 3000, *, negative: str = "adjacent",
+                             generator: Optional[torch.Generator] = None) -> Tensor:
+    """``losses.sample_triplets`` on prepared targets: the same triplets from the same generator
+    state, with fixed-size ops only (T = min(M, max_triplets) is known on the host).
+
+    Returns:
+        [T, 3] int64 flat pixel indices (anchor, positive, negative).
+    """
+    if negative not in ("adjacent", "any"):
+        raise ValueError(f"sample_triplets: negative must be 'adjacent' or 'any', got {negative!r}")
+    dev = t.labels.device
+    M = t.num_anchors
+    if M == 0 or max_triplets <= 0:
+        return torch.zeros(0, 3, dtype=torch.int64, device=dev)
+    if M > max_triplets:
+        pick = torch.randperm(M, generator=generator, device=dev)[:max_triplets]  # [T]
+        anchor, start, cnt, rank = (x.index_select(0, pick) for x in
+                                    (t.anchors, t.anchor_start, t.anchor_count, t.anchor_rank))
+    else:
+        anchor, start, cnt, rank = t.anchors, t.anchor_start, t.anchor_count, t.anchor_rank
+    T = anchor.shape[0]
+
+    # Positive: uniform over the other cnt-1 boundary pixels of the anchor's segment.
+    u = torch.rand(T, generator=generator, device=dev)
+    r = (u * (cnt - 1)).long().clamp_max(cnt - 2)
+    r = r + (r >= rank).long()
+    pos = t.boundary.index_select(0, start + r)  # [T]
+
+    if negative == "any":
+        B = t.boundary.shape[0]
+        u = torch.rand(T, generator=generator, device=dev)
+        r = (u * (B - cnt)).long().clamp_max(B - cnt - 1)
+        r = r + (r >= start).long() * cnt
+        neg = t.boundary.index_select(0, r)
+    else:
+        H, W, rad = t.height, t.width, t.radius
+        d = torch.arange(-rad, rad + 1, device=dev)
+        dy, dx = torch.meshgrid(d, d, indexing="ij")
+        dy, dx = dy.reshape(-1), dx.reshape(-1)  # [Q]
+        ay, ax = anchor // W, anchor % W
+        ny, nx = ay[:, None] + dy, ax[:, None] + dx  # [T, Q]
+        inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+        n_px = ny.clamp(0, H - 1) * W + nx.clamp(0, W - 1)  # [T, Q]
+        n_lab = t.labels[n_px]  # [T, Q]
+        ok = inside & (n_lab != t.labels[anchor][:, None]) & (n_lab != t.num_segments)
+        score = torch.rand(ok.shape, generator=generator, device=dev).masked_fill(~ok, -1.0)
+        neg = n_px.gather(1, score.argmax(1, keepdim=True)).squeeze(1)
+    return torch.stack([anchor, pos, neg], dim=1)
