@@ -271,10 +271,15 @@ class Trainer:
         folder = self.point_cloud_dir(step)
         labels = None
         if self.objective is not None:  # snapped as render.py snaps by default, so the ids agree
-            from segmentation.postprocess import model_valid_codes
+            from segmentation.labels import save_code_votes, training_code_votes
 
+            votes = training_code_votes(self.model, self.views, lambda v: render(
+                v.camera, self.model, features=self.objective.features(self.model), with_rgb=False,
+                backend=self.pipe.backend).features["embedding"], self.seg.sigmoid_where)
+            os.makedirs(folder, exist_ok=True)
+            save_code_votes(votes, folder)
             labels = gaussian_label_columns(self.model, self.info.thing_classes, decoder=self.objective.decoder,
-                                            valid=model_valid_codes(self.model))
+                                            valid=votes.valid())
         self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)
         if self.objective is not None:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))
