@@ -34,7 +34,8 @@ def overlay(rgb: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
 
 @torch.no_grad()
 def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, *, labels: bool,
-               device, quiet: bool, clusters=None, thing_classes=(), valid=None, decoder=None) -> str:
+               device, quiet: bool, clusters=None, thing_classes=(), valid=None, decoder=None,
+               out_suffix: str = "") -> str:
     from tqdm import tqdm
 
     from gaussian_renderer import render
@@ -42,7 +43,7 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
     from segmentation.labels import decode_pixels
     from utils.image_io import save_label_png, save_rgb
 
-    base = os.path.join(model_path, split, f"ours_{iteration}")
+    base = os.path.join(model_path, split, f"ours_{iteration}{out_suffix}")
     dirs = {k: os.path.join(base, k) for k in ("renders", "gt", "pred_semantics", "pred_surrogateid", "overlay")}
     for k, d in dirs.items():
         if labels or k in ("renders", "gt"):
@@ -79,15 +80,49 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
     return base
 
 
+def _valid_codes(model_path, iteration, model, cfg, info, dev, *, quiet, decode, snap_min_segments,
+                 snap_min_gaussians, snap_fraction):
+    """The codes pixel codes snap to under the chosen rule (``segmentation.labels.decoding_valid_codes``);
+    the segment votes come from the model folder, or are recomputed (and saved) when missing."""
+    from segmentation.labels import decoding_valid_codes, load_code_votes, save_code_votes, votes_for_model
+
+    if snap_min_gaussians is not None:  # the former flag: K > 0 the Gaussian-count rule, 0 plain
+        decode = "gaussians" if snap_min_gaussians > 0 else "plain"
+    elif snap_fraction is not None and decode == "segments":  # the former flag: F > 0 Gaussian counts, 0 plain
+        decode = "gaussians" if snap_fraction > 0 else "plain"
+    votes = None
+    if decode == "segments":
+        folder = os.path.join(model_path, "point_cloud", f"iteration_{iteration}")
+        votes = load_code_votes(folder)
+        if votes is None:
+            votes = votes_for_model(model, cfg, info, dev)
+            if votes is not None:
+                save_code_votes(votes, folder)
+    valid = decoding_valid_codes(decode, model, votes=votes, min_segments=snap_min_segments,
+                                 min_gaussians=snap_min_gaussians, snap_fraction=snap_fraction)
+    if not quiet:
+        if valid is None:
+            print(f"decode {decode}: plain thresholding (no snapping)")
+        else:
+            print(f"decode {decode}: {valid.numel()} valid codes kept; stray pixel codes snap to the nearest")
+    return valid
+
+
 def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = False, skip_test: bool = False,
                  labels: bool = False, quiet: bool = False, device: Optional[str] = None,
-                 snap_min_gaussians: Optional[int] = None, snap_fraction: Optional[float] = None) -> dict:
+                 decode: str = "segments", snap_min_segments: Optional[int] = None,
+                 snap_min_gaussians: Optional[int] = None, snap_fraction: Optional[float] = None,
+                 out_suffix: str = "") -> dict:
     """Render every split of a trained model; returns {split: output folder}.
 
-    Snapping (UniC-Lift labels only): pixel codes that no object carries go to the nearest code held by
-    at least K opaque Gaussians (``segmentation.postprocess.valid_codes`` / ``snap_to_valid``).
-    ``snap_min_gaussians`` K > 0 sets K; 0 switches snapping off; None uses ``snap_fraction`` (None: the
-    default ``DEFAULT_SNAP_FRACTION``) of the model's Gaussians.
+    Decoding (UniC-Lift labels only; ``segmentation.labels.decoding_valid_codes``): pixel codes outside a
+    set of valid codes snap to the nearest valid code (Hamming). ``decode``: "segments" (default: codes
+    that won >= ``snap_min_segments`` input mask segments of the training views, saved at training
+    time in ``code_votes.pt``), "gaussians" (codes held by >= K opaque Gaussians, K =
+    ``snap_min_gaussians`` or ``snap_fraction`` of the Gaussians), "plain" (no snapping).
+    ``snap_min_gaussians`` given: K > 0 selects "gaussians", 0 "plain" (the former flag).
+    ``out_suffix``: write to ``<split>/ours_N<suffix>`` so several decodings of one model sit side by
+    side (metrics.py scores every folder).
     """
     from scene.dataset_readers import read_scene_for
     from segmentation.labels import load_clusters
@@ -117,18 +152,16 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
                              f"matching the PLY (model trained with --semantic_head embed); retrain or restore it")
     valid = None
     if labels and clusters is None and "embedding" in model.params:
-        from segmentation.postprocess import DEFAULT_SNAP_FRACTION, model_valid_codes
-
-        valid = model_valid_codes(model, snap_min_gaussians,
-                                  DEFAULT_SNAP_FRACTION if snap_fraction is None else snap_fraction)
-        if valid is not None and not quiet:
-            print(f"snap: {valid.numel()} valid codes kept (codes carried by enough opaque Gaussians)")
+        valid = _valid_codes(model_path, iteration, model, cfg, info, dev, quiet=quiet, decode=decode,
+                             snap_min_segments=snap_min_segments, snap_min_gaussians=snap_min_gaussians,
+                             snap_fraction=snap_fraction)
     written = {}
     for split, frames, skip in (("train", info.train, skip_train), ("test", info.test, skip_test)):
         if not skip and frames:
             written[split] = render_set(model_path, split, iteration, frames, model, cfg, labels=labels,
                                         device=dev, quiet=quiet, clusters=clusters,
-                                        thing_classes=info.thing_classes, valid=valid, decoder=decoder)
+                                        thing_classes=info.thing_classes, valid=valid, decoder=decoder,
+                                        out_suffix=out_suffix)
     return written
 
 
@@ -141,19 +174,29 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", action="store_true", help="also write instance / semantic label maps")
     parser.add_argument("--device", default=None, help="override the training device (cpu, cuda)")
     parser.add_argument("--quiet", action="store_true")
-    from segmentation.postprocess import DEFAULT_SNAP_FRACTION
+    from segmentation.labels import DECODE_RULES
+    from segmentation.postprocess import DEFAULT_MIN_SEGMENTS, DEFAULT_SNAP_FRACTION
 
+    parser.add_argument("--decode", default="segments", choices=DECODE_RULES,
+                        help="segments: snap stray pixel codes to codes that won >= --snap_min_segments input mask "
+                             "segments of the training views (default); gaussians: to codes held by >= K opaque "
+                             "Gaussians (the former rule); plain: the paper's thresholding, no snapping")
+    parser.add_argument("--snap_min_segments", type=int, default=DEFAULT_MIN_SEGMENTS, metavar="N",
+                        help="--decode segments: a code is valid when it won at least N segments (default %(default)s)")
     parser.add_argument("--snap_min_gaussians", type=int, default=None, metavar="K",
-                        help="snap pixel codes no object carries to the nearest (Hamming) code held by >= K "
-                             "opaque Gaussians; 0 = no snapping (default: --snap_fraction of the Gaussians)")
-    parser.add_argument("--snap_fraction", type=float, default=DEFAULT_SNAP_FRACTION, metavar="F",
-                        help="K = ceil(F x number of Gaussians) when --snap_min_gaussians is not given; "
-                             "0 = no snapping (default %(default)s)")
+                        help="the former rule: codes held by >= K opaque Gaussians are valid (implies --decode "
+                             "gaussians); 0 = plain thresholding")
+    parser.add_argument("--snap_fraction", type=float, default=None, metavar="F",
+                        help=f"--decode gaussians without K: K = ceil(F x number of Gaussians) (default "
+                             f"{DEFAULT_SNAP_FRACTION}); 0 = plain thresholding")
+    parser.add_argument("--out_suffix", default="", help="write <split>/ours_N<suffix>/ (several decodings side by side)")
     args = parser.parse_args(argv)
     try:
         render_model(args.model_path, args.iteration, skip_train=args.skip_train, skip_test=args.skip_test,
                      labels=args.labels, quiet=args.quiet, device=args.device,
-                     snap_min_gaussians=args.snap_min_gaussians, snap_fraction=args.snap_fraction)
+                     decode=args.decode, snap_min_segments=args.snap_min_segments,
+                     snap_min_gaussians=args.snap_min_gaussians, snap_fraction=args.snap_fraction,
+                     out_suffix=args.out_suffix)
     except (SceneError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

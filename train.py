@@ -106,6 +106,9 @@ class Trainer:
             raise SceneError(f"{self.info.path}: no training views")
         scale = resolution_scale(frames[0].camera.width, self.dataset.resolution) * self.seg.mask_downscale
         views = load_views(frames, scale, device="cpu", quiet=self.quiet, desc="Loading training views")
+        if self.info.semantic_from_instances:  # instance masks only: fg/bg target, object where id > 0
+            for view in views:
+                view.semantic = (view.instance > 0).to(torch.int8) if view.instance is not None else None
         if self.seg.mask_fraction < 1.0:
             keep = select_mask_views(len(views), self.seg.mask_fraction, self.args.seed)
             for view, k in zip(views, keep):
@@ -124,8 +127,11 @@ class Trainer:
     def _init_model(self) -> GaussianModel:
         features: Dict[str, int] = {}
         if self.has_masks:
-            if not 1 <= self.seg.emb_dim <= 16:
-                raise SceneError(f"--emb_dim {self.seg.emb_dim}: must be 1..16 (codes are stored as uint16)")
+            from segmentation.decode import MAX_EMB_DIM
+
+            if not 1 <= self.seg.emb_dim <= MAX_EMB_DIM:
+                raise SceneError(f"--emb_dim {self.seg.emb_dim}: must be 1..{MAX_EMB_DIM} (instance id = code + 1 "
+                                 f"is stored as uint16, so 16 bits would wrap); pass --emb_dim {MAX_EMB_DIM} or less")
             features["embedding"] = self.seg.emb_dim
             if self.seg.use_semantic and self.info.num_classes and any(v.semantic is not None for v in self.views):
                 embed = self.seg.semantic_head == "embed"  # embed: semantic_dim channels, decoded by a Linear
@@ -310,10 +316,15 @@ class Trainer:
         folder = self.point_cloud_dir(step)
         labels = None
         if self.objective is not None:  # snapped as render.py snaps by default, so the ids agree
-            from segmentation.postprocess import model_valid_codes
+            from segmentation.labels import save_code_votes, training_code_votes
 
+            votes = training_code_votes(self.model, self.views, lambda v: render(
+                v.camera, self.model, features=self.objective.features(self.model), with_rgb=False,
+                backend=self.pipe.backend).features["embedding"], self.seg.sigmoid_where)
+            os.makedirs(folder, exist_ok=True)
+            save_code_votes(votes, folder)
             labels = gaussian_label_columns(self.model, self.info.thing_classes, decoder=self.objective.decoder,
-                                            valid=model_valid_codes(self.model))
+                                            valid=votes.valid())
         self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)
         if self.objective is not None:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))

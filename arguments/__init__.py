@@ -103,7 +103,7 @@ class OptimizationParams(GroupMixin):
 class SegmentationParams(GroupMixin):
     method: str = _f("unic", "unic (thresholded codes) | contrastive_lift (HDBSCAN baseline)",
                      choices=["unic", "contrastive_lift"])
-    emb_dim: int = _f(12, "embedding width d (codes 0..2^d-1; at most 16)")
+    emb_dim: int = _f(12, "embedding width d (codes 0..2^d-1; at most 15: ids code + 1 are stored as uint16)")
     embedding_lr: float = _f(0.005, "Adam lr of the per-Gaussian embedding (the paper's 1e-4 is far too small)")
     semantic_lr: float = _f(0.005, "Adam lr of the per-Gaussian semantic logits")
     semantic_head: str = _f("logits", "semantic head: per-Gaussian C logits (argmax) | a small per-Gaussian "

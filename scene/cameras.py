@@ -66,6 +66,11 @@ class SceneInfo:
     extent: float  # 3DGS "cameras_extent": 1.1 x max distance of a camera centre to their mean
     num_classes: Optional[int] = None  # semantic classes incl. 0 (22 PanopLi, 2 Messy); None = none
     thing_classes: tuple = ()  # class ids that are things (the rest are stuff)
+    class_names: tuple = ()  # name of each class id (may be empty: no names known)
+    # Instance masks but no semantic masks: the semantic target of a view is derived from its
+    # instance mask (1 "object" where id > 0, 0 "background" elsewhere; num_classes 2, things (1,)),
+    # so a fg/bg head learns which pixels and Gaussians belong to any object (METHOD.md, Background).
+    semantic_from_instances: bool = False
     seg_dir: Optional[str] = None
     sem_dir: Optional[str] = None
     extras: dict = field(default_factory=dict)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["decode_codes", "codes_to_instance_ids", "gaussian_labels", "colorize_ids"]
+__all__ = ["MAX_EMB_DIM", "decode_codes", "codes_to_instance_ids", "gaussian_labels", "colorize_ids"]
 
 MAX_BITS = 62  # codes are int64; keep clear of the sign bit and of code + 1 overflow
+MAX_EMB_DIM = 15  # --emb_dim limit: instance id = code + 1 <= 2^15 fits the uint16 label files (16 would wrap)
 
 
 def decode_codes(prob: Tensor) -> Tensor:
@@ -36,7 +37,7 @@ def codes_to_instance_ids(codes: Tensor, thing_mask: Tensor | None = None, *, ma
         codes: [...] int64 codes from ``decode_codes``.
         thing_mask: [...] bool, True where the pixel belongs to a "thing" class; None = everywhere.
         max_id: raise if an id exceeds this (65535: the ids are written as uint16; always true for
-            D <= 15, and for D = 16 unless a code is all ones). None disables the check.
+            D <= MAX_EMB_DIM = 15). None disables the check.
     Returns:
         [...] int64 ids, 0 = stuff / no instance.
     """

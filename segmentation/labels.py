@@ -20,6 +20,8 @@ from segmentation.decode import decode_codes, gaussian_labels
 
 CLUSTERS_FILE = "clusters.pt"
 SEGMENTATION_FILE = "segmentation.pt"  # SegmentationObjective.state_dict(), next to the PLY
+VOTES_FILE = "code_votes.pt"  # postprocess.CodeVotes of the training views, next to the PLY
+DECODE_RULES = ("segments", "gaussians", "plain")  # render.py --decode
 
 
 def semantic_classes(semantic: Tensor, decoder: Optional[torch.nn.Module] = None) -> Tensor:
@@ -62,6 +64,27 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
     return cols
 
 
+def pixel_codes(embedding: Tensor, sigmoid_where: str) -> Tensor:
+    """Rendered embedding [H, W, d] -> [H, W] int64 codes (thresholding in code space)."""
+    prob = embedding.clamp(0, 1) if sigmoid_where == "gaussian" else torch.sigmoid(embedding)
+    return decode_codes(prob)
+
+
+def ids_from_codes(codes: Tensor, semantic: Optional[Tensor], alpha: Tensor, thing_classes: Sequence[int],
+                   *, valid: Optional[Tensor] = None, min_alpha: float = 0.5) -> Tensor:
+    """[H, W] codes -> instance ids: snapped to ``valid`` when given, ``+ 1``, 0 where the class
+    (``semantic`` [H, W]) is not a thing, or without semantics where ``alpha`` [H, W, 1] < min_alpha."""
+    if valid is not None:
+        from segmentation.postprocess import snap_to_valid
+
+        codes = snap_to_valid(codes, valid)
+    ids = codes + 1  # [H, W]
+    keep = thing_mask(semantic, thing_classes)
+    if keep is None:
+        keep = alpha[..., 0] >= min_alpha  # no semantics: every covered pixel is a thing
+    return torch.where(keep, ids, torch.zeros_like(ids))
+
+
 @torch.no_grad()
 def decode_pixels(features: Dict[str, Tensor], alpha: Tensor, *, sigmoid_where: str,
                   thing_classes: Sequence[int], clusters=None, min_alpha: float = 0.5,
@@ -71,27 +94,100 @@ def decode_pixels(features: Dict[str, Tensor], alpha: Tensor, *, sigmoid_where: 
     ``features["semantic"]`` is [H, W, C] logits, or [H, W, semantic_dim] with ``decoder`` (the
     embed head's Linear, see ``load_semantic_decoder``) mapping it to C logits.
 
-    ``valid``: [K] int64 codes (``postprocess.valid_codes``); when given, UniC-Lift pixel codes are
+    ``valid``: [K] int64 codes (``decoding_valid_codes``); when given, UniC-Lift pixel codes are
     snapped to the nearest valid code (``postprocess.snap_to_valid``) before ``+ 1``. Ignored with
     ``clusters``.
     """
-    emb = features["embedding"]  # [H, W, d]
-    prob = emb.clamp(0, 1) if sigmoid_where == "gaussian" else torch.sigmoid(emb)
-    if clusters is not None:
-        ids = clusters.assign(prob).long()  # 0 = noise / stuff
-    else:
-        codes = decode_codes(prob)  # [H, W]
-        if valid is not None:
-            from segmentation.postprocess import snap_to_valid
-
-            codes = snap_to_valid(codes, valid)
-        ids = codes + 1  # [H, W]
     semantic = semantic_classes(features["semantic"], decoder) if "semantic" in features else None
-    keep = thing_mask(semantic, thing_classes)
-    if keep is None:
-        keep = alpha[..., 0] >= min_alpha  # no semantics: every covered pixel is a thing
-    ids = torch.where(keep, ids, torch.zeros_like(ids))
-    return semantic, ids
+    if clusters is not None:
+        emb = features["embedding"]
+        prob = emb.clamp(0, 1) if sigmoid_where == "gaussian" else torch.sigmoid(emb)
+        ids = clusters.assign(prob).long()  # 0 = noise / stuff
+        keep = thing_mask(semantic, thing_classes)
+        if keep is None:
+            keep = alpha[..., 0] >= min_alpha
+        return semantic, torch.where(keep, ids, torch.zeros_like(ids))
+    codes = pixel_codes(features["embedding"], sigmoid_where)
+    return semantic, ids_from_codes(codes, semantic, alpha, thing_classes, valid=valid, min_alpha=min_alpha)
+
+
+# ----- which codes are valid (decoding rule) --------------------------------------------------
+
+def save_code_votes(votes, folder: str) -> str:
+    from utils.general_utils import atomic_torch_save
+
+    path = os.path.join(folder, VOTES_FILE)
+    atomic_torch_save(votes.state_dict(), path)
+    return path
+
+
+def load_code_votes(folder: str):
+    """``postprocess.CodeVotes`` saved next to the PLY, or None when absent or of another format."""
+    from segmentation.postprocess import CodeVotes
+
+    path = os.path.join(folder, VOTES_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        return CodeVotes.from_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+    except (ValueError, KeyError):
+        return None
+
+
+@torch.no_grad()
+def training_code_votes(model, views, render_embedding, sigmoid_where: str = "rendered"):
+    """Segment votes of the training views (``postprocess.count_code_votes``): ``render_embedding(view)``
+    -> the view's rendered embedding [H, W, d] (raw V, or sigmoid(v) blended with
+    ``sigmoid_where="gaussian"``). Called by train.py when it saves a model, and by render.py when
+    a model folder has no votes file."""
+    from segmentation.postprocess import count_code_votes
+
+    return count_code_votes(views, lambda view: pixel_codes(render_embedding(view), sigmoid_where))
+
+
+@torch.no_grad()
+def votes_for_model(model, cfg, info, device, quiet: bool = True):
+    """Recomputes the votes of a saved model from its training views (render.py, sweeps): views
+    loaded one at a time at the training resolution, with their masks."""
+    from gaussian_renderer import render
+    from scene import load_view, resolution_scale
+
+    frames = [f for f in info.train if f.instance_path]
+    if not frames:
+        return None
+    scale = resolution_scale(frames[0].camera.width, cfg.resolution) * getattr(cfg, "mask_downscale", 1.0)
+    sigmoid_where = getattr(cfg, "sigmoid_where", "rendered")
+    emb = model.params["embedding"]
+    feats = {"embedding": torch.sigmoid(emb) if sigmoid_where == "gaussian" else emb}
+    backend = getattr(cfg, "backend", "auto")
+    views = (load_view(f, scale, device=device) for f in frames)
+
+    def render_embedding(view):
+        return render(view.camera, model, features=feats, with_rgb=False, backend=backend).features["embedding"]
+
+    return training_code_votes(model, views, render_embedding, sigmoid_where)
+
+
+def decoding_valid_codes(rule: str, model, *, votes=None, min_segments: Optional[int] = None,
+                         min_gaussians: Optional[int] = None, snap_fraction: Optional[float] = None
+                         ) -> Optional[Tensor]:
+    """The valid codes that pixel and Gaussian codes snap to, or None (no snapping).
+
+    ``rule``: "segments" (default: codes that won >= ``min_segments`` input mask segments, from
+    ``votes``), "gaussians" (codes carried by >= K opaque Gaussians; K = ``min_gaussians`` when > 0,
+    else ``snap_fraction`` of the Gaussians), "plain" (the paper's thresholding, no snapping).
+    """
+    from segmentation.postprocess import DEFAULT_MIN_SEGMENTS, DEFAULT_SNAP_FRACTION, model_valid_codes
+
+    if rule == "plain":
+        return None
+    if rule == "gaussians":
+        return model_valid_codes(model, min_gaussians, DEFAULT_SNAP_FRACTION if snap_fraction is None else snap_fraction)
+    if rule == "segments":
+        if votes is None:
+            return None
+        return votes.valid(DEFAULT_MIN_SEGMENTS if min_segments is None else min_segments)
+    raise ValueError(f"decoding rule {rule!r}: use one of {', '.join(DECODE_RULES)}")
 
 
 @torch.no_grad()

@@ -10,16 +10,25 @@ stays deterministic. Each must be measured before it is switched on by default.
   editing); rendered label maps are unchanged.
 * ``drop_small_segments``: ids covering fewer than ``min_pixels`` pixels of an image are noise
   (typically a few boundary pixels); they are set to 0 (stuff / void).
-* ``valid_codes`` + ``snap_to_valid``: on a boundary the rendered embedding blends two objects'
-  corner codes and a few pixels threshold to a third code that no object carries. The codes held
-  by at least ``min_gaussians`` opaque Gaussians are the valid ones; every other pixel code is
-  snapped to the valid code at the smallest Hamming distance (ties: the smaller code).
+* Snapping: on a boundary the rendered embedding blends two objects' corner codes and a few pixels
+  threshold to a third code that no object carries. Every pixel code outside a set of valid codes
+  is snapped to the valid code at the smallest Hamming distance (ties: the smaller code;
+  ``snap_to_valid``). Which codes are valid:
+  - ``segment_winners`` + ``CodeVotes`` (the default, "segments"): after training every training
+    view's embedding is rendered and decoded; each input 2D mask segment votes for the code most
+    of its pixels decode to; a code is valid when it wins at least ``min_segments`` segments.
+    A stray boundary code covers a thin band, so it never wins a segment; a small object that the
+    segmenter saw wins its own segments however many objects the scene holds. No size knob.
+  - ``valid_codes`` ("gaussians", the former default): codes held by at least K opaque Gaussians,
+    K = 0.2 % of all Gaussians by default. Drops small objects once a scene holds hundreds of
+    objects (issue 9); kept for comparison.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -29,7 +38,14 @@ from segmentation.decode import gaussian_labels
 from segmentation.losses import relabel
 
 __all__ = ["split_disconnected_codes", "drop_small_segments", "valid_codes", "snap_to_valid",
-           "DEFAULT_SNAP_FRACTION", "snap_threshold", "model_valid_codes"]
+           "DEFAULT_SNAP_FRACTION", "snap_threshold", "model_valid_codes", "segment_winners", "CodeVotes",
+           "count_code_votes", "DEFAULT_MIN_SEGMENTS", "DEFAULT_VOTE_MIN_PIXELS"]
+
+# Segment votes (the default decoding rule): a code is valid when it is the dominant decoded code of
+# at least DEFAULT_MIN_SEGMENTS input mask segments (of at least DEFAULT_VOTE_MIN_PIXELS pixels) of
+# the training views.
+DEFAULT_MIN_SEGMENTS = 1
+DEFAULT_VOTE_MIN_PIXELS = 4
 
 # Snapping by default (benchmarks/RESULTS.md, section 5): on the 50-object realistic-noise scene a code
 # must be carried by at least 0.2 % of the model's Gaussians (about 1000 of 500k); PQ^scene rose from
@@ -190,3 +206,99 @@ def snap_to_valid(codes: Tensor, valid: Tensor, *, chunk_elems: int = 1 << 22) -
         best = (dist * K + idx[None, :]).amin(dim=1) % K  # [u]
         snapped[start:start + step] = valid[best]
     return snapped[inverse]
+
+
+@torch.no_grad()
+def segment_winners(codes: Tensor, segments: Tensor, *, min_pixels: int = DEFAULT_VOTE_MIN_PIXELS,
+                    min_share: float = 0.0) -> Tensor:
+    """The code each mask segment of one view votes for: the one most of its pixels decode to.
+
+    Args:
+        codes: [H, W] (or any shape) int64 decoded pixel codes of one rendered view.
+        segments: same shape, integer 2D mask ids; ids <= 0 (unlabelled, outside the valid region)
+            belong to no segment.
+        min_pixels: segments with fewer pixels do not vote.
+        min_share: the winning code must cover at least this fraction of its segment (0: plurality).
+    Returns:
+        [S] int64: one winning code per voting segment (ties: the smaller code), in segment id order.
+    """
+    if codes.shape != segments.shape:
+        raise ValueError(f"segment_winners: codes {tuple(codes.shape)} and segments {tuple(segments.shape)} differ")
+    segments = segments.to(codes.device)
+    inside = segments.reshape(-1) > 0  # [P]
+    seg = segments.reshape(-1)[inside].to(torch.int64)  # [M]
+    code = codes.reshape(-1)[inside].to(torch.int64)  # [M]
+    if seg.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64, device=codes.device)
+    seg_u, seg_i = torch.unique(seg, return_inverse=True)  # [S], [M]
+    code_u, code_i = torch.unique(code, return_inverse=True)  # [U] sorted, [M]
+    S, U = seg_u.numel(), code_u.numel()
+    pair, count = torch.unique(seg_i * U + code_i, return_counts=True)  # [Q] sorted packed (segment, code)
+    pair_seg, pair_code = pair // U, pair % U  # [Q]
+    size = torch.zeros(S, dtype=torch.int64, device=codes.device).index_add_(0, pair_seg, count)  # [S]
+    best = torch.zeros(S, dtype=torch.int64, device=codes.device).scatter_reduce_(
+        0, pair_seg, count, "amax", include_self=False)  # [S] pixels of the dominant code
+    is_best = count == best[pair_seg]  # [Q]
+    # Ties: the smallest code (packed keys sort by code inside a segment, so the first best pair).
+    win = torch.full((S,), U, dtype=torch.int64, device=codes.device).scatter_reduce_(
+        0, pair_seg[is_best], pair_code[is_best], "amin")  # [S] index into code_u
+    vote = (size >= max(1, min_pixels)) & (best.to(torch.float64) >= min_share * size.to(torch.float64))
+    return code_u[win[vote]]
+
+
+@dataclass
+class CodeVotes:
+    """How many input mask segments of the training views each code won (``segment_winners``).
+
+    ``codes`` [U] int64 sorted, ``wins`` [U] int64 (>= 1); ``segments``: voting segments in all;
+    ``views``: views that voted; ``min_pixels`` / ``min_share``: the vote settings used.
+    """
+    codes: Tensor
+    wins: Tensor
+    segments: int
+    views: int
+    min_pixels: int = DEFAULT_VOTE_MIN_PIXELS
+    min_share: float = 0.0
+
+    FORMAT_VERSION = 1
+
+    def valid(self, min_segments: int = DEFAULT_MIN_SEGMENTS) -> Optional[Tensor]:
+        """[K] int64 valid codes (won at least ``min_segments`` segments); None when no view voted
+        (then nothing is snapped)."""
+        if self.views == 0 or self.codes.numel() == 0:
+            return None
+        return self.codes[self.wins >= max(1, int(min_segments))]
+
+    def state_dict(self) -> dict:
+        return {"format_version": self.FORMAT_VERSION, "codes": self.codes.cpu(), "wins": self.wins.cpu(),
+                "segments": self.segments, "views": self.views, "min_pixels": self.min_pixels,
+                "min_share": self.min_share}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "CodeVotes":
+        if state.get("format_version") != cls.FORMAT_VERSION:
+            raise ValueError(f"code votes format {state.get('format_version')!r} is not {cls.FORMAT_VERSION}")
+        return cls(state["codes"], state["wins"], int(state["segments"]), int(state["views"]),
+                   int(state["min_pixels"]), float(state["min_share"]))
+
+
+@torch.no_grad()
+def count_code_votes(views: Iterable, render_codes: Callable[[object], Tensor], *,
+                     min_pixels: int = DEFAULT_VOTE_MIN_PIXELS, min_share: float = 0.0) -> CodeVotes:
+    """Segment votes over views: ``render_codes(view)`` -> [H, W] int64 decoded codes of the view as
+    rendered by the trained model; ``view.instance`` [H, W] its input mask (views without one are
+    skipped), ``view.valid`` [H, W] bool or None (pixels outside the valid region do not vote).
+    One render per view, then a few sorts: no loop over segments or pixels."""
+    winners, n_views = [], 0
+    for view in views:
+        if view.instance is None:
+            continue
+        codes = render_codes(view)  # [H, W]
+        seg = view.instance.to(codes.device)
+        if getattr(view, "valid", None) is not None:
+            seg = seg.masked_fill(~view.valid.to(codes.device), 0)
+        winners.append(segment_winners(codes, seg, min_pixels=min_pixels, min_share=min_share).cpu())
+        n_views += 1
+    allw = torch.cat(winners) if winners else torch.zeros(0, dtype=torch.int64)
+    codes, wins = torch.unique(allw, return_counts=True)
+    return CodeVotes(codes, wins, int(allw.numel()), n_views, int(min_pixels), float(min_share))

@@ -95,3 +95,22 @@ def test_drop_small_segments():
     ids = torch.tensor([[1, 1, 1, 9], [1, 1, 70000, 9], [0, 0, 0, 3]])
     assert drop_small_segments(ids, 2).tolist() == [[1, 1, 1, 9], [1, 1, 0, 9], [0, 0, 0, 0]]
     assert drop_small_segments(ids, 3).tolist() == [[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]]
+
+
+def test_emb_dim_limited_to_what_uint16_files_hold(tiny_scene, tmp_path, capsys):
+    import numpy as np
+
+    import train
+    from segmentation.decode import MAX_EMB_DIM
+    from utils.image_io import load_label, save_label_png
+
+    assert MAX_EMB_DIM == 15
+    top = codes_to_instance_ids(torch.tensor([2 ** MAX_EMB_DIM - 1]))  # all ones: the largest id
+    save_label_png(str(tmp_path / "id.png"), top.numpy().astype(np.uint16).reshape(1, 1))
+    assert int(load_label(str(tmp_path / "id.png"))[0, 0]) == 2 ** 15  # written and read back unchanged
+    with pytest.raises(ValueError):
+        codes_to_instance_ids(torch.tensor([2 ** 16 - 1]))  # d = 16 would wrap to 0
+    rc = train.main(["-s", tiny_scene, "-m", str(tmp_path / "m"), "--emb_dim", "16", "--iterations", "1",
+                     "--quiet", "--test_iterations", "-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--emb_dim 16" in err[0] and "15" in err[0]

@@ -500,3 +500,49 @@ def test_camera_extent_matches_3dgs_and_guards_one_camera():
     assert camera_extent(np.array([[0.0, 0, 0], [3.0, 4.0, 0], [0, 0, 0]])) == pytest.approx(
         1.1 * np.linalg.norm(np.array([3.0, 4.0, 0]) - [1.0, 4.0 / 3.0, 0]))
     assert camera_extent(np.array([[5.0, 5.0, 5.0]])) == 1.0
+
+
+# ============================================================================= classes (issue 9)
+
+def test_instance_only_scenes_get_a_fgbg_target(tmp_path):
+    write_colmap(tmp_path / "c", n=4, seg_dir="masks")
+    s = read_scene(str(tmp_path / "c"), seg_dir="masks")
+    assert s.semantic_from_instances and s.num_classes == 2 and s.thing_classes == (1,)
+    assert s.class_names == ("background", "object")
+    plain = read_scene(str(tmp_path / "c"))  # no masks at all: no classes
+    assert not plain.semantic_from_instances and plain.num_classes is None
+
+    write_messy(tmp_path / "m", n=6)
+    with_sem = read_scene(str(tmp_path / "m"))
+    assert not with_sem.semantic_from_instances and with_sem.num_classes == 2
+    no_sem = read_scene(str(tmp_path / "m"), sem_dir="")
+    assert no_sem.semantic_from_instances and no_sem.num_classes == 2 and no_sem.thing_classes == (1,)
+    assert no_sem.train[0].semantic_path is None and no_sem.train[0].instance_path is not None
+
+
+def test_colmap_sem_dir_sets_the_classes(tmp_path):
+    write_colmap(tmp_path, n=4, seg_dir="masks")
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        sem = rng.integers(0, 5, size=(6, 8))
+        sem[0, 0] = 6 if i == 2 else sem[0, 0]  # the largest class id appears in one view only
+        save_label_png(tmp_path / "sem" / f"img_{i:03d}.png", sem.astype(np.uint8))
+    s = read_scene(str(tmp_path), seg_dir="masks", sem_dir="sem")
+    assert not s.semantic_from_instances
+    assert s.num_classes == 7 and s.thing_classes == (1, 2, 3, 4, 5, 6)  # C = max id + 1; all but 0 things
+    assert s.train[0].semantic_path.endswith(os.path.join("sem", "img_000.png"))
+
+    names = ["wall", "floor", "chair", "table", "cup", "lamp", "book", "plant"]
+    (tmp_path / "sem" / "classes.json").write_text(json.dumps({"class_names": names, "thing_classes": [2, 4, 6]}))
+    s = read_scene(str(tmp_path), seg_dir="masks", sem_dir="sem")
+    assert s.num_classes == 8 and s.thing_classes == (2, 4, 6) and s.class_names == tuple(names)
+
+    (tmp_path / "sem" / "classes.json").write_text(json.dumps({"class_names": names[:5]}))
+    with raises_naming("img_002.png", "class id 6", "classes.json"):
+        read_scene(str(tmp_path), seg_dir="masks", sem_dir="sem")
+    (tmp_path / "sem" / "classes.json").write_text(json.dumps({"class_names": names, "thing_classes": [9]}))
+    with raises_naming("classes.json", "thing class 9"):
+        read_scene(str(tmp_path), seg_dir="masks", sem_dir="sem")
+    (tmp_path / "sem" / "classes.json").write_text("{not json")
+    with raises_naming("classes.json", "unreadable"):
+        read_scene(str(tmp_path), seg_dir="masks", sem_dir="sem")

@@ -19,7 +19,7 @@ from PIL import Image
 from scene.cameras import SceneError, SceneInfo
 from scene.readers.common import (
     IMAGE_EXTS, LABEL_EXTS, LabelSource, View, assemble, build_frames, c2w_to_world_view,
-    check_unique_names, checked_size, folder_label, resolve_folder, stem_to_name,
+    check_unique_names, checked_size, folder_label, label_classes, resolve_folder, stem_to_name,
 )
 
 GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -110,5 +110,6 @@ def read_blender(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[
     box = (np.full(3, -BLENDER_BOX, np.float32), np.full(3, BLENDER_BOX, np.float32))
     return assemble(
         "blender", path, train, test, points=None, colors=None, bbox=box, eval=eval,
+        **label_classes(sources[0].folder, sources[1].folder, train + test),
         seg_dir=folder_label(path, sources[0].folder), sem_dir=folder_label(path, sources[1].folder),
         extras={"labels_to_resize": n1 + n2, "has_alpha": has_alpha})

@@ -16,7 +16,7 @@ import numpy as np
 from scene.cameras import SceneError, SceneInfo
 from scene.readers.common import (
     IMAGE_EXTS, LABEL_EXTS, LabelSource, View, assemble, build_frames, check_unique_names,
-    checked_size, folder_label, quat_wxyz_to_rotmat, rescale_K, resolve_folder, same_aspect, stem_to_name,
+    checked_size, folder_label, label_classes, quat_wxyz_to_rotmat, rescale_K, resolve_folder, same_aspect, stem_to_name,
 )
 
 # model id -> (name, number of parameters), as in COLMAP's camera_models.h
@@ -239,6 +239,9 @@ def read_colmap(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[s
                 eval: bool = False, allow_missing_masks: bool = False) -> SceneInfo:
     """Read a COLMAP scene. No default ``seg_dir``: without one the scene trains plain 3DGS.
 
+    Classes (``common.label_classes``): with ``sem_dir``, from ``<sem_dir>/classes.json`` or the masks
+    (C = largest id + 1, every class but 0 a thing); with instance masks only, a fg/bg target
+    derived from them (0 background, 1 object).
     Test split (``eval``): every 8th image in name (string) order, starting with the first,
     as 3DGS. Initial points: points3D xyz with rgb / 255 (None if the file is absent or empty).
     """
@@ -304,6 +307,7 @@ def read_colmap(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[s
             points, colors = xyz.astype(np.float32), rgb.astype(np.float32) / 255.0
     return assemble(
         "colmap", path, train, test, points=points, colors=colors, bbox=None, eval=eval,
+        **label_classes(sources[0].folder, sources[1].folder, frames),
         seg_dir=folder_label(path, sources[0].folder), sem_dir=folder_label(path, sources[1].folder),
         extras={"sparse_dir": sparse, "labels_to_resize": n_resize,
                 "points_source": "points3D" if points is not None else None})

@@ -332,6 +332,88 @@ def assemble(fmt: str, path: str, train: list[FrameInfo], test: list[FrameInfo],
                      colors=colors, bbox=bbox, extent=extent, extras=extras, **kw)
 
 
+# ----------------------------------------------------------------------------- classes
+
+FGBG_CLASS_NAMES = ("background", "object")
+CLASSES_FILE = "classes.json"  # optional, in a --sem_dir folder: class names and thing classes
+MAX_CLASSES = 256  # predicted classes are written as uint8 PNGs
+
+
+def label_classes(seg_folder: Optional[str], sem_folder: Optional[str], frames: Sequence[FrameInfo]) -> dict:
+    """The class fields of a SceneInfo (``num_classes``, ``thing_classes``, ``class_names``,
+    ``semantic_from_instances``) for formats whose classes are not fixed (COLMAP, Blender).
+
+    * Semantic masks (``sem_folder``): ``sem_folder/classes.json`` when present,
+      ``{"class_names": [...], "thing_classes": [...]}`` (C = number of names; ``thing_classes``
+      optional, default every class but 0); without it the masks are scanned once: class ids are
+      taken as they are, C = largest id + 1, and every class but 0 is a thing (0 = unlabelled /
+      background stuff). A mask id outside [0, C) is an error naming the file.
+    * Instance masks only: a fg/bg target derived from the masks (``semantic_from_instances``).
+    * Neither: no classes.
+    """
+    if sem_folder is not None:
+        return semantic_classes(sem_folder, frames)
+    if seg_folder is not None:
+        return fgbg_from_instances()
+    return {}
+
+
+def fgbg_from_instances() -> dict:
+    """Class fields of a scene with instance masks and no semantic masks: 0 background, 1 object."""
+    return {"num_classes": 2, "thing_classes": (1,), "class_names": FGBG_CLASS_NAMES,
+            "semantic_from_instances": True}
+
+
+def semantic_classes(sem_folder: str, frames: Sequence[FrameInfo]) -> dict:
+    """Classes of a --sem_dir folder (see ``label_classes``)."""
+    import json
+
+    from utils.image_io import load_label
+
+    cfile = os.path.join(sem_folder, CLASSES_FILE)
+    names: tuple = ()
+    things: Optional[tuple] = None
+    if os.path.isfile(cfile):
+        try:
+            with open(cfile, "r", encoding="utf-8") as f:
+                meta = json.load(f)
+            names = tuple(str(n) for n in meta["class_names"])
+            if "thing_classes" in meta:
+                things = tuple(int(c) for c in meta["thing_classes"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SceneError(f"{cfile}: unreadable ({type(e).__name__}: {e}); expected "
+                             f'{{"class_names": [...], "thing_classes": [...]}}') from None
+        if not 2 <= len(names) <= MAX_CLASSES:
+            raise SceneError(f"{cfile}: class_names lists {len(names)} classes; list 2..{MAX_CLASSES} "
+                             f"(0 = background)")
+    top, top_path = -1, None  # largest class id in the masks, and where
+    for fr in frames:
+        if fr.semantic_path is None:
+            continue
+        try:
+            m = int(load_label(fr.semantic_path).max(initial=0))
+        except Exception as e:  # noqa: BLE001 - any decoder failure becomes one clear line
+            raise SceneError(f"{fr.semantic_path}: cannot read semantic mask ({e}); replace the file") from None
+        if m > top:
+            top, top_path = m, fr.semantic_path
+    if names:
+        num_classes = len(names)
+        if top >= num_classes:
+            raise SceneError(f"{top_path}: class id {top} but {cfile} names {num_classes} classes; "
+                             f"add the missing class names or fix the mask")
+    else:
+        if top >= MAX_CLASSES:
+            raise SceneError(f"{top_path}: class id {top} is too large; class ids must be < {MAX_CLASSES} "
+                             f"(pred_semantics is uint8): relabel the masks")
+        num_classes = max(top + 1, 2)
+    if things is None:
+        things = tuple(range(1, num_classes))
+    bad = [c for c in things if not 0 <= c < num_classes]
+    if bad:
+        raise SceneError(f"{cfile}: thing class {bad[0]} outside [0, {num_classes}); fix thing_classes")
+    return {"num_classes": num_classes, "thing_classes": things, "class_names": names}
+
+
 # ----------------------------------------------------------------------------- depth init
 
 def points_from_depth(views: Sequence[View], depth_index: FileIndex, *, png_scale: float = 1e-3,

@@ -21,11 +21,12 @@ import numpy as np
 
 from scene.cameras import SceneError, SceneInfo
 from scene.readers.common import (
-    prediction_and_gt_sources, IMAGE_EXTS, FileIndex, View, assemble, build_frames, c2w_to_world_view, checked_size, folder_label, points_from_depth, quat_wxyz_to_rotmat, require_dir, same_aspect, sort_names,
+    prediction_and_gt_sources, IMAGE_EXTS, FileIndex, View, assemble, build_frames, c2w_to_world_view, checked_size, fgbg_from_instances, folder_label, points_from_depth, quat_wxyz_to_rotmat, require_dir, same_aspect, sort_names,
 )
 
 NUM_CLASSES = 2  # 0 background (stuff), 1 object (thing)
 THING_CLASSES = (1,)
+CLASS_NAMES = ("background", "object")
 DEFAULT_SEG_DIR = "detic_instance"
 DEFAULT_SEM_DIR = "detic_semantic"
 TRAIN_FRACTION = 0.8  # first 80 % of frames (name order) train, last 20 % test
@@ -64,6 +65,8 @@ def read_messy(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[st
                eval: bool = False, allow_missing_masks: bool = False) -> SceneInfo:
     """Read a Messy-Rooms scene. Defaults: ``seg_dir="detic_instance"``, ``sem_dir="detic_semantic"``.
 
+    Without ``detic_semantic`` (or with ``sem_dir=""``) the fg/bg target is derived from the instance
+    masks (``SceneInfo.semantic_from_instances``): the same two classes, learnt from id > 0 vs 0.
     Split: frames in name order, train = first ``floor(0.8 F)`` (at least one), test = the rest.
     Initial points from ``depth/`` (uint16 mm PNG or metres .npy) of train views, else None.
     """
@@ -112,7 +115,8 @@ def read_messy(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[st
         points, cols = points_from_depth(views[:n_train], FileIndex(depth_dir, (".png", ".npy")))
     return assemble(
         "messy", path, train, test, points=points, colors=cols, bbox=None, eval=eval,
-        num_classes=NUM_CLASSES, thing_classes=THING_CLASSES,
+        **(fgbg_from_instances() if seg_folder and not sem_folder else
+           {"num_classes": NUM_CLASSES, "thing_classes": THING_CLASSES, "class_names": CLASS_NAMES}),
         seg_dir=folder_label(path, seg_folder), sem_dir=folder_label(path, sem_folder),
         extras={"labels_to_resize": n_resize, "points_source": "depth" if points is not None else None,
                 "confidence_dir": folder_label(path, conf_folder)})

@@ -26,6 +26,9 @@ from scene.readers.common import (
 
 NUM_CLASSES = 22  # 21 reduced-ScanNet classes + 0 = void
 THING_CLASSES = (4, 5, 6, 14, 15, 16, 17, 18, 20)
+CLASS_NAMES = ("void", "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "counter",
+               "shelves", "curtain", "ceiling", "refrigerator", "television", "person", "toilet", "sink", "lamp",
+               "bag", "otherprop")  # DATA.md section 3
 DEFAULT_SEG_DIR = "m2f_instance"
 DEFAULT_SEM_DIR = "m2f_semantics"
 FALLBACK_HOLD = 8  # without splits.json: every 8th view is a test view (3DGS rule)
@@ -71,6 +74,9 @@ def read_splits(json_path: str) -> Optional[tuple[list[str], list[str]]]:
 def read_panopli(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[str] = None,
                  eval: bool = False, allow_missing_masks: bool = False) -> SceneInfo:
     """Read a PanopLi scene. Defaults: ``seg_dir="m2f_instance"``, ``sem_dir="m2f_semantics"``.
+
+    Classes are always the 22 of DATA.md (the GT is scored against them), so a PanopLi scene without
+    semantic masks gets no derived fg/bg head (unlike COLMAP, Blender and Messy-Rooms).
 
     Split: splits.json (names sorted by ``int(stem)`` when numeric); without it every 8th view
     is a test view. Initial points: back-projected depth of train views (if ``depth/``), else
@@ -148,7 +154,7 @@ def read_panopli(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[
     pkl = os.path.join(path, "segmentation_data.pkl")
     return assemble(
         "panopli", path, train, test, points=points, colors=cols, bbox=None, eval=eval,
-        num_classes=NUM_CLASSES, thing_classes=THING_CLASSES,
+        num_classes=NUM_CLASSES, thing_classes=THING_CLASSES, class_names=CLASS_NAMES,
         seg_dir=folder_label(path, seg_folder), sem_dir=folder_label(path, sem_folder),
         extras={"labels_to_resize": n_resize, "split_source": split_source,
                 "points_source": "depth" if points is not None else None,
