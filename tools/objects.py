@@ -46,7 +46,7 @@ __all__ = ["ObjectsError", "ModelLabels", "ObjectRow", "ObjectTable", "load_labe
 DEFAULT_RADIUS2 = 1e-2  # neighbour radius^2 when cfg_args has no l3d_radius2 (the training default)
 NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected and the stray filter
 DEFAULT_MIN_SHARE = 0.1  # stray filter: components below this share of their id's opacity go
-DEFAULT_RADIUS_FACTOR = 4.0  # stray filter: neighbour radius = this x the median nearest-neighbour distance
+DEFAULT_RADIUS_FACTOR = 10.0  # stray filter: neighbour radius = this x the median nearest-neighbour distance
 DEFAULT_MIN_OPACITY = 0.0  # stray filter: object Gaussians below this opacity are strays
 
 
@@ -202,8 +202,8 @@ def stray_filter(ids: Tensor, means: Tensor, opacities: Tensor, *, radius: float
     """Which Gaussians belong to their object: drop far-away stray groups of each id.
 
     Per id, its Gaussians with opacity >= ``min_opacity`` are split into connected components of
-    the neighbour graph (``segmentation.neighbors.neighbor_graph`` over all object Gaussians'
-    centres with radius ``radius``, an edge counting only between Gaussians of the same id). A
+    their neighbour graph (``segmentation.neighbors.neighbor_graph`` of the id's centres, radius
+    ``radius``, k nearest; other ids' Gaussians never take a neighbour slot). A
     component is kept when it is the id's heaviest (most opacity) or holds at least ``min_share``
     of the id's opacity; everything else of the id is a stray. One graph and one
     ``connected_components`` call for all ids, vectorised over Gaussians.
@@ -234,8 +234,12 @@ def stray_filter(ids: Tensor, means: Tensor, opacities: Tensor, *, radius: float
     if M == 0:
         return keep
     oid, ow = ids[idx], w[idx]  # [M]
-    edges = neighbor_graph(means.detach()[idx].cpu(), radius2=radius * radius, k=k)  # [E, 2] into idx
-    edges = edges[oid[edges[:, 0]] == oid[edges[:, 1]]].numpy()  # same id only
+    # One graph per id, built in one call: each id's points are moved along x by id x (span + 2 r),
+    # so no two ids come within the radius (float64: exact enough for any id up to 2^31).
+    pts = means.detach()[idx].cpu().to(torch.float64)  # [M, 3]
+    span = float((pts.max(0).values - pts.min(0).values).max()) + 2 * radius + 1.0
+    pts[:, 0] += oid.to(torch.float64) * span
+    edges = neighbor_graph(pts, radius2=radius * radius, k=k).numpy()  # [E, 2] into idx, same id only
     graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(M, M))
     C, comp = connected_components(graph, directed=False)
     comp = torch.from_numpy(comp.astype(np.int64))  # [M]
