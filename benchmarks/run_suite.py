@@ -10,9 +10,11 @@ For each pair it runs, as subprocesses with their output in ``MODEL/logs/<stage>
     train.py -s SCENE -m MODEL --eval --quiet VARIANT_FLAGS [--iterations N] [extra args]
     render.py -m MODEL --labels --skip_train --quiet
     metrics.py -m MODEL --quiet
+    tools/objects.py evaluate -m MODEL --json MODEL/extraction.json --quiet    # scenes with generator.json
 
 with ``MODEL = OUT/<scene>/<method>``, then writes ``OUT/results.md`` (one row per scene and
-method, a mean row per method) and ``OUT/results.json`` (every number). A finished pair
+method, a mean row per method; on synthetic scenes also the median precision / recall of object
+extraction against the generator's geometry) and ``OUT/results.json`` (every number). A finished pair
 (``MODEL/results.json`` exists) is skipped, a trained one (``MODEL/train_stats.json``) is only
 rendered and evaluated, so an interrupted sweep resumes where it stopped. A failing stage
 marks its row FAILED and the sweep goes on. With ``--gpus 0,1,...`` one job runs per GPU in
@@ -38,6 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SUITE = os.path.join("data", "suite")
 STAGES = ("train", "render", "metrics")
+EXTRACTION = "extraction"  # the optional fourth stage: tools/objects.py evaluate (scenes with generator.json)
 # Named variants: the two methods and the paper's ablations (METHOD.md, "Paper's ablations"), each
 # as train.py flags on top of a base method. ``--methods`` takes any of these names.
 VARIANTS: Dict[str, List[str]] = {
@@ -114,15 +117,23 @@ def plan_jobs(scenes: Sequence[str], methods: Sequence[str], out: str) -> List[J
     return [Job(p, n, m, os.path.join(out, n, m)) for p, n in zip(paths, names) for m in methods]
 
 
-def stages_to_run(model_path: str, force: bool = False) -> List[str]:
-    """Resume logic: evaluated -> nothing; trained -> render and metrics; else all three."""
+def has_generator(scene: str) -> bool:
+    """Whether a scene was written by tools/make_scene.py (its object geometry is known)."""
+    return os.path.isfile(os.path.join(scene, "generator.json"))
+
+
+def stages_to_run(model_path: str, force: bool = False, extraction: bool = False) -> List[str]:
+    """Resume logic: evaluated -> nothing; trained -> render and metrics; else all three. With
+    ``extraction``, the extraction stage follows unless ``MODEL/extraction.json`` exists."""
+    extra = [EXTRACTION] if extraction and (force or not os.path.isfile(os.path.join(model_path, "extraction.json"))) \
+        else []
     if force:
-        return list(STAGES)
+        return list(STAGES) + extra
     if os.path.isfile(os.path.join(model_path, "results.json")):
-        return []
+        return extra
     if os.path.isfile(os.path.join(model_path, "train_stats.json")):
-        return ["render", "metrics"]
-    return list(STAGES)
+        return ["render", "metrics"] + extra
+    return list(STAGES) + extra
 
 
 def default_commands(job: Job, iterations: Optional[int] = None, extra: Sequence[str] = ()) -> Dict[str, List[str]]:
@@ -136,6 +147,8 @@ def default_commands(job: Job, iterations: Optional[int] = None, extra: Sequence
         "train": train + list(extra),
         "render": [py, os.path.join(REPO, "render.py"), "-m", job.model_path, "--labels", "--skip_train", "--quiet"],
         "metrics": [py, os.path.join(REPO, "metrics.py"), "-m", job.model_path, "--quiet"],
+        EXTRACTION: [py, os.path.join(REPO, "tools", "objects.py"), "evaluate", "-m", job.model_path,
+                     "--scene", job.scene, "--json", os.path.join(job.model_path, "extraction.json"), "--quiet"],
     }
 
 
@@ -146,8 +159,10 @@ CommandFn = Callable[[Job], Dict[str, List[str]]]
 
 def run_job(job: Job, commands: CommandFn, gpu: Optional[str] = None, force: bool = False,
             timeout: Optional[float] = None, log: Callable[[str], None] = print) -> dict:
-    """Runs the stages a job still needs; returns ``{"status", "stages_run", "error", "seconds"}``."""
-    todo = stages_to_run(job.model_path, force)
+    """Runs the stages a job still needs; returns ``{"status", "stages_run", "error", "seconds"}``.
+    The extraction stage runs when ``commands`` has one and the scene has generator.json."""
+    argv = commands(job)
+    todo = stages_to_run(job.model_path, force, extraction=EXTRACTION in argv and has_generator(job.scene))
     tag = f"{job.name}/{job.method}" + (f" [gpu {gpu}]" if gpu is not None else "")
     if not todo:
         log(f"{tag}: done already, skipped")
@@ -156,7 +171,6 @@ def run_job(job: Job, commands: CommandFn, gpu: Optional[str] = None, force: boo
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    argv = commands(job)
     t_job = time.perf_counter()
     for stage in todo:
         log_path = os.path.join(job.model_path, "logs", f"{stage}.log")
@@ -247,6 +261,7 @@ def collect_run(job: Job, outcome: Optional[dict] = None) -> dict:
     """One row of numbers for a job, from the files its stages wrote."""
     results = _read_json(os.path.join(job.model_path, "results.json")) or {}
     stats = _read_json(os.path.join(job.model_path, "train_stats.json")) or {}
+    extraction = _read_json(os.path.join(job.model_path, "extraction.json")) or {}
     key = latest_method_key(results)
     metrics = dict(results.get(key, {})) if key else {}
     row = {
@@ -258,6 +273,12 @@ def collect_run(job: Job, outcome: Optional[dict] = None) -> dict:
         "train_seconds": stats.get("train_seconds"), "cluster_seconds": stats.get("cluster_seconds"),
         "peak_gpu_mem_mb": stats.get("peak_gpu_mem_mb"), "num_gaussians": stats.get("num_gaussians"),
         "iterations": stats.get("iterations"), "device": stats.get("device"),
+        # median over objects of extract's precision / recall (stray filter on), and of every
+        # Gaussian of the id (no filter); None without generator.json
+        "extract_P": (extraction.get("extract") or {}).get("median_precision"),
+        "extract_R": (extraction.get("extract") or {}).get("median_recall"),
+        "extract_P_all": (extraction.get("all") or {}).get("median_precision"),
+        "extract_R_all": (extraction.get("all") or {}).get("median_recall"),
     }
     if outcome is not None and outcome["status"] != "ok":
         row["status"], row["error"] = "failed", outcome["error"]
@@ -267,7 +288,7 @@ def collect_run(job: Job, outcome: Optional[dict] = None) -> dict:
 
 
 NUMERIC = ("PQ_scene", "SQ", "RQ", "mIoU", "PSNR", "SSIM", "LPIPS", "train_seconds", "cluster_seconds",
-           "peak_gpu_mem_mb", "num_gaussians")
+           "peak_gpu_mem_mb", "num_gaussians", "extract_P", "extract_R", "extract_P_all", "extract_R_all")
 
 
 def method_means(rows: Sequence[dict]) -> Dict[str, dict]:
@@ -314,10 +335,17 @@ def build_table(results: dict) -> str:
     method over its successful scenes. Failed runs show FAILED and the reason.
     """
     rows = results.get("runs", [])
-    header = ("| Scene | Method | PQ^scene | mIoU | PSNR | Train time | Clustering | Peak GPU mem | Status |\n"
-              "|---|---|---:|---:|---:|---:|---:|---:|---|")
+    # extraction columns only when some run measured it (scenes with generator.json)
+    ext = any(r.get("extract_P") is not None for r in rows)
+    header = ("| Scene | Method | PQ^scene | mIoU | PSNR | Train time | Clustering | Peak GPU mem | "
+              + ("Extract P | Extract R | " if ext else "") + "Status |\n"
+              "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if ext else "") + "---|")
     lines = [header]
     means = method_means(rows)
+
+    def extraction(r) -> str:
+        return f"{_num(r.get('extract_P'), '.3f')} | {_num(r.get('extract_R'), '.3f')} | " if ext else ""
+
     for method in means:
         for r in (r for r in rows if r["method"] == method):
             status = "ok" if r["status"] == "ok" else f"FAILED: {r.get('error') or 'unknown error'}"
@@ -325,12 +353,12 @@ def build_table(results: dict) -> str:
                          f"{_num(r.get('mIoU'), '.2f')} | "
                          f"{_num(r.get('PSNR'), '.2f')} | {_duration(r.get('train_seconds'))} | "
                          f"{_cluster(r.get('cluster_seconds'))} | {_memory(r.get('peak_gpu_mem_mb'))} | "
-                         f"{status.replace('|', '/')} |")
+                         f"{extraction(r)}{status.replace('|', '/')} |")
         m = means[method]
         label = "**mean**" if m["scenes"] == m["of"] else f"**mean** ({m['scenes']} of {m['of']})"
         lines.append(f"| {label} | {method} | {_num(m['PQ_scene'], '.2f')} | {_num(m['mIoU'], '.2f')} | "
                      f"{_num(m['PSNR'], '.2f')} | {_duration(m['train_seconds'])} | {_cluster(m['cluster_seconds'])} | "
-                     f"{_memory(m['peak_gpu_mem_mb'])} | |")
+                     f"{_memory(m['peak_gpu_mem_mb'])} | {extraction(m)}|")
     return "\n".join(lines) + "\n"
 
 
@@ -345,7 +373,10 @@ def render_markdown(results: dict) -> str:
         + (f"; extra train args: `{' '.join(cfg['extra_train_args'])}`" if cfg.get("extra_train_args") else "") + ".",
         "PQ^scene and mIoU x100 over the test views, labels resized to 512x512 (docs/EVALUATION.md); "
         "PSNR in dB on the test views; train time is wall time of train.py's optimisation loop; "
-        "clustering is the baseline's post-hoc HDBSCAN step (UniC-Lift has none).",
+        "clustering is the baseline's post-hoc HDBSCAN step (UniC-Lift has none)."
+        + (" Extract P / R: median over objects of the opacity-weighted precision / recall of "
+           "`tools/objects.py extract` against the generator's object boxes (tools/extraction_eval.py)."
+           if any(r.get("extract_P") is not None for r in results.get("runs", [])) else ""),
         "",
     ]
     return "\n".join(head) + "\n" + build_table(results)

@@ -78,6 +78,12 @@ def test_stages_to_run_resumes_from_files(tmp_path):
     _write(os.path.join(model, "results.json"), {"ours_10": {"PSNR": 1.0}})
     assert stages_to_run(model) == []
     assert stages_to_run(model, force=True) == ["train", "render", "metrics"]
+    # synthetic scenes: the extraction stage follows until extraction.json exists
+    assert stages_to_run(model, extraction=True) == ["extraction"]
+    assert stages_to_run(str(tmp_path / "new"), extraction=True) == ["train", "render", "metrics", "extraction"]
+    _write(os.path.join(model, "extraction.json"), {})
+    assert stages_to_run(model, extraction=True) == []
+    assert stages_to_run(model, force=True, extraction=True)[-1] == "extraction"
 
 
 def test_plan_jobs_names_and_commands(tmp_path):
@@ -98,6 +104,9 @@ def test_plan_jobs_names_and_commands(tmp_path):
                                  "--seed", "3"]
     assert cmds["render"][2:] == ["-m", jobs[1].model_path, "--labels", "--skip_train", "--quiet"]
     assert cmds["metrics"][2:] == ["-m", jobs[1].model_path, "--quiet"]
+    assert cmds["extraction"][1:] == [os.path.join(REPO, "tools", "objects.py"), "evaluate", "-m", jobs[1].model_path,
+                                      "--scene", jobs[1].scene, "--json",
+                                      os.path.join(jobs[1].model_path, "extraction.json"), "--quiet"]
 
 
 # --------------------------------------------------------------------------- running with fake stages
@@ -118,13 +127,19 @@ if stage == "train":
 if stage == "metrics":
     json.dump({"ours_30": {"PSNR": 25.0, "PQ_scene": 50.0, "mIoU": 40.0}},
               open(os.path.join(model, "results.json"), "w"))
+if stage == "extraction":
+    json.dump({"all": {"median_precision": 0.5, "median_recall": 0.9},
+               "extract": {"median_precision": 0.96, "median_recall": 0.875}},
+              open(os.path.join(model, "extraction.json"), "w"))
 """
 
 
-def _fake_commands(fail_for=None):
+def _fake_commands(fail_for=None, extraction=False):
+    stages = ("train", "render", "metrics") + (("extraction",) if extraction else ())
+
     def commands(job):
         fail = fail_for.get(job.name, "") if fail_for else ""
-        return {s: [sys.executable, "-c", FAKE_STAGE, s, job.model_path, fail] for s in ("train", "render", "metrics")}
+        return {s: [sys.executable, "-c", FAKE_STAGE, s, job.model_path, fail] for s in stages}
     return commands
 
 
@@ -162,6 +177,31 @@ def test_sweep_reports_failures_and_resumes(tmp_path):
     results = write_reports(out, jobs, outcomes, {})
     assert [r["status"] for r in results["runs"]] == ["ok", "ok"]
     assert any("done already, skipped" in m for m in msgs)
+
+
+def test_extraction_stage_and_columns_only_for_generated_scenes(tmp_path):
+    scenes = [str(tmp_path / "scenes" / n) for n in ("synth", "real")]
+    for s in scenes:
+        os.makedirs(s)
+    _write(os.path.join(scenes[0], "generator.json"), {"objects": []})
+    out = str(tmp_path / "out")
+    jobs = plan_jobs(scenes, ["unic"], out)
+    outcomes = run_jobs(jobs, _fake_commands(extraction=True), log=lambda m: None)
+    assert outcomes[jobs[0]]["stages_run"] == ["train", "render", "metrics", "extraction"]
+    assert outcomes[jobs[1]]["stages_run"] == ["train", "render", "metrics"]
+    results = write_reports(out, jobs, outcomes, {})
+    synth, real = results["runs"]
+    assert (synth["extract_P"], synth["extract_R"], synth["extract_P_all"]) == (0.96, 0.875, 0.5)
+    assert real["extract_P"] is None and results["means"]["unic"]["extract_P"] == pytest.approx(0.96)
+    md = open(os.path.join(out, "results.md")).read()
+    assert "| Peak GPU mem | Extract P | Extract R | Status |" in md
+    assert "| synth | unic | 50.00 | 40.00 | 25.00 | 12.0 s | - | - | 0.960 | 0.875 | ok |" in md
+    assert "| real | unic | 50.00 | 40.00 | 25.00 | 12.0 s | - | - | - | - | ok |" in md
+    assert "| **mean** | unic | 50.00 | 40.00 | 25.00 | 12.0 s | - | - | 0.960 | 0.875 | |" in md
+    # resume: nothing left to run; without generated scenes the table has no extraction columns
+    again = run_jobs(jobs, _fake_commands(extraction=True), log=lambda m: None)
+    assert all(o["stages_run"] == [] for o in again.values())
+    assert "Extract P" not in build_table({"runs": [real]})
 
 
 def test_one_job_per_gpu_in_parallel(tmp_path, monkeypatch):
@@ -216,8 +256,9 @@ def test_end_to_end_two_tiny_scenes_on_cpu(tmp_path):
         assert r["iterations"] == 30 and r["train_seconds"] > 0
         details = json.load(open(os.path.join(r["model_path"], "panoptic_details.json")))
         assert details[r["result_key"]]["num_views"] >= 1
+        assert 0.0 <= r["extract_P"] <= 1.0 and 0.0 <= r["extract_R"] <= 1.0  # generated scenes: measured
     md = open(os.path.join(out, "results.md")).read()
-    assert "| tiny0 | unic |" in md and "| **mean** | unic |" in md
+    assert "| tiny0 | unic |" in md and "| **mean** | unic |" in md and "Extract P" in md
     first = time.time() - t0
     # Resume: a second sweep finds everything done and only rebuilds the table.
     t0 = time.time()

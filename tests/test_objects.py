@@ -211,3 +211,136 @@ def test_class_names_from_scene_folder(tmp_path):
     assert objects.class_names_for(argparse.Namespace(source_path=str(tmp_path))) == ["void", "wall", "chair"]
     assert objects.class_names_for(argparse.Namespace(source_path=str(tmp_path / "gone"))) is None
     assert objects.class_names_for(None) is None
+
+
+# ----- the stray filter ----------------------------------------------------------------------
+def _blob(g, n, centre, std=0.03):
+    return torch.tensor(centre, dtype=torch.float32) + std * torch.randn(n, 3, generator=g)
+
+
+def _stray_scene(seed=0):
+    """id 3: a 400-point blob, a 12-point stray group 2 m away and a 150-point second part next to
+    it (share ~27 %); id 5: a 300-point blob touching id 3's blob; 200 stuff points (id 0)."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.cat([_blob(g, 400, (0, 0, 0)), _blob(g, 12, (2, 0, 0), 0.01), _blob(g, 150, (0, 0.6, 0)),
+                       _blob(g, 300, (0.12, 0, 0)), _blob(g, 200, (0, 0, -0.15), 0.05)])
+    ids = torch.tensor([3] * 412 + [3] * 150 + [5] * 300 + [0] * 200)
+    opac = torch.rand(len(ids), generator=g) * 0.8 + 0.2
+    return ids, means, opac
+
+
+def test_stray_filter_drops_far_groups_and_keeps_the_object():
+    ids, means, opac = _stray_scene()
+    r = objects.default_radius(means, ids)
+    keep = objects.stray_filter(ids, means, opac, radius=r)
+    stray = torch.zeros(len(ids), dtype=torch.bool)
+    stray[400:412] = True
+    assert torch.equal(keep, (ids > 0) & ~stray)  # the far group goes; the 27 % part and id 5 stay
+    # a second part below min_share goes too; the heaviest part always stays
+    keep = objects.stray_filter(ids, means, opac, radius=r, min_share=0.5)
+    assert keep[:400].all() and not keep[400:562].any() and keep[562:862].all()
+    # min_opacity: faint Gaussians are strays and do not bridge groups
+    keep = objects.stray_filter(ids, means, opac, radius=r, min_opacity=0.5)
+    assert not (keep & (opac < 0.5)).any() and keep[(opac >= 0.5) & (ids == 5)].all()
+
+
+def test_stray_filter_is_scale_free_permutation_equivariant_and_opacity_weighted():
+    ids, means, opac = _stray_scene(1)
+    base = objects.stray_filter(ids, means, opac, radius=objects.default_radius(means, ids))
+    big = means * 250.0 + 7.0  # another scene unit and origin
+    assert torch.equal(objects.stray_filter(ids, big, opac, radius=objects.default_radius(big, ids)), base)
+    perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(2))
+    got = objects.stray_filter(ids[perm], means[perm], opac[perm], radius=objects.default_radius(means, ids))
+    assert torch.equal(got, base[perm])
+    # the heaviest group by opacity wins, not the most numerous: fade the 400-point blob
+    faint = opac.clone()
+    faint[:400] = 0.01
+    faint[400:412] = 1.0
+    keep = objects.stray_filter(ids, means, faint, radius=objects.default_radius(means, ids), min_share=0.9)
+    assert keep[562:862].all()  # id 5 untouched
+    assert not keep[:400].any() and keep[400:562].sum() > 0  # 150-point part (~150 x 0.6) outweighs 400 x 0.01
+
+
+def test_extract_and_remove_partition_with_the_filter(tmp_path):
+    model = _model([(1, 4, 300, (0.0, 0.0, 0.0)), (1, 4, 10, (4.0, 0.0, 0.0)), (2, 5, 200, (0.0, 3.0, 0.0))], seed=3)
+    folder = _save(model, tmp_path / "m")
+    labels = objects.load_labels(folder)
+    assert labels.strays == 10 and int((labels.ids == 2).sum()) == 300
+    a, b = str(tmp_path / "a.ply"), str(tmp_path / "b.ply")
+    assert objects.extract(labels, [2], a) == 300
+    assert objects.remove(labels, [2], b) == 210  # the strays stay in the scene
+    src, ca, cb = read_ply(labels.ply_path), read_ply(a), read_ply(b)
+    assert len(ca["x"]) + len(cb["x"]) == len(src["x"]) and ca["x"].max() < 1.0
+    assert np.isin(np.concatenate([ca["x"], cb["x"]]), src["x"]).all()
+    every = objects.load_labels(folder, strays=objects.StrayFilter(keep=True))
+    assert every.strays == 0 and objects.extract(every, [2], a) == 310
+    r = _cli("list", "-m", folder, "--keep_strays")
+    assert r.returncode == 0 and "310" in r.stdout
+    r = _cli("list", "-m", folder)
+    assert r.returncode == 0 and "stray groups left out of their objects: 10 Gaussians" in r.stdout
+
+
+def test_instance_only_models_list_objects(tmp_path):
+    plain = _model([(1, 4, 60, (0, 0, 0)), (2, 4, 60, (1, 0, 0))])
+    del plain.params["semantic"]
+    folder = _save(plain, tmp_path / "plain", label_columns=False)
+    table = objects.object_table(objects.load_labels(folder))
+    assert [r.class_name for r in table.rows] == ["object", "object"]
+    assert objects.class_names_for(None, num_classes=2) == ["background", "object"]
+    (tmp_path / "sparse").mkdir()  # a COLMAP scene trained without --sem_dir
+    ns = argparse.Namespace(source_path=str(tmp_path), sem_dir=None)
+    assert objects.class_names_for(ns) == ["background", "object"]
+    (tmp_path / "generator.json").write_text(json.dumps({"class_names": ["void", "wall", "chair"]}))
+    assert objects.class_names_for(argparse.Namespace(source_path=str(tmp_path), sem_dir="semantics"))[2] == "chair"
+
+
+# ----- extraction measurement against the generator's boxes ---------------------------------
+def test_boxes_follow_the_generator_geometry():
+    from tools.extraction_eval import box_pairs, load_boxes
+    from tools.synthetic.layout import build_layout
+
+    lay = build_layout("old_room", 40, np.random.default_rng(5))
+    boxes = load_boxes({"objects": [it.to_json() for it in lay.items]})
+    assert sorted(boxes.ids.tolist()) == list(range(1, 41))  # things only, GT instance ids
+    verts = [(m.vertices, inst) for m, inst, _, _ in lay.parts]
+    pts = np.concatenate([v for v, _ in verts])
+    inst = np.concatenate([np.full(len(v), i) for v, i in verts])
+    g, o = box_pairs(pts, boxes, 1e-3)  # generator.json rounds to 0.1 mm
+    thing = inst > 0
+    inside = np.zeros(len(pts), bool)
+    inside[g[boxes.ids[o] == inst[g]]] = True
+    assert inside[thing].all()  # every vertex of a thing lies in its own box
+    g, o = box_pairs(pts, boxes, -0.01)  # the shrunk box holds no other object's or stuff's vertex
+    assert (boxes.ids[o] == inst[g]).all()
+
+
+def test_measure_extraction_precision_recall_by_hand():
+    from tools.extraction_eval import ObjectBoxes, measure_extraction
+
+    boxes = ObjectBoxes(ids=np.array([1, 2]), kinds=["parcel", "can"], classes=np.array([20, 20]),
+                        centre=np.array([[0.0, 0.0, 0.1], [2.0, 0.0, 0.1]]), half=np.array([[0.3, 0.1, 0.1]] * 2),
+                        yaw=np.array([np.pi / 2, 0.0]))  # box 1 is long along y (rotated)
+    pts = torch.tensor([[0.0, 0.25, 0.1],  # inside box 1 only because of its yaw
+                        [0.0, -0.2, 0.1], [0.0, 0.0, 0.15],  # inside box 1
+                        [0.0, 0.0, 0.0],  # floor under box 1: on its face, not in the shrunk box
+                        [0.25, 0.0, 0.1],  # outside box 1 (its x half is 0.1), 15 cm off: not in the grown box
+                        [0.13, 0.0, 0.1],  # outside box 1, 3 cm off: inside the grown box
+                        [2.0, 0.0, 0.1], [2.1, 0.05, 0.1],  # box 2
+                        [5.0, 5.0, 5.0]])  # far away
+    w = torch.tensor([1.0, 1.0, 2.0, 1.0, 0.5, 0.5, 1.5, 1.0, 1.0])
+    ids = torch.tensor([7, 7, 7, 0, 7, 7, 9, 4, 7])
+    rep = measure_extraction(ids, ids > 0, pts, w, boxes)
+    a, b = rep.objects
+    assert (a.gt_id, a.matched_id, b.matched_id) == (1, 7, 9)
+    assert a.precision == pytest.approx((1 + 1 + 2 + 0.5) / (1 + 1 + 2 + 0.5 + 0.5 + 1))  # 15 cm and far: out
+    assert a.recall == pytest.approx(1.0)  # the floor Gaussian is not part of the object
+    assert b.precision == pytest.approx(1.0) and b.recall == pytest.approx(0.6)  # id 4 holds the rest
+    kept = ids > 0
+    kept[8] = False  # a stray filter that drops the far Gaussian
+    assert measure_extraction(ids, kept, pts, w, boxes).objects[0].precision == pytest.approx(4.5 / 5.0)
+    assert rep.median_precision == pytest.approx(np.median([a.precision, 1.0]))
+    # an observed object no id claims scores 0 / 0; an unobserved one is left out
+    none = measure_extraction(torch.zeros(9, dtype=torch.int64), torch.zeros(9, dtype=torch.bool), pts, w, boxes)
+    assert none.unmatched == 2 and none.median_precision == 0.0 and none.median_recall == 0.0
+    far = measure_extraction(ids, ids > 0, pts + 100.0, w, boxes)
+    assert far.observed == 0 and far.median_precision is None

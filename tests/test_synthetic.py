@@ -382,3 +382,38 @@ def test_cli_and_suite_and_contact_sheet(tmp_path, scenes):
     assert cfg.num_objects == 500 and messy and make_suite.suite()["old_room_25"][0].seed == cfg.seed
     img = sheet(scenes["real"][0], rows=3)
     assert img.size == (6 * (64 + 4), 18 + 3 * (48 + 4))
+
+
+def test_colmap_writer_reads_back_with_the_panopli_cameras_and_masks(tmp_path):
+    from scene.dataset_readers import read_scene
+    from utils.image_io import load_label
+    from utils.ply import read_ply
+
+    cfg = SceneConfig(**TINY, noise="realistic")
+    pan, col = str(tmp_path / "panopli"), str(tmp_path / "colmap")
+    meta = generate_scene(cfg, pan, None, progress=False, workers=1, colmap_dir=col)  # one render, two writers
+    p = read_scene(pan)
+    c = read_scene(col, seg_dir="masks", sem_dir="semantics", eval=True)
+    assert c.format == "colmap" and [f.camera.name for f in c.test] == ["0000"]  # every 8th image by name
+    assert len(c.train) == 7
+    fp = {f.camera.name: f for f in p.train + p.test}
+    assert sorted(fp) == sorted(f.camera.name for f in c.train + c.test)
+    for f in c.train + c.test:
+        g = fp[f.camera.name]
+        assert (f.camera.width, f.camera.height) == (g.camera.width, g.camera.height) == (64, 48)
+        np.testing.assert_allclose(f.camera.world_view, g.camera.world_view, atol=1e-7)  # pose/*.txt: 8 decimals
+        np.testing.assert_allclose(f.camera.K, g.camera.K, atol=1e-9)  # both in the pixel-centre convention
+        mask = np.array(Image.open(f.instance_path))
+        assert mask.dtype == np.uint16  # 16-bit PNG: ids above 255 survive
+        np.testing.assert_array_equal(mask, load_label(g.instance_path))  # per-view permuted thing ids
+        np.testing.assert_array_equal(load_label(f.semantic_path), load_label(g.semantic_path))
+        np.testing.assert_array_equal(load_label(os.path.join(col, "gt_instance", f.camera.name + ".png")),
+                                      load_label(g.gt_instance_path))
+    ply = read_ply(os.path.join(pan, "points3d.ply"))
+    np.testing.assert_allclose(c.points, np.stack([ply["x"], ply["y"], ply["z"]], 1), atol=1e-6)
+    np.testing.assert_allclose(c.colors * 255, np.stack([ply["red"], ply["green"], ply["blue"]], 1), atol=1e-3)
+    with open(os.path.join(col, "generator.json")) as fh:
+        gen = json.load(fh)
+    assert gen["format"] == "colmap" and gen["seg_dir"] == "masks" and gen["objects"] == meta["objects"]
+    # the masks are instance-only: no reader default picks them up, --seg_dir masks does
+    assert read_scene(col).train[0].instance_path is None

@@ -7,7 +7,9 @@ Example:
 Writes the PanopLi format of docs/DATA.md (color/, depth/, pose/, intrinsic/, splits.json,
 rs_*/ ground truth, m2f_*/ simulated segmenter, points3d.ply, generator.json). ``--format messy``
 writes the Messy-Rooms format (fg/bg) instead; ``--format both`` writes PanopLi to OUT and
-Messy-Rooms to OUT_messy (or --messy-out).
+Messy-Rooms to OUT_messy (or --messy-out). ``--format colmap`` writes a COLMAP capture with
+instance-only masks (images/, sparse/0/*.txt, masks/, generator.json; train it with
+``train.py -s OUT --seg_dir masks``).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override one noise setting, e.g. --set merge_rate=0.5 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", default="panopli", choices=("panopli", "messy", "both"))
+    p.add_argument("--format", default="panopli", choices=("panopli", "messy", "both", "colmap"))
     p.add_argument("--messy-out", default=None, help="Messy-Rooms folder for --format both (default OUT_messy)")
     p.add_argument("--points", default="surface", choices=("surface", "depth", "none"),
                    help="initial point cloud points3d.ply: surface samples, back-projected depth, or none")
@@ -81,9 +83,10 @@ def main(argv=None) -> dict:
     panopli = out if args.format in ("panopli", "both") else None
     messy = out if args.format == "messy" else (args.messy_out or out + "_messy") if args.format == "both" else None
     t = time.time()
-    meta = generate_scene(cfg, panopli, messy, progress=not args.quiet, workers=args.workers)
+    colmap = out if args.format == "colmap" else None
+    meta = generate_scene(cfg, panopli, messy, progress=not args.quiet, workers=args.workers, colmap_dir=colmap)
     if not args.quiet:
-        where = " and ".join(p for p in (panopli, messy) if p)
+        where = " and ".join(p for p in (panopli, messy, colmap) if p)
         print(f"wrote {cfg.num_views} views of {meta['num_objects']} objects ({cfg.layout}, {cfg.width}x{cfg.height}, "
               f"noise {cfg.noise}) to {where} in {time.time() - t:.1f} s")
     return meta

@@ -44,7 +44,10 @@ __all__ = ["ObjectsError", "ModelLabels", "ObjectRow", "ObjectTable", "load_labe
            "object_table", "select", "extract", "remove", "move", "class_names_for", "main"]
 
 DEFAULT_RADIUS2 = 1e-2  # neighbour radius^2 when cfg_args has no l3d_radius2 (the training default)
-NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected
+NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected and the stray filter
+DEFAULT_MIN_SHARE = 0.1  # stray filter: components below this share of their id's opacity go
+DEFAULT_RADIUS_FACTOR = 10.0  # stray filter: neighbour radius = this x the median nearest-neighbour distance
+DEFAULT_MIN_OPACITY = 0.0  # stray filter: object Gaussians below this opacity are strays
 
 
 class ObjectsError(Exception):
@@ -67,6 +70,14 @@ class ModelLabels:
     semantic: Optional[Tensor]  # [N] int64 or None
     split: bool = False  # ids went through split_ids
     source: str = "column"  # "column" (instance_label in the PLY) or "embedding" (decoded here)
+    num_classes: Optional[int] = None  # classes of the semantic head when known
+    raw_ids: Optional[Tensor] = None  # [N] int64 ids before the stray filter (after split_ids); None = ids
+    strays: int = 0  # object Gaussians the stray filter gave id 0
+
+    @property
+    def column_ids(self) -> Tensor:
+        """[N] ids the PLY's ``instance_label`` column holds (strays keep their id there)."""
+        return self.ids if self.raw_ids is None else self.raw_ids
 
 
 def _cfg(model_path: str) -> Optional[argparse.Namespace]:
@@ -95,10 +106,23 @@ def _semantic_from_params(model: GaussianModel, folder: str, cfg) -> Optional[Te
     return semantic_classes(feat)
 
 
+@dataclass
+class StrayFilter:
+    """Settings of ``stray_filter`` (``keep`` = no filter: every Gaussian of an id is the object)."""
+    keep: bool = False
+    radius_factor: float = DEFAULT_RADIUS_FACTOR
+    min_share: float = DEFAULT_MIN_SHARE
+    min_opacity: float = DEFAULT_MIN_OPACITY
+
+
 @torch.no_grad()
 def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: bool = False,
-                min_gaussians: int = 50) -> ModelLabels:
+                min_gaussians: int = 50, strays: Optional[StrayFilter] = None) -> ModelLabels:
     """Load ``MODEL/point_cloud/iteration_N/point_cloud.ply`` (-1 = latest) on the CPU with its ids.
+
+    ``ids`` are the Gaussians each object id stands for in ``list`` / ``extract`` / ``remove`` /
+    ``move``: thing Gaussians of the id, with stray groups (``stray_filter``, settings ``strays``;
+    default ``StrayFilter()``) set to 0. ``raw_ids`` keeps the ids before the filter.
 
     Raises ObjectsError (one line) for a missing folder or iteration, an unreadable PLY, or a model
     trained without masks (no ``instance_label`` column and no ``embedding``).
@@ -125,11 +149,23 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     semantic = model.labels.get("semantic_label")
     if semantic is None:
         semantic = _semantic_from_params(model, folder, cfg)
-    out = ModelLabels(model_path, iteration, ply_path, model, ids, semantic, source=source)
+    num_classes = None
+    if "semantic" in model.params and getattr(cfg, "semantic_head", "logits") != "embed":
+        num_classes = int(model.params["semantic"].shape[1])
+    out = ModelLabels(model_path, iteration, ply_path, model, ids, semantic, source=source, num_classes=num_classes)
     if split_disconnected:
         radius2 = float(getattr(cfg, "l3d_radius2", DEFAULT_RADIUS2) or DEFAULT_RADIUS2)
         out.ids = split_ids(ids, model.get_means().detach(), radius2=radius2, min_gaussians=min_gaussians)
         out.split = True
+    strays = strays if strays is not None else StrayFilter()
+    if not strays.keep:
+        means = model.get_means().detach()
+        keep = stray_filter(out.ids, means, model.get_opacities().detach(),
+                            radius=default_radius(means, out.ids, strays.radius_factor),
+                            min_share=strays.min_share, min_opacity=strays.min_opacity)
+        out.raw_ids = out.ids
+        out.ids = torch.where(keep, out.ids, torch.zeros_like(out.ids))
+        out.strays = int(((out.raw_ids > 0) & ~keep).sum())
     return out
 
 
@@ -161,17 +197,101 @@ def split_ids(ids: Tensor, means: Tensor, *, radius2: float = DEFAULT_RADIUS2, k
     return out
 
 
+def stray_filter(ids: Tensor, means: Tensor, opacities: Tensor, *, radius: float, k: int = NEIGHBOURS,
+                 min_share: float = DEFAULT_MIN_SHARE, min_opacity: float = 0.0) -> Tensor:
+    """Which Gaussians belong to their object: drop far-away stray groups of each id.
+
+    Per id, its Gaussians with opacity >= ``min_opacity`` are split into connected components of
+    their neighbour graph (``segmentation.neighbors.neighbor_graph`` of the id's centres, radius
+    ``radius``, k nearest; other ids' Gaussians never take a neighbour slot). A
+    component is kept when it is the id's heaviest (most opacity) or holds at least ``min_share``
+    of the id's opacity; everything else of the id is a stray. One graph and one
+    ``connected_components`` call for all ids, vectorised over Gaussians.
+
+    Args:
+        ids: [N] int64 object ids, 0 = stuff.
+        means: [N, 3] centres; opacities: [N] in [0, 1].
+    Returns:
+        [N] bool: True for the Gaussians ``extract`` returns for their id (always False for id 0).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from segmentation.neighbors import neighbor_graph
+
+    N = ids.shape[0]
+    if ids.dim() != 1 or means.shape != (N, 3) or opacities.reshape(-1).shape != (N,):
+        raise ValueError(f"stray_filter: expected ids [N], means [N,3], opacities [N], got {tuple(ids.shape)}, "
+                         f"{tuple(means.shape)}, {tuple(opacities.shape)}")
+    if not radius > 0 or not 0 <= min_share <= 1:
+        raise ValueError(f"stray_filter: need radius > 0 and min_share in [0, 1], got {radius}, {min_share}")
+    ids = ids.to(torch.int64).cpu()
+    w = opacities.detach().reshape(-1).to(torch.float64).cpu()  # [N]
+    cand = (ids > 0) & (w >= min_opacity)  # [N]
+    keep = torch.zeros(N, dtype=torch.bool)
+    idx = torch.nonzero(cand).squeeze(1)  # [M]
+    M = idx.numel()
+    if M == 0:
+        return keep
+    oid, ow = ids[idx], w[idx]  # [M]
+    # One graph per id, built in one call: each id's points are moved along x by id x (span + 2 r),
+    # so no two ids come within the radius (float64: exact enough for any id up to 2^31).
+    pts = means.detach()[idx].cpu().to(torch.float64)  # [M, 3]
+    span = float((pts.max(0).values - pts.min(0).values).max()) + 2 * radius + 1.0
+    pts[:, 0] += oid.to(torch.float64) * span
+    edges = neighbor_graph(pts, radius2=radius * radius, k=k).numpy()  # [E, 2] into idx, same id only
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(M, M))
+    C, comp = connected_components(graph, directed=False)
+    comp = torch.from_numpy(comp.astype(np.int64))  # [M]
+    cmass = torch.zeros(C, dtype=torch.float64).index_add_(0, comp, ow)  # [C]
+    cid = torch.zeros(C, dtype=torch.int64).scatter_(0, comp, oid)  # [C] the id of each component
+    L = int(oid.max()) + 1
+    idmass = torch.zeros(L, dtype=torch.float64).index_add_(0, oid, ow)  # [L]
+    idbest = torch.full((L,), -1.0, dtype=torch.float64).scatter_reduce_(0, cid, cmass, "amax")  # [L]
+    keep_c = (cmass >= idbest[cid]) | (cmass >= min_share * idmass[cid])  # [C]
+    keep[idx] = keep_c[comp]
+    return keep
+
+
+def default_radius(means: Tensor, ids: Tensor, factor: float = DEFAULT_RADIUS_FACTOR) -> float:
+    """Neighbour radius of the stray filter: ``factor`` times the median distance from an object
+    Gaussian to its nearest object Gaussian (scale-free: works in any scene unit)."""
+    from scipy.spatial import cKDTree
+
+    pts = means.detach()[ids > 0].to(torch.float64).cpu().numpy()  # [M, 3]
+    if len(pts) < 2:
+        return 1.0
+    d, _ = cKDTree(pts).query(pts, k=2)
+    nn = d[:, 1][d[:, 1] > 0]
+    return float(factor * np.median(nn)) if len(nn) else 1.0
+
+
 # ----- class names ---------------------------------------------------------------------------
-def class_names_for(cfg) -> Optional[List[str]]:
+def class_names_for(cfg, num_classes: Optional[int] = None) -> Optional[List[str]]:
     """Class names of the scene the model was trained on, or None (no cfg, scene gone, no names).
 
-    ``SceneInfo`` carries no names, so they come from the scene folder: ``generator.json``'s
-    ``class_names`` (our synthetic scenes), else the format's fixed classes (PanopLi: the 21 reduced
-    ScanNet classes + void of DATA.md; Messy-Rooms: background / object). COLMAP and Blender: None.
+    Instance-only scenes (the model's semantic head has at most 2 classes, a Messy-Rooms scene, a
+    COLMAP scene trained without ``--sem_dir``) have two classes: background / object. Otherwise
+    the names come from the scene folder (``SceneInfo`` carries none): ``generator.json``'s
+    ``class_names`` (our synthetic scenes), else the format's fixed classes (PanopLi: the 21
+    reduced ScanNet classes + void of DATA.md). COLMAP with semantics and Blender: None.
     """
+    from tools.synthetic.classes import CLASS_NAMES, MESSY_CLASS_NAMES
+
+    if num_classes is not None and num_classes <= 2:
+        return list(MESSY_CLASS_NAMES)
     path = getattr(cfg, "source_path", None)
     if not path or not os.path.isdir(path):
         return None
+    from scene.dataset_readers import detect_format
+
+    try:
+        fmt = detect_format(path)
+    except SceneError:
+        fmt = None
+    sem_dir = getattr(cfg, "sem_dir", None)
+    if fmt == "messy" or (fmt == "colmap" and not sem_dir) or (isinstance(sem_dir, str) and sem_dir.lower() == "none"):
+        return list(MESSY_CLASS_NAMES)
     gen = os.path.join(path, "generator.json")
     if os.path.isfile(gen):
         try:
@@ -181,15 +301,7 @@ def class_names_for(cfg) -> Optional[List[str]]:
                 return list(names)
         except (OSError, ValueError):
             pass  # a broken generator.json: fall back to the format's names
-    from scene.dataset_readers import detect_format
-
-    try:
-        fmt = detect_format(path)
-    except SceneError:
-        return None
-    from tools.synthetic.classes import CLASS_NAMES, MESSY_CLASS_NAMES
-
-    return {"panopli": list(CLASS_NAMES), "messy": list(MESSY_CLASS_NAMES)}.get(fmt)
+    return {"panopli": list(CLASS_NAMES)}.get(fmt)
 
 
 # ----- the table -----------------------------------------------------------------------------
@@ -217,13 +329,14 @@ class ObjectTable:
     stuff_gaussians: int
     min_gaussians: int
     split_disconnected: bool
+    strays: int = 0  # object Gaussians the stray filter dropped (not in any row)
     rows: List[ObjectRow] = field(default_factory=list)
     small_ids: List[int] = field(default_factory=list)
     small_gaussians: int = 0
 
     def to_json(self) -> dict:
         """``{model_path, iteration, num_gaussians, stuff_gaussians, min_gaussians, split_disconnected,
-        objects: [row, ...], small: {ids, gaussians}}``."""
+        strays, objects: [row, ...], small: {ids, gaussians}}``."""
         out = {k: v for k, v in asdict(self).items() if k not in ("rows", "small_ids", "small_gaussians")}
         out["objects"] = [asdict(r) for r in self.rows]
         out["small"] = {"ids": list(self.small_ids), "gaussians": self.small_gaussians}
@@ -241,8 +354,8 @@ def object_table(labels: ModelLabels, *, min_gaussians: int = 50,
     ids = labels.ids.reshape(-1).to(torch.int64)  # [N]
     model = labels.model
     N = ids.numel()
-    table = ObjectTable(labels.model_path, labels.iteration, N, int((ids == 0).sum()), min_gaussians,
-                        labels.split)
+    table = ObjectTable(labels.model_path, labels.iteration, N, int((labels.column_ids == 0).sum()), min_gaussians,
+                        labels.split, strays=labels.strays)
     things = ids > 0  # [N]
     obj = ids[things]  # [M]
     if obj.numel() == 0:
@@ -274,7 +387,10 @@ def object_table(labels: ModelLabels, *, min_gaussians: int = 50,
             table.small_gaussians += n
             continue
         cls = int(semantic[i]) if semantic is not None else None
-        name = class_names[cls] if cls is not None and class_names and 0 <= cls < len(class_names) else None
+        if cls is None:
+            name = "object"  # no semantics: an instance-only model, every id is an object
+        else:
+            name = class_names[cls] if class_names and 0 <= cls < len(class_names) else None
         table.rows.append(ObjectRow(
             id=int(uniq[i]), gaussians=n, semantic=cls, class_name=name,
             centroid=centroid[i].tolist(), bbox_min=lo[i].tolist(), bbox_max=hi[i].tolist(),
@@ -296,7 +412,8 @@ def format_table(table: ObjectTable) -> str:
         lines.append(f"{r.id:>6}  {cls:<18} {r.gaussians:>9}  {c:<28} {e:<26} {r.color}")
     if table.small_ids:
         lines.append(f"{len(table.small_ids)} small ids ({table.small_gaussians} Gaussians)")
-    lines.append(f"stuff (id 0): {table.stuff_gaussians} Gaussians")
+    lines.append(f"stuff (id 0): {table.stuff_gaussians} Gaussians"
+                 + (f"; stray groups left out of their objects: {table.strays} Gaussians" if table.strays else ""))
     return "\n".join(lines)
 
 
@@ -326,7 +443,7 @@ def _columns(labels: ModelLabels) -> Dict[str, np.ndarray]:
 
     cols = read_ply(labels.ply_path)
     if labels.split and "instance_label" in cols:
-        cols["instance_label"] = labels.ids.numpy().astype(cols["instance_label"].dtype)
+        cols["instance_label"] = labels.column_ids.numpy().astype(cols["instance_label"].dtype)
     return cols
 
 
@@ -367,6 +484,183 @@ def move(labels: ModelLabels, ids: Sequence[int], translate: Sequence[float], ou
     return int(mask.sum())
 
 
+# ----- extraction quality against the generator's geometry -----------------------------------
+def evaluate(labels: ModelLabels, scene: Optional[str] = None, *, grow: Optional[float] = None,
+             inner: Optional[float] = None) -> dict:
+    """Precision / recall of ``extract`` per ground-truth object (``tools.extraction_eval``), for
+    every Gaussian of the id (no stray filter) and for what ``extract`` returns with the settings
+    ``labels`` was loaded with. ``scene``: the generator's scene folder (default: the model's
+    ``source_path``). Returns ``{"scene", "all": report, "extract": report}`` (reports as JSON)."""
+    from tools import extraction_eval as ev
+
+    if scene is None:
+        scene = getattr(_cfg(labels.model_path), "source_path", None)
+        if not scene:
+            raise ObjectsError(f"{labels.model_path}: cfg_args names no scene; pass --scene SCENE")
+    try:
+        boxes = ev.load_boxes(scene)
+    except ev.ExtractionEvalError as e:
+        raise ObjectsError(str(e)) from None
+    kw = {"grow": ev.GROW if grow is None else grow, "inner": ev.INNER if inner is None else inner}
+    model = labels.model
+    means, opac = model.get_means().detach(), model.get_opacities().detach()
+    raw = labels.column_ids
+    every = ev.measure_extraction(raw, raw > 0, means, opac, boxes, **kw)
+    clean = ev.measure_extraction(raw, labels.ids > 0, means, opac, boxes, **kw)
+    return {"scene": os.path.abspath(scene), "all": every, "extract": clean}
+
+
+# ----- contact sheet -------------------------------------------------------------------------
+class _Subset:
+    """The render contract (``gaussian_renderer.render``) over some rows of a model."""
+
+    def __init__(self, model: GaussianModel, rows: Tensor):
+        self.model, self.rows, self.active_sh_degree = model, rows, model.active_sh_degree
+
+    def get_means(self):
+        return self.model.get_means()[self.rows]
+
+    def get_scales(self):
+        return self.model.get_scales()[self.rows]
+
+    def get_quats(self):
+        return self.model.get_quats()[self.rows]
+
+    def get_opacities(self):
+        return self.model.get_opacities()[self.rows]
+
+    def get_sh(self):
+        return self.model.get_sh()[self.rows]
+
+
+def training_cameras(model_path: str) -> list:
+    """The training views' cameras (``scene.cameras.Camera``) of a model: from its scene (exact K)
+    when the scene folder is there, else from ``cameras.json`` (principal point at the centre)."""
+    from scene.cameras import Camera
+
+    cfg = _cfg(model_path)
+    if cfg is not None and os.path.isdir(getattr(cfg, "source_path", "") or ""):
+        from scene.dataset_readers import read_scene_for
+
+        try:
+            return [f.camera for f in read_scene_for(cfg, allow_missing_masks=True).train]
+        except SceneError:
+            pass  # fall back to cameras.json
+    path = os.path.join(model_path, "cameras.json")
+    try:
+        with open(path) as f:
+            cams = json.load(f)
+    except (OSError, ValueError):
+        raise ObjectsError(f"{path}: missing or unreadable and the scene is gone; cannot place cameras") from None
+    out = []
+    for c in cams:
+        R = np.asarray(c["rotation"], np.float64)  # camera-to-world rotation (3DGS cameras.json)
+        w2c = np.eye(4)
+        w2c[:3, :3] = R.T
+        w2c[:3, 3] = -R.T @ np.asarray(c["position"], np.float64)
+        W, H = int(c["width"]), int(c["height"])
+        K = np.array([[c["fx"], 0, W / 2], [0, c["fy"], H / 2], [0, 0, 1]], np.float64)
+        out.append(Camera(int(c["id"]), str(c["img_name"]), K, w2c, W, H))
+    return out
+
+
+def best_views(cameras: Sequence, means: Tensor, opacities: Tensor, scales: Tensor, ids: Tensor,
+               wanted: Sequence[int]) -> Dict[int, int]:
+    """Per object id, the index of the camera that sees it best: the most projected opacity
+    (sum over its Gaussians in front of the camera and inside the image of opacity x projected
+    area (f s / z)^2), times the share of its opacity inside the image (whole objects first).
+    Occlusion by other objects is ignored: the sheet renders each object alone."""
+    V = torch.as_tensor(np.stack([c.world_view for c in cameras]), dtype=torch.float64)  # [C, 4, 4]
+    K = torch.as_tensor(np.stack([c.K for c in cameras]), dtype=torch.float64)  # [C, 3, 3]
+    WH = torch.tensor([[c.width, c.height] for c in cameras], dtype=torch.float64)  # [C, 2]
+    out = {}
+    for i in wanted:  # one object at a time, vectorised over cameras x Gaussians
+        rows = ids == i
+        p = means[rows].to(torch.float64)  # [M, 3]
+        w = opacities[rows].to(torch.float64)  # [M]
+        s = scales[rows].to(torch.float64).max(dim=1).values  # [M]
+        pc = torch.einsum("cij,mj->cmi", V[:, :3, :3], p) + V[:, None, :3, 3]  # [C, M, 3]
+        z = pc[..., 2]
+        zs = z.clamp_min(1e-6)
+        u = K[:, None, 0, 0] * pc[..., 0] / zs + K[:, None, 0, 2]  # [C, M]
+        v = K[:, None, 1, 1] * pc[..., 1] / zs + K[:, None, 1, 2]
+        inside = (z > 0.01) & (u >= 0) & (v >= 0) & (u < WH[:, None, 0]) & (v < WH[:, None, 1])  # [C, M]
+        area = (K[:, None, 0, 0] * s / zs) ** 2  # [C, M]
+        seen = (w * inside).sum(1) / w.sum().clamp_min(1e-12)  # [C]
+        score = (w * area * inside).sum(1) * seen  # [C]
+        out[int(i)] = int(score.argmax())
+    return out
+
+
+@torch.no_grad()
+def render_object(labels: ModelLabels, i: int, camera, *, tile: int = 192, margin: float = 0.12,
+                  probe_side: int = 320) -> np.ndarray:
+    """[tile, tile, 3] uint8: the Gaussians ``extract`` returns for id ``i``, rendered alone from
+    ``camera`` on a white background and framed on the object: a small probe render finds where
+    its alpha exceeds 0.1, then the camera's intrinsics zoom onto that square (plus ``margin`` of
+    its side on each side) and the object is rendered again at ``tile`` x ``tile``, sharp."""
+    from scene.cameras import Camera
+
+    from gaussian_renderer import render
+
+    sub = _Subset(labels.model, torch.nonzero(labels.ids == i).squeeze(1))
+    white = torch.ones(3)
+    probe = camera.scaled(min(1.0, probe_side / max(camera.width, camera.height)))
+    alpha = render(probe, sub, with_rgb=False).alpha[..., 0].cpu().numpy()  # [h, w]
+    ys, xs = np.nonzero(alpha > 0.1)
+    if len(ys) == 0:
+        return np.full((tile, tile, 3), 255, np.uint8)
+    sx, sy = camera.width / probe.width, camera.height / probe.height  # probe -> camera pixels
+    x0, x1, y0, y1 = xs.min() * sx, (xs.max() + 1) * sx, ys.min() * sy, (ys.max() + 1) * sy
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    left, top = (x0 + x1) / 2 - side / 2, (y0 + y1) / 2 - side / 2
+    z = tile / side
+    K = camera.K.copy()  # Convention: pixel centres at +0.5 (scene.cameras); the crop maps [left, left + side) to [0, tile)
+    K[0, 0], K[1, 1] = K[0, 0] * z, K[1, 1] * z
+    K[0, 2], K[1, 2] = (K[0, 2] - left) * z, (K[1, 2] - top) * z
+    cam = Camera(camera.uid, camera.name, K, camera.world_view, tile, tile)
+    rgb = render(cam, sub, bg=white).rgb.clamp(0, 1)
+    return (rgb * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def contact_sheet(labels: ModelLabels, table: "ObjectTable", cameras: Sequence, *, tile: int = 192,
+                  columns: Optional[int] = None, max_objects: Optional[int] = None):
+    """A PIL image: one tile per row of ``table`` (largest first), each object rendered alone from
+    its best training view (``best_views``), captioned "id  class" and its size (extent of its
+    Gaussians' centres, in scene units) on a bar of the object's overlay colour."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows = table.rows[:max_objects] if max_objects else table.rows
+    if not rows:
+        raise ObjectsError(f"{labels.model_path}: no object with >= {table.min_gaussians} Gaussians to show")
+    model = labels.model
+    means, opac, scales = (model.get_means().detach(), model.get_opacities().detach(),
+                           model.get_scales().detach())
+    views = best_views(cameras, means, opac, scales, labels.ids, [r.id for r in rows])
+    n = len(rows)
+    cols = columns or max(1, min(n, int(np.ceil(np.sqrt(n * 1.5)))))
+    grid_rows = int(np.ceil(n / cols))
+    cap, pad = 34, 6
+    W, H = cols * (tile + pad) + pad, grid_rows * (tile + cap + pad) + pad
+    img = Image.new("RGB", (W, H), (235, 235, 235))
+    draw = ImageDraw.Draw(img)
+    try:
+        font = ImageFont.load_default(size=13)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    for k, r in enumerate(rows):
+        x, y = pad + (k % cols) * (tile + pad), pad + (k // cols) * (tile + cap + pad)
+        img.paste(Image.fromarray(render_object(labels, r.id, cameras[views[r.id]], tile=tile)), (x, y))
+        colour = tuple(int(r.color[j:j + 2], 16) for j in (1, 3, 5))
+        draw.rectangle([x, y + tile, x + tile - 1, y + tile + cap - 1], fill=colour)
+        ink = (0, 0, 0) if sum(c * f for c, f in zip(colour, (0.299, 0.587, 0.114))) > 140 else (255, 255, 255)
+        name = r.class_name or ("-" if r.semantic is None else f"class {r.semantic}")
+        size = " x ".join(f"{e:.2f}" for e in r.extent)
+        draw.text((x + 4, y + tile + 2), f"{r.id}  {name}", fill=ink, font=font)
+        draw.text((x + 4, y + tile + 17), f"{size}  ({cameras[views[r.id]].name})", fill=ink, font=font)
+    return img
+
+
 # ----- command line --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -377,6 +671,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="give spatially separate groups of one id their own ids first")
     common.add_argument("--min_gaussians", type=int, default=50,
                         help="ids (and, with --split_disconnected, groups) smaller than this are 'small'")
+    common.add_argument("--keep_strays", action="store_true",
+                        help="an object is every Gaussian of its id (no stray filter)")
+    common.add_argument("--stray_radius", type=float, default=DEFAULT_RADIUS_FACTOR, metavar="FACTOR",
+                        help="stray filter: neighbour radius in median nearest-neighbour distances")
+    common.add_argument("--stray_min_share", type=float, default=DEFAULT_MIN_SHARE,
+                        help="stray filter: keep groups with at least this share of their id's opacity "
+                             "(the heaviest group is always kept)")
+    common.add_argument("--stray_min_opacity", type=float, default=DEFAULT_MIN_OPACITY,
+                        help="stray filter: object Gaussians below this opacity are strays")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", parents=[common], help="one row per object id")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
@@ -388,17 +691,58 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", required=True, help="PLY to write")
         if name == "move":
             p.add_argument("--translate", type=float, nargs=3, required=True, metavar=("DX", "DY", "DZ"))
+    p = sub.add_parser("evaluate", parents=[common],
+                       help="extraction precision / recall against generator.json (synthetic scenes)")
+    p.add_argument("--scene", default=None, help="scene folder holding generator.json (default: the model's)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the reports as JSON")
+    p.add_argument("--grow", type=float, default=None, help="precision box margin in scene units (default 0.05)")
+    p.add_argument("--inner", type=float, default=None, help="recall box inset in scene units (default 0.01)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary lines")
+    p = sub.add_parser("sheet", parents=[common], help="contact sheet: every object rendered alone, captioned")
+    p.add_argument("-o", "--output", required=True, help="PNG to write")
+    p.add_argument("--tile", type=int, default=192, help="tile size in pixels")
+    p.add_argument("--columns", type=int, default=None, help="tiles per row (default: about sqrt(1.5 n))")
+    p.add_argument("--max_objects", type=int, default=None, help="show only the largest N objects")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        strays = StrayFilter(args.keep_strays, args.stray_radius, args.stray_min_share, args.stray_min_opacity)
         labels = load_labels(args.model_path, args.iteration, split_disconnected=args.split_disconnected,
-                             min_gaussians=args.min_gaussians)
-        if args.command == "list":
+                             min_gaussians=args.min_gaussians, strays=strays)
+        if args.command in ("list", "sheet"):
             table = object_table(labels, min_gaussians=args.min_gaussians,
-                                 class_names=class_names_for(_cfg(args.model_path)))
+                                 class_names=class_names_for(_cfg(args.model_path), labels.num_classes))
+        if args.command == "sheet":
+            img = contact_sheet(labels, table, training_cameras(args.model_path), tile=args.tile,
+                                columns=args.columns, max_objects=args.max_objects)
+            tmp = f"{args.output}.{os.getpid()}.tmp.png"
+            img.save(tmp)
+            os.replace(tmp, args.output)
+            print(f"wrote {args.output}: {min(len(table.rows), args.max_objects or len(table.rows))} objects "
+                  f"({img.width}x{img.height})")
+        elif args.command == "evaluate":
+            from tools.extraction_eval import format_report
+
+            res = evaluate(labels, args.scene, grow=args.grow, inner=args.inner)
+            filt = ("none (--keep_strays)" if args.keep_strays else
+                    f"radius {args.stray_radius:g} x median spacing, min share {args.stray_min_share:g}, "
+                    f"min opacity {args.stray_min_opacity:g}")
+            for key, title in (("all", "every Gaussian of the id"), ("extract", f"extract (stray filter: {filt})")):
+                text = format_report(res[key], f"{title}:")
+                print(text.splitlines()[-1] if args.quiet else text + "\n")
+            if args.json:
+                from utils.general_utils import atomic_write_text
+
+                data = {"model_path": labels.model_path, "iteration": labels.iteration, "scene": res["scene"],
+                        "stray_filter": None if args.keep_strays else {
+                            "radius_factor": args.stray_radius, "min_share": args.stray_min_share,
+                            "min_opacity": args.stray_min_opacity},
+                        "all": res["all"].to_json(), "extract": res["extract"].to_json()}
+                atomic_write_text(args.json, json.dumps(data, indent=1) + "\n")
+        elif args.command == "list":
             if args.json:
                 from utils.general_utils import atomic_write_text
 

@@ -20,7 +20,7 @@ from .classes import CLASS_NAMES, THING_CLASSES
 from .layout import build_layout
 from .renderer import SceneRenderer
 from .segmenter import NoiseConfig, noise_preset, simulate_segmenter
-from .writers import MessyWriter, PanopliWriter
+from .writers import ColmapWriter, MessyWriter, PanopliWriter
 
 GENERATOR_VERSION = 1
 _LAYOUT, _CAMERAS, _VIEW_NOISE, _POINTS = 1, 2, 3, 4  # rng streams
@@ -68,14 +68,14 @@ def view_name(i: int) -> str:
 
 
 def generate_scene(cfg: SceneConfig, out_dir: Optional[str] = None, messy_dir: Optional[str] = None,
-                   progress: bool = True, workers: int = 2) -> dict:
-    """Renders the scene of ``cfg`` and writes it as PanopLi into ``out_dir`` and/or as
-    Messy-Rooms into ``messy_dir``. Views are rendered by ``workers`` forked processes (1: in
+                   progress: bool = True, workers: int = 2, colmap_dir: Optional[str] = None) -> dict:
+    """Renders the scene of ``cfg`` and writes it as PanopLi into ``out_dir``, as Messy-Rooms into
+    ``messy_dir`` and/or as a COLMAP capture with instance-only masks into ``colmap_dir``. Views are rendered by ``workers`` forked processes (1: in
     this process); the result does not depend on it. Returns the metadata also written to
     generator.json."""
     cfg.validate()
-    if out_dir is None and messy_dir is None:
-        raise ValueError("generate_scene: give out_dir (PanopLi) and/or messy_dir (Messy-Rooms)")
+    if out_dir is None and messy_dir is None and colmap_dir is None:
+        raise ValueError("generate_scene: give out_dir (PanopLi), messy_dir (Messy-Rooms) and/or colmap_dir")
     t0 = time.time()
     noise = cfg.noise_config()
     layout = build_layout(cfg.layout, cfg.num_objects, np.random.default_rng([cfg.seed, _LAYOUT]))
@@ -88,11 +88,13 @@ def generate_scene(cfg: SceneConfig, out_dir: Optional[str] = None, messy_dir: O
         writers.append(PanopliWriter(out_dir, cfg.jpeg_quality, cfg.depth, cfg.probabilities))
     if messy_dir is not None:
         writers.append(MessyWriter(messy_dir, cfg.depth))
+    if colmap_dir is not None:
+        writers.append(ColmapWriter(colmap_dir, cfg.jpeg_quality))
     names = [view_name(i) for i in range(cfg.num_views)]
 
     job = _Job(cfg, noise, layout, K, c2w, names, writers)
     chunks = [list(range(a, min(a + 4, cfg.num_views))) for a in range(0, cfg.num_views, 4)]
-    bar = tqdm(total=cfg.num_views, desc=f"views ({os.path.basename(str(out_dir or messy_dir))})",
+    bar = tqdm(total=cfg.num_views, desc=f"views ({os.path.basename(str(out_dir or messy_dir or colmap_dir))})",
                disable=not progress)
     results = []
     workers = max(1, min(int(workers), len(chunks)))

@@ -1,10 +1,12 @@
-"""Scene writers: the PanopLi folder format and the Messy-Rooms format of docs DATA.md.
+"""Scene writers: the PanopLi folder format, the Messy-Rooms format and a COLMAP scene (docs DATA.md).
 
 Convention: poses are 4x4 camera-to-world in OpenCV axes (PanopLi ``pose/*.txt``); Messy-Rooms
 stores Blender-axes camera-to-world as position + quaternion (w, x, y, z) with
 ``c2w_blender = c2w_opencv @ diag(1, -1, -1, 1)`` and K normalised (row 0 divided by W, row 1
 by H). Pixel convention of both: the ray through pixel (u, v) is ((u - cx)/fx, (v - cy)/fy, 1).
 Depth PNGs are uint16 millimetres (0 = none). Label PNGs: semantics 8 bit, instances 16 bit.
+COLMAP stores world-to-camera poses (qvec (w, x, y, z), tvec) and puts the centre of pixel (u, v)
+at (u + 0.5, v + 0.5), so its cx, cy are the generator's plus 0.5.
 """
 from __future__ import annotations
 
@@ -163,3 +165,65 @@ class MessyWriter:
             write_points(os.path.join(self.root, "points3d.ply"), points)
         with open(os.path.join(self.root, "generator.json"), "w") as f:
             json.dump({**meta, "format": self.format}, f, indent=1)
+
+
+class ColmapWriter:
+    """A COLMAP capture with instance-only masks: SCENE/images/*.jpg, sparse/0/{cameras, images,
+    points3D}.txt (COLMAP's text format, one PINHOLE camera), masks/*.png (the simulated
+    segmenter's thing instances, uint16, ids permuted per view, 0 = unlabelled), plus what no COLMAP
+    reader looks at: semantics/*.png (the segmenter's classes, for ``--sem_dir semantics``),
+    gt_instance/ and gt_semantics/ (exact labels) and generator.json (object geometry).
+
+    Train with ``train.py -s SCENE --seg_dir masks``; every view is registered and the reader's
+    ``--eval`` holds out every 8th image by name."""
+
+    format = "colmap"
+    MASKS, SEMANTICS = "masks", "semantics"
+
+    def __init__(self, root: str, jpeg_quality: int = 95):
+        self.root, self.jpeg_quality = root, jpeg_quality
+        for d in ("images", os.path.join("sparse", "0"), self.MASKS, self.SEMANTICS, "gt_instance", "gt_semantics"):
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+
+    def write_view(self, name: str, rgb: np.ndarray, depth: np.ndarray, gt_instance: np.ndarray,
+                   gt_semantic: np.ndarray, seg: SegmenterOutput, c2w: np.ndarray) -> None:
+        j = lambda *p: os.path.join(self.root, *p)  # noqa: E731
+        Image.fromarray(rgb).save(j("images", f"{name}.jpg"), quality=self.jpeg_quality)
+        _png(j(self.MASKS, f"{name}.png"), seg.instance.astype(np.uint16))
+        _png(j(self.SEMANTICS, f"{name}.png"), seg.semantic.astype(np.uint8))
+        _png(j("gt_instance", f"{name}.png"), gt_instance.astype(np.uint16))
+        _png(j("gt_semantics", f"{name}.png"), gt_semantic.astype(np.uint8))
+
+    def finish(self, K: np.ndarray, names: Sequence[str], c2w: np.ndarray, test_every: int,
+               points: Optional[Dict[str, np.ndarray]], meta: dict) -> None:
+        """sparse/0/*.txt and generator.json. points3D carries no tracks (no 2D points)."""
+        sparse = os.path.join(self.root, "sparse", "0")
+        W, H = meta["width"], meta["height"]
+        fx, fy, cx, cy = (float(v) for v in (K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5))  # pixel centres
+        with open(os.path.join(sparse, "cameras.txt"), "w") as f:
+            f.write("# Camera list with one line of data per camera:\n"
+                    "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n# Number of cameras: 1\n")
+            f.write(f"1 PINHOLE {W} {H} {fx!r} {fy!r} {cx!r} {cy!r}\n")
+        lines = ["# Image list with two lines of data per image:",
+                 "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+                 "#   POINTS2D[] as (X, Y, POINT3D_ID)", f"# Number of images: {len(names)}"]
+        for i, (name, pose) in enumerate(zip(names, np.asarray(c2w, np.float64))):
+            R = pose[:3, :3].T  # world-to-camera
+            t = -R @ pose[:3, 3]
+            q = rotation_to_quaternion_wxyz(R)
+            lines.append(f"{i + 1} " + " ".join(repr(float(v)) for v in (*q, *t)) + f" 1 {name}.jpg")
+            lines.append("")  # no 2D points
+        with open(os.path.join(sparse, "images.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        with open(os.path.join(sparse, "points3D.txt"), "w") as f:
+            f.write("# 3D point list with one line of data per point:\n"
+                    "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n")
+            if points is not None and len(points["points"]):
+                P = np.asarray(points["points"], np.float64)
+                rgb = np.clip(np.round(np.asarray(points["colors"]) * 255), 0, 255).astype(np.int64)
+                # ID X Y Z R G B ERROR, no track
+                table = np.concatenate([np.arange(1, len(P) + 1)[:, None], P, rgb, np.zeros((len(P), 1))], 1)
+                np.savetxt(f, table, fmt=["%d", "%.6f", "%.6f", "%.6f", "%d", "%d", "%d", "%d"], delimiter=" ")
+        with open(os.path.join(self.root, "generator.json"), "w") as f:
+            json.dump({**meta, "format": self.format, "seg_dir": self.MASKS, "sem_dir": self.SEMANTICS}, f,
+                      indent=1)
