@@ -69,3 +69,38 @@ def random_scene(
     out = {k: t.to(device=device, dtype=dtype) for k, t in out.items()}
     out.update(width=width, height=height)
     return out
+
+
+def room_scene(
+    n: int = 30_000,
+    width: int = 128,
+    height: int = 96,
+    *,
+    channels: int = 3,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> dict:
+    """N Gaussians in a 6 x 3 x 6 box room seen from a camera near its centre (the CPU timing
+    case of issue 10): 90 % lie on the six walls, 10 % float inside; most are behind the camera.
+
+    Same dict as ``random_scene``. Convention: world-to-camera is a pure translation, OpenCV
+    axes (the camera looks down +z), 70 degrees horizontal field of view.
+    """
+    g = torch.Generator().manual_seed(seed)
+    half = torch.tensor([3.0, 1.5, 3.0], dtype=torch.float64)
+    n_wall = int(0.9 * n)
+    wall = (torch.rand(n_wall, 3, generator=g, dtype=torch.float64) * 2 - 1) * half  # [n_wall, 3]
+    face = torch.randint(0, 6, (n_wall,), generator=g)
+    axis, sign = face // 2, (face % 2) * 2 - 1
+    wall[torch.arange(n_wall), axis] = sign.double() * half[axis]  # onto the face
+    inside = (torch.rand(n - n_wall, 3, generator=g, dtype=torch.float64) * 2 - 1) * half * 0.8
+    scales = torch.exp(torch.empty(n, 3, dtype=torch.float64).uniform_(math.log(0.02), math.log(0.12), generator=g))
+    viewmat = torch.eye(4, dtype=torch.float64)
+    viewmat[:3, 3] = torch.tensor([0.1, 0.2, 0.5], dtype=torch.float64)
+    out = dict(means=torch.cat([wall, inside]), quats=torch.randn(n, 4, generator=g, dtype=torch.float64),
+               scales=scales, opacities=torch.empty(n, dtype=torch.float64).uniform_(0.1, 0.99, generator=g),
+               colors=torch.rand(n, channels, generator=g, dtype=torch.float64), viewmat=viewmat,
+               K=look_at_intrinsics(width, height, 70.0, dtype=torch.float64))
+    out = {k: t.to(dtype) for k, t in out.items()}
+    out.update(width=width, height=height)
+    return out

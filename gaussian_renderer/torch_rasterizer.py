@@ -335,7 +335,8 @@ class _CompositeTiles(torch.autograd.Function):
             t_last = st.t_incl.gather(-1, (n_blend - 1).clamp_min(0))[..., 0]  # [a, P] T after the prefix
             trans.index_copy_(0, active, torch.where(n_blend[..., 0] > 0, t_last, trans[active]))
             done.index_copy_(0, active, st.t_incl[..., -1] <= MIN_TRANSMITTANCE)
-            steps.append((active, gid, present, t_prev, st if save else None))
+            # Kept for backward (which does not read t_incl), or recomputed there.
+            steps.append((active, gid, present, t_prev, st._replace(t_incl=None) if save else None))
 
         ctx.save_for_backward(means2d, conics, opacities, colors, trans)
         ctx.steps, ctx.px, ctx.py = steps, px, py

@@ -222,3 +222,37 @@ def test_cpu_backward_is_bit_reproducible():
         for a, b in zip(*runs):
             assert torch.equal(a, b)
         assert runs[0][1].abs().sum() > 0
+
+
+def test_room_timing_print():
+    # The CPU case of issue 10 (128x96, camera inside a room, 30k Gaussians, rgb + 14 feature
+    # channels), one thread, CPU time: the one-pass render against the two-call form it
+    # replaces. Printed (shared machines make timings swing); asserts only that both agree.
+    import time
+
+    from gaussian_renderer.testing import room_scene
+    from gaussian_renderer.torch_rasterizer import rasterize_torch
+
+    sc = room_scene(30_000, channels=17)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = {}
+        for mode in ("separate", "fused", "separate", "fused"):  # second round timed
+            p = _leaves(sc, (*GEOMETRY, "colors"))
+            t0 = time.process_time()
+            if mode == "fused":
+                img, alpha, _ = rasterize_torch(**{**sc, **p}, detached_channels=14)
+            else:
+                img3, alpha, _ = rasterize_torch(**{**sc, **p, "colors": p["colors"][:, :3]})
+                detached = {k: p[k].detach() for k in GEOMETRY}
+                img14, _, _ = rasterize_torch(**{**sc, **detached, "colors": p["colors"][:, 3:]})
+                img = torch.cat([img3, img14], dim=-1)
+            (img.sum() + alpha.sum()).backward()
+            results[mode] = (time.process_time() - t0, img.detach(), p["means"].grad)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"\n128x96 room, 30k Gaussians, 3+14 channels, 1 thread, forward+backward CPU time: "
+          f"two calls {1000 * results['separate'][0]:.0f} ms, one pass {1000 * results['fused'][0]:.0f} ms")
+    torch.testing.assert_close(results["fused"][1], results["separate"][1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(results["fused"][2], results["separate"][2], atol=1e-6, rtol=1e-4)

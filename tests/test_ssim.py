@@ -12,8 +12,9 @@ from utils.loss_utils import photometric_loss, ssim, ssim_map, ssim_reference, s
 def _pair(shape, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     a = torch.rand(*shape, generator=g, dtype=dtype)
-    # b: a blurred, noisy, shifted copy, so that SSIM sits well inside (0, 1) and varies.
-    b = (0.7 * a.roll(2, dims=0 if len(shape) == 3 else 2) + 0.3 * torch.rand(*shape, generator=g, dtype=dtype)).clamp(0, 1)
+    # b: a noisy copy shifted along H, so that SSIM sits well inside (0, 1) and varies.
+    shifted = a.roll(2, dims=0 if len(shape) == 3 else 2)
+    b = (0.7 * shifted + 0.3 * torch.rand(*shape, generator=g, dtype=dtype)).clamp(0, 1)
     return a, b
 
 
