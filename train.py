@@ -39,7 +39,7 @@ from training.densify import make_strategy
 from training.evaluation import evaluate_views
 from training.log import TrainLog
 from training.optim import adam, make_gaussian_optimizers, resolve_optimizer, step_all, visibility_from_info
-from training.profiling import PhaseTimer
+from training.profiling import TORCH_PROFILE_STEPS, PhaseTimer, start_torch_profiler, stop_torch_profiler
 from utils.general_utils import atomic_write_text, exponential_lr, pick_device, seed_everything
 from utils.loss_utils import photometric_loss, psnr
 
@@ -377,10 +377,15 @@ class Trainer:
         log = TrainLog(self.dataset.model_path, resume=self.first_iter > 1)
         ema: Dict[str, float] = {}
         step = self.first_iter - 1
+        profile_at, prof = getattr(a, "torch_profile", -1), None
         self._sync()
         t0 = time.perf_counter()
         try:
             for step in bar:
+                if step == profile_at:
+                    prof = start_torch_profiler(self.device)
+                elif prof is not None and step == profile_at + TORCH_PROFILE_STEPS:
+                    prof = stop_torch_profiler(prof, os.path.join(self.dataset.model_path, "torch_profile.txt"))
                 # The one regular host-device sync: statistics for the bar (every STATS_EVERY
                 # iterations, not with --quiet) and the log file (every --log_interval).
                 want = step % log_every == 0 or (not self.quiet and step % STATS_EVERY == 0)
@@ -484,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--profile", action="store_true",
                         help="time each stage of the step (CUDA events on the GPU); summary in train_stats.json")
+    parser.add_argument("--torch_profile", type=int, default=-1, metavar="ITER",
+                        help="record torch.profiler over iterations ITER..ITER+19; the kernel table goes to "
+                             "<model>/torch_profile.txt (-1: off)")
     parser.add_argument("--log_interval", type=int, default=100,
                         help="write the named loss terms to <model>/train_log.jsonl every this many iterations")
     return parser

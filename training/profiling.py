@@ -96,3 +96,29 @@ class PhaseTimer:
             lines.append(f"| {name} | {1e3 * s['total_s'] / max(1, iterations):.3f} | {s['count']} | "
                          f"{s['total_s']:.2f} |")
         return "\n".join(lines)
+
+
+TORCH_PROFILE_STEPS = 20  # iterations recorded by ``train.py --torch_profile ITER``
+
+
+def start_torch_profiler(device: torch.device):
+    """Starts torch.profiler (CPU, and CUDA kernels on a CUDA device) for ``--torch_profile``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    prof = profile(activities=activities, record_shapes=False)
+    prof.__enter__()
+    return prof
+
+
+def stop_torch_profiler(prof, path: str) -> None:
+    """Stops the profiler and writes its operator / kernel table, heaviest device time first."""
+    from utils.general_utils import atomic_write_text
+
+    prof.__exit__(None, None, None)
+    averages = prof.key_averages()
+    key = "self_device_time_total" if any(getattr(e, "self_device_time_total", 0) for e in averages) \
+        else "self_cpu_time_total"
+    table = averages.table(sort_by=key, row_limit=60, max_name_column_width=90)
+    atomic_write_text(path, f"torch.profiler over {TORCH_PROFILE_STEPS} iterations, sorted by {key}\n\n{table}\n")
+    return None
