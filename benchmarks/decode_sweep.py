@@ -75,7 +75,10 @@ def score(flat, variant, thing_classes, valid):
 
 
 def sweep(model_path: str, iteration: int = -1, *, segments=(1, 2, 3, 5, 8, 13, 20), gaussians=(10, 50, 200, 1000),
-          fractions=(0.002,), device=None, quiet: bool = False) -> list:
+          fractions=(0.002,), shares=(), min_pixels=(), device=None, quiet: bool = False) -> list:
+    """Rows of the sweep (see the module doc). ``shares`` / ``min_pixels``: extra vote settings
+    (``postprocess.count_code_votes``), each re-rendering the training views once and adding
+    ``segments N`` rows for it."""
     from arguments import load_cfg_args
     from scene.dataset_readers import read_scene_for
     from scene.model_folder import find_iteration, load_model
@@ -99,19 +102,29 @@ def sweep(model_path: str, iteration: int = -1, *, segments=(1, 2, 3, 5, 8, 13, 
     votes = load_code_votes(folder)
     if votes is None:
         votes = votes_for_model(model, cfg, info, dev)
-        if votes is not None:
-            save_code_votes(votes, folder)
+        if votes is None:
+            raise SceneError(f"{cfg.source_path}: no training view has an instance mask; nothing to vote with")
+        save_code_votes(votes, folder)
     flat, variant = rendered_test_codes(model, cfg, info, dev, decoder)
     if not quiet:
         print(f"rendered {len(info.test)} test views ({flat['codes'].numel()} pixels) in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     settings = [("plain", None, {})]
     settings += [("segments", n, {"min_segments": n}) for n in segments]
+    default_votes = votes
+    extra = [(sh, votes.min_pixels) for sh in shares] + [(votes.min_share, mp) for mp in min_pixels]
+    for sh, mp in dict.fromkeys(extra):
+        if (sh, mp) == (votes.min_share, votes.min_pixels):
+            continue
+        v = votes_for_model(model, cfg, info, dev, min_pixels=mp, min_share=sh)
+        settings += [(f"segments[share {sh:g}, px {mp}]", n, {"min_segments": n, "votes": v}) for n in segments]
     settings += [("gaussians", k, {"min_gaussians": k}) for k in gaussians]
     settings += [("fraction", f, {"snap_fraction": f}) for f in fractions]
     rows = []
     for rule, knob, kw in settings:
-        valid = decoding_valid_codes("gaussians" if rule == "fraction" else rule, model, votes=votes, **kw)
+        kw = {"votes": default_votes, **kw}
+        base = "gaussians" if rule == "fraction" else "segments" if rule.startswith("segments") else rule
+        valid = decoding_valid_codes(base, model, **kw)
         r = score(flat, variant, info.thing_classes, valid)
         r.update({"rule": rule, "knob": knob, "valid_codes": None if valid is None else int(valid.numel()),
                   "default": rule == "segments" and knob == DEFAULT_MIN_SEGMENTS})
@@ -142,13 +155,17 @@ def main(argv=None) -> int:
     p.add_argument("--segments", type=int, nargs="*", default=[1, 2, 3, 5, 8, 13, 20], help="min segments won")
     p.add_argument("--gaussians", type=int, nargs="*", default=[10, 50, 200, 1000], help="min opaque Gaussians")
     p.add_argument("--fractions", type=float, nargs="*", default=[0.002], help="min share of all Gaussians")
+    p.add_argument("--shares", type=float, nargs="*", default=[],
+                   help="also vote with these min shares (the winning code's fraction of its segment), e.g. 0.5")
+    p.add_argument("--min_pixels", type=int, nargs="*", default=[], help="also vote with these min segment sizes")
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="also write the rows to this file")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     try:
         rows = sweep(args.model_path, args.iteration, segments=args.segments, gaussians=args.gaussians,
-                     fractions=args.fractions, device=args.device, quiet=args.quiet)
+                     fractions=args.fractions, shares=args.shares, min_pixels=args.min_pixels,
+                     device=args.device, quiet=args.quiet)
     except (SceneError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -135,20 +135,21 @@ def load_code_votes(folder: str):
 
 
 @torch.no_grad()
-def training_code_votes(model, views, render_embedding, sigmoid_where: str = "rendered"):
+def training_code_votes(model, views, render_embedding, sigmoid_where: str = "rendered", **vote_settings):
     """Segment votes of the training views (``postprocess.count_code_votes``): ``render_embedding(view)``
     -> the view's rendered embedding [H, W, d] (raw V, or sigmoid(v) blended with
     ``sigmoid_where="gaussian"``). Called by train.py when it saves a model, and by render.py when
     a model folder has no votes file."""
     from segmentation.postprocess import count_code_votes
 
-    return count_code_votes(views, lambda view: pixel_codes(render_embedding(view), sigmoid_where))
+    return count_code_votes(views, lambda view: pixel_codes(render_embedding(view), sigmoid_where), **vote_settings)
 
 
 @torch.no_grad()
-def votes_for_model(model, cfg, info, device, quiet: bool = True):
+def votes_for_model(model, cfg, info, device, **vote_settings):
     """Recomputes the votes of a saved model from its training views (render.py, sweeps): views
-    loaded one at a time at the training resolution, with their masks."""
+    loaded one at a time at the training resolution, with their masks. ``vote_settings``:
+    ``min_pixels`` / ``min_share`` of ``postprocess.count_code_votes``."""
     from gaussian_renderer import render
     from scene import load_view, resolution_scale
 
@@ -165,7 +166,7 @@ def votes_for_model(model, cfg, info, device, quiet: bool = True):
     def render_embedding(view):
         return render(view.camera, model, features=feats, with_rgb=False, backend=backend).features["embedding"]
 
-    return training_code_votes(model, views, render_embedding, sigmoid_where)
+    return training_code_votes(model, views, render_embedding, sigmoid_where, **vote_settings)
 
 
 def decoding_valid_codes(rule: str, model, *, votes=None, min_segments: Optional[int] = None,

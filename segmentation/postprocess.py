@@ -43,8 +43,10 @@ __all__ = ["split_disconnected_codes", "drop_small_segments", "valid_codes", "sn
 
 # Segment votes (the default decoding rule): a code is valid when it is the dominant decoded code of
 # at least DEFAULT_MIN_SEGMENTS input mask segments (of at least DEFAULT_VOTE_MIN_PIXELS pixels) of
-# the training views.
-DEFAULT_MIN_SEGMENTS = 1
+# the training views. 2 rather than 1 (CPU, benchmarks/decode_sweep.py): room10 PQ^scene 86.8 vs 84.8
+# (plain 81.1, 0.2 % of the Gaussians 82.9); 20-object instance-only Messy scene 69.0 vs 68.1 (plain
+# 64.0, 0.2 % 65.2). A code won once is mostly a model split seen in one view, not an object.
+DEFAULT_MIN_SEGMENTS = 2
 DEFAULT_VOTE_MIN_PIXELS = 4
 
 # Snapping by default (benchmarks/RESULTS.md, section 5): on the 50-object realistic-noise scene a code

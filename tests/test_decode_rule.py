@@ -117,3 +117,13 @@ def test_votes_skip_views_without_masks_and_invalid_pixels_and_round_trip(tmp_pa
     assert back.segments == 6 and back.views == 3
     assert CodeVotes(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), 0, 0).valid() is None
     assert load_code_votes(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_segment_votes_same_on_cuda():
+    views, real, _ = synthetic_views(500)
+    cpu = count_code_votes(views, lambda v: v.codes)
+    gpu = count_code_votes(views, lambda v: v.codes.cuda())  # masks stay on the host, as in training
+    assert torch.equal(cpu.codes, gpu.codes) and torch.equal(cpu.wins, gpu.wins)
+    assert set(gpu.valid().tolist()) == set(real.tolist())
