@@ -1,10 +1,12 @@
 """Per-object tools for a trained model: which id is which object; extract, remove or move objects.
 
-    python tools/objects.py list    -m output/room10 [--iteration N] [--min_gaussians 50] [--json objects.json]
-    python tools/objects.py extract -m output/room10 --id 12 [--id 7 ...] -o chair.ply
-    python tools/objects.py remove  -m output/room10 --id 12 -o without_chair.ply
-    python tools/objects.py move    -m output/room10 --id 12 --translate 0.5 0 0 -o moved.ply
-    python tools/objects.py list    -m output/room10 --split_disconnected    # one code, two places -> two ids
+    python tools/objects.py list     -m output/room10 [--iteration N] [--min_gaussians 50] [--json objects.json]
+    python tools/objects.py sheet    -m output/room10 -o objects.png      # every object rendered alone, captioned
+    python tools/objects.py extract  -m output/room10 --id 12 [--id 7 ...] -o chair.ply
+    python tools/objects.py remove   -m output/room10 --id 12 -o without_chair.ply
+    python tools/objects.py move     -m output/room10 --id 12 --translate 0.5 0 0 -o moved.ply
+    python tools/objects.py evaluate -m output/room10 [--json extraction.json]  # synthetic scenes only
+    python tools/objects.py list     -m output/room10 --split_disconnected    # one code, two places -> two ids
 
 Convention: an object id is the PLY's per-Gaussian ``instance_label`` column (code + 1, 0 = stuff)
 as train.py writes it; a PLY without that column is decoded from its embedding
@@ -13,6 +15,14 @@ use, and ``list`` prints each id's overlay colour (``colorize_ids``) so rows can
 ``overlay/`` PNGs. ``--split_disconnected`` first gives spatially separate groups of one id their
 own ids (``segmentation.postprocess.split_disconnected_codes`` on the neighbour graph of the
 object Gaussians' means); those new ids exist only for this tool, not in the renders.
+
+An object is the thing Gaussians of its id minus stray groups: ``stray_filter`` splits each id
+into connected components of its neighbour graph (radius ``--stray_radius`` times the median
+spacing of object Gaussians) and keeps the heaviest component (by opacity) and any holding at
+least ``--stray_min_share`` of the id's opacity. ``--keep_strays`` turns the filter off. Every
+command uses the same selection, so ``remove`` removes exactly what ``extract`` writes (the
+strays stay in the scene). ``evaluate`` measures that selection against the synthetic
+generator's object boxes (``tools/extraction_eval.py``).
 
 ``extract`` / ``remove`` / ``move`` copy every PLY column of the kept rows unchanged (dtype and
 order too), so the output opens in any 3DGS viewer and loads back with ``GaussianModel.load_ply``;
@@ -45,8 +55,8 @@ __all__ = ["ObjectsError", "ModelLabels", "ObjectRow", "ObjectTable", "load_labe
 
 DEFAULT_RADIUS2 = 1e-2  # neighbour radius^2 when cfg_args has no l3d_radius2 (the training default)
 NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected and the stray filter
-DEFAULT_MIN_SHARE = 0.1  # stray filter: components below this share of their id's opacity go
-DEFAULT_RADIUS_FACTOR = 10.0  # stray filter: neighbour radius = this x the median nearest-neighbour distance
+DEFAULT_MIN_SHARE = 0.2  # stray filter: components below this share of their id's opacity go (0.5 cuts real parts)
+DEFAULT_RADIUS_FACTOR = 8.0  # stray filter: radius = this x the median nearest-neighbour spacing (4 cuts objects apart)
 DEFAULT_MIN_OPACITY = 0.0  # stray filter: object Gaussians below this opacity are strays
 
 
