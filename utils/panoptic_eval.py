@@ -87,6 +87,8 @@ def variant_for(scene_info) -> Variant:
         if num_classes == base.num_classes and things == base.thing_classes:
             return base
         return Variant(name=base.name, num_classes=num_classes, thing_classes=things, has_void=base.has_void)
+    if has_gt and getattr(scene_info, "semantic_from_instances", False):
+        return MESSY  # instance masks only: object vs background, as Messy-Rooms is scored
     if scene_info.num_classes and has_gt:
         return Variant(name=fmt, num_classes=scene_info.num_classes,
                        thing_classes=tuple(scene_info.thing_classes), has_void=True)

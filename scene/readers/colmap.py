@@ -295,6 +295,13 @@ def read_colmap(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[s
         LabelSource("semantic_path", resolve_folder(path, sem_dir, None, "semantic mask", "--sem_dir"),
                     LABEL_EXTS, "semantic mask", True),
     ]
+    # Exact labels beside the capture (the synthetic generator's, for evaluation only): GT instance ids,
+    # and GT classes, or object/background (gt_objects/) when training sees instance masks only.
+    gt_sem = "gt_semantics" if sources[1].folder is not None else "gt_objects"
+    sources += [LabelSource("gt_semantic_path", resolve_folder(path, None, gt_sem, "", ""), LABEL_EXTS,
+                            "GT semantic map", False),
+                LabelSource("gt_instance_path", resolve_folder(path, None, "gt_instance", "", ""), LABEL_EXTS,
+                            "GT instance map", False)]
     frames, n_resize = build_frames(views, sources, allow_missing_masks)
     test_ids = set(range(0, len(frames), LLFF_HOLD)) if eval else set()
     train = [f for i, f in enumerate(frames) if i not in test_ids]

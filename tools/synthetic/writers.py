@@ -182,7 +182,8 @@ class ColmapWriter:
 
     def __init__(self, root: str, jpeg_quality: int = 95):
         self.root, self.jpeg_quality = root, jpeg_quality
-        for d in ("images", os.path.join("sparse", "0"), self.MASKS, self.SEMANTICS, "gt_instance", "gt_semantics"):
+        for d in ("images", os.path.join("sparse", "0"), self.MASKS, self.SEMANTICS, "gt_instance", "gt_semantics",
+                  "gt_objects"):
             os.makedirs(os.path.join(root, d), exist_ok=True)
 
     def write_view(self, name: str, rgb: np.ndarray, depth: np.ndarray, gt_instance: np.ndarray,
@@ -193,6 +194,7 @@ class ColmapWriter:
         _png(j(self.SEMANTICS, f"{name}.png"), seg.semantic.astype(np.uint8))
         _png(j("gt_instance", f"{name}.png"), gt_instance.astype(np.uint16))
         _png(j("gt_semantics", f"{name}.png"), gt_semantic.astype(np.uint8))
+        _png(j("gt_objects", f"{name}.png"), (gt_instance > 0).astype(np.uint8))  # fg/bg GT (instance-only runs)
 
     def finish(self, K: np.ndarray, names: Sequence[str], c2w: np.ndarray, test_every: int,
                points: Optional[Dict[str, np.ndarray]], meta: dict) -> None:
@@ -227,3 +229,7 @@ class ColmapWriter:
         with open(os.path.join(self.root, "generator.json"), "w") as f:
             json.dump({**meta, "format": self.format, "seg_dir": self.MASKS, "sem_dir": self.SEMANTICS}, f,
                       indent=1)
+        if meta.get("class_names"):  # --sem_dir semantics: the reader takes names and thing classes from here
+            with open(os.path.join(self.root, self.SEMANTICS, "classes.json"), "w") as f:
+                json.dump({"class_names": list(meta["class_names"]),
+                           "thing_classes": [int(c) for c in meta.get("thing_classes", ())]}, f, indent=1)
