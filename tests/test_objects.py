@@ -344,3 +344,92 @@ def test_measure_extraction_precision_recall_by_hand():
     assert none.unmatched == 2 and none.median_precision == 0.0 and none.median_recall == 0.0
     far = measure_extraction(ids, ids > 0, pts + 100.0, w, boxes)
     assert far.observed == 0 and far.median_precision is None
+
+
+@pytest.mark.slow
+def test_extraction_on_a_tiny_trained_scene(tmp_path):
+    """End to end on the CPU: generate, train briefly, measure ``extract`` against the generator's
+    boxes. Bar (stated in issue 9's terms, loose for a 300-iteration 64x48 model): median precision
+    >= 0.9 and median recall >= 0.5 over the observed objects, the stray filter never lowers the
+    median precision and costs at most 0.05 of median recall."""
+    import train
+    from tests.conftest import make_scene
+
+    scene = make_scene(str(tmp_path / "scene"), objects=4, views=24, size="64x48", noise="clean", seed=1,
+                       extra=["--num-points", "3000"])
+    out = str(tmp_path / "m")
+    train.training(train.prepare_args([
+        "-s", scene, "-m", out, "--iterations", "300", "--densify_until_iter", "0", "--test_iterations", "-1",
+        "--quiet", "--embedding_lr", "0.02", "--semantic_lr", "0.02"]))
+    res = objects.evaluate(objects.load_labels(out))
+    every, clean = res["all"], res["extract"]
+    assert clean.observed >= 3, objects_report(res)
+    assert clean.median_precision >= 0.9, objects_report(res)
+    assert clean.median_recall >= 0.5, objects_report(res)
+    assert clean.median_precision >= every.median_precision - 1e-9, objects_report(res)
+    assert clean.median_recall >= every.median_recall - 0.05, objects_report(res)
+    # the CLI prints the same numbers and writes them as JSON
+    js = tmp_path / "extraction.json"
+    r = _cli("evaluate", "-m", out, "--json", js, "--quiet")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(js.read_text())
+    assert data["extract"]["median_precision"] == pytest.approx(clean.median_precision)
+    assert f"median precision {clean.median_precision:5.3f}" in r.stdout
+
+
+def objects_report(res) -> str:
+    from tools.extraction_eval import format_report
+
+    return "\n" + format_report(res["all"], "all:") + "\n" + format_report(res["extract"], "extract:")
+
+
+# ----- contact sheet -------------------------------------------------------------------------
+def _cameras_json(folder, eyes, target=(0.0, 0.0, 0.0), W=64, H=48, f=60.0):
+    """3DGS cameras.json with cameras at ``eyes`` looking at ``target`` (camera-to-world rotation)."""
+    from tests.fixtures_scenes import look_at_c2w
+
+    cams = []
+    for k, eye in enumerate(eyes):
+        c2w = look_at_c2w(eye, target)
+        cams.append({"id": k, "img_name": f"{k:04d}", "width": W, "height": H, "position": list(eye),
+                     "rotation": c2w[:3, :3].tolist(), "fx": f, "fy": f})
+    (folder / "cameras.json").write_text(json.dumps(cams))
+
+
+def test_best_view_is_close_and_whole():
+    from scene.cameras import Camera
+    from tests.fixtures_scenes import look_at_c2w
+
+    def cam(eye, target=(0.0, 0.0, 0.0)):
+        K = np.array([[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]])
+        return Camera(0, "v", K, np.linalg.inv(look_at_c2w(eye, target)), 64, 48)
+
+    g = torch.Generator().manual_seed(0)
+    means = torch.cat([_blob(g, 200, (0, 0, 0), 0.1), _blob(g, 200, (3, 0, 0), 0.1)])
+    ids = torch.tensor([1] * 200 + [2] * 200)
+    opac, scales = torch.full((400,), 0.9), torch.full((400, 3), 0.02)
+    cams = [cam((0, -6, 1)), cam((0, -1.2, 0.3)), cam((0, -0.6, 0.0), (0.5, 0, 0)), cam((3, -1.5, 0.5), (3, 0, 0))]
+    # object 1: the close whole view (1), not the far one (0) nor the closer one cutting it off (2)
+    assert objects.best_views(cams, means, opac, scales, ids, [1, 2]) == {1: 1, 2: 3}
+
+
+def test_sheet_renders_every_object_with_its_overlay_colour(tmp_path):
+    from PIL import Image
+
+    folder = _save(_model(list(OBJECTS) + [(0, 1, STUFF, (1.0, 1.0, -2.0))]), tmp_path / "m")  # scene gone
+    _cameras_json(tmp_path / "m", [(1.5, -4.0, 2.0), (-3.0, 1.0, 1.5), (2.0, 5.0, 1.0)], target=(1.0, 1.0, 0.3))
+    out = tmp_path / "sheet.png"
+    r = _cli("sheet", "-m", folder, "-o", out, "--tile", "96", "--columns", "2")
+    assert r.returncode == 0, r.stderr
+    img = np.asarray(Image.open(out).convert("RGB"))
+    tile, cap, pad = 96, 34, 6
+    assert img.shape == (pad + 2 * (tile + cap + pad), pad + 2 * (tile + pad), 3)  # 3 objects in 2 columns
+    for k, i in enumerate((2, 3, 6)):  # rows by size
+        x, y = pad + (k % 2) * (tile + pad), pad + (k // 2) * (tile + cap + pad)
+        body = img[y:y + tile, x:x + tile].astype(int)
+        assert (np.abs(body - 255).sum(-1) > 60).mean() > 0.05  # the object is drawn, not a blank tile
+        bar = img[y + tile + cap - 3, x + tile - 4]  # a caption pixel away from the text
+        assert bar.tolist() == colorize_ids(torch.tensor([i]))[0].tolist()
+    # a model with nothing to show is a one-line error
+    r = _cli("sheet", "-m", folder, "-o", out, "--min_gaussians", "1000")
+    assert r.returncode == 2 and "no object" in r.stderr

@@ -58,6 +58,7 @@ NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected and the str
 DEFAULT_MIN_SHARE = 0.2  # stray filter: components below this share of their id's opacity go (0.5 cuts real parts)
 DEFAULT_RADIUS_FACTOR = 8.0  # stray filter: radius = this x the median nearest-neighbour spacing (4 cuts objects apart)
 DEFAULT_MIN_OPACITY = 0.0  # stray filter: object Gaussians below this opacity are strays
+SHEET_SAMPLE = 4096  # sheet: Gaussians per object used to score the views
 
 
 class ObjectsError(Exception):
@@ -585,7 +586,8 @@ def best_views(cameras: Sequence, means: Tensor, opacities: Tensor, scales: Tens
     WH = torch.tensor([[c.width, c.height] for c in cameras], dtype=torch.float64)  # [C, 2]
     out = {}
     for i in wanted:  # one object at a time, vectorised over cameras x Gaussians
-        rows = ids == i
+        rows = torch.nonzero(ids == i).squeeze(1)
+        rows = rows[::max(1, rows.numel() // SHEET_SAMPLE)]  # an even subset bounds memory ([C, M, 3])
         p = means[rows].to(torch.float64)  # [M, 3]
         w = opacities[rows].to(torch.float64)  # [M]
         s = scales[rows].to(torch.float64).max(dim=1).values  # [M]
@@ -603,7 +605,7 @@ def best_views(cameras: Sequence, means: Tensor, opacities: Tensor, scales: Tens
 
 
 @torch.no_grad()
-def render_object(labels: ModelLabels, i: int, camera, *, tile: int = 192, margin: float = 0.12,
+def render_object(labels: ModelLabels, i: int, camera, *, tile: int = 224, margin: float = 0.12,
                   probe_side: int = 320) -> np.ndarray:
     """[tile, tile, 3] uint8: the Gaussians ``extract`` returns for id ``i``, rendered alone from
     ``camera`` on a white background and framed on the object: a small probe render finds where
@@ -613,8 +615,8 @@ def render_object(labels: ModelLabels, i: int, camera, *, tile: int = 192, margi
 
     from gaussian_renderer import render
 
-    sub = _Subset(labels.model, torch.nonzero(labels.ids == i).squeeze(1))
-    white = torch.ones(3)
+    sub = _Subset(labels.model, torch.nonzero(labels.ids == i).squeeze(1).to(labels.model.device))
+    white = torch.ones(3, device=labels.model.device)
     probe = camera.scaled(min(1.0, probe_side / max(camera.width, camera.height)))
     alpha = render(probe, sub, with_rgb=False).alpha[..., 0].cpu().numpy()  # [h, w]
     ys, xs = np.nonzero(alpha > 0.1)
@@ -633,7 +635,7 @@ def render_object(labels: ModelLabels, i: int, camera, *, tile: int = 192, margi
     return (rgb * 255).round().to(torch.uint8).cpu().numpy()
 
 
-def contact_sheet(labels: ModelLabels, table: "ObjectTable", cameras: Sequence, *, tile: int = 192,
+def contact_sheet(labels: ModelLabels, table: "ObjectTable", cameras: Sequence, *, tile: int = 224,
                   columns: Optional[int] = None, max_objects: Optional[int] = None):
     """A PIL image: one tile per row of ``table`` (largest first), each object rendered alone from
     its best training view (``best_views``), captioned "id  class" and its size (extent of its
@@ -646,7 +648,7 @@ def contact_sheet(labels: ModelLabels, table: "ObjectTable", cameras: Sequence, 
     model = labels.model
     means, opac, scales = (model.get_means().detach(), model.get_opacities().detach(),
                            model.get_scales().detach())
-    views = best_views(cameras, means, opac, scales, labels.ids, [r.id for r in rows])
+    views = best_views(cameras, means.cpu(), opac.cpu(), scales.cpu(), labels.ids.cpu(), [r.id for r in rows])
     n = len(rows)
     cols = columns or max(1, min(n, int(np.ceil(np.sqrt(n * 1.5)))))
     grid_rows = int(np.ceil(n / cols))
@@ -667,7 +669,8 @@ def contact_sheet(labels: ModelLabels, table: "ObjectTable", cameras: Sequence, 
         name = r.class_name or ("-" if r.semantic is None else f"class {r.semantic}")
         size = " x ".join(f"{e:.2f}" for e in r.extent)
         draw.text((x + 4, y + tile + 2), f"{r.id}  {name}", fill=ink, font=font)
-        draw.text((x + 4, y + tile + 17), f"{size}  ({cameras[views[r.id]].name})", fill=ink, font=font)
+        view = f"  (view {cameras[views[r.id]].name})" if tile >= 224 else ""  # narrow tiles: size only
+        draw.text((x + 4, y + tile + 17), size + view, fill=ink, font=font)
     return img
 
 
@@ -710,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only the summary lines")
     p = sub.add_parser("sheet", parents=[common], help="contact sheet: every object rendered alone, captioned")
     p.add_argument("-o", "--output", required=True, help="PNG to write")
-    p.add_argument("--tile", type=int, default=192, help="tile size in pixels")
+    p.add_argument("--tile", type=int, default=224, help="tile size in pixels")
     p.add_argument("--columns", type=int, default=None, help="tiles per row (default: about sqrt(1.5 n))")
     p.add_argument("--max_objects", type=int, default=None, help="show only the largest N objects")
     return parser
@@ -726,6 +729,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             table = object_table(labels, min_gaussians=args.min_gaussians,
                                  class_names=class_names_for(_cfg(args.model_path), labels.num_classes))
         if args.command == "sheet":
+            if torch.cuda.is_available():  # render with gsplat; the ids stay on the CPU
+                labels.model = labels.model.to("cuda")
             img = contact_sheet(labels, table, training_cameras(args.model_path), tile=args.tile,
                                 columns=args.columns, max_objects=args.max_objects)
             tmp = f"{args.output}.{os.getpid()}.tmp.png"
