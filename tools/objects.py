@@ -212,12 +212,11 @@ def stray_filter(ids: Tensor, means: Tensor, opacities: Tensor, *, radius: float
                  min_share: float = DEFAULT_MIN_SHARE, min_opacity: float = 0.0) -> Tensor:
     """Which Gaussians belong to their object: drop far-away stray groups of each id.
 
-    Per id, its Gaussians with opacity >= ``min_opacity`` are split into connected components of
-    their neighbour graph (``segmentation.neighbors.neighbor_graph`` of the id's centres, radius
-    ``radius``, k nearest; other ids' Gaussians never take a neighbour slot). A
-    component is kept when it is the id's heaviest (most opacity) or holds at least ``min_share``
-    of the id's opacity; everything else of the id is a stray. One graph and one
-    ``connected_components`` call for all ids, vectorised over Gaussians.
+    Per id, its Gaussians with opacity >= ``min_opacity`` are split into connected components at
+    scale ``radius`` (``_voxel_components``: any two of the id's Gaussians closer than ``radius`` are
+    connected; other ids never connect). A component is kept when it is the id's heaviest (most
+    opacity) or holds at least ``min_share`` of the id's opacity; everything else of the id is a
+    stray. ``k`` is accepted for compatibility and unused. Vectorised over Gaussians.
 
     Args:
         ids: [N] int64 object ids, 0 = stuff.
@@ -225,11 +224,6 @@ def stray_filter(ids: Tensor, means: Tensor, opacities: Tensor, *, radius: float
     Returns:
         [N] bool: True for the Gaussians ``extract`` returns for their id (always False for id 0).
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    from segmentation.neighbors import neighbor_graph
-
     N = ids.shape[0]
     if ids.dim() != 1 or means.shape != (N, 3) or opacities.reshape(-1).shape != (N,):
         raise ValueError(f"stray_filter: expected ids [N], means [N,3], opacities [N], got {tuple(ids.shape)}, "
@@ -245,15 +239,8 @@ def stray_filter(ids: Tensor, means: Tensor, opacities: Tensor, *, radius: float
     if M == 0:
         return keep
     oid, ow = ids[idx], w[idx]  # [M]
-    # One graph per id, built in one call: each id's points are moved along x by id x (span + 2 r),
-    # so no two ids come within the radius (float64: exact enough for any id up to 2^31).
-    pts = means.detach()[idx].cpu().to(torch.float64)  # [M, 3]
-    span = float((pts.max(0).values - pts.min(0).values).max()) + 2 * radius + 1.0
-    pts[:, 0] += oid.to(torch.float64) * span
-    edges = neighbor_graph(pts, radius2=radius * radius, k=k).numpy()  # [E, 2] into idx, same id only
-    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(M, M))
-    C, comp = connected_components(graph, directed=False)
-    comp = torch.from_numpy(comp.astype(np.int64))  # [M]
+    comp = _voxel_components(means.detach()[idx].cpu().to(torch.float64), oid, radius)  # [M]
+    C = int(comp.max()) + 1
     cmass = torch.zeros(C, dtype=torch.float64).index_add_(0, comp, ow)  # [C]
     cid = torch.zeros(C, dtype=torch.int64).scatter_(0, comp, oid)  # [C] the id of each component
     L = int(oid.max()) + 1
@@ -262,6 +249,48 @@ def stray_filter(ids: Tensor, means: Tensor, opacities: Tensor, *, radius: float
     keep_c = (cmass >= idbest[cid]) | (cmass >= min_share * idmass[cid])  # [C]
     keep[idx] = keep_c[comp]
     return keep
+
+
+def _voxel_components(pts: Tensor, oid: Tensor, radius: float) -> Tensor:
+    """Connected components of each id's points at scale ``radius``: points are binned into cubic
+    voxels of side ``radius`` and two occupied voxels of the same id touch when they are 26-neighbours,
+    so any two points of one id closer than ``radius`` always share a component (a radius graph, not
+    a k-nearest graph: dense surfaces do not fall apart into clumps). O(N log N), no loop over points.
+
+    Args:
+        pts: [M, 3] float64 centres; oid: [M] int64 ids; radius: voxel side (> 0).
+    Returns:
+        [M] int64 component index (components never mix ids).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    v = torch.floor((pts - pts.min(0).values) / radius).to(torch.int64) + 1  # [M, 3], >= 1
+    R = (v.max(0).values + 2).tolist()  # room for the -1 / +1 neighbours
+    _, ids_dense = torch.unique(oid, return_inverse=True)  # [M] in [0, L)
+    L = int(ids_dense.max()) + 1
+    if float(L) * R[0] * R[1] * R[2] >= 2.0 ** 62:
+        raise ValueError(f"stray filter: radius {radius:g} is too small for this scene's extent; raise --stray_radius")
+    key = ((ids_dense * R[0] + v[:, 0]) * R[1] + v[:, 1]) * R[2] + v[:, 2]  # [M] packed (id, voxel)
+    cells, point_cell = torch.unique(key, return_inverse=True)  # [V] sorted, [M]
+    cv = torch.stack([cells // (R[1] * R[2]) % R[0], cells // R[2] % R[1], cells % R[2]], 1)  # [V, 3]
+    cid = cells // (R[0] * R[1] * R[2])  # [V]
+    rows, cols = [], []
+    for dx in (-1, 0, 1):  # the 13 forward offsets of the 26-neighbourhood (a fixed loop, not over data)
+        for dy in (-1, 0, 1):
+            for dz in (-1, 0, 1):
+                if (dx, dy, dz) <= (0, 0, 0):
+                    continue
+                nk = ((cid * R[0] + cv[:, 0] + dx) * R[1] + cv[:, 1] + dy) * R[2] + cv[:, 2] + dz  # [V]
+                pos = torch.searchsorted(cells, nk).clamp_max(len(cells) - 1)
+                hit = cells[pos] == nk
+                rows.append(torch.nonzero(hit).squeeze(1))
+                cols.append(pos[hit])
+    r, c = torch.cat(rows).numpy(), torch.cat(cols).numpy()
+    V = len(cells)
+    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(V, V))
+    _, cell_comp = connected_components(graph, directed=False)
+    return torch.from_numpy(cell_comp.astype(np.int64))[point_cell]
 
 
 def default_radius(means: Tensor, ids: Tensor, factor: float = DEFAULT_RADIUS_FACTOR) -> float:
