@@ -28,7 +28,7 @@ from torch import Tensor
 
 from arguments import (ModelParams, OptimizationParams, PipelineParams, SegmentationParams,
                        save_cfg_args)
-from gaussian_renderer import render
+from gaussian_renderer import GeometryDetached, render
 from scene import View, load_views, resolution_scale, resolve_data_device, select_mask_views, training_bytes
 from scene.cameras import SceneError, SceneInfo
 from scene.dataset_readers import read_scene_for  # noqa: F401  (re-exported for old imports)
@@ -48,20 +48,6 @@ from utils.loss_utils import photometric_loss, psnr
 FUSED_RASTER_AVAILABLE = "feature_geometry_grad" in inspect.signature(render).parameters
 STATS_EVERY = 10  # iterations between read-backs of the step statistics (the only regular sync)
 
-class GeometryDetached:
-    """A read-only view of a model whose geometry carries no gradient (for segmentation renders
-    that must not move means, scales, rotations or opacities)."""
-
-    def __init__(self, model: GaussianModel):
-        self.model = model
-        self.active_sh_degree, self.max_sh_degree = model.active_sh_degree, model.max_sh_degree
-        self.device = model.device
-
-    def get_means(self): return self.model.get_means().detach()
-    def get_scales(self): return self.model.get_scales().detach()
-    def get_quats(self): return self.model.get_quats().detach()
-    def get_opacities(self): return self.model.get_opacities().detach()
-    def get_sh(self): return self.model.get_sh().detach()
 
 
 class Trainer:

@@ -24,7 +24,6 @@ acc_job() {  # acc_job NAME SCENE CODE_DIR [train flags...]: train, decode sweep
       python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
       python3 tools/objects.py evaluate -m $M --json $M/extract.json --quiet
       python3 tools/objects.py evaluate -m $M --keep_strays --json $M/extract_keep_strays.json --quiet
-      python3 tools/objects.py evaluate -m $M --decode plain --json $M/extract_plain.json --quiet
     else
       python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
     fi

@@ -23,7 +23,7 @@ from utils.sh_utils import sh_colors
 
 from .rasterizer import BACKEND_ENV, BACKENDS, rasterize, resolve_backend
 
-__all__ = ["RenderOutput", "render", "rasterize", "resolve_backend", "BACKENDS", "BACKEND_ENV"]
+__all__ = ["RenderOutput", "GeometryDetached", "render", "rasterize", "resolve_backend", "BACKENDS", "BACKEND_ENV"]
 
 
 @dataclass
@@ -33,6 +33,24 @@ class RenderOutput:
     depth: Optional[Tensor] = None  # [H, W, 1] expected z (sum w z / alpha; 0 where alpha = 0)
     alpha: Optional[Tensor] = None  # [H, W, 1] accumulated opacity
     info: dict = field(default_factory=dict)  # rasterizer info: means2d, radii, ... (densification)
+
+
+class GeometryDetached:
+    """A read-only view of a model whose geometry carries no gradient: ``render(GeometryDetached(m), ...)``
+    blends features whose gradients never move means, scales, rotations or opacities (the two-call
+    reference of ``render(..., feature_geometry_grad=False)``)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.active_sh_degree = model.active_sh_degree
+        self.max_sh_degree = getattr(model, "max_sh_degree", model.active_sh_degree)
+        self.device = getattr(model, "device", None)
+
+    def get_means(self): return self.model.get_means().detach()
+    def get_scales(self): return self.model.get_scales().detach()
+    def get_quats(self): return self.model.get_quats().detach()
+    def get_opacities(self): return self.model.get_opacities().detach()
+    def get_sh(self): return self.model.get_sh().detach()
 
 
 def camera_tensors(camera, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gaussian_renderer import rasterize, render
+from gaussian_renderer import GeometryDetached, rasterize, render
 from tests.test_rasterizer import TinyModel, as_camera, tiny_scene
 from utils.sh_utils import sh_colors
 
@@ -66,19 +66,6 @@ def test_rasterize_detached_channels_equal_two_calls(kw):
     assert (p["means"].grad - grads_s["means"]).abs().max() > 1e-3 * grads_s["means"].abs().max()
 
 
-class Detached:
-    """A model whose accessors return detached tensors (train.py's GeometryDetached)."""
-
-    def __init__(self, model):
-        self.model, self.active_sh_degree, self.max_sh_degree = model, model.active_sh_degree, 3
-
-    def get_means(self): return self.model.get_means().detach()
-    def get_quats(self): return self.model.get_quats().detach()
-    def get_scales(self): return self.model.get_scales().detach()
-    def get_opacities(self): return self.model.get_opacities().detach()
-    def get_sh(self): return self.model.get_sh().detach()
-
-
 def _model_and_features(seed=13, n=30):
     sc = tiny_scene(seed, n=n, opacity_range=(0.2, 0.99))
     model = TinyModel(sc, seed=seed)
@@ -127,7 +114,7 @@ def test_render_without_feature_geometry_grad_equals_two_renders(with_rgb, with_
         if isinstance(t, torch.Tensor):
             t.grad = None
     ref = render(cam, model, bg=bg, with_rgb=with_rgb, with_depth=with_depth)
-    ref_feat = render(cam, Detached(model), features=feats, with_rgb=False)
+    ref_feat = render(cam, GeometryDetached(model), features=feats, with_rgb=False)
     ref.info["means2d"].retain_grad()
     ref.features = ref_feat.features
     _loss(ref, weights).backward()

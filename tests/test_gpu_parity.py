@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from gaussian_renderer import rasterize, render
+from gaussian_renderer import GeometryDetached, rasterize, render
 from gaussian_renderer.testing import random_scene
 from scene.cameras import Camera
 
@@ -152,17 +152,6 @@ class CudaModel:
     def get_sh(self): return self.sh
 
 
-class DetachedModel:
-    def __init__(self, model):
-        self.model, self.active_sh_degree, self.max_sh_degree = model, model.active_sh_degree, 3
-
-    def get_means(self): return self.model.get_means().detach()
-    def get_quats(self): return self.model.get_quats().detach()
-    def get_scales(self): return self.model.get_scales().detach()
-    def get_opacities(self): return self.model.get_opacities().detach()
-    def get_sh(self): return self.model.get_sh().detach()
-
-
 def fused_setup(n, width, height, seed=0):
     scene = random_scene(n, width, height, seed=seed, device="cuda", opacity_range=(0.05, 0.9), spread=1.2)
     model = CudaModel(scene, seed)
@@ -193,7 +182,7 @@ def run_fused(model, cam, feats, weights, backend, fused: bool):
         features = out.features
     else:
         out = render(cam, model, bg=bg, with_depth=True, backend=backend)
-        features = render(cam, DetachedModel(model), features=feats, with_rgb=False, backend=backend).features
+        features = render(cam, GeometryDetached(model), features=feats, with_rgb=False, backend=backend).features
     out.info["means2d"].retain_grad()
     weighted_loss(out.rgb, out.depth, out.alpha, features, weights).backward()
     torch.cuda.synchronize()
@@ -289,7 +278,7 @@ def test_fused_timing_print():
 
     def separate():
         out = render(cam, model, bg=bg)
-        return out.rgb, render(cam, DetachedModel(model), features=feats, with_rgb=False).features
+        return out.rgb, render(cam, GeometryDetached(model), features=feats, with_rgb=False).features
 
     def joint():
         out = render(cam, model, bg=bg, features=feats, feature_geometry_grad=True)
