@@ -15,7 +15,6 @@ uninterrupted one (exactly, on the CPU).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -43,9 +42,6 @@ from training.profiling import TORCH_PROFILE_STEPS, PhaseTimer, start_torch_prof
 from utils.general_utils import atomic_write_text, exponential_lr, pick_device, seed_everything
 from utils.loss_utils import photometric_loss, psnr
 
-# render(..., feature_geometry_grad=False): one rasterisation whose feature gradients never reach
-# geometry and whose means2d gradient comes from the colour alone (--seg_raster fused).
-FUSED_RASTER_AVAILABLE = "feature_geometry_grad" in inspect.signature(render).parameters
 STATS_EVERY = 10  # iterations between read-backs of the step statistics (the only regular sync)
 
 
@@ -196,9 +192,7 @@ class Trainer:
         densifying = step < self.opt.densify_until_iter
         if self.seg.seg_geometry_grad:  # segmentation moves geometry: joint once densification is over
             return "joint" if self.seg.seg_raster == "joint" or not densifying else "separate"
-        if self.seg.seg_raster == "fused":
-            return "fused" if FUSED_RASTER_AVAILABLE else "separate"
-        return self.seg.seg_raster
+        return self.seg.seg_raster  # fused: render(..., feature_geometry_grad=False), one rasterisation
 
     def render_view(self, view: View, bg: Tensor, step: int):
         """-> (colour render, render holding the features or None, raster mode)."""

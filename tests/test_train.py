@@ -177,7 +177,6 @@ def test_sync_free_screen_stats_match_gsplat(with_radii):
         torch.testing.assert_close(s_new["radii"], s_ref["radii"])
 
 
-@pytest.mark.skipif(not train.FUSED_RASTER_AVAILABLE, reason="render() has no feature_geometry_grad yet")
 def test_fused_raster_matches_separate_calls(tiny_scene, tmp_path):
     """--seg_raster fused (one rasterisation) takes the same step as separate (two): geometry moved by
     colour alone, the same densification statistics, the same embedding update."""
