@@ -19,7 +19,8 @@ default) are built in; ``unic:--seg_raster separate`` is unic plus those flags. 
 per-phase milliseconds per iteration from ``--profile``) and ``OUT/bench.json`` (every number),
 rewritten after every run, and prints the Markdown. Timing is only meaningful with the GPU to
 itself: runs are sequential by design. Nothing is interactive; a failing stage marks its row
-FAILED (see its log) and the benchmark goes on.
+FAILED (see its log) and the benchmark goes on. A finished run is reused when the command is
+run again (``--force`` reruns it), so a benchmark cut short resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def ensure_scene(args) -> str:
         return path
     cmd = [sys.executable, os.path.join(REPO, "tools", "make_scene.py"), "--out", path, "--size", args.size,
            "--views", str(args.views), "--objects", str(args.objects), "--seed", str(args.scene_seed),
-           "--format", args.format, "--quiet"]
+           "--format", args.format, "--workers", str(args.gen_workers), "--quiet"]
     log(f"generating the scene: {' '.join(cmd[1:])}")
     ok, sec = run_stage(cmd, os.path.join(os.path.abspath(args.out), "logs", "make_scene.log"))
     if not ok:
@@ -126,6 +127,11 @@ def collect(model: str) -> dict:
         "PSNR": metrics.get("PSNR"), "PQ_scene": metrics.get("PQ_scene"), "mIoU": metrics.get("mIoU"),
         "profile": stats.get("profile"),
     }
+
+
+def finished(model: str, iterations: int, no_eval: bool) -> bool:
+    stats = _read_json(os.path.join(model, "train_stats.json"))
+    return stats.get("iterations") == iterations and (no_eval or bool(_read_json(os.path.join(model, "results.json"))))
 
 
 def _n(v, fmt: str) -> str:
@@ -208,6 +214,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--no_eval", action="store_true", help="skip render.py / metrics.py (speed only)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per stage (default: none)")
+    p.add_argument("--gen_workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+                   help="processes for the scene generator")
+    p.add_argument("--force", action="store_true",
+                   help="rerun finished runs (default: a run whose train_stats.json and, unless --no_eval, "
+                        "results.json exist for these iterations is reused, so an interrupted benchmark resumes)")
     args = p.parse_args(argv)
     specs = [v for item in args.variants for v in (item.split(",") if ":" not in item else [item]) if v.strip()]
     variants = [parse_variant(v) for v in specs]
@@ -228,6 +239,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             train_cmd = [py, os.path.join(REPO, "train.py"), "-s", scene, "-m", model, "--eval", "--quiet",
                          "--profile", "--seed", str(seed), "--iterations", str(args.iterations),
                          "--test_iterations", "-1", "--save_iterations", str(args.iterations), *flags, *extra]
+            if not args.force and finished(model, args.iterations, args.no_eval):
+                log(f"{name}: finished earlier, reusing its numbers (--force reruns it)")
+                row.update(collect(model))
+                report["runs"].append(row)
+                _ratios(report["runs"])
+                write_report(out, report)
+                continue
+            for stale in ("train_stats.json", "results.json"):  # never report numbers of an older run
+                if os.path.exists(os.path.join(model, stale)):
+                    os.remove(os.path.join(model, stale))
             log(f"{name}: training ({' '.join(flags) or 'defaults'})")
             ok, sec = run_stage(train_cmd, os.path.join(out, "logs", f"{name}_train.log"), args.timeout)
             row["train_wall_s"] = sec

@@ -27,3 +27,12 @@ def test_bench_train_writes_markdown_and_json(tiny_scene, tmp_path):
     assert runs["plain"]["vs_plain"] == 1.0 and runs["unic"]["vs_plain"] > 0
     md = open(os.path.join(out, "bench.md")).read()
     assert "plain_s0" in md and "unic_s0" in md and "| render |" in md
+    # Run again: finished runs are reused (no training), the report is the same.
+    import time
+
+    t0 = time.perf_counter()
+    assert bench_train.main(["--scene", tiny_scene, "--out", out, "--iterations", "20", "--variants", "plain,unic",
+                             "--", "--init_points", "800"]) == 0
+    assert time.perf_counter() - t0 < 5.0
+    again = json.load(open(os.path.join(out, "bench.json")))
+    assert [r["train_seconds"] for r in again["runs"]] == [r["train_seconds"] for r in report["runs"]]
