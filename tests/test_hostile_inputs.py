@@ -89,3 +89,94 @@ def test_nan_extent_is_an_error_not_one():
     with pytest.raises(SceneError) as e:
         camera_extent(np.array([[0.0, 0, 0], [np.nan, 0, 0], [1.0, 0, 0]]), "/x/scene")
     one_line(e, "/x/scene", "camera centre 1", "NaN or inf", "extent")
+
+
+# ============================================================================= masks and images
+
+from scene import load_view  # noqa: E402
+from utils.image_io import ImageReadError, load_label, load_rgb, save_label_png  # noqa: E402
+
+
+def _masked_scene(root, n=3):
+    write_colmap(root, n=n, seg_dir="masks")
+    return os.path.join(str(root), "masks")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_grey_mask_saved_as_rgb_is_accepted(tmp_path, mode):
+    masks = _masked_scene(tmp_path)
+    ids = np.arange(48).reshape(6, 8) % 7
+    chans = [ids, ids, ids] + ([np.full_like(ids, 255)] if mode == "RGBA" else [])
+    Image.fromarray(np.stack(chans, axis=2).astype(np.uint8), mode).save(os.path.join(masks, "img_001.png"))
+    s = read_scene(str(tmp_path), seg_dir="masks")
+    fr = next(f for f in s.train if f.camera.name == "img_001")
+    view = load_view(fr, 1.0)
+    assert np.array_equal(view.instance.numpy(), ids)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_colour_coded_mask_is_one_line(tmp_path, mode):
+    masks = _masked_scene(tmp_path)
+    rgb = np.random.default_rng(0).integers(0, 255, (6, 8, len(mode)), dtype=np.uint8)
+    path = os.path.join(masks, "img_002.png")
+    Image.fromarray(rgb, mode).save(path)
+    with pytest.raises(ImageReadError) as e:
+        load_label(path)
+    one_line(e, path, "colour-coded", "single-channel")
+    s = read_scene(str(tmp_path), seg_dir="masks")
+    fr = next(f for f in s.train if f.camera.name == "img_002")
+    with pytest.raises(SceneError) as e:  # what train.py and render.py see
+        load_view(fr, 1.0)
+    msg = one_line(e, path, "colour-coded", "single-channel")
+    assert msg.startswith(path), msg
+
+
+@pytest.mark.parametrize("shape", [(5, 8), (6, 7), (7, 8)])
+def test_cropped_or_padded_mask_is_refused(tmp_path, shape):
+    masks = _masked_scene(tmp_path)
+    path = os.path.join(masks, "img_000.png")
+    save_label_png(path, np.ones(shape, int))
+    with pytest.raises(SceneError) as e:
+        read_scene(str(tmp_path), seg_dir="masks")
+    one_line(e, path, f"{shape[1]}x{shape[0]}", "8x6", "cropped or padded", "regenerate")
+
+
+def test_mask_replaced_after_reading_is_checked_when_loaded(tmp_path):
+    masks = _masked_scene(tmp_path)
+    s = read_scene(str(tmp_path), seg_dir="masks")
+    path = os.path.join(masks, "img_000.png")
+    save_label_png(path, np.ones((6, 6), int))  # another aspect ratio, written after the scene was read
+    fr = next(f for f in s.train if f.camera.name == "img_000")
+    with pytest.raises(SceneError) as e:
+        load_view(fr, 1.0)
+    one_line(e, path, "6x6", "8x6", "aspect")
+
+
+def test_rgb_images_of_every_kind_become_rgb_uint8(tmp_path):
+    rng = np.random.default_rng(1)
+    grey16 = rng.integers(0, 65536, (6, 8)).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g16.png")  # 16-bit grey PNG
+    out = load_rgb(tmp_path / "g16.png")
+    assert out.dtype == np.uint8 and out.shape == (6, 8, 3)
+    assert np.array_equal(out[..., 0], np.rint(grey16 / 257.0).astype(np.uint8))
+    assert np.array_equal(out[..., 0], out[..., 2])
+    grey = rng.integers(0, 256, (6, 8), dtype=np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "g8.png")
+    assert np.array_equal(load_rgb(tmp_path / "g8.png"), np.repeat(grey[..., None], 3, 2))
+    rgba = rng.integers(0, 256, (6, 8, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert np.array_equal(load_rgb(tmp_path / "a.png"), rgba[..., :3])
+    Image.fromarray(rng.random((6, 8)).astype(np.float32), "F").save(tmp_path / "f.tiff")
+    with pytest.raises(ImageReadError) as e:
+        load_rgb(tmp_path / "f.tiff")
+    one_line(e, "f.tiff", "floating-point")
+
+
+def test_colmap_scene_with_16bit_and_rgba_images_loads(tmp_path):
+    write_colmap(tmp_path, n=3)
+    Image.fromarray(np.full((6, 8), 65535, np.uint16)).save(tmp_path / "images" / "img_000.png")
+    Image.fromarray(np.full((6, 8, 4), 9, np.uint8), "RGBA").save(tmp_path / "images" / "img_001.png")
+    s = read_scene(str(tmp_path))
+    v0, v1 = (load_view(f, 1.0, with_masks=False) for f in s.train[:2])
+    assert v0.image.dtype == v1.image.dtype and v0.image.shape == (6, 8, 3)
+    assert int(v0.image.min()) == 255 and int(v1.image.max()) == 9

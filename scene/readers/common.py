@@ -133,11 +133,15 @@ def check_label_size(path: str, WH: tuple[int, int], what: str) -> bool:
     """Validate a per-view label file against its image size ``WH``; True if it needs resizing.
 
     Same size: fine. Same aspect ratio: accepted, to be loaded with ``size=(W, H)`` (nearest).
-    Other sizes: SceneError naming the file.
+    One side equal and the other not (a crop or pad) or other sizes: SceneError naming the file.
     """
     wh = checked_size(path, what)
     if wh == tuple(WH):
         return False
+    if (wh[0] == WH[0]) != (wh[1] == WH[1]):  # one side equal, the other not: a crop or a pad, not a rescale
+        raise SceneError(
+            f"{path}: {what} is {wh[0]}x{wh[1]} but its image is {WH[0]}x{WH[1]} (cropped or padded, not "
+            f"rescaled); regenerate it at the image resolution")
     if same_aspect(wh, WH):
         return True
     raise SceneError(
@@ -418,6 +422,8 @@ def semantic_classes(sem_folder: str, frames: Sequence[FrameInfo]) -> dict:
             continue
         try:
             m = int(load_label(fr.semantic_path).max(initial=0))
+        except ImageReadError as e:
+            raise SceneError(str(e) if ";" in str(e) else f"{e}; replace the file") from None
         except Exception as e:  # noqa: BLE001 - any decoder failure becomes one clear line
             raise SceneError(f"{fr.semantic_path}: cannot read semantic mask ({e}); replace the file") from None
         if m > top:
