@@ -63,16 +63,17 @@ def image_metrics(method_dir: str, lpips_net=None) -> dict:
 
 
 def evaluate_model(model_path: str, quiet: bool = False) -> dict:
-    from arguments import load_cfg_args
     from scene.dataset_readers import read_scene_for
+    from scene.model_folder import require_model
     from utils.general_utils import atomic_write_text
     from utils.panoptic_eval import evaluate_views, variant_for
 
+    cfg = require_model(model_path)  # a model folder with a readable cfg_args, else one line
     test_dir = os.path.join(model_path, "test")
     methods = sorted(os.listdir(test_dir)) if os.path.isdir(test_dir) else []
     if not methods:
-        raise SceneError(f"{test_dir}: no rendered test views; train with test views (--eval) and run render.py")
-    cfg = load_cfg_args(model_path)
+        raise SceneError(f"{test_dir}: no rendered test views; train with test views (--eval) and run "
+                         f"render.py -m {model_path}")
     info = read_scene_for(cfg, allow_missing_masks=True)
     has_gt = bool(info.test) and all(f.gt_semantic_path and f.gt_instance_path for f in info.test)
     lpips_net = _lpips_model()
@@ -109,7 +110,7 @@ def main(argv: Optional[list] = None) -> int:
         try:
             evaluate_model(path, quiet=args.quiet)
         except (SceneError, FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
             status = 2
     return status
 

@@ -16,9 +16,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from arguments import load_cfg_args
 from scene.cameras import SceneError
-from scene.model_folder import find_iteration, load_model  # noqa: F401  (shared with tools/)
+from scene.model_folder import find_iteration, load_model, require_model  # noqa: F401  (shared with tools/)
 
 
 def overlay(rgb: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -128,14 +127,18 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
     from segmentation.labels import load_clusters
     from utils.general_utils import pick_device
 
-    cfg = load_cfg_args(model_path)
+    cfg = require_model(model_path, ("resolution", "white_background"))  # a model folder with a readable cfg_args, else one line
+    iteration = find_iteration(model_path, iteration)  # before any work: a missing iteration is one line
     dev = pick_device(device or getattr(cfg, "device", "auto"))
     if not os.path.isdir(cfg.source_path):
         raise SceneError(f"{cfg.source_path}: the scene this model was trained on is gone; "
                          f"fix source_path in {os.path.join(model_path, 'cfg_args')}")
     info = read_scene_for(cfg, allow_missing_masks=True)
-    iteration = find_iteration(model_path, iteration)
     model = load_model(model_path, iteration, dev)
+    if labels and "embedding" not in model.params:
+        ply = os.path.join(model_path, "point_cloud", f"iteration_{iteration}", "point_cloud.ply")
+        raise SceneError(f"{ply}: no segmentation embedding (model trained without masks), so there are no "
+                         f"labels to render; drop --labels or retrain with masks")
     clusters = None
     if getattr(cfg, "method", "unic") == "contrastive_lift":
         clusters = load_clusters(os.path.join(model_path, "point_cloud", f"iteration_{iteration}"), dev)
@@ -198,7 +201,7 @@ def main(argv=None) -> int:
                      snap_min_gaussians=args.snap_min_gaussians, snap_fraction=args.snap_fraction,
                      out_suffix=args.out_suffix)
     except (SceneError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0
 

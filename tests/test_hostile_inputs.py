@@ -180,3 +180,105 @@ def test_colmap_scene_with_16bit_and_rgba_images_loads(tmp_path):
     v0, v1 = (load_view(f, 1.0, with_masks=False) for f in s.train[:2])
     assert v0.image.dtype == v1.image.dtype and v0.image.shape == (6, 8, 3)
     assert int(v0.image.min()) == 255 and int(v1.image.max()) == 9
+
+
+# ============================================================================= outputs: render / metrics / objects
+
+import argparse  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _plain_model(folder, source_path, iteration=7):
+    """A model folder without a segmentation embedding: cfg_args + point_cloud/iteration_N/point_cloud.ply."""
+    from arguments import save_cfg_args
+    from scene.gaussian_model import GaussianModel
+
+    rng = np.random.default_rng(0)
+    model = GaussianModel.from_points(rng.normal(size=(30, 3)).astype(np.float32), rng.random((30, 3)), sh_degree=1)
+    path = os.path.join(str(folder), "point_cloud", f"iteration_{iteration}", "point_cloud.ply")
+    os.makedirs(os.path.dirname(path))
+    model.save_ply(path)
+    save_cfg_args(str(folder), argparse.Namespace(source_path=str(source_path), seg_dir=None, sem_dir=None,
+                                                  resolution=-1, eval=True, white_background=False, device="cpu"))
+    return str(folder)
+
+
+def _main(tool):
+    if tool == "render":
+        import render
+        return lambda m, *a: render.main(["-m", m, "--quiet", *a])
+    if tool == "metrics":
+        import metrics
+        return lambda m, *a: metrics.main(["-m", m, "--quiet", *a])
+    from tools import objects
+    return lambda m, *a: objects.main(["list", "-m", m, *a])
+
+
+def _err_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("tool", ["render", "metrics", "objects"])
+def test_not_a_model_folder_is_one_line(tmp_path, capsys, tool):
+    run = _main(tool)
+    missing = str(tmp_path / "nope")
+    assert run(missing) == 2
+    assert missing in _err_line(capsys)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert run(str(a_file)) == 2
+    assert "not a model folder" in _err_line(capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(str(empty)) == 2
+    err = _err_line(capsys)
+    assert str(empty) in err and ("not a trained model folder" in err or "no saved iterations" in err), err
+
+
+@pytest.mark.parametrize("tool", ["render", "objects"])
+def test_missing_iteration_is_one_line(tmp_path, capsys, tool):
+    write_colmap(tmp_path / "scene", n=3)
+    model = _plain_model(tmp_path / "m", tmp_path / "scene", iteration=7)
+    assert _main(tool)(model, "--iteration", "5") == 2
+    err = _err_line(capsys)
+    assert "iteration_5" in err and "not saved" in err and "7" in err and "--iteration" in err, err
+    assert not os.path.exists(os.path.join(model, "train"))  # nothing written
+
+
+@pytest.mark.parametrize("tool", ["render", "objects"])
+def test_model_without_labels_is_refused(tmp_path, capsys, tool):
+    write_colmap(tmp_path / "scene", n=3)
+    model = _plain_model(tmp_path / "m", tmp_path / "scene")
+    assert _main(tool)(model, "--labels") == 2 if tool == "render" else _main(tool)(model) == 2
+    err = _err_line(capsys)
+    assert "point_cloud.ply" in err and "trained without masks" in err, err
+    assert not os.path.exists(os.path.join(model, "train"))  # refused before rendering anything
+
+
+@pytest.mark.parametrize("text", ["Namespace(source_path=", "rm -rf /", "Namespace(source_path='/x', eval=True)", "Namespace(source_path=open('x'))", "\x00\xff"])
+@pytest.mark.parametrize("tool", ["render", "metrics"])
+def test_corrupt_cfg_args_is_one_line(tmp_path, capsys, tool, text):
+    write_colmap(tmp_path / "scene", n=3)
+    model = _plain_model(tmp_path / "m", tmp_path / "scene")
+    with open(os.path.join(model, "cfg_args"), "w", encoding="latin-1") as f:
+        f.write(text)
+    assert _main(tool)(model) == 2
+    err = _err_line(capsys)
+    assert os.path.join(model, "cfg_args") in err and "cfg_args" in err and ";" in err, err
+
+
+def test_cli_processes_exit_2_without_traceback(tmp_path):
+    write_colmap(tmp_path / "scene", n=3)
+    model = _plain_model(tmp_path / "m", tmp_path / "scene")
+    (tmp_path / "m" / "cfg_args").write_text("Namespace(source_path=")
+    for cmd in (["render.py", "-m", model], ["metrics.py", "-m", str(tmp_path / "nope")],
+                [os.path.join("tools", "objects.py"), "list", "-m", str(tmp_path / "nope")]):
+        r = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 2, (cmd, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, (cmd, r.stderr)
