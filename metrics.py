@@ -34,9 +34,17 @@ def _lpips_model():
     return lpips.LPIPS(net="vgg", verbose=False)
 
 
-def image_metrics(method_dir: str, lpips_net=None) -> dict:
-    from PIL import Image
+def _rendered(path: str) -> torch.Tensor:
+    """``[H, W, 3]`` float in [0, 1] of a rendered / ground-truth PNG; a bad file is one SceneError line."""
+    from utils.image_io import ImageReadError, load_rgb
 
+    try:
+        return torch.from_numpy(np.array(load_rgb(path))).float() / 255  # [H, W, 3]
+    except ImageReadError as e:
+        raise SceneError(f"{' '.join(str(e).split())}; re-run render.py on this model") from None
+
+
+def image_metrics(method_dir: str, lpips_net=None) -> dict:
     from utils.loss_utils import psnr, ssim
 
     renders, gts = os.path.join(method_dir, "renders"), os.path.join(method_dir, "gt")
@@ -50,8 +58,10 @@ def image_metrics(method_dir: str, lpips_net=None) -> dict:
         gt_path = os.path.join(gts, name)
         if not os.path.isfile(gt_path):
             raise SceneError(f"{gt_path}: ground-truth image missing; re-run render.py")
-        a = torch.from_numpy(np.array(Image.open(os.path.join(renders, name)).convert("RGB"))).float() / 255
-        b = torch.from_numpy(np.array(Image.open(gt_path).convert("RGB"))).float() / 255
+        a, b = (_rendered(p) for p in (os.path.join(renders, name), gt_path))
+        if a.shape != b.shape:
+            raise SceneError(f"{gt_path}: {b.shape[1]}x{b.shape[0]} but its render is {a.shape[1]}x{a.shape[0]}; "
+                             f"re-run render.py on this model")
         per_view["PSNR"][name] = float(psnr(a, b))
         per_view["SSIM"][name] = float(ssim(a, b))
         if lpips_net is not None:

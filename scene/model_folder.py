@@ -63,4 +63,5 @@ def load_model(model_path: str, iteration: int, device):
     try:
         return GaussianModel.load_ply(path, device=device)
     except PlyError as e:
-        raise SceneError(str(e)) from None
+        msg = " ".join(str(e).split())
+        raise SceneError(msg if ";" in msg else f"{msg}; retrain, or restore the file from a backup") from None

@@ -282,3 +282,41 @@ def test_cli_processes_exit_2_without_traceback(tmp_path):
         assert r.returncode == 2, (cmd, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, (cmd, r.stderr)
+
+
+def test_metrics_corrupt_or_mismatched_render_is_one_line(tmp_path, capsys):
+    import metrics
+    from utils.image_io import save_rgb
+
+    write_colmap(tmp_path / "scene", n=3)
+    model = _plain_model(tmp_path / "m", tmp_path / "scene")
+    base = os.path.join(model, "test", "ours_7")
+    save_rgb(os.path.join(base, "renders", "00000.png"), np.zeros((6, 8, 3), np.uint8))
+    save_rgb(os.path.join(base, "gt", "00000.png"), np.zeros((6, 8, 3), np.uint8))
+    bad = os.path.join(base, "renders", "00000.png")
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n broken")
+    assert metrics.main(["-m", model, "--quiet"]) == 2
+    err = _err_line(capsys)
+    assert bad in err and "re-run render.py" in err, err
+    save_rgb(bad, np.zeros((3, 4, 3), np.uint8))
+    assert metrics.main(["-m", model, "--quiet"]) == 2
+    err = _err_line(capsys)
+    assert "4x3" in err and "8x6" in err, err
+    assert not os.path.exists(os.path.join(model, "results.json"))  # nothing written half
+
+
+def test_truncated_ply_is_one_line_with_a_fix(tmp_path, capsys):
+    from tools import objects
+
+    write_colmap(tmp_path / "scene", n=3)
+    model = _plain_model(tmp_path / "m", tmp_path / "scene")
+    ply = os.path.join(model, "point_cloud", "iteration_7", "point_cloud.ply")
+    with open(ply, "rb") as f:
+        data = f.read()
+    with open(ply, "wb") as f:
+        f.write(data[: len(data) // 2])
+    for run in (_main("render"), lambda m: objects.main(["list", "-m", m])):
+        assert run(model) == 2
+        err = _err_line(capsys)
+        assert ply in err and "truncated" in err and "restore" in err, err
