@@ -80,7 +80,8 @@ def evaluate_model(model_path: str, quiet: bool = False) -> dict:
 
     cfg = require_model(model_path)  # a model folder with a readable cfg_args, else one line
     test_dir = os.path.join(model_path, "test")
-    methods = sorted(os.listdir(test_dir)) if os.path.isdir(test_dir) else []
+    methods = sorted(d for d in (os.listdir(test_dir) if os.path.isdir(test_dir) else [])
+                     if ".partial-" not in d)  # render.py's folders being written (or left by a kill)
     if not methods:
         raise SceneError(f"{test_dir}: no rendered test views; train with test views (--eval) and run "
                          f"render.py -m {model_path}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from typing import Optional
 
@@ -31,10 +32,33 @@ def overlay(rgb: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-@torch.no_grad()
+PARTIAL = ".partial-"  # suffix of a split folder being written (metrics.py skips such folders)
+
+
 def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, *, labels: bool,
                device, quiet: bool, clusters=None, thing_classes=(), valid=None, decoder=None,
                out_suffix: str = "") -> str:
+    """Render ``frames`` into ``<model>/<split>/ours_<iteration><suffix>`` (returned). Written to a
+    ``.partial-<pid>`` folder first and renamed when complete, replacing an older folder: a failed or
+    interrupted run leaves the previous output (or nothing), never a half-written folder."""
+    final = os.path.join(model_path, split, f"ours_{iteration}{out_suffix}")
+    base = f"{final}{PARTIAL}{os.getpid()}"  # written here, renamed to ``final`` when complete
+    try:
+        _render_into(base, frames, model, cfg, labels=labels, device=device, quiet=quiet, split=split,
+                     model_path=model_path, clusters=clusters, thing_classes=thing_classes, valid=valid,
+                     decoder=decoder)
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)  # nothing half-written is left behind
+        raise
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(base, final)
+    return final
+
+
+@torch.no_grad()
+def _render_into(base: str, frames, model, cfg, *, labels: bool, device, quiet: bool, split: str, model_path: str,
+                 clusters, thing_classes, valid, decoder) -> None:
     from tqdm import tqdm
 
     from gaussian_renderer import render
@@ -42,7 +66,6 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
     from segmentation.labels import decode_pixels
     from utils.image_io import save_label_png, save_rgb
 
-    base = os.path.join(model_path, split, f"ours_{iteration}{out_suffix}")
     dirs = {k: os.path.join(base, k) for k in ("renders", "gt", "pred_semantics", "pred_surrogateid", "overlay")}
     for k, d in dirs.items():
         if labels or k in ("renders", "gt"):
@@ -76,7 +99,6 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
             sem_np = (semantic.cpu().numpy() if semantic is not None else (ids_np > 0)).astype(np.uint8)
             save_label_png(os.path.join(dirs["pred_semantics"], f"{name}.png"), sem_np)
             save_rgb(os.path.join(dirs["overlay"], f"{name}.png"), overlay(rgb, ids_np))
-    return base
 
 
 def _valid_codes(model_path, iteration, model, cfg, info, dev, *, quiet, decode, snap_min_segments,
@@ -127,7 +149,7 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
     from segmentation.labels import load_clusters
     from utils.general_utils import pick_device
 
-    cfg = require_model(model_path, ("resolution", "white_background"))  # a model folder with a readable cfg_args, else one line
+    cfg = require_model(model_path, ("resolution", "white_background"))  # else one line
     iteration = find_iteration(model_path, iteration)  # before any work: a missing iteration is one line
     dev = pick_device(device or getattr(cfg, "device", "auto"))
     if not os.path.isdir(cfg.source_path):

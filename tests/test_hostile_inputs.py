@@ -320,3 +320,32 @@ def test_truncated_ply_is_one_line_with_a_fix(tmp_path, capsys):
         assert run(model) == 2
         err = _err_line(capsys)
         assert ply in err and "truncated" in err and "restore" in err, err
+
+
+def test_render_failure_leaves_no_half_written_folder(tmp_path, capsys):
+    import render
+
+    write_colmap(tmp_path / "scene", n=9)  # --eval: test views img_000 and img_008
+    model = _plain_model(tmp_path / "m", tmp_path / "scene")
+    assert render.main(["-m", model, "--quiet", "--skip_train"]) == 0
+    out = os.path.join(model, "test", "ours_7")
+    assert sorted(os.listdir(os.path.join(out, "renders"))) == ["00000.png", "00001.png"]
+    before = os.path.getmtime(os.path.join(out, "renders", "00000.png"))
+    with open(tmp_path / "scene" / "images" / "img_008.png", "r+b") as f:  # second view: corrupt pixel data
+        f.truncate(60)
+    assert render.main(["-m", model, "--quiet", "--skip_train"]) == 2
+    err = _err_line(capsys)
+    assert "img_008.png" in err, err
+    assert sorted(os.listdir(os.path.join(model, "test"))) == ["ours_7"]  # no .partial-* left
+    assert os.path.getmtime(os.path.join(out, "renders", "00000.png")) == before  # the old output is intact
+
+
+def test_colmap_image_cropped_by_one_row_is_refused(tmp_path):
+    from utils.image_io import save_rgb
+
+    write_colmap(tmp_path, n=3)
+    path = os.path.join(str(tmp_path), "images", "img_001.png")
+    save_rgb(path, np.zeros((5, 8, 3), np.uint8))  # camera is 8x6
+    with pytest.raises(SceneError) as e:
+        read_scene(str(tmp_path))
+    one_line(e, path, "8x5", "8x6", "cropped")

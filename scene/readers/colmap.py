@@ -284,9 +284,10 @@ def read_colmap(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[s
         W, H = checked_size(img_path)
         K = K_cache[cam.id]
         if (W, H) != (cam.width, cam.height):
-            if not same_aspect((W, H), (cam.width, cam.height)):
+            if (W == cam.width) != (H == cam.height) or not same_aspect((W, H), (cam.width, cam.height)):
                 raise SceneError(f"{img_path}: image is {W}x{H} but COLMAP camera {cam.id} is "
-                                 f"{cam.width}x{cam.height} (other aspect ratio); use the images COLMAP saw")
+                                 f"{cam.width}x{cam.height} (cropped, padded or another aspect ratio); use the "
+                                 f"images COLMAP saw")
             K = rescale_K(K, (cam.width, cam.height), (W, H))
         fix = f"re-run COLMAP or remove image {im.name} from the model"
         w2c = np.eye(4)
