@@ -34,9 +34,17 @@ def _lpips_model():
     return lpips.LPIPS(net="vgg", verbose=False)
 
 
-def image_metrics(method_dir: str, lpips_net=None) -> dict:
-    from PIL import Image
+def _rendered(path: str) -> torch.Tensor:
+    """``[H, W, 3]`` float in [0, 1] of a rendered / ground-truth PNG; a bad file is one SceneError line."""
+    from utils.image_io import ImageReadError, load_rgb
 
+    try:
+        return torch.from_numpy(np.array(load_rgb(path))).float() / 255  # [H, W, 3]
+    except ImageReadError as e:
+        raise SceneError(f"{' '.join(str(e).split())}; re-run render.py on this model") from None
+
+
+def image_metrics(method_dir: str, lpips_net=None) -> dict:
     from utils.loss_utils import psnr, ssim
 
     renders, gts = os.path.join(method_dir, "renders"), os.path.join(method_dir, "gt")
@@ -50,8 +58,10 @@ def image_metrics(method_dir: str, lpips_net=None) -> dict:
         gt_path = os.path.join(gts, name)
         if not os.path.isfile(gt_path):
             raise SceneError(f"{gt_path}: ground-truth image missing; re-run render.py")
-        a = torch.from_numpy(np.array(Image.open(os.path.join(renders, name)).convert("RGB"))).float() / 255
-        b = torch.from_numpy(np.array(Image.open(gt_path).convert("RGB"))).float() / 255
+        a, b = (_rendered(p) for p in (os.path.join(renders, name), gt_path))
+        if a.shape != b.shape:
+            raise SceneError(f"{gt_path}: {b.shape[1]}x{b.shape[0]} but its render is {a.shape[1]}x{a.shape[0]}; "
+                             f"re-run render.py on this model")
         per_view["PSNR"][name] = float(psnr(a, b))
         per_view["SSIM"][name] = float(ssim(a, b))
         if lpips_net is not None:
@@ -63,16 +73,18 @@ def image_metrics(method_dir: str, lpips_net=None) -> dict:
 
 
 def evaluate_model(model_path: str, quiet: bool = False) -> dict:
-    from arguments import load_cfg_args
     from scene.dataset_readers import read_scene_for
+    from scene.model_folder import require_model
     from utils.general_utils import atomic_write_text
     from utils.panoptic_eval import evaluate_views, variant_for
 
+    cfg = require_model(model_path)  # a model folder with a readable cfg_args, else one line
     test_dir = os.path.join(model_path, "test")
-    methods = sorted(os.listdir(test_dir)) if os.path.isdir(test_dir) else []
+    methods = sorted(d for d in (os.listdir(test_dir) if os.path.isdir(test_dir) else [])
+                     if ".partial-" not in d)  # render.py's folders being written (or left by a kill)
     if not methods:
-        raise SceneError(f"{test_dir}: no rendered test views; train with test views (--eval) and run render.py")
-    cfg = load_cfg_args(model_path)
+        raise SceneError(f"{test_dir}: no rendered test views; train with test views (--eval) and run "
+                         f"render.py -m {model_path}")
     info = read_scene_for(cfg, allow_missing_masks=True)
     has_gt = bool(info.test) and all(f.gt_semantic_path and f.gt_instance_path for f in info.test)
     lpips_net = _lpips_model()
@@ -109,7 +121,7 @@ def main(argv: Optional[list] = None) -> int:
         try:
             evaluate_model(path, quiet=args.quiet)
         except (SceneError, FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
             status = 2
     return status
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from typing import Optional
 
 import numpy as np
 import torch
 
-from arguments import load_cfg_args
 from scene.cameras import SceneError
-from scene.model_folder import find_iteration, load_model  # noqa: F401  (shared with tools/)
+from scene.model_folder import find_iteration, load_model, require_model  # noqa: F401  (shared with tools/)
 
 
 def overlay(rgb: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -32,10 +32,33 @@ def overlay(rgb: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-@torch.no_grad()
+PARTIAL = ".partial-"  # suffix of a split folder being written (metrics.py skips such folders)
+
+
 def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, *, labels: bool,
                device, quiet: bool, clusters=None, thing_classes=(), valid=None, decoder=None,
                out_suffix: str = "") -> str:
+    """Render ``frames`` into ``<model>/<split>/ours_<iteration><suffix>`` (returned). Written to a
+    ``.partial-<pid>`` folder first and renamed when complete, replacing an older folder: a failed or
+    interrupted run leaves the previous output (or nothing), never a half-written folder."""
+    final = os.path.join(model_path, split, f"ours_{iteration}{out_suffix}")
+    base = f"{final}{PARTIAL}{os.getpid()}"  # written here, renamed to ``final`` when complete
+    try:
+        _render_into(base, frames, model, cfg, labels=labels, device=device, quiet=quiet, split=split,
+                     model_path=model_path, clusters=clusters, thing_classes=thing_classes, valid=valid,
+                     decoder=decoder)
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)  # nothing half-written is left behind
+        raise
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    os.replace(base, final)
+    return final
+
+
+@torch.no_grad()
+def _render_into(base: str, frames, model, cfg, *, labels: bool, device, quiet: bool, split: str, model_path: str,
+                 clusters, thing_classes, valid, decoder) -> None:
     from tqdm import tqdm
 
     from gaussian_renderer import render
@@ -43,7 +66,6 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
     from segmentation.labels import decode_pixels
     from utils.image_io import save_label_png, save_rgb
 
-    base = os.path.join(model_path, split, f"ours_{iteration}{out_suffix}")
     dirs = {k: os.path.join(base, k) for k in ("renders", "gt", "pred_semantics", "pred_surrogateid", "overlay")}
     for k, d in dirs.items():
         if labels or k in ("renders", "gt"):
@@ -77,7 +99,6 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
             sem_np = (semantic.cpu().numpy() if semantic is not None else (ids_np > 0)).astype(np.uint8)
             save_label_png(os.path.join(dirs["pred_semantics"], f"{name}.png"), sem_np)
             save_rgb(os.path.join(dirs["overlay"], f"{name}.png"), overlay(rgb, ids_np))
-    return base
 
 
 def _valid_codes(model_path, iteration, model, cfg, info, dev, *, quiet, decode, snap_min_segments,
@@ -128,14 +149,18 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
     from segmentation.labels import load_clusters
     from utils.general_utils import pick_device
 
-    cfg = load_cfg_args(model_path)
+    cfg = require_model(model_path, ("resolution", "white_background"))  # else one line
+    iteration = find_iteration(model_path, iteration)  # before any work: a missing iteration is one line
     dev = pick_device(device or getattr(cfg, "device", "auto"))
     if not os.path.isdir(cfg.source_path):
         raise SceneError(f"{cfg.source_path}: the scene this model was trained on is gone; "
                          f"fix source_path in {os.path.join(model_path, 'cfg_args')}")
     info = read_scene_for(cfg, allow_missing_masks=True)
-    iteration = find_iteration(model_path, iteration)
     model = load_model(model_path, iteration, dev)
+    if labels and "embedding" not in model.params:
+        ply = os.path.join(model_path, "point_cloud", f"iteration_{iteration}", "point_cloud.ply")
+        raise SceneError(f"{ply}: no segmentation embedding (model trained without masks), so there are no "
+                         f"labels to render; drop --labels or retrain with masks")
     clusters = None
     if getattr(cfg, "method", "unic") == "contrastive_lift":
         clusters = load_clusters(os.path.join(model_path, "point_cloud", f"iteration_{iteration}"), dev)
@@ -198,7 +223,7 @@ def main(argv=None) -> int:
                      snap_min_gaussians=args.snap_min_gaussians, snap_fraction=args.snap_fraction,
                      out_suffix=args.out_suffix)
     except (SceneError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0
 

@@ -115,19 +115,43 @@ def load_view(frame: FrameInfo, scale: float, *, with_masks: bool = True, device
         raise SceneError(f"{frame.image_path}: cannot read image ({e}); replace or remove the file") from None
     view = View(cam, torch.from_numpy(np.array(_resize(rgb, size, nearest=False))).to(device))
     if with_masks and frame.instance_path:
-        inst = load_label(frame.instance_path)
+        inst = _checked(load_label, frame.instance_path, frame.camera, "instance mask")
         if inst.max(initial=0) >= 2**31:
             raise SceneError(f"{frame.instance_path}: instance ids beyond 31 bits; relabel the masks")
         view.instance = torch.from_numpy(_resize(inst, size, True).astype(np.int32)).to(device)
     if with_masks and frame.semantic_path:
-        view.semantic = torch.from_numpy(_resize(load_label(frame.semantic_path), size, True).astype(np.int64)).to(device)
+        sem = _checked(load_label, frame.semantic_path, frame.camera, "semantic mask")
+        view.semantic = torch.from_numpy(_resize(sem, size, True).astype(np.int64)).to(device)
     if with_masks and frame.confidence_path:
-        conf = _resize(load_confidence(frame.confidence_path).astype(np.float32), size, True)
+        conf = _checked(load_confidence, frame.confidence_path, frame.camera, "confidence map")
+        conf = _resize(conf.astype(np.float32), size, True)
         view.confidence = torch.from_numpy(np.ascontiguousarray(conf)).to(device)
     if frame.invalid_path:
-        inv = _resize(np.asarray(Image.open(frame.invalid_path).convert("L")), size, True)
-        view.valid = torch.from_numpy(inv == 0).to(device)
+        inv = _checked(lambda p: np.asarray(Image.open(p).convert("L")), frame.invalid_path, frame.camera,
+                       "invalid-region mask")
+        view.valid = torch.from_numpy(_resize(inv, size, True) == 0).to(device)
     return view
+
+
+def _checked(load, path: str, camera: Camera, what: str) -> np.ndarray:
+    """``load(path)`` as an ``[h, w, ...]`` array of the camera's aspect ratio (the readers check the
+    header; this checks the decoded pixels). Any failure is a one-line SceneError naming the file."""
+    from scene.readers.common import same_aspect
+
+    try:
+        arr = load(path)
+    except SceneError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure becomes one clear line
+        msg = " ".join(str(e).split())  # one line
+        if not msg.startswith(str(path)):
+            msg = f"{path}: cannot read {what} ({msg})"
+        raise SceneError(msg if ";" in msg else f"{msg}; replace or remove the file") from None
+    h, w = arr.shape[:2]
+    if not same_aspect((w, h), (camera.width, camera.height)):
+        raise SceneError(f"{path}: {what} is {w}x{h} but its view is {camera.width}x{camera.height} (different "
+                         f"aspect ratio); regenerate it at the image resolution")
+    return arr
 
 
 def load_views(frames: Sequence[FrameInfo], scale: float, *, with_masks: bool = True, device="cpu",

@@ -81,7 +81,9 @@ def test_label_32bit_palette_npy_and_bad_inputs(tmp_path):
     np.testing.assert_array_equal(load_label(tmp_path / "l.npy"), [[4, 5]])
     np.testing.assert_array_equal(load_label(tmp_path / "f.npy"), [[4, 5]])
     np.save(tmp_path / "frac.npy", np.array([[4.5]], np.float32))
-    save_rgb(tmp_path / "rgb.png", np.zeros((2, 2, 3), np.uint8))
+    save_rgb(tmp_path / "rgb.png", np.array([[[0, 0, 0], [1, 2, 3]]], np.uint8))  # colour-coded: refused
+    save_rgb(tmp_path / "grey_rgb.png", np.array([[[0, 0, 0], [7, 7, 7]]], np.uint8))  # equal channels: grey
+    np.testing.assert_array_equal(load_label(tmp_path / "grey_rgb.png"), [[0, 7]])
     for bad in ("frac.npy", "rgb.png"):
         with pytest.raises(ImageReadError, match=bad):
             load_label(tmp_path / bad)

@@ -140,8 +140,9 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     """
     from scene.model_folder import find_iteration, load_model
 
-    if not os.path.isdir(model_path):
-        raise ObjectsError(f"{model_path}: no such model folder (pass the folder train.py -m wrote)")
+    if not os.path.isdir(model_path):  # cfg_args is optional here: the PLY is enough
+        what = "is a file, not a model folder" if os.path.exists(model_path) else "no such model folder"
+        raise ObjectsError(f"{model_path}: {what}; pass the folder train.py -m wrote")
     try:
         iteration = find_iteration(model_path, iteration)
         model = load_model(model_path, iteration, "cpu")

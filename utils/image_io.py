@@ -145,7 +145,8 @@ def load_rgb(path, *, background: Optional[tuple] = None) -> np.ndarray:
     """RGB image as ``uint8 [H, W, 3]``.
 
     Alpha is dropped; with ``background=(r, g, b)`` in [0, 1] it is composited over that
-    colour instead (NeRF-synthetic style). Grey and palette images become 3 channels.
+    colour instead (NeRF-synthetic style). Grey and palette images become 3 channels; 16-bit
+    grey becomes 8 bit (``round(v / 257)``); 16-bit RGB(A) PNGs are reduced to 8 bit by PIL.
     """
     img = _decode(path)
     if img.mode == "RGBA" and background is not None:
@@ -159,7 +160,15 @@ def load_rgb(path, *, background: Optional[tuple] = None) -> np.ndarray:
     elif img.mode in ("L", "LA"):
         arr = np.repeat(np.asarray(img.convert("L"))[..., None], 3, axis=2)
     elif img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        raise ImageReadError(f"{path}: {img.mode} image is not an RGB image (16/32-bit single channel)")
+        # 16-bit grey (PIL decodes 16-bit PNGs as I;16 or I): 0..65535 -> 0..255, rounded.
+        grey = np.asarray(img).astype(np.float64)  # [H, W]
+        if grey.size and (grey.min() < 0 or grey.max() > 65535):
+            raise ImageReadError(f"{path}: {img.mode} image holds values outside 0..65535; save it as 8 or "
+                                 f"16-bit RGB or grey")
+        arr = np.repeat(np.rint(grey / 257.0).astype(np.uint8)[..., None], 3, axis=2)
+    elif img.mode == "F":
+        raise ImageReadError(f"{path}: floating-point (mode F) image is not an RGB image; save it as 8 or "
+                             f"16-bit RGB or grey")
     else:  # P, CMYK, YCbCr, 1, ...
         arr = np.asarray(img.convert("RGB"))
     return np.ascontiguousarray(arr, dtype=np.uint8)
@@ -183,8 +192,23 @@ def _as_label(arr: np.ndarray, path) -> np.ndarray:
     return out
 
 
+def _grey_of_colour(arr: np.ndarray, mode: str, path) -> np.ndarray:
+    """The one channel of a colour-typed label image whose channels are equal (a grey mask saved
+    as RGB / RGBA / LA); alpha is ignored. A colour-coded mask is an ImageReadError."""
+    n = 1 if mode == "LA" else 3
+    grey = arr[..., 0]  # [H, W]
+    if n == 3 and not (np.array_equal(grey, arr[..., 1]) and np.array_equal(grey, arr[..., 2])):
+        raise ImageReadError(
+            f"{path}: label image is {mode} with different colour channels (a colour-coded mask?), so its "
+            f"ids are ambiguous; store ids as a single-channel 8/16-bit PNG (map each colour to an integer id)")
+    return grey
+
+
 def load_label(path, size: Optional[tuple[int, int]] = None) -> np.ndarray:
     """Label map as ``int64 [H, W]`` from a PNG (8 / 16 / 32 bit, palette indices) or ``.npy``.
+
+    An RGB(A) / LA PNG whose colour channels are all equal is read as grey (alpha ignored); one
+    with different channels (colour-coded ids) is an ImageReadError.
 
     No bit-depth assumption: the stored integers are returned as they are. ``size=(W, H)``
     resizes by nearest neighbour (the readers only accept masks of the image's aspect ratio).
@@ -193,10 +217,13 @@ def load_label(path, size: Optional[tuple[int, int]] = None) -> np.ndarray:
         out = _as_label(_load_npy(path), path)
     else:
         img = _decode(path)
-        if img.mode not in _LABEL_MODES:
+        if img.mode in _LABEL_MODES:
+            out = _as_label(np.asarray(img), path)  # P mode: palette indices are the ids
+        elif img.mode in ("RGB", "RGBA", "RGBX", "LA"):
+            out = _as_label(_grey_of_colour(np.asarray(img), img.mode, path), path)
+        else:
             raise ImageReadError(
                 f"{path}: label image has mode {img.mode}; store ids as a single-channel 8/16-bit PNG")
-        out = _as_label(np.asarray(img), path)  # P mode: palette indices are the ids
     return resize_nearest(out, size) if size is not None else out
 
 

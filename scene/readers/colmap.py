@@ -16,7 +16,7 @@ import numpy as np
 from scene.cameras import SceneError, SceneInfo
 from scene.readers.common import (
     IMAGE_EXTS, LABEL_EXTS, LabelSource, View, assemble, build_frames, check_unique_names,
-    checked_size, folder_label, label_classes, quat_wxyz_to_rotmat, rescale_K, resolve_folder, same_aspect, stem_to_name,
+    check_finite, checked_rotation, checked_size, folder_label, label_classes, rescale_K, resolve_folder, same_aspect, stem_to_name,
 )
 
 # model id -> (name, number of parameters), as in COLMAP's camera_models.h
@@ -221,6 +221,12 @@ def pinhole_K(cam: ColmapCamera, where: str) -> np.ndarray:
     else:
         raise SceneError(f"{where}: camera {cam.id} uses model {cam.model}; only PINHOLE and SIMPLE_PINHOLE "
                          f"are supported: undistort first (colmap image_undistorter)")
+    check_finite(p, where, f"camera {cam.id} intrinsics", "re-run COLMAP or fix the camera")
+    if not (fx > 0 and fy > 0):
+        raise SceneError(f"{where}: camera {cam.id} has focal length fx {fx:g}, fy {fy:g}; focal lengths must "
+                         f"be positive: re-run COLMAP or fix the camera")
+    if cam.width <= 0 or cam.height <= 0:
+        raise SceneError(f"{where}: camera {cam.id} is {cam.width}x{cam.height}; re-export the model")
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
@@ -278,13 +284,15 @@ def read_colmap(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[s
         W, H = checked_size(img_path)
         K = K_cache[cam.id]
         if (W, H) != (cam.width, cam.height):
-            if not same_aspect((W, H), (cam.width, cam.height)):
+            if (W == cam.width) != (H == cam.height) or not same_aspect((W, H), (cam.width, cam.height)):
                 raise SceneError(f"{img_path}: image is {W}x{H} but COLMAP camera {cam.id} is "
-                                 f"{cam.width}x{cam.height} (other aspect ratio); use the images COLMAP saw")
+                                 f"{cam.width}x{cam.height} (cropped, padded or another aspect ratio); use the "
+                                 f"images COLMAP saw")
             K = rescale_K(K, (cam.width, cam.height), (W, H))
+        fix = f"re-run COLMAP or remove image {im.name} from the model"
         w2c = np.eye(4)
-        w2c[:3, :3] = quat_wxyz_to_rotmat(im.qvec)
-        w2c[:3, 3] = im.tvec
+        w2c[:3, :3] = checked_rotation(im.qvec, img_file, f"image {im.name}", fix)
+        w2c[:3, 3] = check_finite(im.tvec, img_file, f"image {im.name} translation", fix)
         rel_stem = os.path.splitext(im.name.replace("\\", "/"))[0]
         views.append(View(stem_to_name(rel_stem), rel_stem, img_path, K, w2c, W, H))
     check_unique_names(views, images_dir)
@@ -310,6 +318,11 @@ def read_colmap(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[s
     points = colors = None
     if pts_file is not None:
         xyz, rgb = read_points3d_bin(pts_file) if pts_ext == "bin" else read_points3d_txt(pts_file)
+        bad = ~np.all(np.isfinite(xyz), axis=1)  # [P]
+        if bad.any():
+            raise SceneError(f"{pts_file}: {int(bad.sum())} of {len(xyz)} points hold NaN or inf (first: point "
+                             f"{int(np.flatnonzero(bad)[0])}); re-run COLMAP, or delete the file to start from "
+                             f"random points")
         if len(xyz):
             points, colors = xyz.astype(np.float32), rgb.astype(np.float32) / 255.0
     return assemble(

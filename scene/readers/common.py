@@ -24,6 +24,7 @@ CONF_EXTS = (".npz", ".npy")
 DEPTH_POINTS_CAP = 100_000
 DEPTH_MAX_VIEWS = 64
 DEPTH_SEED = 0
+MIN_VIEWS = 2  # a scene needs at least this many posed views (train + test)
 EXTENT_FALLBACK = 1.0  # used when all train cameras coincide (e.g. a single camera)
 
 
@@ -132,11 +133,15 @@ def check_label_size(path: str, WH: tuple[int, int], what: str) -> bool:
     """Validate a per-view label file against its image size ``WH``; True if it needs resizing.
 
     Same size: fine. Same aspect ratio: accepted, to be loaded with ``size=(W, H)`` (nearest).
-    Other sizes: SceneError naming the file.
+    One side equal and the other not (a crop or pad) or other sizes: SceneError naming the file.
     """
     wh = checked_size(path, what)
     if wh == tuple(WH):
         return False
+    if (wh[0] == WH[0]) != (wh[1] == WH[1]):  # one side equal, the other not: a crop or a pad, not a rescale
+        raise SceneError(
+            f"{path}: {what} is {wh[0]}x{wh[1]} but its image is {WH[0]}x{WH[1]} (cropped or padded, not "
+            f"rescaled); regenerate it at the image resolution")
     if same_aspect(wh, WH):
         return True
     raise SceneError(
@@ -175,6 +180,23 @@ def parse_matrix(path: str, rows: int, cols: int, what: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- poses
 
+def check_finite(values, path: str, what: str, fix: str) -> np.ndarray:
+    """``values`` as float64; any NaN / inf is a one-line SceneError naming ``path`` and ``what``."""
+    arr = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise SceneError(f"{path}: {what} holds NaN or inf; {fix}")
+    return arr
+
+
+def checked_rotation(q, path: str, what: str, fix: str) -> np.ndarray:
+    """Rotation matrix ``[3, 3]`` of quaternion ``q`` (w, x, y, z), which must be finite and non-zero."""
+    q = check_finite(q, path, f"{what} quaternion", fix)
+    norm = float(np.linalg.norm(q))
+    if norm < 1e-8:
+        raise SceneError(f"{path}: {what} quaternion is zero (norm {norm:.3g}), not a rotation; {fix}")
+    return quat_wxyz_to_rotmat(q)
+
+
 def quat_wxyz_to_rotmat(q) -> np.ndarray:
     """Rotation matrix ``[3, 3]`` of a quaternion (w, x, y, z); normalised first."""
     w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
@@ -212,15 +234,20 @@ def c2w_to_world_view(c2w: np.ndarray, path: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- scene
 
-def camera_extent(centers: np.ndarray) -> float:
+def camera_extent(centers: np.ndarray, path: str = "scene") -> float:
     """3DGS ``cameras_extent``: 1.1 x max distance of a camera centre to their mean.
 
     ``centers  # [C, 3]``. When all centres coincide (one camera) the result would be 0,
-    which breaks densification thresholds; return ``EXTENT_FALLBACK`` then.
+    which breaks densification thresholds; return ``EXTENT_FALLBACK`` then. A non-finite
+    centre (a NaN / inf pose) is a SceneError naming ``path``, never a silent fallback.
     """
     centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
     if centers.shape[0] == 0:
         return EXTENT_FALLBACK
+    if not np.all(np.isfinite(centers)):
+        bad = int(np.flatnonzero(~np.all(np.isfinite(centers), axis=1))[0])
+        raise SceneError(f"{path}: camera centre {bad} is NaN or inf, so the scene extent is undefined; "
+                         f"fix or drop that view's pose")
     radius = float(np.linalg.norm(centers - centers.mean(0), axis=1).max())
     return 1.1 * radius if radius > 1e-9 else EXTENT_FALLBACK
 
@@ -320,9 +347,12 @@ def assemble(fmt: str, path: str, train: list[FrameInfo], test: list[FrameInfo],
     """SceneInfo with the 3DGS convention for ``eval``: without it, test views train too."""
     if not train:
         raise SceneError(f"{path}: scene has no training views; check the split files")
+    if len(train) + len(test) < MIN_VIEWS:
+        raise SceneError(f"{path}: scene has {len(train) + len(test)} view(s); at least {MIN_VIEWS} posed views "
+                         f"are needed to train: add views")
     if not eval:
         train, test = sorted(train + test, key=lambda f: f.camera.uid), []
-    extent = camera_extent(train_centers(train))
+    extent = camera_extent(train_centers(train), path)
     if bbox is None:
         if points is not None and len(points):
             bbox = (points.min(0).astype(np.float32), points.max(0).astype(np.float32))
@@ -392,6 +422,8 @@ def semantic_classes(sem_folder: str, frames: Sequence[FrameInfo]) -> dict:
             continue
         try:
             m = int(load_label(fr.semantic_path).max(initial=0))
+        except ImageReadError as e:
+            raise SceneError(str(e) if ";" in str(e) else f"{e}; replace the file") from None
         except Exception as e:  # noqa: BLE001 - any decoder failure becomes one clear line
             raise SceneError(f"{fr.semantic_path}: cannot read semantic mask ({e}); replace the file") from None
         if m > top:
