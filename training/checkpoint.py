@@ -103,7 +103,7 @@ def load_checkpoint(path: str, device) -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e):
             raise SceneError(f"{path}: holds objects other than tensors and plain containers (not a checkpoint "
                              "this train.py wrote, or one from an older version); retrain or resume from "
                              "another checkpoint") from None
