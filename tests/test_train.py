@@ -307,3 +307,21 @@ def test_resume_refuses_other_scene_or_corrupt_checkpoint_and_busy_folder(tiny_s
     r = _cli(*base, "-m", busy)
     assert r.returncode == 2 and "in use by another train.py" in r.stderr and "Traceback" not in r.stderr
     assert os.listdir(busy) == [".train.lock"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_checkpoint_loads_with_weights_only_and_resumes(tiny_scene, tmp_path):
+    """On the GPU a checkpoint holds the CUDA RNG states and fused-Adam states: all load with
+    weights_only=True, and --start_checkpoint latest resumes to the end."""
+    out = str(tmp_path / "m")
+    args = ["-s", tiny_scene, "-m", out, "--iterations", "60", "--test_iterations", "-1", "--quiet",
+            "--densify_from_iter", "10", "--densification_interval", "10", "--densify_until_iter", "45",
+            "--l3d_from_iter", "30", "--triplet_from_iter", "30", "--checkpoint_every", "20"]
+    _run(args)
+    names = sorted(f for f in os.listdir(out) if f.startswith("chkpnt"))
+    assert names == ["chkpnt_periodic20.pth", "chkpnt_periodic40.pth"]
+    state = torch.load(os.path.join(out, names[-1]), map_location="cuda", weights_only=True)
+    assert state["iteration"] == 40 and state["rng"]["cuda"] is not None
+    stats = _run(args + ["--start_checkpoint", "latest"])
+    assert stats["iterations"] == 60 and stats["num_gaussians"] > 0
