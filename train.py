@@ -3,6 +3,11 @@
     python train.py -s data/room_0 -m output/room_0 --eval
     python train.py -s data/room_0 --seg_dir m2f_instance          # colour + segmentation
     python train.py -s SCENE -m MODEL --start_checkpoint MODEL/chkpnt7000.pth   # resume
+    python train.py -s SCENE -m MODEL --checkpoint_every 1000 ...; then --start_checkpoint latest
+
+Checkpoints are written atomically (fsynced) and loaded with weights_only=True, checked against the
+scene (views, feature sizes). Ctrl-C finishes the current iteration, saves chkpnt<N>.pth of it, and
+exits 130; a second Ctrl-C aborts at once. One train.py per model folder (<model>/.train.lock).
 
 One iteration (``Trainer.train_step``), as in the paper's algorithm box: pick a view, render it,
 compute the named losses, weight them in one line, backpropagate, step the optimisers, let the
