@@ -3,6 +3,11 @@
     python train.py -s data/room_0 -m output/room_0 --eval
     python train.py -s data/room_0 --seg_dir m2f_instance          # colour + segmentation
     python train.py -s SCENE -m MODEL --start_checkpoint MODEL/chkpnt7000.pth   # resume
+    python train.py -s SCENE -m MODEL --checkpoint_every 1000 ...; then --start_checkpoint latest
+
+Checkpoints are written atomically (fsynced) and loaded with weights_only=True, checked against the
+scene (views, feature sizes). Ctrl-C finishes the current iteration, saves chkpnt<N>.pth of it, and
+exits 130; a second Ctrl-C aborts at once. One train.py per model folder (<model>/.train.lock).
 
 One iteration (``Trainer.train_step``), as in the paper's algorithm box: pick a view, render it,
 compute the named losses, weight them in one line, backpropagate, step the optimisers, let the
@@ -17,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -32,14 +39,15 @@ from scene import View, load_views, resolution_scale, resolve_data_device, selec
 from scene.cameras import SceneError, SceneInfo
 from scene.dataset_readers import read_scene_for  # noqa: F401  (re-exported for old imports)
 from scene.gaussian_model import GaussianModel
-from training.checkpoint import (CHECKPOINT_VERSION, checkpoint_state, load_checkpoint,  # noqa: F401
-                                 restore_rng, save_checkpoint)
+from training.checkpoint import (CHECKPOINT_VERSION, acquire_lock, check_scene, checkpoint_state,  # noqa: F401
+                                 load_checkpoint, load_latest_checkpoint, release_lock, restore_rng,
+                                 save_checkpoint, save_periodic_checkpoint)
 from training.densify import make_strategy
 from training.evaluation import evaluate_views
 from training.log import TrainLog
 from training.optim import adam, make_gaussian_optimizers, resolve_optimizer, step_all, visibility_from_info
 from training.profiling import TORCH_PROFILE_STEPS, PhaseTimer, start_torch_profiler, stop_torch_profiler
-from utils.general_utils import atomic_write_text, exponential_lr, pick_device, seed_everything
+from utils.general_utils import atomic_write_text, exponential_lr, pick_device, remove_stale_tmp, seed_everything
 from utils.loss_utils import photometric_loss, psnr
 
 STATS_EVERY = 10  # iterations between read-backs of the step statistics (the only regular sync)
@@ -314,17 +322,34 @@ class Trainer:
     def generators(self) -> Dict[str, torch.Generator]:
         return {"gen": self.gen, "seg_gen": self.seg_gen}
 
+    def scene_fingerprint(self) -> dict:
+        """What a checkpoint must match to resume this run: the training views and the feature sizes."""
+        dims = {k: int(self.model.params[k].shape[-1]) if k in self.model.params else 0
+                for k in ("embedding", "semantic")}
+        return {"train_views": len(self.views), "embedding_dim": dims["embedding"], "semantic_dim": dims["semantic"],
+                "sh_degree": self.model.max_sh_degree}
+
     def checkpoint_state(self, step: int) -> dict:
         return checkpoint_state(step=step, model=self.model, optimizers=self.optimizers,
                                 head_optimizer=self.head_optimizer, decoder_optimizer=self.decoder_optimizer,
                                 strategy_state=self.strategy_state, objective=self.objective,
-                                generators=self.generators(), stack=self.stack, train_seconds=self.train_seconds)
+                                generators=self.generators(), stack=self.stack, train_seconds=self.train_seconds,
+                                scene=self.scene_fingerprint())
 
     def save_checkpoint(self, step: int) -> str:
         return save_checkpoint(os.path.join(self.dataset.model_path, f"chkpnt{step}.pth"), self.checkpoint_state(step))
 
-    def restore(self, path: str) -> None:
-        state = load_checkpoint(path, self.device)
+    def save_periodic_checkpoint(self, step: int) -> str:
+        return save_periodic_checkpoint(self.dataset.model_path, step, self.checkpoint_state(step))
+
+    def restore(self, path: str) -> str:
+        """Loads ``path``, or with ``latest`` the newest loadable checkpoint in the model folder."""
+        if path == "latest":
+            path, state = load_latest_checkpoint(self.dataset.model_path, self.device,
+                                                 warn=lambda m: print(m, file=sys.stderr))
+        else:
+            state = load_checkpoint(path, self.device)
+        check_scene(path, state.get("scene") or {}, self.scene_fingerprint())
         self.model = GaussianModel.from_state_dict(state["model"], device=self.device)
         if self.objective is not None and state.get("objective") is not None:
             self.objective.load_state_dict(state["objective"])
@@ -340,6 +365,9 @@ class Trainer:
         self.stack = list(state["stack"])
         self.first_iter = state["iteration"] + 1
         self.train_seconds = state.get("train_seconds", 0.0)
+        if not self.quiet:
+            print(f"Resuming from {path} (iteration {state['iteration']})")
+        return path
 
     # ----- the loop ------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -360,6 +388,9 @@ class Trainer:
         profile_at, prof = getattr(a, "torch_profile", -1), None
         self._sync()
         t0 = time.perf_counter()
+        every = getattr(a, "checkpoint_every", 0) or 0
+        self.stop_requested = False
+        previous_handler = self._install_sigint()
         try:
             for step in bar:
                 if step == profile_at:
@@ -392,20 +423,49 @@ class Trainer:
                     if step in a.checkpoint_iterations:
                         self.save_checkpoint(step)
                     t0 = time.perf_counter()
-        except KeyboardInterrupt:
+                if every > 0 and step % every == 0 and step < last:
+                    self._sync()
+                    self.train_seconds += time.perf_counter() - t0
+                    self.save_periodic_checkpoint(step)
+                    t0 = time.perf_counter()
+                if self.stop_requested:  # Ctrl-C: step `step` is complete; save it and stop
+                    bar.close()
+                    log.close()
+                    self._sync()
+                    self.train_seconds += time.perf_counter() - t0
+                    path = self.save_checkpoint(step)
+                    print(f"\nInterrupted after iteration {step}; checkpoint written. Resume with:\n"
+                          f"  python train.py {' '.join(sys.argv[1:])} --start_checkpoint {path}", file=sys.stderr)
+                    raise SystemExit(130)
+        except KeyboardInterrupt:  # a second Ctrl-C: the step may be half-applied, so nothing is saved
             bar.close()
             log.close()
-            self._sync()
-            self.train_seconds += time.perf_counter() - t0
-            path = self.save_checkpoint(step)
-            print(f"\nInterrupted at iteration {step}; checkpoint written. Resume with:\n"
-                  f"  python train.py {' '.join(sys.argv[1:])} --start_checkpoint {path}", file=sys.stderr)
+            print(f"\nAborted during iteration {step} (second Ctrl-C); no checkpoint of it written. Resume from "
+                  f"the last one with --start_checkpoint latest", file=sys.stderr)
             raise SystemExit(130)
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
         self._sync()
         self.train_seconds += time.perf_counter() - t0
         bar.close()
         log.close()
         return self.finish(step)
+
+    def _install_sigint(self):
+        """Ctrl-C sets ``stop_requested`` (checked after each step); a second one interrupts at once.
+        Returns the previous handler, or None where handlers cannot be set (not the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_sigint(signum, frame):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            print("\nCtrl-C: finishing this iteration, then saving a checkpoint (Ctrl-C again to abort)",
+                  file=sys.stderr, flush=True)
+
+        return signal.signal(signal.SIGINT, on_sigint)
 
     def finish(self, step: int) -> dict:
         cluster_seconds = 0.0
@@ -464,7 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test_iterations", nargs="+", type=int, default=[7_000, 30_000])
     parser.add_argument("--save_iterations", nargs="+", type=int, default=[7_000, 30_000])
     parser.add_argument("--checkpoint_iterations", nargs="+", type=int, default=[])
-    parser.add_argument("--start_checkpoint", type=str, default=None)
+    parser.add_argument("--start_checkpoint", type=str, default=None,
+                        help="resume from this chkpnt<N>.pth, or 'latest': the newest loadable one in -m")
+    parser.add_argument("--checkpoint_every", type=int, default=0, metavar="N",
+                        help="also write a checkpoint every N iterations (the latest two are kept); 0: off")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--profile", action="store_true",
@@ -492,6 +555,15 @@ def training(args: argparse.Namespace) -> dict:
     seed_everything(args.seed)
     info = read_scene_for(args, allow_missing_masks=getattr(args, "mask_fraction", 1.0) < 1.0)
     os.makedirs(args.model_path, exist_ok=True)
+    lock = acquire_lock(args.model_path)  # before anything is written into the folder
+    try:
+        return _training_locked(args, info)
+    finally:
+        release_lock(lock)
+
+
+def _training_locked(args: argparse.Namespace, info: SceneInfo) -> dict:
+    remove_stale_tmp(args.model_path)  # left by a write that was killed (we hold the lock: no other writer)
     if not args.quiet:
         print(f"Output folder: {args.model_path} ({info.format} scene, {len(info.train)} train / "
               f"{len(info.test)} test views)")

@@ -204,3 +204,124 @@ def test_views_are_prepared_once_on_the_data_device(tiny_scene, tmp_path):
     for a, b in zip(camera_tensors(v.render_camera, t.device, torch.float32),
                     camera_tensors(v.camera, t.device, torch.float32)):
         assert torch.equal(a, b)
+
+
+# ----- checkpoints: Ctrl-C, kill -9, scene checks, the folder lock ------------------------------------
+_RESUME_ARGS = ["--iterations", "60", "--densify_from_iter", "10", "--densification_interval", "10",
+                "--opacity_reset_interval", "40", "--test_iterations", "-1", "--quiet", "--seed", "3",
+                "--l3d_from_iter", "30", "--triplet_from_iter", "30", "--densify_until_iter", "45",
+                "--init_points", "2000"]
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_scene, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("full") / "m")
+    _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS])
+    return GaussianModel.load_ply(os.path.join(out, "point_cloud/iteration_60/point_cloud.ply"))
+
+
+def _assert_same_model(a, folder):
+    b = GaussianModel.load_ply(os.path.join(folder, "point_cloud/iteration_60/point_cloud.ply"))
+    assert a.num_gaussians == b.num_gaussians
+    for k in a.params:
+        assert torch.equal(a.params[k], b.params[k]), k
+
+
+def test_ctrl_c_finishes_the_step_and_resume_is_exact(tiny_scene, tmp_path, monkeypatch, full_run):
+    """SIGINT in the middle of iteration 35: the iteration completes, the checkpoint is labelled 35,
+    and resuming from it gives the uninterrupted run's model exactly."""
+    import signal
+
+    real_step = train.Trainer.train_step
+
+    def step_with_ctrl_c(self, step, with_stats=True):
+        if step == 35:
+            signal.raise_signal(signal.SIGINT)  # arrives before the step's work starts
+        return real_step(self, step, with_stats)
+
+    out = str(tmp_path / "m")
+    monkeypatch.setattr(train.Trainer, "train_step", step_with_ctrl_c)
+    with pytest.raises(SystemExit) as e:
+        _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS])
+    assert e.value.code == 130
+    assert sorted(f for f in os.listdir(out) if f.startswith("chkpnt")) == ["chkpnt35.pth"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert not os.path.exists(os.path.join(out, ".train.lock"))
+    monkeypatch.setattr(train.Trainer, "train_step", real_step)
+    _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS, "--start_checkpoint", os.path.join(out, "chkpnt35.pth")])
+    _assert_same_model(full_run, out)
+
+
+_KILL_DURING_SECOND_CHECKPOINT = """
+import os, sys, torch
+sys.path.insert(0, {root!r})
+real_save, calls = torch.save, []
+def save(obj, f, *a, **k):
+    calls.append(1)
+    if len(calls) == 2 and hasattr(f, "write"):   # the second checkpoint: half written, then kill -9
+        f.write(b"PK\\x03\\x04 half a checkpoint"); f.flush(); os.kill(os.getpid(), 9)
+    return real_save(obj, f, *a, **k)
+torch.save = save
+import train
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_during_a_checkpoint_write_then_resume_latest(tiny_scene, tmp_path, full_run):
+    out = str(tmp_path / "m")
+    script = _KILL_DURING_SECOND_CHECKPOINT.format(root=ROOT)
+    r = subprocess.run([sys.executable, "-c", script, "-s", tiny_scene, "-m", out, *_RESUME_ARGS,
+                        "--checkpoint_every", "20"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == -9, r.stderr[-2000:]
+    names = os.listdir(out)
+    assert "chkpnt_periodic20.pth" in names and "chkpnt_periodic40.pth" not in names
+    assert any(n.startswith(".tmp-") for n in names) and ".train.lock" in names  # what kill -9 leaves
+    # A truncated newer checkpoint (a copy cut short, a full disk) is skipped as well.
+    open(os.path.join(out, "chkpnt50.pth"), "wb").write(b"PK\x03\x04 truncated")
+    r = _cli("-s", tiny_scene, "-m", out, *_RESUME_ARGS, "--start_checkpoint", "latest")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skipping" in r.stderr and "chkpnt50.pth" in r.stderr
+    names = os.listdir(out)
+    assert not any(n.startswith(".tmp-") for n in names) and ".train.lock" not in names
+    _assert_same_model(full_run, out)
+
+
+def test_resume_refuses_other_scene_or_corrupt_checkpoint_and_busy_folder(tiny_scene, tmp_path):
+    src = str(tmp_path / "src")
+    _run(["-s", tiny_scene, "-m", src, "--iterations", "2", "--checkpoint_iterations", "2", "--test_iterations",
+          "-1", "--quiet", "--init_points", "500"])
+    ckpt = os.path.join(src, "chkpnt2.pth")
+    base = ["-s", tiny_scene, "--iterations", "3", "--test_iterations", "-1", "--quiet", "--init_points", "500"]
+    r = _cli(*base, "-m", str(tmp_path / "a"), "--emb_dim", "8", "--start_checkpoint", ckpt)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert ckpt in r.stderr and "embedding_dim" in r.stderr
+    data = open(ckpt, "rb").read()
+    bad = str(tmp_path / "bad.pth")
+    open(bad, "wb").write(data[: len(data) // 3])
+    r = _cli(*base, "-m", str(tmp_path / "b"), "--start_checkpoint", bad)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and bad in r.stderr and "truncated" in r.stderr
+    # A folder held by a live train.py (our own process stands in for it) is refused, untouched.
+    busy = str(tmp_path / "busy")
+    os.makedirs(busy)
+    open(os.path.join(busy, ".train.lock"), "w").write(f"{os.getpid()}\n")
+    r = _cli(*base, "-m", busy)
+    assert r.returncode == 2 and "in use by another train.py" in r.stderr and "Traceback" not in r.stderr
+    assert os.listdir(busy) == [".train.lock"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_checkpoint_loads_with_weights_only_and_resumes(tiny_scene, tmp_path):
+    """On the GPU a checkpoint holds the CUDA RNG states and fused-Adam states: all load with
+    weights_only=True, and --start_checkpoint latest resumes to the end."""
+    out = str(tmp_path / "m")
+    args = ["-s", tiny_scene, "-m", out, "--iterations", "60", "--test_iterations", "-1", "--quiet",
+            "--densify_from_iter", "10", "--densification_interval", "10", "--densify_until_iter", "45",
+            "--l3d_from_iter", "30", "--triplet_from_iter", "30", "--checkpoint_every", "20"]
+    _run(args)
+    names = sorted(f for f in os.listdir(out) if f.startswith("chkpnt"))
+    assert names == ["chkpnt_periodic20.pth", "chkpnt_periodic40.pth"]
+    state = torch.load(os.path.join(out, names[-1]), map_location="cuda", weights_only=True)
+    assert state["iteration"] == 40 and state["rng"]["cuda"] is not None
+    stats = _run(args + ["--start_checkpoint", "latest"])
+    assert stats["iterations"] == 60 and stats["num_gaussians"] > 0

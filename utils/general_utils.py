@@ -4,19 +4,39 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from typing import List
 
 import numpy as np
 import torch
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
+TMP_PREFIX = ".tmp-"  # every atomic write goes through a file named like this in the target folder
+
+
+def fsync_dir(folder: str) -> None:
+    """Makes a rename in ``folder`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str, write, suffix: str) -> None:
+    """``write(file object)`` into a temporary file next to ``path``, fsync it, rename it over ``path``,
+    fsync the folder: a crash at any point leaves either the old file or the new one (and at worst a
+    ``.tmp-*`` file, which ``remove_stale_tmp`` clears at the next start)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -24,6 +44,12 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    fsync_dir(folder)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
+    _atomic_write(path, lambda f: f.write(data), ".tmp")
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -31,18 +57,26 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` through a temporary file and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """``torch.save`` through a fsynced temporary file and ``os.replace``."""
+    _atomic_write(path, lambda f: torch.save(obj, f), ".pth")
+
+
+def remove_stale_tmp(folder: str) -> List[str]:
+    """Deletes the ``.tmp-*`` files a killed atomic write left in ``folder`` and its subfolders.
+    Call it only while holding the folder's lock (no other writer is running). Returns what it removed."""
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if name.startswith(TMP_PREFIX):
+                p = os.path.join(root, name)
+                try:
+                    os.remove(p)
+                    removed.append(p)
+                except FileNotFoundError:
+                    pass
+    return removed
 
 
 def seed_everything(seed: int) -> None:
