@@ -354,11 +354,12 @@ class Trainer:
         return named
 
     def stop_nonfinite(self, step: int, last_good: Optional[int], values: Dict[str, float],
-                       flags: List[float], names: List[str]) -> None:
+                       flags: List[float], names: List[str], cause: str = "") -> None:
         """Training diverged: checkpoint the state if every parameter is still finite, then stop."""
         bad = [n for n, f in zip(names, flags) if f > 0]
         path = None if bad else self.save_checkpoint(step)
-        raise NonFiniteError(nonfinite_message(step, last_good, bad_terms(values), bad, path))
+        terms = bad_terms(values) + ([f"stopped by: {cause}"] if cause else [])
+        raise NonFiniteError(nonfinite_message(step, last_good, terms, bad, path))
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -390,7 +391,16 @@ class Trainer:
                 # The one regular host-device sync: statistics for the bar (every STATS_EVERY
                 # iterations, not with --quiet) and the log file (every --log_interval).
                 want = every_step or step % log_every == 0 or (not self.quiet and step % STATS_EVERY == 0)
-                stats = self.train_step(step, with_stats=want)
+                try:
+                    stats = self.train_step(step, with_stats=want)
+                except (RuntimeError, ValueError) as e:  # often a NaN met by a later check: say so first
+                    watched = self.watched_params()
+                    flags = torch.stack(nonfinite_flags(watched)).tolist()
+                    if not any(flags):
+                        raise
+                    bar.close()
+                    log.close()
+                    self.stop_nonfinite(step, last_good, {}, flags, list(watched), cause=str(e).splitlines()[0])
                 if want:  # the non-finite check rides on this read-back: one flag per parameter group
                     watched = self.watched_params()
                     read = torch.stack([*(v.float() for v in stats.values()), *nonfinite_flags(watched)]).tolist()

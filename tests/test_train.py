@@ -204,3 +204,52 @@ def test_views_are_prepared_once_on_the_data_device(tiny_scene, tmp_path):
     for a, b in zip(camera_tensors(v.render_camera, t.device, torch.float32),
                     camera_tensors(v.camera, t.device, torch.float32)):
         assert torch.equal(a, b)
+
+
+def _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, patch, *extra):
+    monkeypatch.setattr(train.Trainer, *patch)
+    rc = train.main(["-s", tiny_scene, "-m", str(tmp_path / "nan"), "--iterations", "60", "--quiet",
+                     "--log_interval", "10", "--test_iterations", "-1", "--init_points", "1000",
+                     "--no-use_semantic", *extra])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("l3d_from", ["1000", "30"])
+def test_nan_loss_term_stops_training_naming_term_iteration_and_parameters(tiny_scene, tmp_path, monkeypatch,
+                                                                          capsys, l3d_from):
+    real = train.Trainer.compute_losses
+
+    def poisoned(self, step, view, gt, out, seg_out):
+        losses = real(self, step, view, gt, out, seg_out)
+        if step >= 25:
+            losses["render"] = losses["render"] * float("nan")
+        return losses
+
+    rc, err = _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, ("compute_losses", poisoned),
+                             "--l3d_from_iter", l3d_from)
+    assert rc == 3 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "iteration 30" in err and "finite at iteration 20" in err, err
+    if l3d_from == "30":  # the L3D neighbour graph meets the NaN means before the read-back: named too
+        assert "stopped by: neighbor_graph" in err, err
+    else:
+        assert "render = nan" in err, err
+    assert "means" in err and "no checkpoint" in err, err  # NaN gradients reached the parameters
+    assert not os.path.isdir(str(tmp_path / "nan" / "point_cloud" / "iteration_60"))
+
+
+def test_nonfinite_loss_with_finite_parameters_writes_a_checkpoint(tiny_scene, tmp_path, monkeypatch, capsys):
+    real = train.Trainer.train_step
+
+    def inf_stat(self, step, with_stats=True):  # a term overflows in the read-back only
+        stats = real(self, step, with_stats)
+        if step >= 35 and stats:
+            stats["render"] = stats["render"] + float("inf")
+        return stats
+
+    rc, err = _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, ("train_step", inf_stat), "--detect_anomaly")
+    assert rc == 3 and "iteration 35" in err and "render = inf" in err and "checkpoint written" in err, err
+    path = err.split("checkpoint written to ")[1].split(";")[0]
+    assert os.path.isfile(path)
+    state = train.load_checkpoint(path, "cpu")
+    assert state["iteration"] == 35  # --detect_anomaly reads back every iteration: the first bad one
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if torch.is_tensor(v))
