@@ -420,8 +420,10 @@ class Trainer:
                                    "seconds": self.train_seconds + time.perf_counter() - t0})
                 if step == estimate_at:  # a long CPU run: say how long before it goes on for hours
                     per_it = (time.perf_counter() - t0) / (step - self.first_iter + 1)
-                    print(f"\nCPU run: {per_it:.2f} s per iteration so far, so {last - step} more iterations take "
-                          f"at least {(last - step) * per_it / 3600:.1f} h (densification makes later ones slower); "
+                    rest = (last - step) * per_it
+                    took = f"{rest / 3600:.1f} h" if rest >= 3600 else f"{rest / 60:.1f} min"
+                    print(f"\nCPU run: {per_it:.3f} s per iteration so far, so {last - step} more iterations take "
+                          f"at least {took} (densification makes later ones slower); "
                           f"for a first try use a short schedule, e.g. --iterations 3000 -r 2 --init_points 10000",
                           file=sys.stderr, flush=True)
                 checkpoint_now = (step in a.test_iterations or step in a.save_iterations

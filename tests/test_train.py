@@ -253,3 +253,25 @@ def test_nonfinite_loss_with_finite_parameters_writes_a_checkpoint(tiny_scene, t
     state = train.load_checkpoint(path, "cpu")
     assert state["iteration"] == 35  # --detect_anomaly reads back every iteration: the first bad one
     assert all(torch.isfinite(v).all() for v in state["model"].values() if torch.is_tensor(v))
+
+
+def test_long_cpu_run_prints_an_estimate_and_suggests_the_short_schedule(tiny_scene, tmp_path, monkeypatch, capsys):
+    class Enough(Exception):
+        pass
+
+    real = train.Trainer.train_step
+
+    def stop_after_estimate(self, step, with_stats=True):
+        if step > 22:
+            raise Enough
+        return real(self, step, with_stats)
+
+    monkeypatch.setattr(train.Trainer, "train_step", stop_after_estimate)
+    with pytest.raises(Enough):
+        _run(["-s", tiny_scene, "-m", str(tmp_path / "long"), "--quiet", "--init_points", "500",
+              "--no-use_semantic", "--test_iterations", "-1"])  # the full 30k schedule, on the CPU
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("CPU run:"))
+    assert "29979 more iterations" in line and "--iterations 3000" in line, line
+    value, unit = line.split("at least ")[1].split()[:2]
+    assert float(value) > 0 and unit in ("h", "min"), line
