@@ -379,6 +379,7 @@ class Trainer:
         profile_at, prof = getattr(a, "torch_profile", -1), None
         every_step = getattr(a, "detect_anomaly", False)  # read back every iteration: names the first bad one
         last_good: Optional[int] = None
+        seconds0 = self.train_seconds  # training time before this run (resumed), for the CPU estimate
         estimate_at = self.first_iter + 20 if self.device.type == "cpu" and last - self.first_iter > 2000 else -1
         self._sync()
         t0 = time.perf_counter()
@@ -419,7 +420,7 @@ class Trainer:
                         log.write({"iteration": step, **values, "num_gaussians": self.model.num_gaussians,
                                    "seconds": self.train_seconds + time.perf_counter() - t0})
                 if step == estimate_at:  # a long CPU run: say how long before it goes on for hours
-                    per_it = (time.perf_counter() - t0) / (step - self.first_iter + 1)
+                    per_it = (self.train_seconds - seconds0 + time.perf_counter() - t0) / (step - self.first_iter + 1)
                     rest = (last - step) * per_it
                     took = f"{rest / 3600:.1f} h" if rest >= 3600 else f"{rest / 60:.1f} min"
                     print(f"\nCPU run: {per_it:.3f} s per iteration so far, so {last - step} more iterations take "
