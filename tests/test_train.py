@@ -275,3 +275,20 @@ def test_long_cpu_run_prints_an_estimate_and_suggests_the_short_schedule(tiny_sc
     assert "29979 more iterations" in line and "--iterations 3000" in line, line
     value, unit = line.split("at least ")[1].split()[:2]
     assert float(value) > 0 and unit in ("h", "min"), line
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_nan_loss_stops_at_the_read_back(tiny_scene, tmp_path, monkeypatch, capsys):
+    """On CUDA the check rides on the stats read-back (gsplat, fused Adam): same one-line stop."""
+    real = train.Trainer.compute_losses
+
+    def poisoned(self, step, view, gt, out, seg_out):
+        losses = real(self, step, view, gt, out, seg_out)
+        if step >= 25:
+            losses["render"] = losses["render"] * float("nan")
+        return losses
+
+    rc, err = _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, ("compute_losses", poisoned),
+                             "--l3d_from_iter", "1000", "--device", "cuda")
+    assert rc == 3 and "iteration 30" in err and "render = nan" in err and "Traceback" not in err, err
