@@ -45,7 +45,9 @@ from training.checkpoint import (CHECKPOINT_VERSION, acquire_lock, check_scene, 
 from training.densify import make_strategy
 from training.evaluation import evaluate_views
 from training.log import TrainLog
+from training.numerics import NonFiniteError, bad_terms, message as nonfinite_message, nonfinite_flags
 from training.optim import adam, make_gaussian_optimizers, resolve_optimizer, step_all, visibility_from_info
+from training.schedule import explicit_flags, fit_schedule, reset_warning
 from training.profiling import TORCH_PROFILE_STEPS, PhaseTimer, start_torch_profiler, stop_torch_profiler
 from utils.general_utils import atomic_write_text, exponential_lr, pick_device, remove_stale_tmp, seed_everything
 from utils.loss_utils import photometric_loss, psnr
@@ -370,6 +372,23 @@ class Trainer:
         return path
 
     # ----- the loop ------------------------------------------------------------------------
+    def watched_params(self) -> Dict[str, Tensor]:
+        """Every trained tensor, by name, for the non-finite check."""
+        named = dict(self.model.params.items())
+        for owner in ("head", "decoder"):
+            module = getattr(self.objective, owner, None) if self.objective is not None else None
+            if isinstance(module, torch.nn.Module):
+                named.update({f"{owner}.{k}": p for k, p in module.named_parameters()})
+        return named
+
+    def stop_nonfinite(self, step: int, last_good: Optional[int], values: Dict[str, float],
+                       flags: List[float], names: List[str], cause: str = "") -> None:
+        """Training diverged: checkpoint the state if every parameter is still finite, then stop."""
+        bad = [n for n, f in zip(names, flags) if f > 0]
+        path = None if bad else self.save_checkpoint(step)
+        terms = bad_terms(values) + ([f"stopped by: {cause}"] if cause else [])
+        raise NonFiniteError(nonfinite_message(step, last_good, terms, bad, path))
+
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -386,6 +405,10 @@ class Trainer:
         ema: Dict[str, float] = {}
         step = self.first_iter - 1
         profile_at, prof = getattr(a, "torch_profile", -1), None
+        every_step = getattr(a, "detect_anomaly", False)  # read back every iteration: names the first bad one
+        last_good: Optional[int] = None
+        seconds0 = self.train_seconds  # training time before this run (resumed), for the CPU estimate
+        estimate_at = self.first_iter + 20 if self.device.type == "cpu" and last - self.first_iter > 2000 else -1
         self._sync()
         t0 = time.perf_counter()
         every = getattr(a, "checkpoint_every", 0) or 0
@@ -399,10 +422,26 @@ class Trainer:
                     prof = stop_torch_profiler(prof, os.path.join(self.dataset.model_path, "torch_profile.txt"))
                 # The one regular host-device sync: statistics for the bar (every STATS_EVERY
                 # iterations, not with --quiet) and the log file (every --log_interval).
-                want = step % log_every == 0 or (not self.quiet and step % STATS_EVERY == 0)
-                stats = self.train_step(step, with_stats=want)
-                if want:
-                    values = dict(zip(stats, torch.stack(list(stats.values())).float().tolist()))
+                want = every_step or step % log_every == 0 or (not self.quiet and step % STATS_EVERY == 0)
+                try:
+                    stats = self.train_step(step, with_stats=want)
+                except (RuntimeError, ValueError) as e:  # often a NaN met by a later check: say so first
+                    watched = self.watched_params()
+                    flags = torch.stack(nonfinite_flags(watched)).tolist()
+                    if not any(flags):
+                        raise
+                    bar.close()
+                    log.close()
+                    self.stop_nonfinite(step, last_good, {}, flags, list(watched), cause=str(e).splitlines()[0])
+                if want:  # the non-finite check rides on this read-back: one flag per parameter group
+                    watched = self.watched_params()
+                    read = torch.stack([*(v.float() for v in stats.values()), *nonfinite_flags(watched)]).tolist()
+                    values, flags = dict(zip(stats, read[:len(stats)])), read[len(stats):]
+                    if bad_terms(values) or any(flags):
+                        bar.close()
+                        log.close()
+                        self.stop_nonfinite(step, last_good, values, flags, list(watched))
+                    last_good = step
                     self.timer.collect()
                     for k, v in values.items():
                         ema[k] = v if k not in ema else 0.6 * ema[k] + 0.4 * v
@@ -411,6 +450,14 @@ class Trainer:
                     if step % log_every == 0:
                         log.write({"iteration": step, **values, "num_gaussians": self.model.num_gaussians,
                                    "seconds": self.train_seconds + time.perf_counter() - t0})
+                if step == estimate_at:  # a long CPU run: say how long before it goes on for hours
+                    per_it = (self.train_seconds - seconds0 + time.perf_counter() - t0) / (step - self.first_iter + 1)
+                    rest = (last - step) * per_it
+                    took = f"{rest / 3600:.1f} h" if rest >= 3600 else f"{rest / 60:.1f} min"
+                    print(f"\nCPU run: {per_it:.3f} s per iteration so far, so {last - step} more iterations take "
+                          f"at least {took} (densification makes later ones slower); "
+                          f"for a first try use a short schedule, e.g. --iterations 3000 -r 2 --init_points 10000",
+                          file=sys.stderr, flush=True)
                 checkpoint_now = (step in a.test_iterations or step in a.save_iterations
                                   or step in a.checkpoint_iterations)
                 if checkpoint_now:  # evaluation and I/O are not training time
@@ -535,16 +582,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--torch_profile", type=int, default=-1, metavar="ITER",
                         help="record torch.profiler over iterations ITER..ITER+19; the kernel table goes to "
                              "<model>/torch_profile.txt (-1: off)")
+    parser.add_argument("--detect_anomaly", action="store_true",
+                        help="check for NaN/inf every iteration and turn on torch.autograd anomaly detection "
+                             "(names the backward op that made the first NaN; slow)")
     parser.add_argument("--log_interval", type=int, default=100,
                         help="write the named loss terms to <model>/train_log.jsonl every this many iterations")
     return parser
 
 
 def prepare_args(argv=None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not args.source_path:
         raise SceneError("no scene given: pass -s SCENE_FOLDER")
+    if args.iterations < 1:
+        raise SceneError(f"--iterations {args.iterations}: train at least 1 iteration")
+    note = fit_schedule(args, explicit_flags(parser, argv))
+    if note and not args.quiet:
+        print(note)
     args.save_iterations = sorted(set(args.save_iterations) | {args.iterations})
+    warning = reset_warning(args)
+    if warning:
+        print(warning, file=sys.stderr)
     args.source_path = os.path.abspath(args.source_path)
     if not args.model_path:
         args.model_path = os.path.join("output", os.path.basename(os.path.normpath(args.source_path)))
@@ -553,6 +612,7 @@ def prepare_args(argv=None) -> argparse.Namespace:
 
 def training(args: argparse.Namespace) -> dict:
     seed_everything(args.seed)
+    torch.autograd.set_detect_anomaly(bool(getattr(args, "detect_anomaly", False)))
     info = read_scene_for(args, allow_missing_masks=getattr(args, "mask_fraction", 1.0) < 1.0)
     os.makedirs(args.model_path, exist_ok=True)
     lock = acquire_lock(args.model_path)  # before anything is written into the folder
@@ -581,6 +641,9 @@ def _training_locked(args: argparse.Namespace, info: SceneInfo) -> dict:
 def main(argv=None) -> int:
     try:
         training(prepare_args(argv))
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except SceneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

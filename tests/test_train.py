@@ -309,6 +309,77 @@ def test_resume_refuses_other_scene_or_corrupt_checkpoint_and_busy_folder(tiny_s
     assert os.listdir(busy) == [".train.lock"]
 
 
+def _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, patch, *extra):
+    monkeypatch.setattr(train.Trainer, *patch)
+    rc = train.main(["-s", tiny_scene, "-m", str(tmp_path / "nan"), "--iterations", "60", "--quiet",
+                     "--log_interval", "10", "--test_iterations", "-1", "--init_points", "1000",
+                     "--no-use_semantic", *extra])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("l3d_from", ["1000", "30"])
+def test_nan_loss_term_stops_training_naming_term_iteration_and_parameters(tiny_scene, tmp_path, monkeypatch,
+                                                                          capsys, l3d_from):
+    real = train.Trainer.compute_losses
+
+    def poisoned(self, step, view, gt, out, seg_out):
+        losses = real(self, step, view, gt, out, seg_out)
+        if step >= 25:
+            losses["render"] = losses["render"] * float("nan")
+        return losses
+
+    rc, err = _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, ("compute_losses", poisoned),
+                             "--l3d_from_iter", l3d_from)
+    assert rc == 3 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "iteration 30" in err and "finite at iteration 20" in err, err
+    if l3d_from == "30":  # the L3D neighbour graph meets the NaN means before the read-back: named too
+        assert "stopped by: neighbor_graph" in err, err
+    else:
+        assert "render = nan" in err, err
+    assert "means" in err and "no checkpoint" in err, err  # NaN gradients reached the parameters
+    assert not os.path.isdir(str(tmp_path / "nan" / "point_cloud" / "iteration_60"))
+
+
+def test_nonfinite_loss_with_finite_parameters_writes_a_checkpoint(tiny_scene, tmp_path, monkeypatch, capsys):
+    real = train.Trainer.train_step
+
+    def inf_stat(self, step, with_stats=True):  # a term overflows in the read-back only
+        stats = real(self, step, with_stats)
+        if step >= 35 and stats:
+            stats["render"] = stats["render"] + float("inf")
+        return stats
+
+    rc, err = _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, ("train_step", inf_stat), "--detect_anomaly")
+    assert rc == 3 and "iteration 35" in err and "render = inf" in err and "checkpoint written" in err, err
+    path = err.split("checkpoint written to ")[1].split(";")[0]
+    assert os.path.isfile(path)
+    state = train.load_checkpoint(path, "cpu")
+    assert state["iteration"] == 35  # --detect_anomaly reads back every iteration: the first bad one
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if torch.is_tensor(v))
+
+
+def test_long_cpu_run_prints_an_estimate_and_suggests_the_short_schedule(tiny_scene, tmp_path, monkeypatch, capsys):
+    class Enough(Exception):
+        pass
+
+    real = train.Trainer.train_step
+
+    def stop_after_estimate(self, step, with_stats=True):
+        if step > 22:
+            raise Enough
+        return real(self, step, with_stats)
+
+    monkeypatch.setattr(train.Trainer, "train_step", stop_after_estimate)
+    with pytest.raises(Enough):
+        _run(["-s", tiny_scene, "-m", str(tmp_path / "long"), "--quiet", "--init_points", "500",
+              "--no-use_semantic", "--test_iterations", "-1"])  # the full 30k schedule, on the CPU
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("CPU run:"))
+    assert "29979 more iterations" in line and "--iterations 3000" in line, line
+    value, unit = line.split("at least ")[1].split()[:2]
+    assert float(value) > 0 and unit in ("h", "min"), line
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_checkpoint_loads_with_weights_only_and_resumes(tiny_scene, tmp_path):
@@ -325,3 +396,20 @@ def test_gpu_checkpoint_loads_with_weights_only_and_resumes(tiny_scene, tmp_path
     assert state["iteration"] == 40 and state["rng"]["cuda"] is not None
     stats = _run(args + ["--start_checkpoint", "latest"])
     assert stats["iterations"] == 60 and stats["num_gaussians"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_nan_loss_stops_at_the_read_back(tiny_scene, tmp_path, monkeypatch, capsys):
+    """On CUDA the check rides on the stats read-back (gsplat, fused Adam): same one-line stop."""
+    real = train.Trainer.compute_losses
+
+    def poisoned(self, step, view, gt, out, seg_out):
+        losses = real(self, step, view, gt, out, seg_out)
+        if step >= 25:
+            losses["render"] = losses["render"] * float("nan")
+        return losses
+
+    rc, err = _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, ("compute_losses", poisoned),
+                             "--l3d_from_iter", "1000", "--device", "cuda")
+    assert rc == 3 and "iteration 30" in err and "render = nan" in err and "Traceback" not in err, err
