@@ -309,6 +309,19 @@ def test_resume_refuses_other_scene_or_corrupt_checkpoint_and_busy_folder(tiny_s
     assert os.listdir(busy) == [".train.lock"]
 
 
+def _nan_render_loss_from(first_step):
+    """A Trainer.compute_losses whose render term turns NaN from ``first_step`` on."""
+    real = train.Trainer.compute_losses
+
+    def poisoned(self, step, view, gt, out, seg_out):
+        losses = real(self, step, view, gt, out, seg_out)
+        if step >= first_step:
+            losses["render"] = losses["render"] * float("nan")
+        return losses
+
+    return poisoned
+
+
 def _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, patch, *extra):
     monkeypatch.setattr(train.Trainer, *patch)
     rc = train.main(["-s", tiny_scene, "-m", str(tmp_path / "nan"), "--iterations", "60", "--quiet",
@@ -320,14 +333,7 @@ def _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, patch, *extra):
 @pytest.mark.parametrize("l3d_from", ["1000", "30"])
 def test_nan_loss_term_stops_training_naming_term_iteration_and_parameters(tiny_scene, tmp_path, monkeypatch,
                                                                           capsys, l3d_from):
-    real = train.Trainer.compute_losses
-
-    def poisoned(self, step, view, gt, out, seg_out):
-        losses = real(self, step, view, gt, out, seg_out)
-        if step >= 25:
-            losses["render"] = losses["render"] * float("nan")
-        return losses
-
+    poisoned = _nan_render_loss_from(25)
     rc, err = _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, ("compute_losses", poisoned),
                              "--l3d_from_iter", l3d_from)
     assert rc == 3 and err.count("\n") == 1 and "Traceback" not in err, err
@@ -402,14 +408,7 @@ def test_gpu_checkpoint_loads_with_weights_only_and_resumes(tiny_scene, tmp_path
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_nan_loss_stops_at_the_read_back(tiny_scene, tmp_path, monkeypatch, capsys):
     """On CUDA the check rides on the stats read-back (gsplat, fused Adam): same one-line stop."""
-    real = train.Trainer.compute_losses
-
-    def poisoned(self, step, view, gt, out, seg_out):
-        losses = real(self, step, view, gt, out, seg_out)
-        if step >= 25:
-            losses["render"] = losses["render"] * float("nan")
-        return losses
-
+    poisoned = _nan_render_loss_from(25)
     rc, err = _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, ("compute_losses", poisoned),
                              "--l3d_from_iter", "1000", "--device", "cuda")
     assert rc == 3 and "iteration 30" in err and "render = nan" in err and "Traceback" not in err, err
