@@ -76,14 +76,20 @@ def save_checkpoint(path: str, state: dict) -> str:
     return path
 
 
-def periodic_checkpoints(folder: str) -> List[Tuple[int, str]]:
-    """(iteration, path) of the --checkpoint_every files in ``folder``, oldest first."""
+def _checkpoint_files(folder: str, pattern: str) -> List[Tuple[int, str]]:
+    """(iteration, path) of the files in ``folder`` whose name fully matches ``pattern`` (one group:
+    the iteration), oldest first."""
     found = []
     for name in os.listdir(folder) if os.path.isdir(folder) else ():
-        m = re.fullmatch(re.escape(PERIODIC_PREFIX) + r"(\d+)\.pth", name)
+        m = re.fullmatch(pattern, name)
         if m:
             found.append((int(m.group(1)), os.path.join(folder, name)))
     return sorted(found)
+
+
+def periodic_checkpoints(folder: str) -> List[Tuple[int, str]]:
+    """(iteration, path) of the --checkpoint_every files in ``folder``, oldest first."""
+    return _checkpoint_files(folder, re.escape(PERIODIC_PREFIX) + r"(\d+)\.pth")
 
 
 def save_periodic_checkpoint(folder: str, step: int, state: dict, keep: int = KEEP_PERIODIC) -> str:
@@ -185,12 +191,7 @@ def release_lock(path: Optional[str]) -> None:
 
 def checkpoints_in(folder: str) -> List[Tuple[int, str]]:
     """(iteration, path) of every chkpnt<N>.pth and periodic checkpoint in ``folder``, newest first."""
-    found = []
-    for name in os.listdir(folder) if os.path.isdir(folder) else ():
-        m = re.fullmatch(r"chkpnt(?:_periodic)?(\d+)\.pth", name)
-        if m:
-            found.append((int(m.group(1)), os.path.join(folder, name)))
-    return sorted(found, reverse=True)
+    return _checkpoint_files(folder, r"chkpnt(?:_periodic)?(\d+)\.pth")[::-1]
 
 
 def load_latest_checkpoint(folder: str, device, warn=print) -> Tuple[str, dict]:
