@@ -132,6 +132,152 @@ def sweep(model_path: str, iteration: int = -1, *, segments=(1, 2, 3, 5, 8, 13, 
     return rows
 
 
+# ----- dumps: everything a decoding rule sees, so rules can be compared offline (no GPU, no model) -----
+
+def segment_code_pairs(codes, segments, min_pixels: int = 4):
+    """(segment id [Q], code [Q], pixels [Q]) for every (input mask segment, decoded code) pair of one
+    view, over segments (ids > 0) of at least ``min_pixels`` pixels. Sorts only, no loops."""
+    inside = segments.reshape(-1) > 0
+    seg = segments.reshape(-1)[inside].to(torch.int64)
+    code = codes.reshape(-1)[inside].to(torch.int64)
+    if seg.numel() == 0:
+        z = torch.zeros(0, dtype=torch.int64)
+        return z, z, z
+    span = int(code.max()) + 1
+    pair, count = torch.unique(seg * span + code, return_counts=True)
+    pseg, pcode = pair // span, pair % span
+    useg, inv = torch.unique(pseg, return_inverse=True)
+    size = torch.zeros(useg.numel(), dtype=torch.int64, device=seg.device).index_add_(0, inv, count)
+    keep = size[inv] >= min_pixels
+    return pseg[keep].cpu(), pcode[keep].cpu(), count[keep].cpu()
+
+
+@torch.no_grad()
+def dump(model_path: str, path: str, iteration: int = -1, device=None, quiet: bool = False) -> None:
+    """Write ``path`` (.npz): the (view, segment, code, pixels) pairs of every training view as the
+    model renders it, the opaque Gaussians' codes, and the test views' decoded maps with their GT,
+    so ``--from_dump`` can score any rule on this model without it."""
+    import numpy as np
+
+    from arguments import load_cfg_args
+    from gaussian_renderer import render
+    from scene import load_view, resolution_scale
+    from scene.dataset_readers import read_scene_for
+    from scene.model_folder import find_iteration, load_model
+    from segmentation.decode import gaussian_labels
+    from segmentation.labels import load_semantic_decoder, pixel_codes
+    from utils.general_utils import pick_device
+
+    cfg = load_cfg_args(model_path)
+    dev = pick_device(device or getattr(cfg, "device", "auto"))
+    info = read_scene_for(cfg, allow_missing_masks=True)
+    iteration = find_iteration(model_path, iteration)
+    model = load_model(model_path, iteration, dev)
+    folder = os.path.join(model_path, "point_cloud", f"iteration_{iteration}")
+    decoder = load_semantic_decoder(folder, dev) if getattr(cfg, "semantic_head", "logits") == "embed" else None
+    sigmoid_where = getattr(cfg, "sigmoid_where", "rendered")
+    emb = model.params["embedding"]
+    feats = {"embedding": torch.sigmoid(emb) if sigmoid_where == "gaussian" else emb}
+    frames = [f for f in info.train if f.instance_path]
+    scale = resolution_scale(frames[0].camera.width, cfg.resolution) * getattr(cfg, "mask_downscale", 1.0)
+    cols = {k: [] for k in ("view", "seg", "code", "pixels")}
+    for i, frame in enumerate(frames):
+        view = load_view(frame, scale, device=dev)
+        out = render(view.camera, model, features=feats, with_rgb=False, backend=getattr(cfg, "backend", "auto"))
+        codes = pixel_codes(out.features["embedding"], sigmoid_where)
+        seg = view.instance.to(dev)
+        if getattr(view, "valid", None) is not None:
+            seg = seg.masked_fill(~view.valid.to(dev), 0)
+        s, c, n = segment_code_pairs(codes, seg)
+        for k, v in (("view", torch.full_like(s, i)), ("seg", s), ("code", c), ("pixels", n)):
+            cols[k].append(v)
+    opaque = model.get_opacities().detach().reshape(-1) >= 0.1
+    gcodes, gcounts = torch.unique(gaussian_labels(emb.detach()[opaque]), return_counts=True)
+    flat, variant = rendered_test_codes(model, cfg, info, dev, decoder)
+    def small(t):  # the narrowest integer type that holds the values (dumps come back over the wire)
+        a = t.numpy()
+        return a.astype(np.int16) if a.size == 0 or (a.min() >= -32768 and a.max() < 32768) else a.astype(np.int32)
+
+    arrays = {k: torch.cat(v).numpy().astype(np.int32) for k, v in cols.items()}
+    arrays.update(gauss_codes=gcodes.cpu().numpy(), gauss_counts=gcounts.cpu().numpy(),
+                  test_codes=small(flat["codes"]), test_covered=flat["covered"].numpy(),
+                  gt_sem=small(flat["gt_sem"]), gt_inst=small(flat["gt_inst"]),
+                  views=np.int64(len(frames)), num_gaussians=np.int64(model.num_gaussians),
+                  thing_classes=np.asarray(list(info.thing_classes or []), dtype=np.int64),
+                  variant=np.asarray([variant.name, str(variant.num_classes), str(variant.has_void)]),
+                  variant_things=np.asarray(variant.thing_classes, dtype=np.int64))
+    if flat["sem"] is not None:
+        arrays["test_sem"] = flat["sem"].numpy().astype(np.int16)
+    np.savez_compressed(path, **arrays)
+    if not quiet:
+        print(f"dumped {len(frames)} training views, {arrays['code'].size} segment-code pairs to {path}", file=sys.stderr)
+
+
+def candidate_rules(d) -> list:
+    """(rule, knob, valid codes [K] int64 or None) for every rule family compared offline.
+
+    - ``segments N``: codes that won >= N segments (the default family);
+    - ``segments/views F``: N = max(2, ceil(F x training views with masks));
+    - ``win ratio R``: won >= 2 segments and at least R of the segments it is present in (>= 10 %
+      of the segment's pixels);
+    - ``gaussians K``: codes of >= K opaque Gaussians; ``plain``: no snapping."""
+    import math
+
+    import numpy as np
+
+    view, seg, code, pix = (d[k].astype(np.int64) for k in ("view", "seg", "code", "pixels"))
+    key = view * (int(seg.max(initial=0)) + 1) + seg  # one key per (view, segment)
+    order = np.lexsort((code, -pix, key))  # per segment: most pixels first, ties smaller code
+    k_sorted = key[order]
+    head = np.ones(order.size, dtype=bool)
+    head[1:] = k_sorted[1:] != k_sorted[:-1]
+    winners = code[order][head]
+    wcodes, wins = np.unique(winners, return_counts=True)
+    ukey, inv = np.unique(key, return_inverse=True)
+    seg_size = np.bincount(inv, weights=pix).astype(np.int64)
+    present = pix >= 0.1 * seg_size[inv]
+    pcodes, presence = np.unique(code[present], return_counts=True)
+    pres = dict(zip(pcodes.tolist(), presence.tolist()))
+    ratio = np.array([w / max(1, pres.get(c, w)) for c, w in zip(wcodes.tolist(), wins.tolist())])
+    V = int(d["views"])
+    out = [("plain", None, None)]
+    for n in (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 30):
+        out.append(("segments", n, torch.from_numpy(wcodes[wins >= n])))
+    for f in (0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1):
+        n = max(2, math.ceil(f * V))
+        out.append(("segments/views", f, torch.from_numpy(wcodes[wins >= n])))
+    for r in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        out.append(("win ratio", r, torch.from_numpy(wcodes[(wins >= 2) & (ratio >= r)])))
+    gc, gn = d["gauss_codes"].astype(np.int64), d["gauss_counts"]
+    for k in (10, 50, 200, 1000):
+        out.append(("gaussians", k, torch.from_numpy(gc[gn >= k])))
+    return out
+
+
+def sweep_dump(path: str) -> list:
+    """Rows of every ``candidate_rules`` setting, scored from a dump (CPU, no model needed)."""
+    import numpy as np
+
+    from utils.panoptic_eval import Variant
+
+    d = np.load(path)
+    name, nc, void = d["variant"].tolist()
+    variant = Variant(name=name, num_classes=int(nc), thing_classes=tuple(d["variant_things"].tolist()),
+                      has_void=void == "True")
+    flat = {"codes": torch.from_numpy(d["test_codes"].astype(np.int64)),
+            "covered": torch.from_numpy(d["test_covered"]),
+            "sem": torch.from_numpy(d["test_sem"].astype(np.int64)) if "test_sem" in d else None,
+            "gt_sem": torch.from_numpy(d["gt_sem"].astype(np.int64)),
+            "gt_inst": torch.from_numpy(d["gt_inst"].astype(np.int64))}
+    rows = []
+    for rule, knob, valid in candidate_rules(d):
+        r = score(flat, variant, tuple(d["thing_classes"].tolist()), valid)
+        r.update({"rule": rule, "knob": knob, "valid_codes": None if valid is None else int(valid.numel()),
+                  "default": False})
+        rows.append(r)
+    return rows
+
+
 def markdown(rows, model_path: str) -> str:
     lines = [f"Decoding sweep of {model_path}", "",
              "| setting | valid codes | PQ^scene | SQ | RQ | mIoU |", "|---|---:|---:|---:|---:|---:|"]
@@ -160,9 +306,22 @@ def main(argv=None) -> int:
     p.add_argument("--min_pixels", type=int, nargs="*", default=[], help="also vote with these min segment sizes")
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="also write the rows to this file")
+    p.add_argument("--dump", default=None, metavar="NPZ",
+                   help="also write what every rule sees (training-view segment/code pairs, test maps) to NPZ")
+    p.add_argument("--from_dump", action="store_true",
+                   help="-m names a dump written by --dump: compare every candidate rule from it, on the CPU")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.from_dump:
+        rows = sweep_dump(args.model_path)
+        print(markdown(rows, args.model_path))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"dump": args.model_path, "rows": rows}, f, indent=1)
+        return 0
     try:
+        if args.dump:
+            dump(args.model_path, args.dump, args.iteration, device=args.device, quiet=args.quiet)
         rows = sweep(args.model_path, args.iteration, segments=args.segments, gaussians=args.gaussians,
                      fractions=args.fractions, shares=args.shares, min_pixels=args.min_pixels,
                      device=args.device, quiet=args.quiet)

@@ -84,6 +84,7 @@ class ModelLabels:
     num_classes: Optional[int] = None  # classes of the semantic head when known
     raw_ids: Optional[Tensor] = None  # [N] int64 ids before the stray filter (after split_ids); None = ids
     strays: int = 0  # object Gaussians the stray filter gave id 0
+    filled: bool = False  # unseen Gaussians relabelled from their neighbours (--fill_unseen)
 
     @property
     def column_ids(self) -> Tensor:
@@ -128,7 +129,8 @@ class StrayFilter:
 
 @torch.no_grad()
 def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: bool = False,
-                min_gaussians: int = 50, strays: Optional[StrayFilter] = None) -> ModelLabels:
+                min_gaussians: int = 50, strays: Optional[StrayFilter] = None,
+                fill_unseen: bool = False) -> ModelLabels:
     """Load ``MODEL/point_cloud/iteration_N/point_cloud.ply`` (-1 = latest) on the CPU with its ids.
 
     ``ids`` are the Gaussians each object id stands for in ``list`` / ``extract`` / ``remove`` /
@@ -137,6 +139,9 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
 
     Raises ObjectsError (one line) for a missing folder or iteration, an unreadable PLY, or a model
     trained without masks (no ``instance_label`` column and no ``embedding``).
+
+    ``fill_unseen``: Gaussians the training views never see (``segmentation.visibility``) first take
+    the majority id of their nearest seen neighbours (renders every training view once).
     """
     from scene.model_folder import find_iteration, load_model
 
@@ -164,7 +169,16 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     num_classes = None
     if "semantic" in model.params and getattr(cfg, "semantic_head", "logits") != "embed":
         num_classes = int(model.params["semantic"].shape[1])
+    if fill_unseen:
+        from segmentation.visibility import fill_unseen as fill, gaussian_visibility
+
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        weight = gaussian_visibility(model.to(dev) if dev != "cpu" else model, training_cameras(model_path),
+                                     progress=sys.stderr.isatty()).cpu()
+        model = model.to("cpu") if dev != "cpu" else model
+        ids = fill(ids, model.get_means().detach(), weight)
     out = ModelLabels(model_path, iteration, ply_path, model, ids, semantic, source=source, num_classes=num_classes)
+    out.filled = fill_unseen
     if split_disconnected:
         radius2 = float(getattr(cfg, "l3d_radius2", DEFAULT_RADIUS2) or DEFAULT_RADIUS2)
         out.ids = split_ids(ids, model.get_means().detach(), radius2=radius2, min_gaussians=min_gaussians)
@@ -483,7 +497,7 @@ def _columns(labels: ModelLabels) -> Dict[str, np.ndarray]:
     from utils.ply import read_ply
 
     cols = read_ply(labels.ply_path)
-    if labels.split and "instance_label" in cols:
+    if (labels.split or labels.filled) and "instance_label" in cols:
         cols["instance_label"] = labels.column_ids.numpy().astype(cols["instance_label"].dtype)
     return cols
 
@@ -721,6 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--stray_min_share", type=float, default=DEFAULT_MIN_SHARE,
                         help="stray filter: keep groups with at least this share of their id's opacity "
                              "(the heaviest group is always kept)")
+    common.add_argument("--fill_unseen", action="store_true",
+                        help="Gaussians no training view sees take the majority id of their nearest seen "
+                             "neighbours (renders the training views once)")
     common.add_argument("--stray_min_opacity", type=float, default=DEFAULT_MIN_OPACITY,
                         help="stray filter: object Gaussians below this opacity are strays")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -754,7 +771,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         strays = StrayFilter(args.keep_strays, args.stray_radius, args.stray_min_share, args.stray_min_opacity)
         labels = load_labels(args.model_path, args.iteration, split_disconnected=args.split_disconnected,
-                             min_gaussians=args.min_gaussians, strays=strays)
+                             min_gaussians=args.min_gaussians, strays=strays, fill_unseen=args.fill_unseen)
         if args.command in ("list", "sheet"):
             table = object_table(labels, min_gaussians=args.min_gaussians,
                                  class_names=class_names_for(_cfg(args.model_path), labels.num_classes))
