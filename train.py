@@ -59,6 +59,7 @@ STATS_EVERY = 10  # iterations between read-backs of the step statistics (the on
 class Trainer:
     def __init__(self, args: argparse.Namespace, scene_info: SceneInfo):
         self.args = args
+        resolve_semantic_head(args, scene_info)  # no-op when training() resolved it already
         self.dataset, self.opt = ModelParams.extract(args), OptimizationParams.extract(args)
         self.pipe, self.seg = PipelineParams.extract(args), SegmentationParams.extract(args)
         for name in ("triplet_from_iter", "l3d_from_iter"):  # -1: when densification stops
@@ -622,11 +623,31 @@ def training(args: argparse.Namespace) -> dict:
         release_lock(lock)
 
 
+RENDER_CHANNELS = 32  # gsplat's kernels come in 32 and 64 channels: 37 (22 logits) pads to 64
+
+
+def resolve_semantic_head(args: argparse.Namespace, info: SceneInfo) -> None:
+    """``--semantic_head auto`` -> logits or embed, and ``--semantic_dim 0`` -> the channels left.
+
+    Colour (3) + embedding (d) + semantic channels are rasterised in one pass; gsplat pads 33..64
+    channels to its 64-wide kernels, which doubles the feature backward (benchmarks/RESULTS.md,
+    section 6a). So C logits when they fit in 32 channels (Messy-Rooms and instance-only scenes:
+    C = 2), else a (32 - 3 - d)-wide semantic embedding decoded by a Linear (PanopLi, C = 22, d = 12:
+    17 channels; section 7: 69 vs 56 it/s, PQ^scene and mIoU unchanged)."""
+    left = max(1, RENDER_CHANNELS - 3 - int(getattr(args, "emb_dim", 12)))
+    if getattr(args, "semantic_head", "logits") == "auto":
+        c = info.num_classes or 0
+        args.semantic_head = "logits" if c <= left else "embed"
+    if args.semantic_head == "embed" and not getattr(args, "semantic_dim", 0):
+        args.semantic_dim = left
+
+
 def _training_locked(args: argparse.Namespace, info: SceneInfo) -> dict:
     remove_stale_tmp(args.model_path)  # left by a write that was killed (we hold the lock: no other writer)
     if not args.quiet:
         print(f"Output folder: {args.model_path} ({info.format} scene, {len(info.train)} train / "
               f"{len(info.test)} test views)")
+    resolve_semantic_head(args, info)  # before cfg_args: render.py and tools read the resolved head
     save_cfg_args(args.model_path, args)
     write_scene_files(args.model_path, info)
     trainer = Trainer(args, info)

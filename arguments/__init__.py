@@ -106,9 +106,12 @@ class SegmentationParams(GroupMixin):
     emb_dim: int = _f(12, "embedding width d (codes 0..2^d-1; at most 15: ids code + 1 are stored as uint16)")
     embedding_lr: float = _f(0.005, "Adam lr of the per-Gaussian embedding (the paper's 1e-4 is far too small)")
     semantic_lr: float = _f(0.005, "Adam lr of the per-Gaussian semantic logits")
-    semantic_head: str = _f("logits", "semantic head: per-Gaussian C logits (argmax) | a small per-Gaussian "
-                                      "embedding + linear decoder to C logits", choices=["logits", "embed"])
-    semantic_dim: int = _f(8, "width of the semantic embedding with --semantic_head embed")
+    semantic_head: str = _f("auto", "semantic head: per-Gaussian C logits (argmax) | a small per-Gaussian "
+                                    "embedding + linear decoder to C logits | auto: logits when colour, embedding "
+                                    "and C logits fit in 32 rendered channels, else embed with the channels left "
+                                    "(22 PanopLi classes: 17)", choices=["auto", "logits", "embed"])
+    semantic_dim: int = _f(0, "width of the semantic embedding with --semantic_head embed (0: the channels "
+                              "left in 32 after colour and embedding)")
     lambda_cluster: float = _f(0.1)
     lambda_triplet: float = _f(0.1)
     lambda_3d: float = _f(0.1)

@@ -177,3 +177,23 @@ def test_embed_resume_matches_uninterrupted_run(tiny_scene, tmp_path):
     assert torch.equal(da.weight, db.weight) and torch.equal(da.bias, db.bias)
     ckpt = torch.load(os.path.join(full, "chkpnt15.pth"), weights_only=False)
     assert ckpt["decoder_optimizer"] is not None and ckpt["objective"]["decoder"] is not None
+
+
+@pytest.mark.parametrize("classes, emb_dim, head, dim", [(22, 12, "embed", 17), (2, 12, "logits", 0),
+                                                         (17, 12, "logits", 0), (18, 12, "embed", 17),
+                                                         (22, 15, "embed", 14), (None, 12, "logits", 0)])
+def test_auto_head_keeps_rendered_channels_within_32(classes, emb_dim, head, dim):
+    """--semantic_head auto: C logits when 3 + d + C <= 32, else the channels left as an embedding."""
+    import argparse
+
+    from train import resolve_semantic_head
+
+    args = argparse.Namespace(semantic_head="auto", semantic_dim=0, emb_dim=emb_dim)
+    resolve_semantic_head(args, argparse.Namespace(num_classes=classes))
+    assert (args.semantic_head, args.semantic_dim) == (head, dim)
+    channels = 3 + emb_dim + (args.semantic_dim if head == "embed" else (classes or 0))
+    assert channels <= 32
+    # explicit choices are kept; an explicit width too
+    args = argparse.Namespace(semantic_head="embed", semantic_dim=4, emb_dim=emb_dim)
+    resolve_semantic_head(args, argparse.Namespace(num_classes=classes))
+    assert (args.semantic_head, args.semantic_dim) == ("embed", 4)

@@ -46,12 +46,14 @@ def rng_state(generators: Dict[str, torch.Generator]) -> dict:
 
 
 def restore_rng(state: dict, generators: Dict[str, torch.Generator]) -> None:
+    """Inverse of ``rng_state``. RNG states are CPU byte tensors whatever ``map_location`` the
+    checkpoint was loaded with (a CUDA generator's state too), so each is moved back first."""
     for name, g in generators.items():
-        g.set_state(state[name])
-    torch.set_rng_state(state["torch"])
+        g.set_state(state[name].cpu())
+    torch.set_rng_state(state["torch"].cpu())
     _set_numpy_state(state["numpy"])
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def checkpoint_state(*, step: int, model, optimizers: Dict[str, torch.optim.Optimizer],
