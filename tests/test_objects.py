@@ -346,6 +346,54 @@ def test_measure_extraction_precision_recall_by_hand():
     assert far.observed == 0 and far.median_precision is None
 
 
+def test_surface_reference_is_the_exact_object_geometry(tmp_path):
+    """Recall's exact-geometry reference: a perfect model (Gaussians sampled on the true surfaces,
+    each with its true id) scores recall near 1 on every object with both references; stuff-labelled
+    floaters inside an object's box but on no surface count as misses for the box reference only.
+    A generator.json whose objects moved is refused (one line)."""
+    from tests.conftest import make_scene
+    from tools import extraction_eval as ev
+
+    scene = make_scene(str(tmp_path / "s"), objects=12, views=2, size="32x24", noise="clean", seed=3,
+                       extra=["--format", "messy", "--points", "none", "--no-depth"])
+    mesh = ev.scene_mesh(scene)
+    boxes = ev.load_boxes(scene)
+    assert set(np.unique(mesh.tri_instance[mesh.tri_instance > 0])) == set(boxes.ids.tolist())
+    pts, inst = ev.surface_samples(mesh, spacing=0.02, seed=1)  # the "model"
+    ref_pts, ref_inst = ev.surface_samples(mesh, spacing=0.005, seed=2)  # the reference sampling
+    owner = ev.surface_owner(pts, ref_pts, ref_inst, ev.SURFACE_TOL)
+    assert (owner == inst).mean() > 0.97  # nearly every sample's nearest surface is its own
+    ids, w = torch.from_numpy(inst), torch.ones(len(inst))
+    exact = ev.measure_extraction(ids, ids > 0, torch.from_numpy(pts), w, boxes, inner=ev.SURFACE_TOL, owner=owner)
+    box = ev.measure_extraction(ids, ids > 0, torch.from_numpy(pts), w, boxes)
+    assert exact.reference == "surface" and exact.observed == len(boxes)
+    # contact faces (an object's bottom on the floor) are coplanar with stuff samples: about half of
+    # those go either way, which no real model sees (neither face is visible)
+    assert exact.median_recall > 0.97 and min(o.recall for o in exact.objects) > 0.85
+    assert exact.median_precision == pytest.approx(1.0)
+    assert box.median_recall > 0.97
+    # floaters labelled stuff in each object's box, away from every surface (the air in a bucket or
+    # a ring, a ball's core): the box reference counts them as missed parts, the surface reference
+    # does not (they are no part of the object)
+    centre = boxes.centre.copy()
+    far = ev.surface_owner(centre, ref_pts, ref_inst, ev.SURFACE_TOL) == -1
+    assert far.sum() >= 3
+    fl = np.repeat(centre[far], 20, axis=0)
+    all_pts = torch.from_numpy(np.concatenate([pts, fl]))
+    all_ids = torch.cat([ids, torch.zeros(len(fl), dtype=torch.int64)])
+    all_w = torch.ones(len(all_ids))
+    owner2 = ev.surface_owner(all_pts.numpy(), ref_pts, ref_inst, ev.SURFACE_TOL)
+    exact2 = ev.measure_extraction(all_ids, all_ids > 0, all_pts, all_w, boxes, inner=ev.SURFACE_TOL, owner=owner2)
+    box2 = ev.measure_extraction(all_ids, all_ids > 0, all_pts, all_w, boxes)
+    hit = [k for k in range(len(boxes)) if far[k]]
+    assert all(exact2.objects[k].recall == pytest.approx(exact.objects[k].recall) for k in hit)
+    assert all(box2.objects[k].recall < box.objects[k].recall - 0.01 for k in hit)
+    meta = json.loads((tmp_path / "s" / "generator.json").read_text())
+    meta["objects"][[o["instance"] > 0 for o in meta["objects"]].index(True)]["position"][0] += 0.5
+    with pytest.raises(ev.ExtractionEvalError, match="regenerate"):
+        ev.scene_mesh(meta)
+
+
 @pytest.mark.slow
 def test_extraction_on_a_tiny_trained_scene(tmp_path):
     """End to end on the CPU: generate, train briefly, measure ``extract`` against the generator's

@@ -22,6 +22,13 @@ the ground-truth instance id written to every view):
   lie on the box's faces) is not counted as part of the object; boxes never overlap by more
   than 1 mm, so the shrunk box holds no other object's surface.
 
+- recall, exact geometry (``--reference surface``, the default of ``tools/objects.py evaluate``):
+  the reference Gaussians of o are those whose nearest scene surface (any triangle of the scene,
+  stuff included, rebuilt from ``generator.json``'s config and sampled every 5 mm) belongs to o and
+  lies within ``SURFACE_TOL`` (2 cm). Unlike the box, it leaves out the floor under a chair's
+  seat, the air in a ring's hole and the corners of a ball's box; Gaussians deep inside an object
+  (more than 2 cm under its surface, which no view sees) are left out too.
+
 Objects with no reference Gaussian (never seen, or too thin for the shrunk box) are reported as
 unobserved and left out of the medians; an observed object that no id matches scores 0 / 0.
 The summary is the median precision and recall over the observed objects.
@@ -43,10 +50,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 __all__ = ["ObjectBoxes", "load_boxes", "box_pairs", "ObjectScore", "ExtractionReport",
-           "measure_extraction", "format_report", "GROW", "INNER"]
+           "measure_extraction", "format_report", "GROW", "INNER", "SURFACE_TOL", "scene_mesh",
+           "surface_samples", "surface_owner"]
 
 GROW = 0.05  # m: precision counts Gaussians inside the box grown by this
-INNER = 0.01  # m: recall's reference set is the box shrunk by this
+INNER = 0.01  # m: recall's reference set is the box shrunk by this (--reference box)
+SURFACE_TOL = 0.02  # m: recall's reference set (--reference surface): Gaussians this close to the object's own surface
 
 
 class ExtractionEvalError(Exception):
@@ -130,6 +139,58 @@ def box_pairs(points: np.ndarray, boxes: ObjectBoxes, grow: float = 0.0):
     return g[order], o[order]
 
 
+def scene_mesh(generator):
+    """The exact triangles of a generated scene (``tools.synthetic`` ``SceneMesh`` with per-triangle
+    instance ids), rebuilt from ``generator.json``'s config: the layout is a pure function of
+    (layout, objects, seed). Raises ExtractionEvalError when the rebuilt objects do not match the
+    file (a scene written by another generator version)."""
+    from tools.synthetic.generate import _LAYOUT
+    from tools.synthetic.layout import build_layout
+
+    meta = generator
+    if isinstance(generator, (str, os.PathLike)):
+        path = os.fspath(generator)
+        path = os.path.join(path, "generator.json") if os.path.isdir(path) else path
+        with open(path) as f:
+            meta = json.load(f)
+    cfg = meta.get("config") or {}
+    try:
+        layout = build_layout(cfg["layout"], int(cfg["num_objects"]), np.random.default_rng([int(cfg["seed"]), _LAYOUT]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExtractionEvalError(f"generator.json: cannot rebuild the layout ({e}); regenerate the scene") from None
+    want = {o["instance"]: o["position"] for o in meta.get("objects", []) if o.get("instance", 0) > 0}
+    got = {it.instance: [round(float(v), 4) for v in it.position] for it in layout.items if it.instance > 0}
+    if set(want) != set(got) or any(np.abs(np.subtract(want[k], got[k])).max() > 1e-3 for k in want):
+        raise ExtractionEvalError("generator.json: the rebuilt layout differs from the one the scene was made with "
+                                  "(another generator version); regenerate the scene or use --reference box")
+    return layout.assemble()
+
+
+def surface_samples(mesh, spacing: float = 0.005, seed: int = 0):
+    """Points on every triangle about ``spacing`` apart: (points [S, 3], instance [S] int64).
+    Vectorised over triangles (each gets ceil(area / spacing^2) uniform samples, at least one)."""
+    tri = mesh.vertices[mesh.faces]  # [F, 3, 3]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)  # [F]
+    n = np.maximum(1, np.ceil(area / spacing ** 2)).astype(np.int64)  # [F]
+    f = np.repeat(np.arange(len(tri)), n)  # [S]
+    rng = np.random.default_rng(seed)
+    u, v = rng.random(len(f)), rng.random(len(f))
+    flip = u + v > 1
+    u, v = np.where(flip, 1 - u, u), np.where(flip, 1 - v, v)
+    t = tri[f]
+    pts = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
+    return pts, mesh.tri_instance[f].astype(np.int64)
+
+
+def surface_owner(points: np.ndarray, samples: np.ndarray, sample_instance: np.ndarray, tol: float) -> np.ndarray:
+    """[N] int64: the instance id (0 = stuff) of the surface nearest to each point, -1 when no surface
+    lies within ``tol`` (a floater)."""
+    from scipy.spatial import cKDTree
+
+    d, j = cKDTree(samples).query(np.asarray(points, np.float64).reshape(-1, 3), k=1, workers=-1)
+    return np.where(d <= tol, sample_instance[j], -1)
+
+
 @dataclass
 class ObjectScore:
     gt_id: int
@@ -145,6 +206,7 @@ class ObjectScore:
 class ExtractionReport:
     grow: float
     inner: float
+    reference: str = "box"  # recall's reference: "box" (shrunk box) or "surface" (exact geometry)
     objects: List[ObjectScore] = field(default_factory=list)
     median_precision: Optional[float] = None
     median_recall: Optional[float] = None
@@ -157,7 +219,8 @@ class ExtractionReport:
 
 
 def measure_extraction(ids: Tensor, kept: Tensor, means: Tensor, opacities: Tensor, boxes: ObjectBoxes, *,
-                       grow: float = GROW, inner: float = INNER) -> ExtractionReport:
+                       grow: float = GROW, inner: float = INNER,
+                       owner: Optional[np.ndarray] = None) -> ExtractionReport:
     """Per-object precision / recall of an extraction (module docstring), vectorised over Gaussians.
 
     Args:
@@ -165,6 +228,9 @@ def measure_extraction(ids: Tensor, kept: Tensor, means: Tensor, opacities: Tens
         kept: [N] bool, the Gaussians ``extract`` returns for their id (all True: every Gaussian of
             the id, the behaviour without a stray filter).
         means: [N, 3] centres (world, metres); opacities: [N] in [0, 1].
+        owner: [N] int64 ``surface_owner`` (the exact-geometry reference): when given, recall's
+            reference Gaussians of an object are those whose nearest scene surface is that object's
+            (within the tolerance) instead of those inside its shrunk box.
     """
     ids = ids.reshape(-1).to(torch.int64).cpu().numpy()
     kept = kept.reshape(-1).cpu().numpy().astype(bool)
@@ -174,7 +240,7 @@ def measure_extraction(ids: Tensor, kept: Tensor, means: Tensor, opacities: Tens
     if not (len(kept) == N and len(pts) == N and len(w) == N):
         raise ValueError(f"measure_extraction: ids, kept, means, opacities disagree on N "
                          f"({N}, {len(kept)}, {len(pts)}, {len(w)})")
-    report = ExtractionReport(grow, inner)
+    report = ExtractionReport(grow, inner, "box" if owner is None else "surface")
     if K == 0:
         return report
     L = int(ids.max()) + 1 if N else 1
@@ -190,7 +256,16 @@ def measure_extraction(ids: Tensor, kept: Tensor, means: Tensor, opacities: Tens
     hit = (ext[g] == matched[o]) & (matched[o] > 0)
     in_mass = np.bincount(o[hit], weights=w[g[hit]], minlength=K)  # [K]
     # recall: reference Gaussians (shrunk box) the extraction returns
-    g, o = box_pairs(pts, boxes, -inner)
+    if owner is not None:  # exact geometry: Gaussians on (within tol of) the object's own surface
+        row = {int(gid): k for k, gid in enumerate(boxes.ids)}
+        lut = np.full(int(max(owner.max(initial=0), boxes.ids.max(initial=0))) + 2, -1, np.int64)
+        for gid, k in row.items():  # one entry per object, not per Gaussian
+            lut[gid] = k
+        o_all = lut[np.where(owner >= 0, owner, len(lut) - 1)]
+        g = np.nonzero(o_all >= 0)[0]
+        o = o_all[g]
+    else:
+        g, o = box_pairs(pts, boxes, -inner)
     ref_mass = np.bincount(o, weights=w[g], minlength=K)  # [K]
     hit = (ext[g] == matched[o]) & (matched[o] > 0)
     got_mass = np.bincount(o[hit], weights=w[g[hit]], minlength=K)  # [K]
@@ -228,7 +303,9 @@ def format_report(report: ExtractionReport, title: str = "") -> str:
                      f"{_f(s.precision):>9}  {_f(s.recall):>6}  {s.reference_mass:11.2f}")
     lines.append(f"median precision {_f(report.median_precision)}, median recall {_f(report.median_recall)} over "
                  f"{report.observed} observed objects of {len(report.objects)} ({report.unmatched} unmatched); "
-                 f"box grown by {report.grow:g} m for precision, shrunk by {report.inner:g} m for recall")
+                 f"box grown by {report.grow:g} m for precision; recall reference: "
+                 + (f"box shrunk by {report.inner:g} m" if report.reference == "box" else
+                    f"Gaussians within {report.inner:g} m of the object's own surface"))
     return "\n".join(lines)
 
 

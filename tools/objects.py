@@ -541,7 +541,7 @@ def move(labels: ModelLabels, ids: Sequence[int], translate: Sequence[float], ou
 
 # ----- extraction quality against the generator's geometry -----------------------------------
 def evaluate(labels: ModelLabels, scene: Optional[str] = None, *, grow: Optional[float] = None,
-             inner: Optional[float] = None) -> dict:
+             inner: Optional[float] = None, reference: str = "surface") -> dict:
     """Precision / recall of ``extract`` per ground-truth object (``tools.extraction_eval``), for
     every Gaussian of the id (no stray filter) and for what ``extract`` returns with the settings
     ``labels`` was loaded with. ``scene``: the generator's scene folder (default: the model's
@@ -556,9 +556,18 @@ def evaluate(labels: ModelLabels, scene: Optional[str] = None, *, grow: Optional
         boxes = ev.load_boxes(scene)
     except ev.ExtractionEvalError as e:
         raise ObjectsError(str(e)) from None
-    kw = {"grow": ev.GROW if grow is None else grow, "inner": ev.INNER if inner is None else inner}
     model = labels.model
     means, opac = model.get_means().detach(), model.get_opacities().detach()
+    kw = {"grow": ev.GROW if grow is None else grow}
+    if reference == "surface":
+        try:
+            pts, inst = ev.surface_samples(ev.scene_mesh(scene))
+        except ev.ExtractionEvalError as e:
+            raise ObjectsError(str(e)) from None
+        kw["inner"] = ev.SURFACE_TOL if inner is None else inner
+        kw["owner"] = ev.surface_owner(means.to(torch.float64).cpu().numpy(), pts, inst, kw["inner"])
+    else:
+        kw["inner"] = ev.INNER if inner is None else inner
     raw = labels.column_ids
     every = ev.measure_extraction(raw, raw > 0, means, opac, boxes, **kw)
     clean = ev.measure_extraction(raw, labels.ids > 0, means, opac, boxes, **kw)
@@ -756,7 +765,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", default=None, help="scene folder holding generator.json (default: the model's)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the reports as JSON")
     p.add_argument("--grow", type=float, default=None, help="precision box margin in scene units (default 0.05)")
-    p.add_argument("--inner", type=float, default=None, help="recall box inset in scene units (default 0.01)")
+    p.add_argument("--reference", choices=["surface", "box"], default="surface",
+                   help="recall's reference Gaussians: within --inner of the object's exact surface (default, "
+                        "rebuilt from generator.json) or inside its box shrunk by --inner (sessions 3-4)")
+    p.add_argument("--inner", type=float, default=None,
+                   help="recall: surface tolerance (default 0.02) or box inset (default 0.01), scene units")
     p.add_argument("--quiet", action="store_true", help="print only the summary lines")
     p = sub.add_parser("sheet", parents=[common], help="contact sheet: every object rendered alone, captioned")
     p.add_argument("-o", "--output", required=True, help="PNG to write")
@@ -788,7 +801,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "evaluate":
             from tools.extraction_eval import format_report
 
-            res = evaluate(labels, args.scene, grow=args.grow, inner=args.inner)
+            res = evaluate(labels, args.scene, grow=args.grow, inner=args.inner, reference=args.reference)
             filt = ("none (--keep_strays)" if args.keep_strays else
                     f"radius {args.stray_radius:g} x median spacing, min share {args.stray_min_share:g}, "
                     f"min opacity {args.stray_min_opacity:g}")
