@@ -119,12 +119,13 @@ def suite_scenes(suite_dir: str) -> List[str]:
 
 
 def plan_jobs(scenes: Sequence[str], methods: Sequence[str], out: str,
-              seeds: Optional[Sequence[int]] = None) -> List[Job]:
+              seeds: Optional[Sequence[int]] = None, must_exist: bool = True) -> List[Job]:
     """One job per (scene, method[, seed]); scene names are folder names, made unique with their
-    parent. With ``seeds`` each pair runs once per seed into ``OUT/<scene>/<method>-seed<N>``."""
+    parent. With ``seeds`` each pair runs once per seed into ``OUT/<scene>/<method>-seed<N>``.
+    ``must_exist=False`` plans for scenes not written yet (or gone: collecting results only)."""
     paths = [os.path.abspath(s.rstrip("/")) for s in scenes]
     for p in paths:
-        if not os.path.isdir(p):
+        if must_exist and not os.path.isdir(p):
             raise SystemExit(f"error: scene folder {p} does not exist")
     names = [os.path.basename(p) for p in paths]
     names = [f"{os.path.basename(os.path.dirname(p))}_{n}" if names.count(n) > 1 else n
@@ -458,6 +459,8 @@ def collect_run(job: Job, outcome: Optional[dict] = None) -> dict:
         "mIoU": metrics.get("mIoU"), "PSNR": metrics.get("PSNR"), "SSIM": metrics.get("SSIM"),
         "LPIPS": metrics.get("LPIPS"),
         "train_seconds": stats.get("train_seconds"), "cluster_seconds": stats.get("cluster_seconds"),
+        # contrastive_lift: the other min_cluster_size candidates and their scoring; the size kept
+        "cluster_tune_seconds": stats.get("cluster_tune_seconds"), "min_cluster_size": stats.get("min_cluster_size"),
         "peak_gpu_mem_mb": stats.get("peak_gpu_mem_mb"), "num_gaussians": stats.get("num_gaussians"),
         "iterations": stats.get("iterations"), "device": stats.get("device"),
         # median over objects of extract's precision / recall (stray filter on), and of every
@@ -475,6 +478,7 @@ def collect_run(job: Job, outcome: Optional[dict] = None) -> dict:
 
 
 NUMERIC = ("PQ_scene", "SQ", "RQ", "mIoU", "PSNR", "SSIM", "LPIPS", "train_seconds", "cluster_seconds",
+           "cluster_tune_seconds",
            "peak_gpu_mem_mb", "num_gaussians", "extract_P", "extract_R", "extract_P_all", "extract_R_all")
 
 
