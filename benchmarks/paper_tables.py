@@ -4,6 +4,7 @@
     python benchmarks/paper_tables.py tab4 --seeds 0 1 --engine ray --address auto
     python benchmarks/paper_tables.py all --dry_run                               # runs and GPU minutes
     python benchmarks/paper_tables.py tab5 --collect                              # table + figure from disk
+    python benchmarks/paper_tables.py fig8 --size 64x48 --views 8 --iterations 30 -- --init_points 2000  # CPU smoke
 
 For a table it (1) generates the scenes it needs with tools/make_scene.py into ``--scenes_dir``
 (deterministic: layout, object count and seed name a scene; existing ones are kept), (2) runs
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -295,7 +297,8 @@ def header_line(results: dict) -> str:
     k = cfg.get("jobs_per_gpu") or 1
     return (f"{cfg.get('finished', '?')[:10]}; device: {', '.join(devices) or 'unknown'}; commit {cfg.get('commit', '?')}; "
             f"{cfg.get('iterations') or DEFAULT_ITERATIONS} iterations; seeds {cfg.get('seeds')}; "
-            + (f"{k} runs side by side per GPU (times not comparable)" if k > 1 else "one run per GPU (times alone)"))
+            + (f"{k} runs side by side per GPU (times not comparable)" if k > 1 else "one run per GPU (times alone)")
+            + (f"; extra train args `{' '.join(cfg['extra_train_args'])}`" if cfg.get("extra_train_args") else ""))
 
 
 def build_table(name: str, spec: dict, results: dict) -> str:
@@ -437,7 +440,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                                                  "table: 512x512 Messy, 640x480 Replica-like)")
     p.add_argument("--collect", action="store_true", help="rebuild table and figure from the runs on disk")
     p.add_argument("--dry_run", action="store_true", help="print the jobs and the GPU time estimate; run nothing")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: List[str] = []
+    if "--" in argv:  # the rest goes to every train.py call
+        extra, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
     args = p.parse_args(argv)
+    args.extra = extra
     args.gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
     rs.check_engine_args(args, "paper_tables.py")
     if args.iterations is not None and args.iterations < 1:
@@ -492,13 +500,14 @@ def run_table(name: str, args: argparse.Namespace, log: Callable[[str], None] = 
         if k != args.jobs_per_gpu:
             log(f"{name}: timing table, one run per GPU (--jobs_per_gpu {args.jobs_per_gpu} ignored)")
         variants = {v: variant_flags(v, args.iterations) for v in spec["variants"]}
-        cmds = commands or (lambda j: rs.default_commands(j, args.iterations, variants=variants))
+        cmds = commands or functools.partial(rs.default_commands, iterations=args.iterations, extra=args.extra,
+                                             variants=variants)
         log(f"{name}: {len(jobs)} job(s) -> {runs_root(args, spec)}")
         outcomes = rs.run_jobs(jobs, cmds, args.gpus, False, args.timeout, log, jobs_per_gpu=k, engine=args.engine,
                                address=args.address, warm_up=None if commands else rs.warm_up_subprocess)
     config = {"table": name, "scenes": [sc.name for sc in spec["scenes"]], "methods": spec["variants"],
               "seeds": args.seeds or spec["seeds"], "iterations": args.iterations or DEFAULT_ITERATIONS,
-              "jobs_per_gpu": k, "engine": args.engine, "gpus": args.gpus, "commit": git_commit(),
+              "extra_train_args": args.extra, "jobs_per_gpu": k, "engine": args.engine, "gpus": args.gpus, "commit": git_commit(),
               "started": started, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
               "collected_only": bool(args.collect)}
     results = rs.write_reports(out, jobs, outcomes, config)
