@@ -126,6 +126,11 @@ class Trainer:
                 raise SceneError(f"--emb_dim {self.seg.emb_dim}: must be 1..{MAX_EMB_DIM} (instance id = code + 1 "
                                  f"is stored as uint16, so 16 bits would wrap); pass --emb_dim {MAX_EMB_DIM} or less")
             features["embedding"] = self.seg.emb_dim
+            if self.seg.method == "contrastive_lift":
+                sizes = self.seg.cluster_tune_sizes if self.seg.cluster_tune == "pseudo_pq" else [self.seg.min_cluster_size]
+                if min(sizes) < 2:
+                    raise SceneError(f"min_cluster_size {min(sizes)}: HDBSCAN needs 2 or more; fix --cluster_tune_sizes "
+                                     f"/ --min_cluster_size")
             if self.seg.use_semantic and self.info.num_classes and any(v.semantic is not None for v in self.views):
                 embed = self.seg.semantic_head == "embed"  # embed: semantic_dim channels, decoded by a Linear
                 if embed and self.seg.semantic_dim < 1:
@@ -516,14 +521,14 @@ class Trainer:
         return signal.signal(signal.SIGINT, on_sigint)
 
     def finish(self, step: int) -> dict:
-        cluster_seconds = 0.0
+        cluster_seconds, clustering = 0.0, None
         if self.objective is not None and self.seg.method == "contrastive_lift":
             from segmentation.labels import fit_contrastive_lift_clusters
 
-            t0 = time.perf_counter()
-            fit_contrastive_lift_clusters(self.views, self.model, self.objective, self.point_cloud_dir(step),
-                                          backend=self.pipe.backend)
-            cluster_seconds = time.perf_counter() - t0
+            clustering = fit_contrastive_lift_clusters(
+                self.views, self.model, self.objective, self.point_cloud_dir(step), backend=self.pipe.backend,
+                thing_classes=self.info.thing_classes, log=None if self.quiet else print)
+            cluster_seconds = clustering["cluster_seconds"]
         timed = step - self.first_iter + 1
         stats = {"train_seconds": self.train_seconds, "cluster_seconds": cluster_seconds,
                  "iterations_per_second": timed / self.train_seconds if self.train_seconds > 0 and timed > 0 else None,
@@ -533,6 +538,10 @@ class Trainer:
                  "data_device": str(self.data_device), "optimizer": self.optimizer_kind,
                  "seg_raster": self.raster_mode(step) if self.objective is not None else None,
                  "eval": {str(k): v for k, v in self.eval_history.items()}}
+        if clustering is not None:  # contrastive_lift: the kept min_cluster_size and, when tuned, every candidate
+            stats.update({"cluster_tune_seconds": clustering["tune_seconds"],
+                          "min_cluster_size": clustering["min_cluster_size"], "clusters": clustering["clusters"],
+                          "cluster_tuning": clustering["tuning"]})
         if self.timer.enabled:
             stats["profile"] = self.timer.summary()
             stats["profile_iterations"] = timed

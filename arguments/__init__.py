@@ -148,7 +148,13 @@ class SegmentationParams(GroupMixin):
                          choices=["fused", "separate", "joint"])
     mask_fraction: float = _f(1.0, "use masks on only this fraction of training views (RGB on all)")
     mask_downscale: float = _f(1.0, "train masks and images at this scale (0.25, 0.5); labels render at full size")
-    min_cluster_size: int = _f(100, "contrastive_lift: HDBSCAN min_cluster_size")
+    min_cluster_size: int = _f(100, "contrastive_lift: HDBSCAN min_cluster_size with --cluster_tune off")
+    cluster_tune: str = _f("pseudo_pq", "contrastive_lift: how min_cluster_size is chosen: pseudo_pq (the candidate of "
+                           "--cluster_tune_sizes with the best PQ against the training views' 2D pseudo-masks, "
+                           "never GT: Contrastive-Lift tunes it per dataset) | off (--min_cluster_size)",
+                           choices=["pseudo_pq", "off"])
+    cluster_tune_sizes: list = _f([10, 25, 50, 100, 200, 400], "contrastive_lift: candidate min_cluster_size values")
+    cluster_tune_views: int = _f(16, "contrastive_lift: training views (with masks) scored per candidate")
 
 
 def save_cfg_args(model_path: str, args: argparse.Namespace) -> None:

@@ -18,12 +18,23 @@ extraction against the generator's geometry) and ``OUT/results.json`` (every num
 (``MODEL/results.json`` exists) is skipped, a trained one (``MODEL/train_stats.json``) is only
 rendered and evaluated, so an interrupted sweep resumes where it stopped. A failing stage
 marks its row FAILED and the sweep goes on. With ``--gpus 0,1,...`` one job runs per GPU in
-parallel (``CUDA_VISIBLE_DEVICES`` set per job).
+parallel (``CUDA_VISIBLE_DEVICES`` set per job); ``--jobs_per_gpu K`` runs K side by side on each
+(accuracy sweeps only: times of runs that share a GPU are not comparable). ``--seeds 0 1`` trains
+every pair once per seed (``train.py --seed``) into ``MODEL-seedN``.
+
+``--engine ray`` runs one Ray task per (scene, variant, seed) with ``num_gpus=1/K`` instead, on a
+local Ray instance or, with ``--address HOST:PORT``, on a cluster started with ``ray start`` on
+each machine. Every machine must see the repository, the scenes and OUT at the same paths (a
+shared file system) and run the same Python environment; the resume logic is the same because
+each task looks at its model folder before running a stage. Before fanning out, gsplat's CUDA
+extension is built once per machine (``warm_up_gsplat``): its first build deletes its build
+folder, so parallel first builds would wipe each other.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -76,7 +87,12 @@ class Job:
     scene: str  # absolute path of the scene folder
     name: str  # scene name used in the table and the output folder
     method: str
-    model_path: str  # OUT/<name>/<method>
+    model_path: str  # OUT/<name>/<method>, or OUT/<name>/<method>-seed<N> with a seed
+    seed: Optional[int] = None  # train.py --seed; None: train.py's default, no suffix
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}/{self.method}" + ("" if self.seed is None else f"/seed{self.seed}")
 
 
 # --------------------------------------------------------------------------- planning
@@ -102,11 +118,14 @@ def suite_scenes(suite_dir: str) -> List[str]:
     return found
 
 
-def plan_jobs(scenes: Sequence[str], methods: Sequence[str], out: str) -> List[Job]:
-    """One job per (scene, method); scene names are folder names, made unique with their parent."""
+def plan_jobs(scenes: Sequence[str], methods: Sequence[str], out: str,
+              seeds: Optional[Sequence[int]] = None, must_exist: bool = True) -> List[Job]:
+    """One job per (scene, method[, seed]); scene names are folder names, made unique with their
+    parent. With ``seeds`` each pair runs once per seed into ``OUT/<scene>/<method>-seed<N>``.
+    ``must_exist=False`` plans for scenes not written yet (or gone: collecting results only)."""
     paths = [os.path.abspath(s.rstrip("/")) for s in scenes]
     for p in paths:
-        if not os.path.isdir(p):
+        if must_exist and not os.path.isdir(p):
             raise SystemExit(f"error: scene folder {p} does not exist")
     names = [os.path.basename(p) for p in paths]
     names = [f"{os.path.basename(os.path.dirname(p))}_{n}" if names.count(n) > 1 else n
@@ -114,7 +133,12 @@ def plan_jobs(scenes: Sequence[str], methods: Sequence[str], out: str) -> List[J
     if len(set(names)) != len(names):
         raise SystemExit(f"error: scenes given twice: {sorted(n for n in names if names.count(n) > 1)}")
     out = os.path.abspath(out)
-    return [Job(p, n, m, os.path.join(out, n, m)) for p, n in zip(paths, names) for m in methods]
+    if not seeds:
+        return [Job(p, n, m, os.path.join(out, n, m)) for p, n in zip(paths, names) for m in methods]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"error: seeds given twice: {list(seeds)}")
+    return [Job(p, n, m, os.path.join(out, n, f"{m}-seed{sd}"), int(sd))
+            for p, n in zip(paths, names) for m in methods for sd in seeds]
 
 
 def has_generator(scene: str) -> bool:
@@ -136,13 +160,17 @@ def stages_to_run(model_path: str, force: bool = False, extraction: bool = False
     return list(STAGES) + extra
 
 
-def default_commands(job: Job, iterations: Optional[int] = None, extra: Sequence[str] = ()) -> Dict[str, List[str]]:
-    """argv of each stage, run with the repository root as working directory."""
+def default_commands(job: Job, iterations: Optional[int] = None, extra: Sequence[str] = (),
+                     variants: Optional[Dict[str, List[str]]] = None) -> Dict[str, List[str]]:
+    """argv of each stage, run with the repository root as working directory. ``variants``:
+    variant name -> train.py flags (default ``VARIANTS``)."""
     py = sys.executable
     train = [py, os.path.join(REPO, "train.py"), "-s", job.scene, "-m", job.model_path, "--eval", "--quiet",
-             *VARIANTS[job.method]]
+             *(variants or VARIANTS)[job.method]]
     if iterations is not None:
         train += ["--iterations", str(iterations)]
+    if job.seed is not None:
+        train += ["--seed", str(job.seed)]
     return {
         "train": train + list(extra),
         "render": [py, os.path.join(REPO, "render.py"), "-m", job.model_path, "--labels", "--skip_train", "--quiet"],
@@ -163,7 +191,7 @@ def run_job(job: Job, commands: CommandFn, gpu: Optional[str] = None, force: boo
     The extraction stage runs when ``commands`` has one and the scene has generator.json."""
     argv = commands(job)
     todo = stages_to_run(job.model_path, force, extraction=EXTRACTION in argv and has_generator(job.scene))
-    tag = f"{job.name}/{job.method}" + (f" [gpu {gpu}]" if gpu is not None else "")
+    tag = job.tag + (f" [gpu {gpu}]" if gpu is not None else "")
     if not todo:
         log(f"{tag}: done already, skipped")
         return {"status": "ok", "stages_run": [], "error": None, "seconds": 0.0}
@@ -205,40 +233,199 @@ def _last_line(path: str) -> str:
     return lines[-1][:300] if len(lines) > 1 else ""
 
 
+def _guarded(job: Job, commands: CommandFn, gpu: Optional[str], force: bool, timeout: Optional[float],
+             log: Callable[[str], None]) -> dict:
+    try:
+        return run_job(job, commands, gpu, force, timeout, log)
+    except Exception as e:  # noqa: BLE001 - one broken job must not stop the sweep
+        log(f"{job.tag}: FAILED (driver error {type(e).__name__}: {e})")
+        return {"status": "failed", "stages_run": [], "error": f"driver error: {type(e).__name__}: {e}",
+                "seconds": 0.0}
+
+
+def gpu_slots(gpus: Sequence[str], jobs_per_gpu: int = 1) -> List[Optional[str]]:
+    """The local pool's slots: each GPU ``jobs_per_gpu`` times, interleaved so that the first jobs
+    spread over the GPUs; without GPUs, ``jobs_per_gpu`` slots that set no CUDA_VISIBLE_DEVICES."""
+    k = max(1, int(jobs_per_gpu))
+    return [g for _ in range(k) for g in gpus] if gpus else [None] * k
+
+
 def run_jobs(jobs: Sequence[Job], commands: CommandFn, gpus: Sequence[str] = (), force: bool = False,
-             timeout: Optional[float] = None, log: Callable[[str], None] = print) -> Dict[Job, dict]:
-    """Runs every job; one at a time without GPUs, else one per GPU in parallel."""
+             timeout: Optional[float] = None, log: Callable[[str], None] = print, *, jobs_per_gpu: int = 1,
+             engine: str = "local", address: Optional[str] = None,
+             warm_up: Optional[Callable[..., None]] = None, ray_init: Optional[dict] = None) -> Dict[Job, dict]:
+    """Runs every job and returns its outcome.
+
+    ``engine="local"``: one at a time without GPUs, else ``jobs_per_gpu`` jobs per GPU in
+    parallel (threads of this process, each job's stages as subprocesses). ``engine="ray"``: one
+    Ray task per job (``run_jobs_ray``). ``warm_up(gpu)`` runs once before the jobs fan out (local:
+    on the first slot's GPU; Ray: once per machine)."""
+    if engine == "ray":
+        return run_jobs_ray(jobs, commands, force=force, timeout=timeout, log=log, jobs_per_gpu=jobs_per_gpu,
+                            address=address, warm_up=warm_up, ray_init=ray_init)
+    if engine != "local":
+        raise ValueError(f"engine {engine!r}: use local or ray")
     lock = threading.Lock()
 
     def say(msg: str) -> None:
         with lock:
             log(msg)
 
-    def guarded(job: Job, gpu: Optional[str]) -> dict:
-        try:
-            return run_job(job, commands, gpu, force, timeout, say)
-        except Exception as e:  # noqa: BLE001 - one broken job must not stop the sweep
-            say(f"{job.name}/{job.method}: FAILED (driver error {type(e).__name__}: {e})")
-            return {"status": "failed", "stages_run": [], "error": f"driver error: {type(e).__name__}: {e}",
-                    "seconds": 0.0}
-
-    if len(gpus) <= 1:
-        gpu = gpus[0] if gpus else None
-        return {job: guarded(job, gpu) for job in jobs}
-    free: "queue.Queue[str]" = queue.Queue()
-    for g in gpus:
+    slots = gpu_slots(gpus, jobs_per_gpu)
+    if warm_up is not None and jobs:
+        warm_up(slots[0])
+    if len(slots) <= 1:
+        return {job: _guarded(job, commands, slots[0], force, timeout, say) for job in jobs}
+    free: "queue.Queue[Optional[str]]" = queue.Queue()
+    for g in slots:
         free.put(g)
 
-    def on_a_gpu(job: Job) -> dict:
+    def on_a_slot(job: Job) -> dict:
         gpu = free.get()
         try:
-            return guarded(job, gpu)
+            return _guarded(job, commands, gpu, force, timeout, say)
         finally:
             free.put(gpu)
 
-    with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
-        futures = {job: pool.submit(on_a_gpu, job) for job in jobs}
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        futures = {job: pool.submit(on_a_slot, job) for job in jobs}
         return {job: fut.result() for job, fut in futures.items()}
+
+
+# --------------------------------------------------------------------------- Ray
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise SystemExit("error: --engine ray needs Ray: pip install 'ray>=2.9' (or the project's [bench] extra)") \
+            from None
+    return ray
+
+
+def _ray_task(job: Job, commands: CommandFn, force: bool, timeout: Optional[float]) -> dict:
+    """Body of one Ray task: the job's stages on the GPU(s) Ray gave this task (Ray has set
+    CUDA_VISIBLE_DEVICES already; naming them again only labels the log lines)."""
+    import ray
+
+    ids = ray.get_gpu_ids()
+    gpu = ",".join(str(i) for i in ids) if ids else None
+    return _guarded(job, commands, gpu, force, timeout, lambda m: print(m, flush=True))
+
+
+def _ray_warm_up(warm_up: Callable[..., None]) -> str:
+    import ray
+
+    ids = ray.get_gpu_ids()
+    warm_up(",".join(str(i) for i in ids) if ids else None)
+    return ray.get_runtime_context().get_node_id()
+
+
+def run_jobs_ray(jobs: Sequence[Job], commands: CommandFn, *, force: bool = False, timeout: Optional[float] = None,
+                 log: Callable[[str], None] = print, jobs_per_gpu: int = 1, address: Optional[str] = None,
+                 warm_up: Optional[Callable[..., None]] = None, ray_init: Optional[dict] = None) -> Dict[Job, dict]:
+    """One Ray task per job with ``num_gpus = 1 / jobs_per_gpu`` (no GPU request on a cluster
+    without GPUs: then the jobs run on its CPUs, one CPU each). Connects to ``address`` (a
+    cluster started with ``ray start``) or starts a local instance, and shuts down only what it
+    started. Outcomes are the local pool's: a task that dies counts as a failed job."""
+    ray = _import_ray()
+    started = not ray.is_initialized()
+    if started:
+        # the workers import this module by name: put the repository first on their path
+        path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
+        kwargs = {"runtime_env": {"env_vars": {"PYTHONPATH": path}}, "include_dashboard": False,
+                  "log_to_driver": True, **(ray_init or {})}
+        if address:
+            kwargs["address"] = address
+        ray.init(**kwargs)
+    try:
+        total_gpus = float(ray.cluster_resources().get("GPU", 0))
+        num_gpus = 1.0 / max(1, int(jobs_per_gpu)) if total_gpus > 0 else 0
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        log(f"ray: {len(nodes)} machine(s), {total_gpus:g} GPU(s); {len(jobs)} job(s) at num_gpus={num_gpus:g} each"
+            + ("" if total_gpus else " (no GPUs in the cluster: jobs run on CPUs)"))
+        if warm_up is not None and jobs:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            refs = [ray.remote(_ray_warm_up).options(
+                num_gpus=1 if n.get("Resources", {}).get("GPU", 0) > 0 else 0, max_retries=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(warm_up)
+                for n in nodes]
+            for n, ref in zip(nodes, refs):
+                try:
+                    ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - the jobs themselves will say what is wrong
+                    log(f"ray: warm-up on {n.get('NodeManagerAddress', '?')} failed ({type(e).__name__}: {e})")
+        task = ray.remote(_ray_task).options(num_gpus=num_gpus, num_cpus=1, max_retries=0)
+        pending = {task.remote(job, commands, force, timeout): job for job in jobs}
+        outcomes: Dict[Job, dict] = {}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(done[0])
+            try:
+                outcomes[job] = ray.get(done[0])
+            except Exception as e:  # noqa: BLE001 - a worker that died (OOM, lost machine) fails its job only
+                log(f"{job.tag}: FAILED (ray task {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+                outcomes[job] = {"status": "failed", "stages_run": [], "seconds": 0.0,
+                                 "error": f"ray task failed: {type(e).__name__}"}
+            log(f"ray: {len(outcomes)}/{len(jobs)} job(s) finished")
+        return {job: outcomes[job] for job in jobs}
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------- gsplat warm-up
+
+def warm_up_gsplat() -> Optional[float]:
+    """Builds (first time) or loads gsplat's CUDA extension by rasterising one Gaussian into a 16x16
+    image. Returns the seconds it took, or None without CUDA (nothing to build; never touch gsplat's
+    CUDA code then, docs/GPU.md)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    t0 = time.perf_counter()
+    from gsplat import rasterization
+
+    dev = torch.device("cuda")
+    means = torch.tensor([[0.0, 0.0, 2.0]], device=dev)
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]], device=dev)
+    scales = torch.full((1, 3), 0.2, device=dev)
+    opacities = torch.tensor([0.9], device=dev)
+    colors = torch.ones(1, 3, device=dev)
+    viewmat = torch.eye(4, device=dev)[None]
+    K = torch.tensor([[[16.0, 0.0, 8.0], [0.0, 16.0, 8.0], [0.0, 0.0, 1.0]]], device=dev)
+    image, _, _ = rasterization(means, quats, scales, opacities, colors, viewmat, K, 16, 16)
+    torch.cuda.synchronize()
+    if not bool(image.sum() > 0):
+        raise RuntimeError("gsplat warm-up rendered an empty image")
+    return time.perf_counter() - t0
+
+
+WARM_UP_CODE = ("from benchmarks.run_suite import warm_up_gsplat; s = warm_up_gsplat(); "
+                "print('gsplat: no CUDA, nothing to build' if s is None else f'gsplat: ready in {s:.1f} s')")
+
+
+def warm_up_subprocess(gpu: Optional[str] = None, log: Callable[[str], None] = print,
+                       timeout: float = 1800.0) -> bool:
+    """``warm_up_gsplat`` in a child process on ``gpu`` (so this process never holds a CUDA context).
+    A failure is logged, not raised: the jobs then report their own errors."""
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    try:
+        proc = subprocess.run([sys.executable, "-c", WARM_UP_CODE], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"gsplat warm-up timed out after {timeout:.0f} s; the jobs build it themselves")
+        return False
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    if proc.returncode != 0:
+        log(f"gsplat warm-up failed (exit {proc.returncode}): {lines[-1] if lines else ''}")
+        return False
+    log(lines[-1] if lines else "gsplat: warm-up done")
+    return True
 
 
 # --------------------------------------------------------------------------- collecting
@@ -265,12 +452,15 @@ def collect_run(job: Job, outcome: Optional[dict] = None) -> dict:
     key = latest_method_key(results)
     metrics = dict(results.get(key, {})) if key else {}
     row = {
-        "scene": job.name, "scene_path": job.scene, "method": job.method, "model_path": job.model_path,
+        "scene": job.name, "scene_path": job.scene, "method": job.method, "seed": job.seed,
+        "model_path": job.model_path,
         "status": "ok", "error": None, "result_key": key,
         "PQ_scene": metrics.get("PQ_scene"), "SQ": metrics.get("SQ"), "RQ": metrics.get("RQ"),
         "mIoU": metrics.get("mIoU"), "PSNR": metrics.get("PSNR"), "SSIM": metrics.get("SSIM"),
         "LPIPS": metrics.get("LPIPS"),
         "train_seconds": stats.get("train_seconds"), "cluster_seconds": stats.get("cluster_seconds"),
+        # contrastive_lift: the other min_cluster_size candidates and their scoring; the size kept
+        "cluster_tune_seconds": stats.get("cluster_tune_seconds"), "min_cluster_size": stats.get("min_cluster_size"),
         "peak_gpu_mem_mb": stats.get("peak_gpu_mem_mb"), "num_gaussians": stats.get("num_gaussians"),
         "iterations": stats.get("iterations"), "device": stats.get("device"),
         # median over objects of extract's precision / recall (stray filter on), and of every
@@ -288,6 +478,7 @@ def collect_run(job: Job, outcome: Optional[dict] = None) -> dict:
 
 
 NUMERIC = ("PQ_scene", "SQ", "RQ", "mIoU", "PSNR", "SSIM", "LPIPS", "train_seconds", "cluster_seconds",
+           "cluster_tune_seconds",
            "peak_gpu_mem_mb", "num_gaussians", "extract_P", "extract_R", "extract_P_all", "extract_R_all")
 
 
@@ -349,7 +540,8 @@ def build_table(results: dict) -> str:
     for method in means:
         for r in (r for r in rows if r["method"] == method):
             status = "ok" if r["status"] == "ok" else f"FAILED: {r.get('error') or 'unknown error'}"
-            lines.append(f"| {r['scene']} | {method} | {_num(r.get('PQ_scene'), '.2f')} | "
+            scene = r["scene"] + (f" (seed {r['seed']})" if r.get("seed") is not None else "")
+            lines.append(f"| {scene} | {method} | {_num(r.get('PQ_scene'), '.2f')} | "
                          f"{_num(r.get('mIoU'), '.2f')} | "
                          f"{_num(r.get('PSNR'), '.2f')} | {_duration(r.get('train_seconds'))} | "
                          f"{_cluster(r.get('cluster_seconds'))} | {_memory(r.get('peak_gpu_mem_mb'))} | "
@@ -370,7 +562,9 @@ def render_markdown(results: dict) -> str:
         "",
         f"Written {cfg.get('finished', '?')}; device: {', '.join(devices) or 'unknown'}; "
         f"iterations: {cfg.get('iterations') or 'default'}"
-        + (f"; extra train args: `{' '.join(cfg['extra_train_args'])}`" if cfg.get("extra_train_args") else "") + ".",
+        + (f"; extra train args: `{' '.join(cfg['extra_train_args'])}`" if cfg.get("extra_train_args") else "")
+        + (f"; {cfg['jobs_per_gpu']} jobs side by side per GPU (times are not those of a run alone)"
+           if (cfg.get("jobs_per_gpu") or 1) > 1 else "") + ".",
         "PQ^scene and mIoU x100 over the test views, labels resized to 512x512 (docs/EVALUATION.md); "
         "PSNR in dB on the test views; train time is wall time of train.py's optimisation loop; "
         "clustering is the baseline's post-hoc HDBSCAN step (UniC-Lift has none)."
@@ -419,6 +613,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", default=os.path.join("output", "bench"))
     p.add_argument("--iterations", type=int, default=None, help="passed to train.py (default: its own)")
     p.add_argument("--gpus", default="", help="comma-separated GPU ids, one parallel job per GPU (e.g. 0,1)")
+    p.add_argument("--jobs_per_gpu", type=int, default=1, metavar="K",
+                   help="run K jobs side by side on each GPU (local: K slots per GPU id; ray: num_gpus=1/K). "
+                        "Fine for accuracy, not for timing columns")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="N",
+                   help="train every pair once per seed (train.py --seed) into MODEL-seedN")
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local: this machine's GPUs (--gpus); ray: one Ray task per job, on a local Ray "
+                        "instance or the cluster at --address")
+    p.add_argument("--address", default=None, help="Ray cluster address (HOST:PORT of `ray start --head`, or auto)")
     p.add_argument("--force", action="store_true", help="redo finished pairs too")
     p.add_argument("--timeout", type=float, default=None, help="seconds per stage before it counts as failed")
     p.add_argument("--table_only", action="store_true", help="rebuild results.md/json from what is on disk")
@@ -427,20 +630,38 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     methods = (args.methods or []) + (PAPER_TABLES[args.table] if args.table else [])
     args.methods = list(dict.fromkeys(methods or ["unic"]))
     args.gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    check_engine_args(args, p.prog)
     return args
+
+
+def check_engine_args(args: argparse.Namespace, prog: str = "run_suite.py") -> None:
+    """One-line exit-2 errors for engine options that do not fit together."""
+    def bad(msg: str) -> None:
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        raise SystemExit(2)
+
+    if args.jobs_per_gpu < 1:
+        bad(f"--jobs_per_gpu {args.jobs_per_gpu}: give 1 or more")
+    if args.engine == "ray" and args.gpus:
+        bad("--gpus is for --engine local; Ray hands out GPUs itself (limit them with ray start --num-gpus)")
+    if args.address and args.engine != "ray":
+        bad("--address needs --engine ray")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     scenes = args.scenes or suite_scenes(args.suite or os.path.join(REPO, DEFAULT_SUITE))
-    jobs = plan_jobs(scenes, args.methods, args.out)
+    jobs = plan_jobs(scenes, args.methods, args.out, args.seeds)
     started = _dt.datetime.now().isoformat(timespec="seconds")
     outcomes: Dict[Job, dict] = {}
     if not args.table_only:
-        print(f"{len(jobs)} job(s): {len(scenes)} scene(s) x {len(args.methods)} method(s) -> {args.out}")
-        outcomes = run_jobs(jobs, lambda j: default_commands(j, args.iterations, args.extra), args.gpus,
-                            args.force, args.timeout)
-    config = {"scenes": [j.scene for j in jobs[::len(args.methods)]], "methods": args.methods,
+        print(f"{len(jobs)} job(s): {len(scenes)} scene(s) x {len(args.methods)} method(s)"
+              + (f" x {len(args.seeds)} seed(s)" if args.seeds else "") + f" -> {args.out}")
+        outcomes = run_jobs(jobs, functools.partial(default_commands, iterations=args.iterations, extra=args.extra),
+                            args.gpus, args.force, args.timeout, jobs_per_gpu=args.jobs_per_gpu,
+                            engine=args.engine, address=args.address, warm_up=warm_up_subprocess)
+    config = {"scenes": list(dict.fromkeys(j.scene for j in jobs)), "methods": args.methods,
+              "seeds": args.seeds, "engine": args.engine, "jobs_per_gpu": args.jobs_per_gpu,
               "iterations": args.iterations, "extra_train_args": args.extra, "gpus": args.gpus,
               "started": started, "finished": _dt.datetime.now().isoformat(timespec="seconds")}
     results = write_reports(args.out, jobs, outcomes, config)

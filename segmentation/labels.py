@@ -11,6 +11,7 @@ Convention: instance ids are int64 (written as uint16 PNG); 0 = stuff / no insta
 from __future__ import annotations
 
 import os
+import time
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -191,16 +192,32 @@ def decoding_valid_codes(rule: str, model, *, votes=None, min_segments: Optional
     raise ValueError(f"decoding rule {rule!r}: use one of {', '.join(DECODE_RULES)}")
 
 
+def _tuning_views(views, count: int) -> list:
+    """Up to ``count`` training views with a pseudo-mask, evenly spaced over the list."""
+    with_masks = [v for v in views if v.instance is not None]
+    if len(with_masks) <= count:
+        return with_masks
+    step = len(with_masks) / count
+    return [with_masks[int(i * step)] for i in range(count)]
+
+
 @torch.no_grad()
 def fit_contrastive_lift_clusters(views, model, objective, folder: str, *, backend: str = "auto",
-                                  max_points: int = 50_000) -> None:
+                                  max_points: int = 50_000, thing_classes: Sequence[int] = (),
+                                  log=None) -> dict:
     """Contrastive-Lift baseline: HDBSCAN on rendered training-view embeddings, saved next to the PLY.
 
-    views: ``scene.View`` list; model: the trained GaussianModel; objective: its SegmentationObjective."""
+    views: ``scene.View`` list; model: the trained GaussianModel; objective: its SegmentationObjective.
+    With ``cfg.cluster_tune == "pseudo_pq"`` every ``cfg.cluster_tune_sizes`` candidate is fitted and
+    the one with the best PQ against the pseudo-masks of up to ``cfg.cluster_tune_views`` training
+    views is kept (``baselines.contrastive_lift.tune_min_cluster_size``; no GT is read); else
+    ``cfg.min_cluster_size``. Returns ``{"min_cluster_size", "cluster_seconds"`` (the kept fit),
+    ``"tune_seconds"`` (the other candidates and the scoring), ``"tuning"`` (per candidate)``}``."""
     from gaussian_renderer import render
-    from segmentation.baselines.contrastive_lift import fit_clusters
+    from segmentation.baselines.contrastive_lift import fit_clusters, pseudo_mask_pq, tune_min_cluster_size
 
     cfg = objective.cfg
+    t_all = time.perf_counter()
     per_view = max(1, max_points // max(1, len(views)))
     samples = []
     for view in views:
@@ -212,10 +229,49 @@ def fit_contrastive_lift_clusters(views, model, objective, folder: str, *, backe
         prob = prob[covered]
         pick = torch.randperm(len(prob), generator=torch.Generator().manual_seed(len(samples)))[:per_view]
         samples.append(prob[pick.to(prob.device)].cpu())
-    clusters = fit_clusters(torch.cat(samples), min_cluster_size=cfg.min_cluster_size, max_points=max_points)
+    samples = torch.cat(samples)
+    t_samples = time.perf_counter() - t_all
+    mode = getattr(cfg, "cluster_tune", "off")
+    tuned = _tuning_views(views, int(getattr(cfg, "cluster_tune_views", 16))) if mode == "pseudo_pq" else []
+    if mode == "pseudo_pq" and not tuned:
+        if log is not None:
+            log(f"contrastive_lift: no training view has a mask to tune on; min_cluster_size {cfg.min_cluster_size}")
+    if tuned:
+        maps = []  # per view: code-space embedding [H, W, d], predicted thing [H, W], mask ids, mask thing, valid
+        for view in tuned:
+            out = render(view.camera, model, features=objective.features(model), with_rgb=False, backend=backend)
+            prob = objective.code_space(out.features["embedding"])
+            semantic = None
+            if "semantic" in out.features:
+                semantic = objective.semantic_logits(out.features["semantic"]).argmax(-1)
+            pred_thing = thing_mask(semantic, thing_classes) if thing_classes else None
+            if pred_thing is None:
+                pred_thing = out.alpha[..., 0] >= 0.5
+            inst = view.instance.to(prob.device)
+            mask_thing = inst != 0
+            if view.semantic is not None and thing_classes:
+                mask_thing &= thing_mask(view.semantic.to(prob.device), thing_classes)
+            maps.append((prob, pred_thing, inst, mask_thing, view.valid))
+
+        def score(clusters) -> float:
+            return pseudo_mask_pq([clusters.assign(m[0]) for m in maps], [m[1] for m in maps],
+                                  [m[2] for m in maps], [m[3] for m in maps], [m[4] for m in maps])
+
+        clusters, chosen, table = tune_min_cluster_size(
+            samples, cfg.cluster_tune_sizes, score, max_points=max_points, generator=torch.Generator().manual_seed(0),
+            log=log)
+        fit_seconds = next(r["fit_seconds"] for r in table if r["min_cluster_size"] == chosen)
+    else:
+        chosen, table = cfg.min_cluster_size, None
+        t0 = time.perf_counter()
+        clusters = fit_clusters(samples, min_cluster_size=chosen, max_points=max_points)
+        fit_seconds = time.perf_counter() - t0
     from utils.general_utils import atomic_torch_save
 
     atomic_torch_save(clusters.state_dict(), os.path.join(folder, CLUSTERS_FILE))
+    total = time.perf_counter() - t_all
+    return {"min_cluster_size": chosen, "clusters": clusters.n_clusters, "cluster_seconds": t_samples + fit_seconds,
+            "tune_seconds": total - t_samples - fit_seconds if table is not None else 0.0, "tuning": table}
 
 
 def load_clusters(folder: str, device="cpu"):

@@ -70,3 +70,109 @@ def test_missing_sklearn_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.cluster", None)  # makes `from sklearn.cluster import` fail
     with pytest.raises(ImportError, match="pip install scikit-learn"):
         cl.fit_clusters(torch.rand(10, 3), min_cluster_size=5)
+
+
+# ----- min_cluster_size tuned against the training pseudo-masks (no GT) -----------------------------
+
+def _planted_views(n_views=3, h=8, per_obj=12, objects=4, seed=0):
+    """Views whose pixels carry embeddings of 4 objects, each object drawn as TWO tight sub-blobs
+    (left and right half of its region), objects far apart. Pseudo-mask ids are shuffled per view
+    (inconsistent across views, as a 2D segmenter's). The right min_cluster_size keeps each
+    object whole: a small one splits objects in two (IoU 0.5, no match), a huge one merges them."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[0.1, 0.1, 0.1], [0.9, 0.1, 0.9], [0.1, 0.9, 0.9], [0.9, 0.9, 0.1]])[:objects]
+    half = torch.tensor([0.08, 0.0, 0.0])
+    views = []
+    for j in range(n_views):
+        w = per_obj * objects + 6  # 6 stuff columns on the right
+        emb = torch.full((h, w, 3), 0.5)
+        ids = torch.zeros(h, w, dtype=torch.int64)
+        order = torch.randperm(objects, generator=g) + 1 + 3 * j  # this view's pseudo ids
+        for o in range(objects):
+            a = o * per_obj
+            emb[:, a:a + per_obj // 2] = centres[o] - half
+            emb[:, a + per_obj // 2:a + per_obj] = centres[o] + half
+            ids[:, a:a + per_obj] = order[o]
+        emb = emb + 0.004 * torch.randn(emb.shape, generator=g)
+        views.append((emb, ids != 0, ids))
+    return views
+
+
+def test_pseudo_mask_pq_segments_per_view():
+    views = _planted_views()
+    thing = [v[1] for v in views]
+    ids = [v[2] for v in views]
+    # a prediction consistent across views (ids unlike the masks') is perfect per view
+    consistent = [(v[2] - v[2].masked_fill(v[2] == 0, 10**6).amin()).clamp_min(0) * 7 + 1 for v in views]
+    assert cl.pseudo_mask_pq(consistent, thing, ids, thing) == pytest.approx(100.0)
+    # merging all objects of a view into one id: thing PQ 0, stuff still 100
+    merged = [torch.ones_like(i) for i in ids]
+    assert cl.pseudo_mask_pq(merged, thing, ids, thing) == pytest.approx(50.0)
+    # invalid pixels are not scored
+    valid = [torch.zeros_like(t) for t in thing]
+    for v in valid:
+        v[:, :12] = True  # object 0 only
+    assert cl.pseudo_mask_pq(merged, thing, ids, thing, valid) == pytest.approx(100.0)
+    with pytest.raises(ValueError):
+        cl.pseudo_mask_pq([], [], [], [])
+
+
+def test_tuning_picks_the_size_the_planted_example_makes_best():
+    pytest.importorskip("sklearn")
+    views = _planted_views()
+    samples = torch.cat([v[0][v[1]] for v in views])  # [1152, 3]: 144 per sub-blob, 288 per object
+
+    def score(clusters):
+        return cl.pseudo_mask_pq([clusters.assign(v[0]) for v in views], [v[1] for v in views],
+                                 [v[2] for v in views], [v[1] for v in views])
+
+    seen = []
+    model, chosen, table = cl.tune_min_cluster_size(samples, [5, 250, 900], score, log=seen.append,
+                                                   generator=torch.Generator().manual_seed(0))
+    by_size = {r["min_cluster_size"]: r for r in table}
+    assert chosen == 250 and model.n_clusters == 4
+    assert by_size[250]["score"] == pytest.approx(100.0)
+    assert by_size[5]["clusters"] == 8 and by_size[5]["score"] < 60  # halves: IoU 0.5 never matches
+    assert by_size[900]["clusters"] <= 1 and by_size[900]["score"] < 60
+    assert len(seen) == 3 and all(r["fit_seconds"] >= 0 for r in table)
+    # the order given decides ties only; the best is found wherever it stands
+    assert cl.tune_min_cluster_size(samples, [900, 250, 5], score)[1] == 250
+    with pytest.raises(ValueError):
+        cl.tune_min_cluster_size(samples, [1, 250], score)
+
+
+def test_fewer_than_two_points_give_no_cluster():
+    pytest.importorskip("sklearn")
+    assert cl.fit_clusters(torch.rand(1, 4), 5).n_clusters == 0
+
+
+@pytest.mark.slow
+def test_train_tunes_min_cluster_size_without_ground_truth(tmp_path):
+    """train.py --method contrastive_lift on a tiny scene whose GT folders were deleted: the tuning
+    scores each candidate against the training pseudo-masks and keeps the best (about a minute)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    from tests.conftest import ROOT, make_scene
+
+    pytest.importorskip("sklearn")
+    scene = make_scene(str(tmp_path / "scene"), views=10, extra=("--num-points", "3000"))
+    gt = [d for d in os.listdir(scene) if d.startswith("rs_")]
+    assert gt  # the generator's GT folders (rs_instance, rs_semantics)
+    for d in gt:
+        shutil.rmtree(os.path.join(scene, d))
+    model = str(tmp_path / "model")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "-s", scene, "-m", model, "--quiet",
+                           "--method", "contrastive_lift", "--iterations", "30", "--init_points", "2000",
+                           "--opacity_reset_interval", "100000", "--cluster_tune_sizes", "5", "20", "400"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stats = json.load(open(os.path.join(model, "train_stats.json")))
+    table = stats["cluster_tuning"]
+    assert [r["min_cluster_size"] for r in table] == [5, 20, 400]
+    best = max(table, key=lambda r: r["score"])
+    assert stats["min_cluster_size"] == best["min_cluster_size"] and stats["clusters"] == best["clusters"]
+    assert all(0.0 <= r["score"] <= 100.0 for r in table) and stats["cluster_tune_seconds"] >= 0
+    assert os.path.isfile(os.path.join(model, "point_cloud", "iteration_30", "clusters.pt"))

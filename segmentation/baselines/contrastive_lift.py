@@ -10,18 +10,27 @@ training, ``fit_clusters`` runs once on a subsample of training-view pixel embed
 Then every pixel of every view goes to its nearest centroid (``ClusterModel.assign``), id = cluster
 index + 1 so that 0 stays "stuff". The clustering time counts as training time.
 
+``min_cluster_size`` is "tuned per dataset" in Contrastive-Lift's protocol; GT may not be used for
+that. ``tune_min_cluster_size`` fits each candidate and keeps the one with the best PQ against the
+2D pseudo-masks of training views (``pseudo_mask_pq``): the segmenter's masks the method was
+trained on, never GT. Those masks are consistent within a view only, so a segment there is a
+(view, id) pair on both sides: the score punishes clusters that split or merge objects within a
+view, and cannot see two objects merged across views that never show both.
+
 scikit-learn is an optional dependency (``pip install scikit-learn``, extra ``[baselines]``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["ClusterModel", "fit_clusters"]
+__all__ = ["ClusterModel", "fit_clusters", "pseudo_mask_pq", "tune_min_cluster_size"]
 
 FORMAT_VERSION = 1
 
@@ -141,11 +150,13 @@ def fit_clusters(
     scale = (x.max(0).values - lo).clamp_min(1e-12)  # [D]
     xs = (x - lo) / scale  # [M', D] in [0, 1]
 
-    hdb = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples)
-    if "copy" in hdb.get_params():  # scikit-learn >= 1.5; our array must stay intact (centroids below)
-        hdb.set_params(copy=True)
-    labels = hdb.fit(xs.numpy()).labels_
-    labels = torch.from_numpy(labels).to(torch.int64)  # [M'], -1 = noise
+    if xs.shape[0] < 2:  # HDBSCAN needs two points (e.g. a model with almost no opaque pixel): no cluster
+        labels = torch.full((xs.shape[0],), -1, dtype=torch.int64)
+    else:
+        hdb = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples)
+        if "copy" in hdb.get_params():  # scikit-learn >= 1.5; our array must stay intact (centroids below)
+            hdb.set_params(copy=True)
+        labels = torch.from_numpy(hdb.fit(xs.numpy()).labels_).to(torch.int64)  # [M'], -1 = noise
     C = int(labels.max()) + 1 if labels.numel() else 0
     D = x.shape[1]
     if C > 0:
@@ -156,3 +167,70 @@ def fit_clusters(
     else:
         centroids = torch.zeros(0, D, dtype=torch.float64)
     return ClusterModel(centroids=centroids.float(), lo=lo.float(), scale=scale.float())
+
+
+def pseudo_mask_pq(pred_ids: Sequence[Tensor], pred_thing: Sequence[Tensor], mask_ids: Sequence[Tensor],
+                   mask_thing: Sequence[Tensor], valid: Sequence[Tensor | None] | None = None) -> float:
+    """PQ (x100) of predicted instance ids against per-view pseudo-masks, segments per view.
+
+    Args (one entry per view, each [H, W] on any device, the same shape within a view):
+        pred_ids: int predicted instance ids (cluster index + 1; 0 = no cluster).
+        pred_thing: bool, the pixel is predicted to be an object (semantic head or coverage).
+        mask_ids: int ids of the view's 2D pseudo-mask (consistent within the view only).
+        mask_thing: bool, the pseudo-mask says object (id present and a thing class).
+        valid: optional bool, pixels to score (default all).
+    Returns the PQ of the things-vs-stuff scoring of utils.panoptic_eval (Messy-Rooms classes)
+    with ids tagged by view on both sides, so segments are (view, class, id).
+    """
+    from utils.panoptic_eval import MESSY, panoptic_quality
+
+    if not (len(pred_ids) == len(pred_thing) == len(mask_ids) == len(mask_thing)) or not pred_ids:
+        raise ValueError("pseudo_mask_pq: give the same non-zero number of views in every argument")
+    top_p = max(int(p.max()) for p in pred_ids) + 1  # id stride per view
+    top_m = max(int(m.max()) for m in mask_ids) + 1
+    cols = ([], [], [], [])
+    for j, views in enumerate(zip(pred_ids, pred_thing, mask_ids, mask_thing)):
+        pi, pt, mi, mt = (v.detach().cpu() for v in views)
+        keep = torch.ones_like(pt, dtype=torch.bool) if valid is None or valid[j] is None else valid[j].cpu().bool()
+        pi, pt, mi, mt = pi.long()[keep], pt.bool()[keep], mi.long()[keep], mt.bool()[keep]
+        cols[0].append(pt.long())
+        cols[1].append(torch.where(pt, pi + j * top_p, torch.zeros_like(pi)))  # stuff id 0, as the scorer wants
+        cols[2].append(mt.long())
+        cols[3].append(torch.where(mt, mi + j * top_m, torch.zeros_like(mi)))
+    ps, pi, gs, gi = (torch.cat(c) for c in cols)
+    return float(panoptic_quality(ps, pi, gs, gi, MESSY)["pq"])
+
+
+def tune_min_cluster_size(emb_samples: Tensor, candidates: Sequence[int], score: Callable[[ClusterModel], float],
+                          *, log: Callable[[str], None] | None = None, **fit_kwargs
+                          ) -> tuple[ClusterModel, int, list[dict]]:
+    """Fits ``fit_clusters`` once per candidate ``min_cluster_size`` and keeps the best ``score``.
+
+    Args:
+        emb_samples: [M, D] as for ``fit_clusters`` (the same samples for every candidate).
+        candidates: min_cluster_size values (each >= 2), tried in the order given; ties keep the first.
+        score: ClusterModel -> number, higher is better (PQ against the training pseudo-masks;
+            never ground truth).
+        fit_kwargs: passed to ``fit_clusters`` (max_points, min_samples, ...); give a seeded
+            ``generator`` so that every candidate sees the same subsample.
+    Returns:
+        (the chosen ClusterModel, its min_cluster_size, one dict per candidate with
+        ``min_cluster_size``, ``clusters``, ``score`` and ``fit_seconds``).
+    """
+    cands = [int(c) for c in candidates]
+    if not cands or min(cands) < 2:
+        raise ValueError(f"tune_min_cluster_size: give candidates >= 2, got {list(candidates)}")
+    gen = fit_kwargs.pop("generator", None)
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen)) if gen is not None else 0
+    best, table = None, []
+    for c in cands:
+        t0 = time.perf_counter()
+        model = fit_clusters(emb_samples, c, generator=torch.Generator().manual_seed(seed), **fit_kwargs)
+        fit_s = time.perf_counter() - t0
+        value = float(score(model))
+        table.append({"min_cluster_size": c, "clusters": model.n_clusters, "score": value, "fit_seconds": fit_s})
+        if log is not None:
+            log(f"min_cluster_size {c}: {model.n_clusters} clusters, PQ vs pseudo-masks {value:.2f} ({fit_s:.1f} s)")
+        if best is None or value > best[2]:
+            best = (model, c, value)
+    return best[0], best[1], table

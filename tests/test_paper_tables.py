@@ -1,0 +1,188 @@
+"""benchmarks/paper_tables.py: the jobs each table plans, scene generation bookkeeping, and the
+table + figure written from runs (fake stages, as in test_benchmark_driver)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import paper_tables as pt
+from benchmarks.run_suite import REPO
+
+pytest.importorskip("matplotlib")
+
+# A fake stage: PQ depends on the variant, the object count in the scene name and the seed, so
+# the table's mean ± std and the figure's points can be checked.
+FAKE_STAGE = r"""
+import json, os, re, sys
+stage, model = sys.argv[1], sys.argv[2]
+os.makedirs(model, exist_ok=True)
+with open(os.path.join(model, "calls.txt"), "a") as fh:
+    fh.write(" ".join(sys.argv[1:]) + "\n")
+variant, seed = re.fullmatch(r"(.+)-seed(\d+)", os.path.basename(model)).groups()
+objects = int(os.path.basename(os.path.dirname(model)).split("_")[-5])
+pq = (80.0 if variant == "unic" else 60.0) - objects / 10 + 2 * int(seed)
+if stage == "train":
+    json.dump({"train_seconds": 600.0, "cluster_seconds": 120.0 if variant == "contrastive_lift" else 0.0,
+               "cluster_tune_seconds": 240.0 if variant == "contrastive_lift" else None,
+               "peak_gpu_mem_mb": 2048.0, "iterations": 30, "device": "FakeGPU"},
+              open(os.path.join(model, "train_stats.json"), "w"))
+if stage == "metrics":
+    json.dump({"ours_30": {"PSNR": 25.0, "PQ_scene": pq, "mIoU": pq - 5}}, open(os.path.join(model, "results.json"), "w"))
+"""
+
+
+def fake_commands(job):
+    return {s: [sys.executable, "-c", FAKE_STAGE, s, job.model_path] for s in ("train", "render", "metrics")}
+
+
+def fake_make(made):
+    def make(specs, scenes_dir, workers, log):
+        for sc in specs:
+            os.makedirs(os.path.join(scenes_dir, sc.name), exist_ok=True)
+            made.append(sc.name)
+    return make
+
+
+def _args(tmp_path, *extra):
+    return pt.parse_args([*extra, "--runs", str(tmp_path / "runs"), "--scenes_dir", str(tmp_path / "scenes")])
+
+
+def test_tables_plan_the_right_jobs(tmp_path):
+    args = _args(tmp_path, "tab1")
+    spec = pt.table_spec(args, "tab1")
+    jobs = pt.table_jobs(args, spec)
+    assert len(jobs) == 16 and {j.method for j in jobs} == {"unic", "contrastive_lift"}
+    assert sorted({pt.scene_of(spec, j.name).objects for j in jobs}) == [25, 50, 100, 500]
+    assert {pt.scene_of(spec, j.name).layout for j in jobs} == {"old_room", "large_corridor"}
+    assert all(pt.scene_of(spec, j.name).format == "messy" for j in jobs)
+    # a timing table: its own run folder, one job per GPU whatever was asked
+    assert all(os.sep + "runs_alone" + os.sep in j.model_path for j in jobs)
+    assert pt.jobs_per_gpu(_args(tmp_path, "tab1", "--jobs_per_gpu", "4"), spec) == 1
+    # tab4: the paper's six variants, two seeds, one Replica-like scene at 640x480
+    a4 = _args(tmp_path, "tab4", "--jobs_per_gpu", "4")
+    jobs4 = pt.table_jobs(a4, pt.table_spec(a4, "tab4"))
+    assert [(j.method, j.seed) for j in jobs4[:2]] == [("cl_only", 0), ("cl_only", 1)] and len(jobs4) == 12
+    assert jobs4[0].name == "replica_like_40_s2_640x480_300v_panopli"
+    assert pt.jobs_per_gpu(a4, pt.table_spec(a4, "tab4")) == 4
+    # tab2 shares its unic run with tab4 (same folder), not with the timing table tab5
+    j2 = {j.model_path for j in pt.table_jobs(a4, pt.table_spec(a4, "tab2"))}
+    j5 = {j.model_path for j in pt.table_jobs(a4, pt.table_spec(a4, "tab5"))}
+    assert {j.model_path for j in jobs4} & j2 and not j2 & j5
+    # --iterations scales Tab. 6's L_3D start; --size / --views rename the scenes
+    a6 = _args(tmp_path, "tab6", "--iterations", "10000", "--size", "480x360", "--views", "100")
+    assert pt.variant_flags("l3d_12k", 10000)[-2:] == ["--l3d_from_iter", "4000"]
+    assert pt.variant_flags("l3d_12k", None)[-1] == "12000" and pt.variant_flags("unic", 5000) == ["--method", "unic"]
+    assert pt.table_jobs(a6, pt.table_spec(a6, "tab6"))[0].model_path.startswith(
+        str(tmp_path / "runs" / "runs" / "it10000" / "replica_like_40_s2_480x360_100v_panopli"))
+    # the scene command is the generator's CLI
+    cmd = pt.MESSY_SCENES[-1].command("/x", 3)
+    assert cmd[1].endswith(os.path.join("tools", "make_scene.py"))
+    assert cmd[2:] == ["--out", "/x", "--layout", "large_corridor", "--objects", "500", "--seed", "1", "--size",
+                       "512x512", "--views", "200", "--format", "messy", "--noise", "realistic", "--workers", "3",
+                       "--quiet"]
+
+
+def test_estimate_counts_runs_and_shares(tmp_path, capsys):
+    args = _args(tmp_path, "all", "--iterations", "10000", "--jobs_per_gpu", "4")
+    e = pt.estimate(args, pt.table_spec(args, "tab4"))
+    # 12 runs at 640x480, 10k iterations, 4 side by side: 12 x (2.7 x 1.78 + 0.5) x 1.24 / 4
+    assert e["runs"] == 12 and e["gpu_minutes"] == pytest.approx(12 * (2.7 * 640 * 480 / 172800 + 0.5) * 1.24 / 4)
+    total = pt.print_estimate(sorted(pt.TABLES), args)
+    out = capsys.readouterr().out
+    assert "| tab1 | 8 x 2 x 1 | 16 | 10000 | 1 |" in out and "distinct runs" in out
+    assert total < sum(pt.estimate(args, pt.table_spec(args, n))["gpu_minutes"] for n in pt.TABLES)
+
+
+def test_make_scenes_generates_missing_ones_atomically(tmp_path):
+    calls = []
+
+    def fake_run(cmd, **kw):
+        out = cmd[cmd.index("--out") + 1]
+        calls.append(out)
+        assert out.endswith(".partial")
+        os.makedirs(out)
+        if "--objects" in cmd and cmd[cmd.index("--objects") + 1] == "13":
+            return subprocess.CompletedProcess(cmd, 2, "", "make_scene: bad thing\n")
+        open(os.path.join(out, "generator.json"), "w").write("{}")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    specs = pt.MESSY_SCENES[:2]
+    stale = tmp_path / specs[1].name
+    os.makedirs(stale)  # an interrupted earlier write: no generator.json
+    made = pt.make_scenes(specs, str(tmp_path), log=lambda m: None, run=fake_run)
+    assert [os.path.basename(m) for m in made] == [s.name for s in specs]
+    assert all(os.path.isfile(tmp_path / s.name / "generator.json") for s in specs)
+    assert pt.make_scenes(specs, str(tmp_path), log=lambda m: None, run=fake_run) == [] and len(calls) == 2
+    with pytest.raises(SystemExit, match="make_scene.py failed for old_room_13.*bad thing"):
+        pt.make_scenes([pt.messy("old_room", 13, 0)], str(tmp_path), log=lambda m: None, run=fake_run)
+
+
+def test_tab1_runs_then_writes_table_and_figure(tmp_path):
+    args = _args(tmp_path, "tab1", "--seeds", "0", "1", "--out", str(tmp_path / "t1"),
+                 "--figure", str(tmp_path / "docs" / "tab1.png"), "--jobs_per_gpu", "2")
+    made, msgs = [], []
+    results = pt.run_table("tab1", args, log=msgs.append, commands=fake_commands, make=fake_make(made))
+    assert len(made) == 8 and len(results["runs"]) == 32 and all(r["status"] == "ok" for r in results["runs"])
+    assert any("timing table, one run per GPU" in m for m in msgs)
+    md = open(tmp_path / "t1" / "table.md").read()
+    assert md.startswith("## Tab. 1 analogue") and "commit " in md and "FakeGPU" in md
+    assert "| 3DGS optimisation (min) | Clustering (min) | min_cluster_size tuning (min) | Peak GPU mem (GB) |" in md
+    # unic at 25 objects: 77.5 and 79.5 over the two seeds -> 78.5 ± 1.4; 10 min training, no clustering
+    assert "| old_room_25_s0_512x512_200v_messy | unic | 78.5 ± 1.4 | 73.5 ± 1.4 | 10.0 ± 0.0 | 0.0 ± 0.0 | - |" \
+           " 2.00 ± 0.00 | 2/2 |" in md
+    assert "| large_corridor_500_s1_512x512_200v_messy | contrastive_lift | 11.0 ± 1.4 |" in md
+    table = json.load(open(tmp_path / "t1" / "table.json"))
+    assert table["table"] == "tab1" and len(table["rows"]) == 16 and table["config"]["seeds"] == [0, 1]
+    assert os.path.getsize(tmp_path / "docs" / "tab1.png") > 10_000
+    assert json.load(open(tmp_path / "t1" / "results.json"))["config"]["jobs_per_gpu"] == 1
+    # --collect: nothing runs, the same table comes back from the model folders
+    calls = sum(1 for j in pt.table_jobs(args, pt.table_spec(args, "tab1"))
+                for _ in open(os.path.join(j.model_path, "calls.txt")))
+    os.remove(tmp_path / "t1" / "table.md")
+    collect = _args(tmp_path, "tab1", "--seeds", "0", "1", "--out", str(tmp_path / "t1"), "--collect",
+                    "--figure", str(tmp_path / "docs" / "tab1.png"))
+    pt.run_table("tab1", collect, log=lambda m: None, commands=fake_commands, make=fake_make(made))
+    assert open(tmp_path / "t1" / "table.md").read() == md and len(made) == 8
+    assert calls == sum(1 for j in pt.table_jobs(args, pt.table_spec(args, "tab1"))
+                        for _ in open(os.path.join(j.model_path, "calls.txt")))
+
+
+@pytest.mark.parametrize("name", ["tab5", "fig9", "tab4"])
+def test_every_figure_kind_is_drawn_from_results(tmp_path, name):
+    """stacked time bars (tab5), a line over mask fraction (fig9), grouped bars (tab4), from a fake
+    results.json; a failed run shows in the table and leaves its point out."""
+    spec = pt.TABLES[name]
+    runs = []
+    for i, v in enumerate(spec["variants"]):
+        for sc in spec["scenes"]:
+            for seed in spec["seeds"]:
+                runs.append({"scene": sc.name, "method": v, "seed": seed, "status": "ok", "PQ_scene": 50.0 + i + seed,
+                             "mIoU": 40.0, "train_seconds": 900.0, "cluster_seconds": 60.0 * (v == "contrastive_lift"),
+                             "cluster_tune_seconds": 200.0 if v == "contrastive_lift" else None, "device": "FakeGPU"})
+    runs[0] = dict(runs[0], status="failed", error="train failed (exit 1)", PQ_scene=None)
+    results = {"config": {"finished": "2026-12-01T10:00:00", "commit": "abc1234", "seeds": spec["seeds"],
+                          "iterations": 30000, "jobs_per_gpu": 1}, "runs": runs}
+    fig = str(tmp_path / f"{name}.png")
+    written = pt.write_outputs(name, spec, results, str(tmp_path / name), fig)
+    md = written["markdown"]
+    assert "2026-12-01; device: FakeGPU; commit abc1234; 30000 iterations" in md
+    assert "(train failed (exit 1))" in md
+    if name == "tab5":
+        assert "| contrastive_lift | 15.0 | 1.0 | 3.3 | 16.0 | 51.0 | 40.0 | 1/1 |" in md  # one seed: no ±; total = 15 + 1 min
+    assert os.path.getsize(fig) > 10_000
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def test_cli_errors_and_dry_run(tmp_path):
+    script = os.path.join(REPO, "benchmarks", "paper_tables.py")
+    for bad, what in ((["tab1", "--size", "big"], "--size big"), (["all", "--out", "x"], "give a table, not all"),
+                      (["tab4", "--engine", "ray", "--gpus", "0"], "--gpus is for --engine local")):
+        proc = subprocess.run([sys.executable, script, *bad], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and what in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = subprocess.run([sys.executable, script, "fig8", "--dry_run", "--runs", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "| fig8 | 1 x 3 x 2 | 6 | 30000 | 1 |" in proc.stdout
+    assert "fig8: replica_like_40_s2_640x480_300v_panopli/masks_0.25x/seed0 ->" in proc.stdout
+    assert not os.listdir(tmp_path)  # a dry run writes nothing
