@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also store the H x W x 22 class probabilities in m2f_probabilities/*.npz (large)")
     p.add_argument("--jpeg-quality", type=int, default=95)
     p.add_argument("--no-shadows", action="store_true")
+    p.add_argument("--texture-detail", type=float, default=0.0,
+                   help="amplitude (0-1) of a fine speckle on every surface, photo-like detail for "
+                        "structure-from-motion (tools/prepare_capture.py); 0 keeps the default look")
     p.add_argument("--backend", default="auto", choices=("auto", "embree", "torch"), help="ray caster")
     p.add_argument("--workers", type=int, default=2, help="worker processes rendering views (1: none)")
     p.add_argument("--threads", type=int, default=2, help="ray-casting threads when --workers 1")
@@ -68,7 +71,8 @@ def config_from_args(args: argparse.Namespace) -> SceneConfig:
                       noise=args.noise, noise_overrides=overrides, hfov_deg=args.hfov, points=args.points,
                       num_points=args.num_points, point_noise=args.point_noise, depth=not args.no_depth,
                       probabilities=args.probabilities, jpeg_quality=args.jpeg_quality,
-                      shadows=not args.no_shadows, backend=args.backend, threads=args.threads)
+                      shadows=not args.no_shadows, backend=args.backend, threads=args.threads,
+                      texture_detail=args.texture_detail)
     return with_size(cfg, args.size)
 
 

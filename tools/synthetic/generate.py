@@ -47,6 +47,7 @@ class SceneConfig:
     test_every: int = 4  # PanopLi split: every test_every-th view (index % n == n - 1) is a test view
     backend: str = "auto"  # ray caster: auto | embree | torch
     threads: int = 2
+    texture_detail: float = 0.0  # fine speckle amplitude on every material (0: the default look)
 
     def noise_config(self) -> NoiseConfig:
         return noise_preset(self.noise).with_overrides(self.noise_overrides)
@@ -58,6 +59,8 @@ class SceneConfig:
             raise ValueError(f"num_views must be >= 1, got {self.num_views}")
         if self.width < 8 or self.height < 8:
             raise ValueError(f"image size must be at least 8x8, got {self.width}x{self.height}")
+        if not 0.0 <= self.texture_detail <= 1.0:
+            raise ValueError(f"texture_detail must be in [0, 1], got {self.texture_detail}")
         if self.test_every < 2:
             raise ValueError(f"test_every must be >= 2, got {self.test_every}")
         self.noise_config()
@@ -157,7 +160,8 @@ class _Job:
 
     def renderer(self, threads: int) -> SceneRenderer:
         if self._renderer is None:
-            self._renderer = SceneRenderer(self.layout, self.cfg.backend, threads, self.cfg.shadows)
+            self._renderer = SceneRenderer(self.layout, self.cfg.backend, threads, self.cfg.shadows,
+                                           texture_detail=self.cfg.texture_detail)
         return self._renderer
 
     def run(self, views: Sequence[int], threads: int) -> dict:

@@ -30,10 +30,10 @@ class View:
 
 class SceneRenderer:
     def __init__(self, layout: Layout, backend: str = "auto", threads: int = 2, shadows: bool = True,
-                 ambient: Tuple[float, float] = (.22, .2)):
+                 ambient: Tuple[float, float] = (.22, .2), texture_detail: float = 0.0):
         self.layout = layout
         self.mesh: SceneMesh = layout.assemble()
-        self.materials = MaterialTable(layout.materials)
+        self.materials = MaterialTable(layout.materials, texture_detail)
         self.caster = make_caster(self.mesh.vertices, self.mesh.faces, backend, threads)
         fn = face_normals(self.mesh.vertices, self.mesh.faces)
         fn = fn / np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-20)
