@@ -36,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("frames (--video)")
     g.add_argument("--fps", type=float, default=None, help="frames per second to extract (default 2)")
     g.add_argument("--max-frames", type=int, default=None, help="at most this many frames, spread over the video")
-    g.add_argument("--blur-ratio", type=float, default=0.6,
+    g.add_argument("--blur-ratio", type=float, default=0.35,
                    help="drop a frame whose variance of the Laplacian is below this x the median of its 9 "
-                        "neighbours (0: keep all)")
+                        "neighbours (0: keep all). Measured: a 3 px box blur leaves 3-6 %% of a frame's value, "
+                        "sharp frames of one clip vary 0.5-1.5x")
     g = p.add_argument_group("poses (pycolmap)")
     g.add_argument("--matcher", default="auto", choices=("auto", "exhaustive", "sequential"),
                    help=f"auto: sequential for a video, exhaustive for up to {EXHAUSTIVE_MAX} photos")

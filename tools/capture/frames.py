@@ -70,7 +70,7 @@ def video_info(path: str) -> tuple:
 
 
 def extract_frames(path: str, out_dir: str, fps: Optional[float] = None, max_frames: Optional[int] = None,
-                   blur_ratio: float = 0.6, blur_window: int = 9, quality: int = 95,
+                   blur_ratio: float = 0.35, blur_window: int = 9, quality: int = 95,
                    progress: bool = True) -> FrameReport:
     """Writes frames of the video ``path`` to ``out_dir/frame_NNNNN.jpg``: ``fps`` frames a second
     (default 2), or, with ``max_frames`` alone, that many spread over the whole video; blurred

@@ -41,21 +41,30 @@ def relabel(ids: np.ndarray) -> np.ndarray:
 def paint(masks: np.ndarray, min_area: int) -> np.ndarray:
     """Overlapping boolean masks [M, H, W] -> one id map [H, W] uint16: larger masks first, so a
     small mask on top of a large one keeps its pixels; a mask left with fewer than ``min_area``
-    visible pixels is dropped (its pixels go back to 0); ids 1..K by decreasing area."""
+    visible pixels is dropped and the masks below it take its pixels back (0 where none);
+    ids 1..K by decreasing area."""
     M = len(masks)
     if M == 0:
         return np.zeros(masks.shape[1:], np.uint16)
     area = masks.reshape(M, -1).sum(1)
     order = np.argsort(-area, kind="stable")
-    # the last (smallest) mask covering a pixel wins: index of the last True along the sorted axis
-    stack = masks[order]  # [M, H, W]
-    covered = stack.any(0)
-    last = M - 1 - np.argmax(stack[::-1], axis=0)  # [H, W] sorted index of the winning mask
-    ids = np.where(covered, last + 1, 0)
+    stack = masks[order]  # [M, H, W], largest first
+    alive = np.ones(M, bool)
+    for _ in range(4):  # dropping a mask can only enlarge the others: a few rounds settle it
+        live = stack[alive]
+        idx = np.nonzero(alive)[0]
+        covered = live.any(0)
+        last = len(live) - 1 - np.argmax(live[::-1], axis=0)  # [H, W] the last-painted mask covering it
+        ids = np.where(covered, idx[last] + 1, 0)
+        counts = np.bincount(ids.ravel(), minlength=M + 1)[1:]
+        small = alive & (counts < max(int(min_area), 1))
+        if not small.any():
+            break
+        alive &= ~small
+        if not alive.any():
+            return np.zeros(masks.shape[1:], np.uint16)
     counts = np.bincount(ids.ravel(), minlength=M + 1)
-    keep = counts >= max(int(min_area), 1)
-    keep[0] = True
-    ids = np.where(keep[ids], ids, 0)
+    ids = np.where(counts[ids] >= max(int(min_area), 1), ids, 0)
     return relabel(ids)
 
 
