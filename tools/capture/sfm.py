@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
@@ -82,8 +84,8 @@ def run_sfm(cfg: SfmConfig, video: bool = False, progress: bool = True) -> SfmRe
                     if stage not in bars:
                         for b in bars.values():
                             b.close()
-                        bars[stage] = tqdm(total=int(total), desc=stage, unit="img" if int(total) > 1 else "step",
-                                           disable=not progress)
+                        unit = {"matching": "pair", "undistort": "step"}.get(stage, "img")
+                        bars[stage] = tqdm(total=int(total) or None, desc=stage, unit=unit, disable=not progress)
                     bar = bars[stage]
                     bar.update(int(done) - bar.n)
                 elif line.startswith("R "):
@@ -111,11 +113,38 @@ def run_sfm(cfg: SfmConfig, video: bool = False, progress: bool = True) -> SfmRe
 
 # ------------------------------------------------------------------------------------- child
 
+_SAY = threading.Lock()
+
+
 def _say(*parts) -> None:
-    print(*parts, flush=True)
+    """One protocol line to the parent (whole lines: the matching ticker is another thread)."""
+    with _SAY:
+        sys.stdout.write(" ".join(str(p) for p in parts) + "\n")
+        sys.stdout.flush()
 
 
 _STAGE = ["start"]
+
+
+def _matched_pairs(db_path: str) -> int:
+    """Image pairs matched so far (read-only look at COLMAP's database; 0 when it is busy)."""
+    try:
+        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=0.2)
+        try:
+            return int(con.execute("SELECT count(*) FROM matches").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _count_pairs(db_path: str, stage: str, total: int, stop: threading.Event) -> None:
+    last = 0
+    while not stop.wait(1.0):
+        k = _matched_pairs(db_path)
+        if k > last:
+            last = k
+            _say("P", stage, min(k, total) if total else k, total)
 
 
 def _child(cfg: SfmConfig) -> dict:
@@ -149,17 +178,25 @@ def _child(cfg: SfmConfig) -> dict:
 
     stage = _STAGE[0] = "matching"
     t0 = time.time()
-    _say("P", stage, 0, 1)
+    pairs = n * (n - 1) // 2 if cfg.matcher == "exhaustive" else 0  # 0: total unknown (sequential)
+    _say("P", stage, 0, pairs)
     mo = pycolmap.FeatureMatchingOptions()
     mo.num_threads = cfg.threads
-    if cfg.matcher == "sequential":
-        po = pycolmap.SequentialPairingOptions()
-        po.overlap = cfg.overlap
-        po.num_threads = cfg.threads
-        pycolmap.match_sequential(db_path, matching_options=mo, pairing_options=po, device=pycolmap.Device.cpu)
-    else:
-        pycolmap.match_exhaustive(db_path, matching_options=mo, device=pycolmap.Device.cpu)
-    _say("P", stage, 1, 1)
+    stop = threading.Event()
+    ticker = threading.Thread(target=_count_pairs, args=(db_path, stage, pairs, stop), daemon=True)
+    ticker.start()  # pycolmap releases the GIL while it matches
+    try:
+        if cfg.matcher == "sequential":
+            po = pycolmap.SequentialPairingOptions()
+            po.overlap = cfg.overlap
+            po.num_threads = cfg.threads
+            pycolmap.match_sequential(db_path, matching_options=mo, pairing_options=po, device=pycolmap.Device.cpu)
+        else:
+            pycolmap.match_exhaustive(db_path, matching_options=mo, device=pycolmap.Device.cpu)
+    finally:
+        stop.set()
+        ticker.join()
+    _say("P", stage, _matched_pairs(db_path) if not pairs else pairs, pairs)
     t["matching"] = time.time() - t0
 
     stage = _STAGE[0] = "mapping"
