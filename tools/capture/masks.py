@@ -242,12 +242,12 @@ def load_sam(checkpoint: str):
     return model, proc
 
 
-def _mask_nms(masks, scores, thresh: float):
+def _mask_nms(masks, scores, thresh: float, stride: int = 1):
     """Greedy NMS on mask IoU. masks: [M, H, W] bool tensor, scores: [M] -> kept indices, best first.
-    IoU is measured on every 4th pixel (duplicates are near-identical; this keeps it cheap)."""
+    IoU is measured on every ``stride``-th pixel."""
     import torch
     order = torch.argsort(scores, descending=True)
-    small = masks[order][:, ::4, ::4].reshape(len(order), -1).float()  # [M, P]
+    small = masks[order][:, ::stride, ::stride].reshape(len(order), -1).float()  # [M, P]
     inter = small @ small.T  # [M, M]
     area = small.sum(1)
     iou = inter / (area[:, None] + area[None, :] - inter).clamp_min(1)
@@ -262,21 +262,27 @@ def _mask_nms(masks, scores, thresh: float):
 
 
 def sam_id_map(image: Image.Image, model, proc, opt: SamOptions) -> Tuple[np.ndarray, dict]:
-    """SAM automatic masks of one RGB image -> (uint16 id map [H, W], stats). A grid of point
-    prompts, three masks each; masks are kept when SAM's predicted IoU and their stability pass
-    the thresholds and they cover at least ``min_area``; duplicates are removed by mask NMS; then
-    :func:`paint`."""
+    """SAM automatic masks of one RGB image -> (uint16 id map [H, W], stats).
+
+    A grid of point prompts, three masks each. Filters and NMS work on SAM's low-resolution
+    logits (256 px on the long side, the padding cropped off): a mask is kept when SAM's predicted
+    IoU and its stability pass the thresholds and it covers at least ``min_area``; duplicates are
+    removed by mask NMS; only the survivors are upsampled (bilinear, straight to the image size)
+    and painted (:func:`paint`). Upsampling every candidate to full size first, as the reference
+    generator does, costs gigabytes and most of the time on a CPU."""
     import torch
+    import torch.nn.functional as F
     W, H = image.size
     inp = proc(images=image, return_tensors="pt")
     pixel_values = inp["pixel_values"].to(model.dtype)
     rh, rw = (int(v) for v in inp["reshaped_input_sizes"][0])
+    ph, pw = pixel_values.shape[-2:]
     n = opt.points_per_side
     g = (np.arange(n) + 0.5) / n
     px, py = np.meshgrid(g * rw, g * rh)  # prompts in the model's resized frame
     pts = torch.from_numpy(np.stack([px.ravel(), py.ravel()], 1)).to(model.dtype)  # [n*n, 2]
     min_px = max(1, int(round(opt.min_area * W * H)))
-    kept_masks, kept_scores = [], []
+    kept_logits, kept_scores = [], []
     with torch.inference_mode():
         emb = model.get_image_embeddings(pixel_values)
         for a in range(0, len(pts), opt.points_per_batch):
@@ -284,26 +290,28 @@ def sam_id_map(image: Image.Image, model, proc, opt: SamOptions) -> Tuple[np.nda
             B = len(p)
             out = model(image_embeddings=emb, input_points=p[None, :, None, :],
                         input_labels=torch.ones(1, B, 1, dtype=torch.long), multimask_output=True)
-            logits = proc.post_process_masks(out.pred_masks, inp["original_sizes"], inp["reshaped_input_sizes"],
-                                             binarize=False)[0].reshape(B * 3, H, W)
-            iou = out.iou_scores.reshape(B * 3)
-            hi = (logits > opt.stability_offset).flatten(1).sum(1).float()
-            lo = (logits > -opt.stability_offset).flatten(1).sum(1).float()
+            low = out.pred_masks[0]  # [B, 3, h, w] logits over the padded square
+            lh = max(1, int(round(low.shape[-2] * rh / ph)))
+            lw = max(1, int(round(low.shape[-1] * rw / pw)))
+            low = low[..., :lh, :lw].reshape(B * 3, lh, lw).float()
+            iou = out.iou_scores.reshape(B * 3).float()
+            hi = (low > opt.stability_offset).flatten(1).sum(1).float()
+            lo = (low > -opt.stability_offset).flatten(1).sum(1).float()
             stab = hi / lo.clamp_min(1)
-            m = logits > 0
-            area = m.flatten(1).sum(1)
+            area = (low > 0).flatten(1).sum(1).float() * (W * H) / (lh * lw)  # in image pixels
             ok = (iou > opt.pred_iou_thresh) & (stab >= opt.stability_thresh) & (area >= min_px) & (lo > 0)
             if ok.any():
-                kept_masks.append(m[ok])
+                kept_logits.append(low[ok])
                 kept_scores.append(iou[ok])
-    stats = {"candidates": int(len(pts) * 3), "passed": int(sum(len(s) for s in kept_scores))}
-    if not kept_masks:
-        stats["kept"] = 0
-        return np.zeros((H, W), np.uint16), stats
-    masks = torch.cat(kept_masks)
-    scores = torch.cat(kept_scores)
-    keep = _mask_nms(masks, scores, opt.nms_thresh)
-    ids = paint(masks[keep].numpy(), min_px)
+        stats = {"candidates": int(len(pts) * 3), "passed": int(sum(len(s) for s in kept_scores))}
+        if not kept_logits:
+            stats["kept"] = 0
+            return np.zeros((H, W), np.uint16), stats
+        logits = torch.cat(kept_logits)
+        keep = _mask_nms(logits > 0, torch.cat(kept_scores), opt.nms_thresh, stride=1)
+        full = torch.cat([F.interpolate(logits[keep[k:k + 32]][:, None], size=(H, W), mode="bilinear",
+                                        align_corners=False)[:, 0] > 0 for k in range(0, len(keep), 32)])
+    ids = paint(full.numpy(), min_px)
     stats["kept"] = int(ids.max())
     return ids, stats
 
