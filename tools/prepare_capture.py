@@ -160,10 +160,9 @@ def main(argv=None) -> int:
         if not (args.images or args.video or want_masks):
             raise CaptureError("nothing to do: give --images DIR or --video FILE (poses), and/or --masks sam / "
                                "--masks-from DIR (masks)")
-        if args.masks == "sam":  # check the checkpoint before minutes of pose recovery
-            from tools.capture.masks import load_sam
-            if not args.checkpoint:
-                load_sam("")
+        if args.masks == "sam":  # check the checkpoint folder before minutes of pose recovery
+            from tools.capture.masks import check_sam_checkpoint
+            check_sam_checkpoint(args.checkpoint)
         meta_path = os.path.join(args.out, "capture.json")
         meta = {}
         if os.path.isfile(meta_path):

@@ -208,8 +208,8 @@ class SamOptions:
     threads: int = 0  # torch threads (0: leave torch's default)
 
 
-def load_sam(checkpoint: str):
-    """(model, image_processor) from a local transformers SAM folder; never downloads."""
+def check_sam_checkpoint(checkpoint: str) -> None:
+    """The folder exists, holds a SAM config (model_type 'sam') and weights; else CaptureError."""
     if not checkpoint:
         raise CaptureError(f"--masks sam needs --checkpoint: {GET_SAM}")
     if not os.path.isdir(checkpoint):
@@ -219,7 +219,8 @@ def load_sam(checkpoint: str):
         raise CaptureError(f"{checkpoint}: no config.json, not a transformers checkpoint; {GET_SAM}")
     try:
         with open(cfg_path) as f:
-            model_type = json.load(f).get("model_type")
+            cfg = json.load(f)
+        model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
     except (OSError, ValueError) as e:
         raise CaptureError(f"{cfg_path}: unreadable ({type(e).__name__}); {GET_SAM}") from None
     if model_type != "sam":
@@ -227,6 +228,11 @@ def load_sam(checkpoint: str):
     if not any(os.path.isfile(os.path.join(checkpoint, w)) for w in
                ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")):
         raise CaptureError(f"{checkpoint}: config.json but no weights (model.safetensors); {GET_SAM}")
+
+
+def load_sam(checkpoint: str):
+    """(model, image_processor) from a local transformers SAM folder; never downloads."""
+    check_sam_checkpoint(checkpoint)
     import torch  # noqa: F401
     from transformers import SamImageProcessorPil, SamModel
     try:
