@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from scene.readers.colmap import read_images_bin, read_images_txt
-from tests.conftest import ROOT, make_scene
+from tests.conftest import make_scene
 from tools import prepare_capture
 from tools.capture.frames import blurred, extract_frames, sharpness
-from tools.capture.masks import SamOptions, load_mask, paint, relabel, sam_id_map, load_sam
+from tools.capture.masks import SamOptions, load_sam, paint, relabel, sam_id_map
 
 FAST = ["--quiet", "--max-features", "2048", "--threads", "2"]
 

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from typing import List
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MIN_IMAGES = 3  # fewer cannot be reconstructed (nor trained)
