@@ -6,6 +6,7 @@ import os
 import shutil
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -240,6 +241,11 @@ def test_sam_checkpoint_errors(tmp_path, capsys, prepared):
     (broken / "config.json").write_text(json.dumps({"model_type": "sam"}))
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     fails_with(capsys, ["--out", prepared, "--masks", "sam", "--checkpoint", str(broken)], "could not load")
+    if not torch.cuda.is_available():  # asking for CUDA on a machine without it: one line, not a traceback
+        ok = tiny_sam(tmp_path / "ok")
+        capsys.readouterr()  # the checkpoint writer's progress bar
+        fails_with(capsys, ["--out", prepared, "--masks", "sam", "--checkpoint", ok, "--sam-device", "cuda"],
+                   "no CUDA GPU", "--sam-device cpu")
 
 
 def write_video(path, frames, fps=10):

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", help="local transformers SAM folder (config.json + model.safetensors)")
     g.add_argument("--mask-dir", default="masks", help="subfolder of OUT for the masks (train.py --seg_dir)")
     g.add_argument("--points-per-side", type=int, default=32, help="SAM prompt grid per side")
+    g.add_argument("--sam-device", default="auto", help="where SAM runs: auto (CUDA when available), cpu, cuda")
     g.add_argument("--points-per-batch", type=int, default=64)
     g.add_argument("--pred-iou-thresh", type=float, default=0.88, help="keep SAM masks whose predicted IoU is above")
     g.add_argument("--stability-thresh", type=float, default=0.92, help="keep SAM masks at least this stable")
@@ -140,7 +141,7 @@ def prepare_masks(args, log) -> dict:
     else:
         opt = M.SamOptions(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
                            pred_iou_thresh=args.pred_iou_thresh, stability_thresh=args.stability_thresh,
-                           nms_thresh=args.nms_thresh, min_area=args.min_area)
+                           nms_thresh=args.nms_thresh, min_area=args.min_area, device=args.sam_device)
         st = M.sam_masks(out, args.checkpoint, opt, args.mask_dir, progress=not args.quiet)
         how = f"SAM ({os.path.basename(os.path.normpath(args.checkpoint))}; {st['passed']} of {st['candidates']} " \
               f"candidate masks passed the filters)"
@@ -161,8 +162,9 @@ def main(argv=None) -> int:
             raise CaptureError("nothing to do: give --images DIR or --video FILE (poses), and/or --masks sam / "
                                "--masks-from DIR (masks)")
         if args.masks == "sam":  # check the checkpoint folder before minutes of pose recovery
-            from tools.capture.masks import check_sam_checkpoint
+            from tools.capture.masks import check_sam_checkpoint, sam_device
             check_sam_checkpoint(args.checkpoint)
+            sam_device(args.sam_device)  # before pose recovery, like the checkpoint
         meta_path = os.path.join(args.out, "capture.json")
         meta = {}
         if os.path.isfile(meta_path):

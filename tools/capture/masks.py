@@ -206,6 +206,21 @@ class SamOptions:
     nms_thresh: float = 0.7  # mask IoU above which the lower-scored duplicate is dropped
     min_area: float = 0.0005  # fraction of the image: smaller masks (and leftovers) are dropped
     threads: int = 0  # torch threads (0: leave torch's default)
+    device: str = "auto"  # auto: CUDA when available (SAM is minutes per image on a CPU), else the CPU
+
+
+def sam_device(device: str) -> str:
+    """``--sam-device`` -> a torch device: auto = CUDA when available, else the CPU; CaptureError for
+    CUDA on a machine without it."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CaptureError(f"--sam-device {device}: this machine has no CUDA GPU; use --sam-device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CaptureError(f"--sam-device {device}: use auto, cpu or cuda")
+    return device
 
 
 def check_sam_checkpoint(checkpoint: str) -> None:
@@ -280,13 +295,14 @@ def sam_id_map(image: Image.Image, model, proc, opt: SamOptions) -> Tuple[np.nda
     import torch.nn.functional as F
     W, H = image.size
     inp = proc(images=image, return_tensors="pt")
-    pixel_values = inp["pixel_values"].to(model.dtype)
+    dev = next(model.parameters()).device
+    pixel_values = inp["pixel_values"].to(dev, model.dtype)
     rh, rw = (int(v) for v in inp["reshaped_input_sizes"][0])
     ph, pw = pixel_values.shape[-2:]
     n = opt.points_per_side
     g = (np.arange(n) + 0.5) / n
     px, py = np.meshgrid(g * rw, g * rh)  # prompts in the model's resized frame
-    pts = torch.from_numpy(np.stack([px.ravel(), py.ravel()], 1)).to(model.dtype)  # [n*n, 2]
+    pts = torch.from_numpy(np.stack([px.ravel(), py.ravel()], 1)).to(dev, model.dtype)  # [n*n, 2]
     min_px = max(1, int(round(opt.min_area * W * H)))
     kept_logits, kept_scores = [], []
     with torch.inference_mode():
@@ -295,7 +311,7 @@ def sam_id_map(image: Image.Image, model, proc, opt: SamOptions) -> Tuple[np.nda
             p = pts[a:a + opt.points_per_batch]
             B = len(p)
             out = model(image_embeddings=emb, input_points=p[None, :, None, :],
-                        input_labels=torch.ones(1, B, 1, dtype=torch.long), multimask_output=True)
+                        input_labels=torch.ones(1, B, 1, dtype=torch.long, device=dev), multimask_output=True)
             low = out.pred_masks[0]  # [B, 3, h, w] logits over the padded square
             lh = max(1, int(round(low.shape[-2] * rh / ph)))
             lw = max(1, int(round(low.shape[-1] * rw / pw)))
@@ -317,7 +333,7 @@ def sam_id_map(image: Image.Image, model, proc, opt: SamOptions) -> Tuple[np.nda
         keep = _mask_nms(logits > 0, torch.cat(kept_scores), opt.nms_thresh, stride=1)
         full = torch.cat([F.interpolate(logits[keep[k:k + 32]][:, None], size=(H, W), mode="bilinear",
                                         align_corners=False)[:, 0] > 0 for k in range(0, len(keep), 32)])
-    ids = paint(full.numpy(), min_px)
+    ids = paint(full.cpu().numpy(), min_px)
     stats["kept"] = int(ids.max())
     return ids, stats
 
@@ -325,10 +341,12 @@ def sam_id_map(image: Image.Image, model, proc, opt: SamOptions) -> Tuple[np.nda
 def sam_masks(scene: str, checkpoint: str, opt: SamOptions, mask_dir: str = "masks", progress: bool = True) -> dict:
     """SAM id maps for every image in ``scene/images`` -> ``scene/<mask_dir>/<stem>.png``."""
     names = list_images(os.path.join(scene, "images"))
+    device = sam_device(opt.device)
     model, proc = load_sam(checkpoint)
+    import torch
     if opt.threads > 0:
-        import torch
         torch.set_num_threads(opt.threads)
+    model = model.to(device)
     out_dir = os.path.join(scene, mask_dir)
     os.makedirs(out_dir, exist_ok=True)
     total = {"views": 0, "instances": 0, "candidates": 0, "passed": 0}
