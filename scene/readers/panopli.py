@@ -61,7 +61,7 @@ def read_splits(json_path: str) -> Optional[tuple[list[str], list[str]]]:
         raise SceneError(f"{json_path}: needs a 'train' list of view names (and 'test'); fix the split file")
     test = splits.get("test", [])
     if not isinstance(test, list):
-        raise SceneError(f"{json_path}: 'test' must be a list of view names")
+        raise SceneError(f"{json_path}: 'test' must be a list of view names; fix the split file")
     train_names = [str(x) for x in splits["train"]]
     test_names = [str(x) for x in test]
     overlap = set(train_names) & set(test_names)
