@@ -110,6 +110,13 @@ class Trainer:
         if self.info.semantic_from_instances:  # instance masks only: fg/bg target, object where id > 0
             for view in views:
                 view.semantic = (view.instance > 0).to(torch.int8) if view.instance is not None else None
+        elif self.info.num_classes:
+            for frame, view in zip(frames, views):  # a class the head has no logit for: refuse, naming the file
+                top = int(view.semantic.max()) if view.semantic is not None and view.semantic.numel() else 0
+                if top >= self.info.num_classes:
+                    raise SceneError(f"{frame.semantic_path}: semantic mask holds class {top}, but this "
+                                     f"{self.info.format} scene has classes 0..{self.info.num_classes - 1}; "
+                                     f"relabel the mask, or pass --sem_dir '' to train without semantics")
         if self.seg.mask_fraction < 1.0:
             keep = select_mask_views(len(views), self.seg.mask_fraction, self.args.seed)
             for view, k in zip(views, keep):

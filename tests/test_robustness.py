@@ -282,3 +282,24 @@ def test_objects_decode_plain_thresholds_the_embedding(tmp_path, capsys):
     assert any(r and r[0] == "4" for r in rows), rows  # the rare code's own row
     with pytest.raises(objects.ObjectsError):
         objects.load_labels(str(folder), decode="nearest")
+
+
+@pytest.mark.parametrize("fmt", ["panopli", "messy"])
+def test_semantic_class_outside_the_scenes_classes_is_one_line(tmp_path, capsys, fmt):
+    """PanopLi (22 classes) and Messy-Rooms (2) have fixed classes: a mask with another class id would
+    end in an IndexError inside the loss; it is refused, naming the file."""
+    from utils.image_io import save_label_png
+
+    scene = tmp_path / "s"
+    if fmt == "panopli":
+        info = write_panopli(scene)
+        bad = scene / "m2f_semantics" / f"{info['train'][0]}.png"
+        save_label_png(bad, np.full((6, 8), 30))
+    else:
+        write_messy(scene)
+        bad = scene / "detic_semantic" / "00001.npy"
+        np.save(bad, np.full((6, 8), 7, np.int32))
+    assert train.main(["-s", str(scene), "-m", str(tmp_path / "m"), *FAST]) == 2
+    err = _err(capsys)
+    assert str(bad) in err and "semantic mask holds class" in err and "relabel" in err, err
+    assert not os.path.exists(tmp_path / "m" / "cfg_args")
