@@ -303,3 +303,76 @@ def test_semantic_class_outside_the_scenes_classes_is_one_line(tmp_path, capsys,
     err = _err(capsys)
     assert str(bad) in err and "semantic mask holds class" in err and "relabel" in err, err
     assert not os.path.exists(tmp_path / "m" / "cfg_args")
+
+
+# ============================================================================= cases the audit found untested
+
+def test_panopli_bad_intrinsics_and_scaled_pose_say_what_to_do(tmp_path):
+    info = write_panopli(tmp_path)
+    intr = tmp_path / "intrinsic" / "intrinsic_color.txt"
+    good = np.loadtxt(intr)
+    bad = good.copy()
+    bad[0, 0] = np.inf
+    np.savetxt(intr, bad)
+    with pytest.raises(SceneError) as e:
+        read_scene(str(tmp_path))
+    assert str(intr) in str(e.value) and "inf/nan" in str(e.value) and "K top-left" in str(e.value), str(e.value)
+    np.savetxt(intr, good)
+    pose = tmp_path / "pose" / f"{info['names'][1]}.txt"
+    np.savetxt(pose, np.diag([2.0, 2.0, 2.0, 1.0]))
+    with pytest.raises(SceneError) as e:
+        read_scene(str(tmp_path))
+    assert str(pose) in str(e.value) and "scaled" in str(e.value) and "rigid" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda m: m.pop("camera_angle_x"), ("camera_angle_x", "field of view")),
+    ("{oops", ("invalid JSON", "re-export")),
+])
+def test_blender_bad_header_is_one_line(tmp_path, edit, words):
+    write_blender(tmp_path)
+    p = tmp_path / "transforms_train.json"
+    if isinstance(edit, str):
+        p.write_text(edit)
+    else:
+        meta = json.loads(p.read_text())
+        edit(meta)
+        p.write_text(json.dumps(meta))
+    with pytest.raises(SceneError) as e:
+        read_scene(str(tmp_path))
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("ids,words", [
+    (np.full((6, 8), 2**40, np.int64), ("beyond 31 bits", "relabel")),
+    (-np.ones((6, 8), np.int32), ("negative ids",)),
+    (np.random.default_rng(0).random((6, 8)), ("non-integer",)),
+])
+def test_mask_ids_that_do_not_fit_are_one_line(tmp_path, ids, words):
+    from scene import load_view
+    from tests.fixtures_scenes import write_colmap
+
+    write_colmap(tmp_path, n=3, seg_dir="masks")
+    path = tmp_path / "masks" / "img_001.npy"
+    os.remove(tmp_path / "masks" / "img_001.png")
+    np.save(path, ids)
+    with pytest.raises(SceneError) as e:
+        fr = next(f for f in read_scene(str(tmp_path), seg_dir="masks").train if f.camera.name == "img_001")
+        load_view(fr, 1.0)
+    assert str(path) in str(e.value) and ";" in str(e.value), str(e.value)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def test_colmap_semantic_class_beyond_uint8_is_refused(tmp_path):
+    from tests.fixtures_scenes import write_colmap
+
+    write_colmap(tmp_path, n=3, seg_dir="masks")
+    (tmp_path / "sem").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "sem" / f"img_{i:03d}.npy", np.full((6, 8), 300 if i == 1 else 2, np.int32))
+    with pytest.raises(SceneError) as e:
+        read_scene(str(tmp_path), seg_dir="masks", sem_dir="sem")
+    assert "img_001.npy" in str(e.value) and "class id 300" in str(e.value) and "relabel" in str(e.value)
