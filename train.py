@@ -336,9 +336,9 @@ class Trainer:
             save_code_votes(votes, folder)
             labels = gaussian_label_columns(self.model, self.info.thing_classes, decoder=self.objective.decoder,
                                             valid=votes.valid())
-        self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)
         if self.objective is not None:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))
+        self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)  # last: a PLY means complete
         if not self.quiet:
             print(f"\n[ITER {step}] Saved Gaussians to {folder}", flush=True)
 
