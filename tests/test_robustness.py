@@ -376,3 +376,20 @@ def test_colmap_semantic_class_beyond_uint8_is_refused(tmp_path):
     with pytest.raises(SceneError) as e:
         read_scene(str(tmp_path), seg_dir="masks", sem_dir="sem")
     assert "img_001.npy" in str(e.value) and "class id 300" in str(e.value) and "relabel" in str(e.value)
+
+
+def test_render_with_the_scene_gone_and_metrics_before_render_are_one_line(tmp_path, capsys):
+    import metrics
+    import render
+    from tests.test_hostile_inputs import _plain_model, write_colmap
+
+    write_colmap(tmp_path / "scene", n=3)
+    model = _plain_model(tmp_path / "m", tmp_path / "scene")
+    assert metrics.main(["-m", model, "--quiet"]) == 2  # trained, never rendered
+    err = _err(capsys)
+    assert "no rendered test views" in err and "render.py" in err, err
+    os.rename(tmp_path / "scene", tmp_path / "moved")
+    assert render.main(["-m", model, "--quiet"]) == 2
+    err = _err(capsys)
+    assert str(tmp_path / "scene") in err and "is gone" in err and "cfg_args" in err, err
+    assert not os.path.exists(os.path.join(model, "test")) and not os.path.exists(os.path.join(model, "train"))
