@@ -157,9 +157,12 @@ def load_code_votes(folder: str):
         return None
     try:
         return CodeVotes.from_state_dict(load_state_file(path, "code votes"))
-    except (SceneError, ValueError, KeyError, TypeError) as e:  # a cache: recomputed from the training views
-        print(f"warning: {str(e).split(';')[0]}; recomputing the votes from the training views", file=sys.stderr)
-        return None
+    except SceneError as e:  # a cache: recomputed from the training views
+        why = str(e).split(";")[0]
+    except (ValueError, KeyError, TypeError) as e:
+        why = f"{path}: code votes unusable ({type(e).__name__}: {e})"
+    print(f"warning: {why}; recomputing the votes from the training views", file=sys.stderr)
+    return None
 
 
 @torch.no_grad()

@@ -239,6 +239,10 @@ def test_state_files_load_with_weights_only_and_fail_in_one_line(tmp_path, capsy
     assert load_code_votes(str(tmp_path)) is None
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and VOTES_FILE in err and "recomputing" in err, err
+    torch.save({"format_version": 1, "wins": torch.zeros(2)}, tmp_path / VOTES_FILE)  # loads, lacks 'codes'
+    assert load_code_votes(str(tmp_path)) is None
+    err = capsys.readouterr().err
+    assert VOTES_FILE in err and "unusable (KeyError: 'codes')" in err and "recomputing" in err, err
 
 
 def test_sh_degree_0_model_saves_and_loads(tmp_path):
