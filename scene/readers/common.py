@@ -176,7 +176,8 @@ def parse_matrix(path: str, rows: int, cols: int, what: str,
         raise SceneError(f"{path}: {what} has {vals.size} numbers, expected {rows}x{cols}; {fix}")
     m = vals.reshape(rows, cols)
     if not np.all(np.isfinite(m)):
-        raise SceneError(f"{path}: {what} holds inf/nan (invalid tracking?); {fix}")
+        hint = " (invalid tracking?)" if what == "pose" else ""
+        raise SceneError(f"{path}: {what} holds inf/nan{hint}; {fix}")
     return m
 
 
