@@ -53,6 +53,7 @@ from utils.general_utils import atomic_write_text, exponential_lr, pick_device, 
 from utils.loss_utils import photometric_loss, psnr
 
 STATS_EVERY = 10  # iterations between read-backs of the step statistics (the only regular sync)
+MIN_TRAIN_SIDE = 4  # training views smaller than this (a side, in pixels) are refused (e.g. -r 64 on 64 px)
 
 
 
@@ -96,12 +97,26 @@ class Trainer:
     def _load_train_views(self) -> List[View]:
         frames = self.info.train
         if not frames:
-            raise SceneError(f"{self.info.path}: no training views")
+            raise SceneError(f"{self.info.path}: no training views; check the split files")
         scale = resolution_scale(frames[0].camera.width, self.dataset.resolution) * self.seg.mask_downscale
+        cam = frames[0].camera
+        small = cam.scaled(scale)
+        if min(small.width, small.height) < MIN_TRAIN_SIDE:
+            raise SceneError(f"{frames[0].image_path}: -r {self.dataset.resolution} and --mask_downscale "
+                             f"{self.seg.mask_downscale} would train on {small.width}x{small.height} views (from "
+                             f"{cam.width}x{cam.height}); keep at least {MIN_TRAIN_SIDE} pixels a side: pass a "
+                             f"smaller -r or a larger --mask_downscale")
         views = load_views(frames, scale, device="cpu", quiet=self.quiet, desc="Loading training views")
         if self.info.semantic_from_instances:  # instance masks only: fg/bg target, object where id > 0
             for view in views:
                 view.semantic = (view.instance > 0).to(torch.int8) if view.instance is not None else None
+        elif self.info.num_classes:
+            for frame, view in zip(frames, views):  # a class the head has no logit for: refuse, naming the file
+                top = int(view.semantic.max()) if view.semantic is not None and view.semantic.numel() else 0
+                if top >= self.info.num_classes:
+                    raise SceneError(f"{frame.semantic_path}: semantic mask holds class {top}, but this "
+                                     f"{self.info.format} scene has classes 0..{self.info.num_classes - 1}; "
+                                     f"relabel the mask, or pass --sem_dir '' to train without semantics")
         if self.seg.mask_fraction < 1.0:
             keep = select_mask_views(len(views), self.seg.mask_fraction, self.args.seed)
             for view, k in zip(views, keep):
@@ -134,7 +149,7 @@ class Trainer:
             if self.seg.use_semantic and self.info.num_classes and any(v.semantic is not None for v in self.views):
                 embed = self.seg.semantic_head == "embed"  # embed: semantic_dim channels, decoded by a Linear
                 if embed and self.seg.semantic_dim < 1:
-                    raise SceneError(f"--semantic_dim {self.seg.semantic_dim}: must be at least 1")
+                    raise SceneError(f"--semantic_dim {self.seg.semantic_dim}: must be at least 1; pass e.g. --semantic_dim 8")
                 features["semantic"] = self.seg.semantic_dim if embed else self.info.num_classes
         points, colors = self.info.points, self.info.colors
         if points is None or len(points) == 0:
@@ -321,9 +336,9 @@ class Trainer:
             save_code_votes(votes, folder)
             labels = gaussian_label_columns(self.model, self.info.thing_classes, decoder=self.objective.decoder,
                                             valid=votes.valid())
-        self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)
         if self.objective is not None:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))
+        self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)  # last: a PLY means complete
         if not self.quiet:
             print(f"\n[ITER {step}] Saved Gaussians to {folder}", flush=True)
 
@@ -600,13 +615,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag value checked before anything is read or written (one-line SceneError each)."""
+    from segmentation.decode import MAX_EMB_DIM
+
     if not args.source_path:
         raise SceneError("no scene given: pass -s SCENE_FOLDER")
     if args.iterations < 1:
-        raise SceneError(f"--iterations {args.iterations}: train at least 1 iteration")
+        raise SceneError(f"--iterations {args.iterations}: train at least 1 iteration; pass e.g. --iterations 3000")
+    checks = [
+        (0.0 < args.mask_fraction <= 1.0, f"--mask_fraction {args.mask_fraction}: must be in (0, 1] (the share of "
+         "training views whose masks are used); pass e.g. 0.1, or --seg_dir '' to train colour only"),
+        (0.0 < args.mask_downscale <= 1.0, f"--mask_downscale {args.mask_downscale}: must be in (0, 1] (the scale "
+         "training views are loaded at); pass e.g. 0.5"),
+        (1 <= args.emb_dim <= MAX_EMB_DIM, f"--emb_dim {args.emb_dim}: must be 1..{MAX_EMB_DIM} (instance id = code "
+         f"+ 1 is stored as uint16, so 16 bits would wrap); pass --emb_dim {MAX_EMB_DIM} or less"),
+        (args.semantic_dim >= 0, f"--semantic_dim {args.semantic_dim}: negative; pass 0 (the channels left) or a "
+         "positive width, e.g. --semantic_dim 8"),
+        (0 <= args.sh_degree <= 3, f"--sh_degree {args.sh_degree}: must be 0..3; pass e.g. --sh_degree 3"),
+        (args.resolution == -1 or args.resolution > 0, f"-r {args.resolution}: not a resolution; use 1, 2, 4 or 8 "
+         "(downscale), a target width in pixels, or -1 (width capped at 1600)"),
+        (args.init_points >= 0, f"--init_points {args.init_points}: negative; pass 0 (all points) or a positive cap"),
+        (args.checkpoint_every >= 0, f"--checkpoint_every {args.checkpoint_every}: negative; pass 0 (off) or a "
+         "positive number of iterations"),
+        (args.log_interval >= 1, f"--log_interval {args.log_interval}: must be at least 1; pass e.g. 100"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SceneError(message)
+    for flag, name in (("--device", args.device), ("--data_device", args.data_device)):
+        if name == "auto":
+            continue
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise SceneError(f"{flag} {name}: not a device; use auto, cpu or cuda") from None
+        if dev.type not in ("cpu", "cuda"):
+            raise SceneError(f"{flag} {name}: not supported; use auto, cpu or cuda")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise SceneError(f"{flag} {name}: no CUDA GPU is visible to torch; use {flag} cpu (or auto)")
+    try:
+        resolve_optimizer(args.optimizer, pick_device(args.device))
+    except ValueError as e:
+        raise SceneError(str(e)) from None
+    check_output_folder(args.model_path)
+
+
+def check_output_folder(model_path: str) -> None:
+    """``-m`` must be a folder we can create and write: not a file, not under a file, writable."""
+    path = os.path.abspath(model_path)
+    probe = path
+    while not os.path.exists(probe):  # the deepest part of the path that exists
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == path else f"lies under the file {probe}"
+        raise SceneError(f"{model_path}: output folder {where}; pass another -m")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SceneError(f"{probe}: no permission to write the output folder {model_path} there; pass another -m")
+
+
+def prepare_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.model_path and args.source_path:
+        args.model_path = os.path.join("output", os.path.basename(os.path.normpath(args.source_path)))
+    check_args(args)
     note = fit_schedule(args, explicit_flags(parser, argv))
     if note and not args.quiet:
         print(note)
@@ -615,8 +688,6 @@ def prepare_args(argv=None) -> argparse.Namespace:
     if warning:
         print(warning, file=sys.stderr)
     args.source_path = os.path.abspath(args.source_path)
-    if not args.model_path:
-        args.model_path = os.path.join("output", os.path.basename(os.path.normpath(args.source_path)))
     return args
 
 
@@ -624,7 +695,13 @@ def training(args: argparse.Namespace) -> dict:
     seed_everything(args.seed)
     torch.autograd.set_detect_anomaly(bool(getattr(args, "detect_anomaly", False)))
     info = read_scene_for(args, allow_missing_masks=getattr(args, "mask_fraction", 1.0) < 1.0)
-    os.makedirs(args.model_path, exist_ok=True)
+    if os.path.abspath(args.model_path) == os.path.abspath(args.source_path):
+        raise SceneError(f"{args.model_path}: the output folder is the scene folder; pass another -m "
+                         f"(train.py never writes into the dataset)")
+    try:
+        os.makedirs(args.model_path, exist_ok=True)
+    except OSError as e:
+        raise SceneError(f"{args.model_path}: cannot create the output folder ({e.strerror}); pass another -m") from None
     lock = acquire_lock(args.model_path)  # before anything is written into the folder
     try:
         return _training_locked(args, info)
@@ -657,11 +734,13 @@ def _training_locked(args: argparse.Namespace, info: SceneInfo) -> dict:
         print(f"Output folder: {args.model_path} ({info.format} scene, {len(info.train)} train / "
               f"{len(info.test)} test views)")
     resolve_semantic_head(args, info)  # before cfg_args: render.py and tools read the resolved head
-    save_cfg_args(args.model_path, args)
-    write_scene_files(args.model_path, info)
+    # Views, model and checkpoint first: a run refused for any of them leaves the folder's files
+    # (cfg_args of an earlier model above all) as they were.
     trainer = Trainer(args, info)
     if args.start_checkpoint:
         trainer.restore(args.start_checkpoint)
+    save_cfg_args(args.model_path, args)
+    write_scene_files(args.model_path, info)
     stats = trainer.run()
     if not args.quiet:
         print(f"\nTraining complete: {stats['num_gaussians']} Gaussians, {stats['train_seconds']:.1f} s")

@@ -171,14 +171,18 @@ class GaussianModel:
         cols = read_ply(path)
         missing = [k for k in ("x", "y", "z", "opacity", "scale_0", "rot_0", "f_dc_0") if k not in cols]
         if missing:
-            raise PlyError(f"{path}: not a Gaussian splat PLY (missing {', '.join(missing)})")
+            raise PlyError(f"{path}: not a Gaussian splat PLY (missing {', '.join(missing)}); pass the "
+                           f"point_cloud.ply that train.py wrote")
         n = len(cols["x"])
         n_rest = sum(1 for k in cols if k.startswith("f_rest_"))
         sh_degree = int(round(np.sqrt(n_rest // 3 + 1))) - 1
         if (sh_degree + 1) ** 2 - 1 != n_rest // 3:
-            raise PlyError(f"{path}: {n_rest} f_rest columns is not a whole SH degree")
+            raise PlyError(f"{path}: {n_rest} f_rest columns is not a whole SH degree; the file is damaged or "
+                           f"not a 3DGS PLY: retrain or restore it")
 
-        def stack(prefix: str, count: int) -> np.ndarray:
+        def stack(prefix: str, count: int) -> np.ndarray:  # [N, count]; count 0 (SH degree 0) -> [N, 0]
+            if count == 0:
+                return np.zeros((n, 0), np.float32)
             return np.stack([cols[f"{prefix}{i}"] for i in range(count)], axis=1).astype(np.float32)
 
         model = cls(sh_degree)

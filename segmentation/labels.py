@@ -114,6 +114,28 @@ def decode_pixels(features: Dict[str, Tensor], alpha: Tensor, *, sigmoid_where: 
 
 # ----- which codes are valid (decoding rule) --------------------------------------------------
 
+def load_state_file(path: str, what: str, device="cpu") -> dict:
+    """A state dict written next to the PLY (code votes, clusters, segmentation head), loaded with
+    ``weights_only=True`` (tensors and plain containers only). A truncated, corrupt or foreign file is
+    a one-line SceneError naming it."""
+    import pickle
+
+    from scene.cameras import SceneError
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = "holds objects other than tensors and plain containers" if "Unsupported global" in str(e) \
+            else "is truncated or corrupt"
+        raise SceneError(f"{path}: {what} {why}; delete it and retrain (or restore it from a backup)") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types on a short or damaged file
+        raise SceneError(f"{path}: {what} is truncated or corrupt ({type(e).__name__}); delete it and retrain "
+                         f"(or restore it from a backup)") from None
+    if not isinstance(state, dict):
+        raise SceneError(f"{path}: {what} holds a {type(state).__name__}, not a state dict; delete it and retrain")
+    return state
+
+
 def save_code_votes(votes, folder: str) -> str:
     from utils.general_utils import atomic_torch_save
 
@@ -126,13 +148,21 @@ def load_code_votes(folder: str):
     """``postprocess.CodeVotes`` saved next to the PLY, or None when absent or of another format."""
     from segmentation.postprocess import CodeVotes
 
+    import sys
+
+    from scene.cameras import SceneError
+
     path = os.path.join(folder, VOTES_FILE)
     if not os.path.isfile(path):
         return None
     try:
-        return CodeVotes.from_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-    except (ValueError, KeyError):
-        return None
+        return CodeVotes.from_state_dict(load_state_file(path, "code votes"))
+    except SceneError as e:  # a cache: recomputed from the training views
+        why = str(e).split(";")[0]
+    except (ValueError, KeyError, TypeError) as e:
+        why = f"{path}: code votes unusable ({type(e).__name__}: {e})"
+    print(f"warning: {why}; recomputing the votes from the training views", file=sys.stderr)
+    return None
 
 
 @torch.no_grad()
@@ -280,7 +310,12 @@ def load_clusters(folder: str, device="cpu"):
         return None
     from segmentation.baselines.contrastive_lift import ClusterModel
 
-    return ClusterModel.from_state_dict(torch.load(path, map_location=device, weights_only=False))
+    from scene.cameras import SceneError
+
+    try:
+        return ClusterModel.from_state_dict(load_state_file(path, "Contrastive-Lift clusters", device))
+    except (ValueError, KeyError) as e:
+        raise SceneError(f"{path}: unusable clusters ({e}); delete it and retrain") from None
 
 
 def load_semantic_decoder(folder: str, device="cpu") -> Optional[torch.nn.Linear]:
@@ -289,10 +324,16 @@ def load_semantic_decoder(folder: str, device="cpu") -> Optional[torch.nn.Linear
     path = os.path.join(folder, SEGMENTATION_FILE)
     if not os.path.isfile(path):
         return None
-    state = torch.load(path, map_location=device, weights_only=False).get("decoder")
+    from scene.cameras import SceneError
+
+    state = load_state_file(path, "segmentation head", device).get("decoder")
     if state is None:
         return None
-    out_dim, in_dim = state["weight"].shape
-    decoder = torch.nn.Linear(in_dim, out_dim, device=device)
-    decoder.load_state_dict(state)
+    try:
+        out_dim, in_dim = state["weight"].shape
+        decoder = torch.nn.Linear(in_dim, out_dim, device=device)
+        decoder.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise SceneError(f"{path}: semantic decoder does not load ({type(e).__name__}); delete the file and "
+                         f"retrain") from None
     return decoder.eval().requires_grad_(False)

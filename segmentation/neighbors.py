@@ -58,6 +58,8 @@ def neighbor_graph(means: Tensor, radius2: float = 1e-2, k: int = 16, *, workers
     j = idx[ok]  # [E']
     lo, hi = np.minimum(i, j), np.maximum(i, j)
     key = np.sort(lo.astype(np.int64) * N + hi)  # one int64 per undirected pair
+    if key.size == 0:  # no two points within the radius (e.g. a sparse initial cloud)
+        return empty
     # Deduplicate by hand: sort + neighbour compare is ~50x faster than np.unique on numpy 2.4.
     key = key[np.concatenate(([True], key[1:] != key[:-1]))]
     edges = np.stack([key // N, key % N], axis=1)  # [E, 2]

@@ -339,5 +339,7 @@ def test_neighbor_graph_duplicates_and_degenerate():
     assert one <= full and 3 <= len(one) <= 4
     assert sum(3 in e for e in one) == 1
     assert neighbor_graph(x[:1]).shape == (0, 2)
+    far = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [0.0, 2, 0]])  # no pair within the radius (sparse cloud)
+    assert neighbor_graph(far, radius2=1e-2).shape == (0, 2)
     with pytest.raises(ValueError):
         neighbor_graph(torch.rand(4, 2))

@@ -232,22 +232,23 @@ def test_ctrl_c_finishes_the_step_and_resume_is_exact(tiny_scene, tmp_path, monk
     and resuming from it gives the uninterrupted run's model exactly."""
     import signal
 
-    real_step = train.Trainer.train_step
+    real_backward = train.Trainer.backward
 
-    def step_with_ctrl_c(self, step, with_stats=True):
-        if step == 35:
-            signal.raise_signal(signal.SIGINT)  # arrives before the step's work starts
-        return real_step(self, step, with_stats)
+    def backward_with_ctrl_c(self, total, losses, out, mode, step):
+        if step == 35:  # rendered and losses computed; backward, optimiser step, densification still to do
+            signal.raise_signal(signal.SIGINT)
+        return real_backward(self, total, losses, out, mode, step)
 
     out = str(tmp_path / "m")
-    monkeypatch.setattr(train.Trainer, "train_step", step_with_ctrl_c)
+    monkeypatch.setattr(train.Trainer, "backward", backward_with_ctrl_c)
     with pytest.raises(SystemExit) as e:
         _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS])
     assert e.value.code == 130
     assert sorted(f for f in os.listdir(out) if f.startswith("chkpnt")) == ["chkpnt35.pth"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     assert not os.path.exists(os.path.join(out, ".train.lock"))
-    monkeypatch.setattr(train.Trainer, "train_step", real_step)
+    monkeypatch.setattr(train.Trainer, "backward", real_backward)
+    assert train.load_checkpoint(os.path.join(out, "chkpnt35.pth"), "cpu")["iteration"] == 35
     _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS, "--start_checkpoint", os.path.join(out, "chkpnt35.pth")])
     _assert_same_model(full_run, out)
 

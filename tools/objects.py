@@ -7,11 +7,12 @@
     python tools/objects.py move     -m output/room10 --id 12 --translate 0.5 0 0 -o moved.ply
     python tools/objects.py evaluate -m output/room10 [--json extraction.json]  # synthetic scenes only
     python tools/objects.py list     -m output/room10 --split_disconnected    # one code, two places -> two ids
+    python tools/objects.py evaluate -m output/room10 --decode plain          # ids by plain thresholding
 
 Convention: an object id is the PLY's per-Gaussian ``instance_label`` column (code + 1, 0 = stuff)
 as train.py writes it; a PLY without that column is decoded from its embedding
 (``segmentation.decode.gaussian_labels`` + 1, no thing/stuff mask). Ids are the ones the renders
-use, and ``list`` prints each id's overlay colour (``colorize_ids``) so rows can be matched to the
+use (``--decode plain``: the ids of ``render.py --decode plain``), and ``list`` prints each id's overlay colour (``colorize_ids``) so rows can be matched to the
 ``overlay/`` PNGs. ``--split_disconnected`` first gives spatially separate groups of one id their
 own ids (``segmentation.postprocess.split_disconnected_codes`` on the neighbour graph of the
 object Gaussians' means); those new ids exist only for this tool, not in the renders.
@@ -59,6 +60,9 @@ DEFAULT_MIN_SHARE = 0.2  # stray filter: components below this share of their id
 DEFAULT_RADIUS_FACTOR = 8.0  # stray filter: radius = this x the median nearest-neighbour spacing (4 cuts objects apart)
 DEFAULT_MIN_OPACITY = 0.0  # stray filter: object Gaussians below this opacity are strays
 SHEET_SAMPLE = 4096  # sheet: Gaussians per object used to score the views
+
+
+OBJECT_DECODE_RULES = ("segments", "plain")  # --decode: the PLY's snapped column, or plain thresholding
 
 
 class ObjectsError(Exception):
@@ -130,12 +134,16 @@ class StrayFilter:
 @torch.no_grad()
 def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: bool = False,
                 min_gaussians: int = 50, strays: Optional[StrayFilter] = None,
-                fill_unseen: bool = False) -> ModelLabels:
+                fill_unseen: bool = False, decode: str = "segments") -> ModelLabels:
     """Load ``MODEL/point_cloud/iteration_N/point_cloud.ply`` (-1 = latest) on the CPU with its ids.
 
     ``ids`` are the Gaussians each object id stands for in ``list`` / ``extract`` / ``remove`` /
     ``move``: thing Gaussians of the id, with stray groups (``stray_filter``, settings ``strays``;
     default ``StrayFilter()``) set to 0. ``raw_ids`` keeps the ids before the filter.
+
+    ``decode``: "segments" (default) takes the PLY's ``instance_label`` column, snapped as render.py
+    snaps by default; "plain" thresholds each Gaussian's embedding without snapping (the paper's
+    rule, ``render.py --decode plain``), keeping the column's thing/stuff split (0 stays 0).
 
     Raises ObjectsError (one line) for a missing folder or iteration, an unreadable PLY, or a model
     trained without masks (no ``instance_label`` column and no ``embedding``).
@@ -143,6 +151,8 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     ``fill_unseen``: Gaussians the training views never see (``segmentation.visibility``) first take
     the majority id of their nearest seen neighbours (renders every training view once).
     """
+    if decode not in OBJECT_DECODE_RULES:
+        raise ObjectsError(f"--decode {decode}: use one of {', '.join(OBJECT_DECODE_RULES)}")
     from scene.model_folder import find_iteration, load_model
 
     if not os.path.isdir(model_path):  # cfg_args is optional here: the PLY is enough
@@ -156,7 +166,11 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     folder = os.path.join(model_path, "point_cloud", f"iteration_{iteration}")
     ply_path = os.path.join(folder, "point_cloud.ply")
     cfg = _cfg(model_path)
-    if "instance_label" in model.labels:
+    if "instance_label" in model.labels and decode == "plain" and "embedding" in model.params:
+        column = model.labels["instance_label"].to(torch.int64)  # 0 = stuff, whatever the snapping
+        plain = gaussian_labels(model.params["embedding"].detach()) + 1
+        ids, source = torch.where(column > 0, plain, torch.zeros_like(plain)), "embedding"
+    elif "instance_label" in model.labels:
         ids, source = model.labels["instance_label"].to(torch.int64), "column"
     elif "embedding" in model.params:
         ids, source = gaussian_labels(model.params["embedding"].detach()) + 1, "embedding"
@@ -733,6 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-m", "--model_path", required=True, help="trained model folder (train.py -m)")
     common.add_argument("--iteration", type=int, default=-1, help="saved iteration; -1 = latest")
+    common.add_argument("--decode", default="segments", choices=OBJECT_DECODE_RULES,
+                        help="segments: the PLY's instance_label (snapped like render.py's default); plain: "
+                             "threshold each Gaussian's embedding, no snapping (render.py --decode plain)")
     common.add_argument("--split_disconnected", action="store_true",
                         help="give spatially separate groups of one id their own ids first")
     common.add_argument("--min_gaussians", type=int, default=50,
@@ -784,7 +801,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         strays = StrayFilter(args.keep_strays, args.stray_radius, args.stray_min_share, args.stray_min_opacity)
         labels = load_labels(args.model_path, args.iteration, split_disconnected=args.split_disconnected,
-                             min_gaussians=args.min_gaussians, strays=strays, fill_unseen=args.fill_unseen)
+                             min_gaussians=args.min_gaussians, strays=strays, fill_unseen=args.fill_unseen,
+                             decode=args.decode)
         if args.command in ("list", "sheet"):
             table = object_table(labels, min_gaussians=args.min_gaussians,
                                  class_names=class_names_for(_cfg(args.model_path), labels.num_classes))
@@ -812,6 +830,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 from utils.general_utils import atomic_write_text
 
                 data = {"model_path": labels.model_path, "iteration": labels.iteration, "scene": res["scene"],
+                        "decode": args.decode,
                         "stray_filter": None if args.keep_strays else {
                             "radius_factor": args.stray_radius, "min_share": args.stray_min_share,
                             "min_opacity": args.stray_min_opacity},
@@ -832,7 +851,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             n = move(labels, args.ids, args.translate, args.output)
             print(f"wrote {args.output}: {n} Gaussians moved by {tuple(args.translate)}")
-    except (ObjectsError, OSError) as e:
+    except (ObjectsError, SceneError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -88,9 +88,17 @@ def seed_everything(seed: int) -> None:
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu")
-    return torch.device(name)
+    from scene.cameras import SceneError  # one-line, exit-2 error in every CLI
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SceneError(f"--device {name}: not a device; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SceneError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu (or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise SceneError(f"--device {name}: not supported; use auto, cpu or cuda")
+    return device
 
 
 def exponential_lr(step: int, lr_init: float, lr_final: float, max_steps: int,

@@ -36,7 +36,7 @@ def _load_transforms(path: str) -> dict:
     except json.JSONDecodeError as e:
         raise SceneError(f"{path}: invalid JSON ({e.msg} at line {e.lineno}); fix or re-export the file") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
-        raise SceneError(f"{path}: no 'frames' list; expected NeRF-synthetic transforms JSON")
+        raise SceneError(f"{path}: no 'frames' list; expected NeRF-synthetic transforms JSON (re-export it)")
     if not isinstance(meta.get("camera_angle_x"), (int, float)) or not 0 < meta["camera_angle_x"] < math.pi:
         raise SceneError(f"{path}: 'camera_angle_x' missing or not an angle in (0, pi) radians; add the "
                          f"horizontal field of view")
@@ -65,14 +65,18 @@ def _views_of(scene: str, json_path: str) -> list[View]:
     views = []
     for i, fr in enumerate(meta["frames"]):
         if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
-            raise SceneError(f"{json_path}: frame {i} lacks 'file_path' or 'transform_matrix'")
+            raise SceneError(f"{json_path}: frame {i} lacks 'file_path' or 'transform_matrix'; add them or "
+                              f"remove the frame")
         img_path, rel_stem = _resolve_image(scene, str(fr["file_path"]), json_path)
         try:
             c2w_gl = np.array(fr["transform_matrix"], dtype=np.float64)
         except (TypeError, ValueError):
-            raise SceneError(f"{json_path}: frame {i} transform_matrix is not numeric") from None
+            raise SceneError(f"{json_path}: frame {i} transform_matrix is not numeric; write it as a 4x4 list "
+                              f"of numbers (camera-to-world) or remove the frame") from None
         if c2w_gl.shape != (4, 4) or not np.all(np.isfinite(c2w_gl)):
-            raise SceneError(f"{json_path}: frame {i} transform_matrix is not a finite 4x4 matrix")
+            what = "holds NaN or inf" if c2w_gl.shape == (4, 4) else f"is {'x'.join(map(str, c2w_gl.shape))}, not 4x4"
+            raise SceneError(f"{json_path}: frame {i} transform_matrix {what}; fix that pose (re-export the "
+                             f"scene) or remove the frame")
         W, H = checked_size(img_path)
         f = 0.5 * W / math.tan(0.5 * angle)
         K = np.array([[f, 0.0, 0.5 * W], [0.0, f, 0.5 * H], [0.0, 0.0, 1.0]])

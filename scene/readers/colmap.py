@@ -277,7 +277,8 @@ def read_colmap(path: str, *, seg_dir: Optional[str] = None, sem_dir: Optional[s
         if not os.path.isfile(img_path):
             raise SceneError(f"{img_path}: image listed in {img_file} not found; restore it or re-run COLMAP")
         if im.camera_id not in cams:
-            raise SceneError(f"{img_file}: image {im.name} uses camera {im.camera_id} missing from {cam_file}")
+            raise SceneError(f"{img_file}: image {im.name} uses camera {im.camera_id} missing from {cam_file}; "
+                             f"re-export the COLMAP model (both files from one reconstruction)")
         cam = cams[im.camera_id]
         if cam.id not in K_cache:
             K_cache[cam.id] = pinhole_K(cam, cam_file)

@@ -161,20 +161,23 @@ def rescale_K(K: np.ndarray, from_wh: tuple[int, int], to_wh: tuple[int, int]) -
     return K
 
 
-def parse_matrix(path: str, rows: int, cols: int, what: str) -> np.ndarray:
-    """A whitespace-separated ``[rows, cols]`` float matrix; extra trailing numbers are an error."""
+def parse_matrix(path: str, rows: int, cols: int, what: str,
+                 fix: str = "drop this view from the split") -> np.ndarray:
+    """A whitespace-separated ``[rows, cols]`` float matrix; extra trailing numbers are an error.
+    ``fix``: what the user should do about a bad file (ends each message)."""
     try:
         with open(path, "r") as f:
             vals = np.array(f.read().split(), dtype=np.float64)
     except FileNotFoundError:
         raise SceneError(f"{path}: {what} not found; add it or remove the view") from None
     except ValueError:
-        raise SceneError(f"{path}: {what} holds non-numeric text; expected {rows}x{cols} numbers") from None
+        raise SceneError(f"{path}: {what} holds non-numeric text, expected {rows}x{cols} numbers; {fix}") from None
     if vals.size != rows * cols:
-        raise SceneError(f"{path}: {what} has {vals.size} numbers; expected {rows}x{cols}")
+        raise SceneError(f"{path}: {what} has {vals.size} numbers, expected {rows}x{cols}; {fix}")
     m = vals.reshape(rows, cols)
     if not np.all(np.isfinite(m)):
-        raise SceneError(f"{path}: {what} holds inf/nan (invalid tracking?); drop this view from the split")
+        hint = " (invalid tracking?)" if what == "pose" else ""
+        raise SceneError(f"{path}: {what} holds inf/nan{hint}; {fix}")
     return m
 
 

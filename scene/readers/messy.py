@@ -50,14 +50,22 @@ def read_metadata(json_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pos = np.array(cam["positions"], dtype=np.float64)
         quat = np.array(cam["quaternions"], dtype=np.float64)
     except (TypeError, ValueError):
-        raise SceneError(f"{json_path}: camera.K / positions / quaternions are not numeric arrays") from None
+        raise SceneError(f"{json_path}: camera.K / positions / quaternions are not numeric arrays; "
+                         f"re-export the metadata") from None
     if K.shape != (3, 3) or pos.ndim != 2 or pos.shape[1] != 3 or quat.shape != (pos.shape[0], 4):
         raise SceneError(f"{json_path}: expected K 3x3, positions Fx3, quaternions Fx4; got {K.shape}, "
-                         f"{pos.shape}, {quat.shape}")
-    if not (np.all(np.isfinite(K)) and np.all(np.isfinite(pos)) and np.all(np.isfinite(quat))):
-        raise SceneError(f"{json_path}: camera values hold inf/nan; re-export it")
-    if np.any(np.linalg.norm(quat, axis=1) < 1e-8):
-        raise SceneError(f"{json_path}: a camera quaternion is zero; re-export it")
+                         f"{pos.shape}, {quat.shape}; re-export the metadata")
+    if not np.all(np.isfinite(K)):
+        raise SceneError(f"{json_path}: camera.K holds NaN or inf; re-export the metadata")
+    for what, arr in (("position", pos), ("quaternion", quat)):
+        bad = np.flatnonzero(~np.all(np.isfinite(arr), axis=1))
+        if bad.size:
+            raise SceneError(f"{json_path}: camera {what} of frame {int(bad[0])} holds NaN or inf ({bad.size} such "
+                             f"frames); re-export the metadata or drop those frames")
+    zero = np.flatnonzero(np.linalg.norm(quat, axis=1) < 1e-8)
+    if zero.size:
+        raise SceneError(f"{json_path}: camera quaternion of frame {int(zero[0])} is zero, not a rotation "
+                         f"({zero.size} such frames); re-export the metadata or drop those frames")
     return K, pos, quat
 
 

@@ -41,7 +41,8 @@ def read_intrinsic(path: str) -> np.ndarray:
             n = len(f.read().split())
     except FileNotFoundError:
         raise SceneError(f"{path}: intrinsics not found; add intrinsic/intrinsic_color.txt (4x4, K top-left)") from None
-    M = parse_matrix(path, 4 if n == 16 else 3, 4 if n == 16 else 3, "intrinsic matrix")
+    M = parse_matrix(path, 4 if n == 16 else 3, 4 if n == 16 else 3, "intrinsic matrix",
+                     fix="write the 4x4 (or 3x3) K of the colour images, K top-left")
     K = M[:3, :3].copy()
     if K[0, 0] <= 0 or K[1, 1] <= 0 or abs(K[2, 2] - 1.0) > 1e-6 or np.any(K[2, :2] != 0):
         raise SceneError(f"{path}: not a pinhole K (need fx, fy > 0 and last row 0 0 1); fix the intrinsics")
@@ -61,7 +62,7 @@ def read_splits(json_path: str) -> Optional[tuple[list[str], list[str]]]:
         raise SceneError(f"{json_path}: needs a 'train' list of view names (and 'test'); fix the split file")
     test = splits.get("test", [])
     if not isinstance(test, list):
-        raise SceneError(f"{json_path}: 'test' must be a list of view names")
+        raise SceneError(f"{json_path}: 'test' must be a list of view names; fix the split file")
     train_names = [str(x) for x in splits["train"]]
     test_names = [str(x) for x in test]
     overlap = set(train_names) & set(test_names)
