@@ -51,8 +51,9 @@ from scene.cameras import SceneError  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from segmentation.decode import colorize_ids, gaussian_labels  # noqa: E402
 
-__all__ = ["ObjectsError", "ModelLabels", "ObjectRow", "ObjectTable", "load_labels", "split_ids",
-           "object_table", "select", "extract", "remove", "move", "class_names_for", "main"]
+__all__ = ["ObjectsError", "ModelLabels", "OpenedModel", "ObjectRow", "ObjectTable", "open_model", "load_labels",
+           "split_ids", "object_table", "model_table", "select", "extract", "remove", "move", "class_names_for",
+           "training_cameras", "main"]
 
 DEFAULT_RADIUS2 = 1e-2  # neighbour radius^2 when cfg_args has no l3d_radius2 (the training default)
 NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected and the stray filter
@@ -131,15 +132,50 @@ class StrayFilter:
     min_opacity: float = DEFAULT_MIN_OPACITY
 
 
+@dataclass
+class OpenedModel:
+    """A trained model's PLY loaded on the CPU (``open_model``), before any labels are read."""
+    model_path: str
+    iteration: int
+    ply_path: str
+    model: GaussianModel
+
+    @property
+    def has_objects(self) -> bool:
+        """The PLY carries object ids (``instance_label``) or the embedding they decode from."""
+        return "instance_label" in self.model.labels or "embedding" in self.model.params
+
+
+def open_model(model_path: str, iteration: int = -1) -> OpenedModel:
+    """Load ``MODEL/point_cloud/iteration_N/point_cloud.ply`` (-1 = latest) on the CPU.
+
+    Raises ObjectsError (one line) for a missing folder or iteration or an unreadable PLY.
+    """
+    from scene.model_folder import find_iteration, load_model
+
+    if not os.path.isdir(model_path):  # cfg_args is optional here: the PLY is enough
+        what = "is a file, not a model folder" if os.path.exists(model_path) else "no such model folder"
+        raise ObjectsError(f"{model_path}: {what}; pass the folder train.py -m wrote")
+    try:
+        iteration = find_iteration(model_path, iteration)
+        model = load_model(model_path, iteration, "cpu")
+    except SceneError as e:
+        raise ObjectsError(str(e)) from None
+    ply_path = os.path.join(model_path, "point_cloud", f"iteration_{iteration}", "point_cloud.ply")
+    return OpenedModel(model_path, iteration, ply_path, model)
+
+
 @torch.no_grad()
 def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: bool = False,
                 min_gaussians: int = 50, strays: Optional[StrayFilter] = None,
-                fill_unseen: bool = False, decode: str = "segments") -> ModelLabels:
+                fill_unseen: bool = False, decode: str = "segments",
+                opened: Optional[OpenedModel] = None) -> ModelLabels:
     """Load ``MODEL/point_cloud/iteration_N/point_cloud.ply`` (-1 = latest) on the CPU with its ids.
 
     ``ids`` are the Gaussians each object id stands for in ``list`` / ``extract`` / ``remove`` /
     ``move``: thing Gaussians of the id, with stray groups (``stray_filter``, settings ``strays``;
-    default ``StrayFilter()``) set to 0. ``raw_ids`` keeps the ids before the filter.
+    default ``StrayFilter()``) set to 0. ``raw_ids`` keeps the ids before the filter. ``opened``:
+    a model ``open_model`` already loaded (then ``model_path`` and ``iteration`` are ignored).
 
     ``decode``: "segments" (default) takes the PLY's ``instance_label`` column, snapped as render.py
     snaps by default; "plain" thresholds each Gaussian's embedding without snapping (the paper's
@@ -153,18 +189,10 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     """
     if decode not in OBJECT_DECODE_RULES:
         raise ObjectsError(f"--decode {decode}: use one of {', '.join(OBJECT_DECODE_RULES)}")
-    from scene.model_folder import find_iteration, load_model
-
-    if not os.path.isdir(model_path):  # cfg_args is optional here: the PLY is enough
-        what = "is a file, not a model folder" if os.path.exists(model_path) else "no such model folder"
-        raise ObjectsError(f"{model_path}: {what}; pass the folder train.py -m wrote")
-    try:
-        iteration = find_iteration(model_path, iteration)
-        model = load_model(model_path, iteration, "cpu")
-    except SceneError as e:
-        raise ObjectsError(str(e)) from None
-    folder = os.path.join(model_path, "point_cloud", f"iteration_{iteration}")
-    ply_path = os.path.join(folder, "point_cloud.ply")
+    if opened is None:
+        opened = open_model(model_path, iteration)
+    model_path, iteration, ply_path, model = opened.model_path, opened.iteration, opened.ply_path, opened.model
+    folder = os.path.dirname(ply_path)
     cfg = _cfg(model_path)
     if "instance_label" in model.labels and decode == "plain" and "embedding" in model.params:
         column = model.labels["instance_label"].to(torch.int64)  # 0 = stuff, whatever the snapping
@@ -465,6 +493,13 @@ def object_table(labels: ModelLabels, *, min_gaussians: int = 50,
             centroid=centroid[i].tolist(), bbox_min=lo[i].tolist(), bbox_max=hi[i].tolist(),
             extent=(hi[i] - lo[i]).tolist(), color=_hex(colours[i].tolist())))
     return table
+
+
+def model_table(labels: ModelLabels, *, min_gaussians: int = 50) -> ObjectTable:
+    """``object_table`` with the class names of the model's scene (``class_names_for``): the table
+    ``list`` prints."""
+    return object_table(labels, min_gaussians=min_gaussians,
+                        class_names=class_names_for(_cfg(labels.model_path), labels.num_classes))
 
 
 def format_table(table: ObjectTable) -> str:
@@ -804,8 +839,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              min_gaussians=args.min_gaussians, strays=strays, fill_unseen=args.fill_unseen,
                              decode=args.decode)
         if args.command in ("list", "sheet"):
-            table = object_table(labels, min_gaussians=args.min_gaussians,
-                                 class_names=class_names_for(_cfg(args.model_path), labels.num_classes))
+            table = model_table(labels, min_gaussians=args.min_gaussians)
         if args.command == "sheet":
             if torch.cuda.is_available():  # render with gsplat; the ids stay on the CPU
                 labels.model = labels.model.to("cuda")
