@@ -10,6 +10,7 @@ prints one line on stderr and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Optional, Sequence
@@ -42,7 +43,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     server = None
     try:
         check_port(args.host, args.port)  # fail before the (slow) load
-        print(f"loading {args.model_path} ...", flush=True)
+        if os.path.isdir(args.model_path):  # else load_viewer_data's one-line error is all the output
+            print(f"loading {args.model_path} ...", flush=True)
         data = load_viewer_data(args.model_path, args.iteration, max_splats=args.max_splats,
                                 min_gaussians=args.min_gaussians, strays=objects.StrayFilter(keep=args.keep_strays))
         server = start_server(args.host, args.port)
@@ -55,8 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for note in data.notes:
         print(f"note: {note}")
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"viewer: http://{host}:{server.get_port()}  ({data.num_gaussians:,} Gaussians, "
-          f"{len(data.listed())} objects; Ctrl-C to stop)", flush=True)
+    n = len(data.listed())
+    print(f"viewer: http://{host}:{server.get_port()}  ({data.num_gaussians:,} Gaussians, {n} object"
+          f"{'' if n == 1 else 's'}; Ctrl-C to stop)", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -278,6 +278,7 @@ def test_viewer_picks_shows_the_list_row_isolates_hides_and_exports(synthetic_di
     assert v.matches("6 ·") == [6]
     # colour modes
     v.set_mode("Semantic")
+    assert v.gui_mode.value == "Semantic"  # the dropdown follows
     v.select(None)
     assert np.allclose(v.splats.rgbs, semantic_colours(d.semantic))
     v.set_mode("RGB")
@@ -285,6 +286,40 @@ def test_viewer_picks_shows_the_list_row_isolates_hides_and_exports(synthetic_di
     with pytest.raises(ValueError):
         v.set_mode("Depth")
     assert names  # class names may be None (the scene is gone): the list still works
+
+
+def test_frusta_and_jumping_to_a_training_view(synthetic_dir):
+    import contextlib
+
+    from scipy.spatial.transform import Rotation
+
+    from tests.fixtures_scenes import look_at_c2w
+    from viewer.data import camera_pose
+
+    v = _viewer(synthetic_dir)
+    assert len(v.frusta) == len(v.data.cameras) == 2
+    assert [f.visible for f in v.frusta] == [False, True]  # the page starts at view 0; its own frustum is off
+    pos, wxyz, fov, aspect = camera_pose(v.data.cameras[1])
+    c2w = look_at_c2w((-5.0, 1.0, 1.5), (1.0, 1.0, 0.3))
+    assert np.allclose(pos, c2w[:3, 3], atol=1e-6)
+    R = Rotation.from_quat([wxyz[1], wxyz[2], wxyz[3], wxyz[0]]).as_matrix()
+    assert np.allclose(R, c2w[:3, :3], atol=1e-6)  # OpenCV camera-to-world, as viser takes it
+    assert fov == pytest.approx(2 * math.atan(24 / 60.0)) and aspect == pytest.approx(64 / 48)
+    assert np.allclose(v.frusta[1].position, pos) and np.allclose(v.frusta[1].wxyz, wxyz)
+
+    class Client:
+        camera = _Handle()
+
+        def atomic(self):
+            return contextlib.nullcontext()
+
+    client = Client()
+    v.go_to_view(client, 1)
+    cam = client.camera
+    assert np.allclose(cam.position, pos) and cam.fov == pytest.approx(fov)
+    fwd = (cam.look_at - cam.position) / np.linalg.norm(cam.look_at - cam.position)
+    assert np.allclose(fwd, c2w[:3, 2], atol=1e-6) and np.allclose(cam.up_direction, -c2w[:3, 1])
+    assert [f.visible for f in v.frusta] == [True, False]
 
 
 def test_stuff_and_misses_pick_no_object(synthetic_dir):

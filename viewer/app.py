@@ -246,6 +246,12 @@ class Viewer:
             raise ValueError(f"colour mode {mode!r} is not available for this model ({', '.join(self.data.modes)})")
         with self.lock:
             self.mode = mode
+            if self.gui_mode.value != mode:  # called from code: show it in the dropdown too
+                self._syncing = True
+                try:
+                    self.gui_mode.value = mode
+                finally:
+                    self._syncing = False
             self.refresh()
 
     def isolate(self) -> None:
@@ -305,7 +311,8 @@ class Viewer:
         parts = [f"**{os.path.basename(os.path.normpath(d.model_path))}** · iteration {d.iteration} · "
                  f"{d.num_gaussians:,} Gaussians"]
         if d.table is not None:
-            parts[0] += f" · {len(d.listed())} objects"
+            n = len(d.listed())
+            parts[0] += f" · {n} object{'' if n == 1 else 's'}"
         parts += [f"_{n}_" for n in d.notes]
         return "  \n".join(parts)
 
@@ -314,7 +321,7 @@ class Viewer:
         gui.configure_theme(control_width="medium", show_share_button=False)
         self.gui_header = gui.add_markdown(self._header())
         self.gui_mode = gui.add_dropdown("Colour", d.modes, initial_value=self.mode)
-        self.gui_mode.on_update(lambda _: self.set_mode(self.gui_mode.value))
+        self.gui_mode.on_update(lambda _: None if self._syncing else self.set_mode(self.gui_mode.value))
         with gui.add_folder("Picked object"):
             self.gui_info = gui.add_html("")
             self.gui_isolate = gui.add_button("Isolate", hint="show only this object")
