@@ -338,7 +338,7 @@ class Viewer:
         self.gui_look.on_click(lambda e: self.look_at_picked(e.client))
         self.gui_export.on_click(lambda e: self._export_clicked(e.client, False))
         self.gui_export_without.on_click(lambda e: self._export_clicked(e.client, True))
-        with gui.add_folder("Objects"):
+        with gui.add_folder("Objects", visible=d.table is not None):
             self.gui_search = gui.add_text("Search", "", hint="id or class name")
             self.gui_list = gui.add_dropdown("Object", [NONE])
         self._fill_list("")
