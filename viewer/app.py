@@ -61,7 +61,8 @@ def start_server(host: str = "127.0.0.1", port: int = 8080):
     except ImportError:
         raise ViewerError("viser is not installed; pip install -e '.[viewer]' (or pip install viser)") from None
     check_port(host, port)
-    with contextlib.redirect_stdout(io.StringIO()):  # viser prints its URL box even when not verbose; view.py prints one line
+    # viser prints its URL box even when not verbose; view.py prints one line instead
+    with contextlib.redirect_stdout(io.StringIO()):
         server = viser.ViserServer(host=host, port=port, verbose=False)
     if port and server.get_port() != port:  # lost a race for the port: viser took the next one
         server.stop()
