@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["rotation_matrices", "unit_frames", "ray_alphas", "pick_gaussian", "Picker"]
+__all__ = ["rotation_matrices", "unit_frames", "unit_means", "ray_alphas", "pick_gaussian", "Picker"]
 
 ALPHA_MIN = 1.0 / 255.0  # Gaussians contributing less than this along the ray are ignored (as the rasterizer does)
 ALPHA_MAX = 0.99  # the rasterizer's cap of one splat's alpha
@@ -47,19 +47,25 @@ def unit_frames(quats: Tensor, scales: Tensor) -> Tensor:
     return (rot / scales.clamp_min(1e-12)[:, None, :]).permute(1, 2, 0).contiguous()
 
 
-def ray_alphas(origin: Tensor, direction: Tensor, means_t: Tensor, unit: Tensor, opacities: Tensor) -> tuple:
+def unit_means(means_t: Tensor, unit: Tensor) -> Tensor:
+    """[3, N] each mean in its own unit frame (``R^T mu / s``), from means_t [3, N] and unit [3, 3, N]."""
+    return unit[0] * means_t[0] + unit[1] * means_t[1] + unit[2] * means_t[2]
+
+
+def ray_alphas(origin: Tensor, direction: Tensor, means_u: Tensor, unit: Tensor, opacities: Tensor) -> tuple:
     """Depth of closest approach and peak alpha of every Gaussian along one ray.
 
     Args:
         origin, direction: [3] the ray (direction need not be unit; depths are along the unit direction).
-        means_t: [3, N] centres (transposed); unit: [3, 3, N] (``unit_frames``); opacities: [N] in [0, 1].
+        means_u: [3, N] means in their unit frames (``unit_means``); unit: [3, 3, N] (``unit_frames``);
+        opacities: [N] in [0, 1].
     Returns:
         (t, alpha): [N] depth along the ray of the closest approach and [N] opacity x exp(-m^2 / 2).
     """
     d = direction / direction.norm().clamp_min(1e-12)  # [3]
-    rel = origin[:, None] - means_t  # [3, N] o - mu
-    a = unit[0] * rel[0] + unit[1] * rel[1] + unit[2] * rel[2]  # [3, N] the origin in the unit frame
-    b = unit[0] * d[0] + unit[1] * d[1] + unit[2] * d[2]  # [3, N] the direction in the unit frame
+    o, dd = origin.tolist(), d.tolist()  # scalars: each line below is one pass over [3, N]
+    a = unit[0] * o[0] + unit[1] * o[1] + unit[2] * o[2] - means_u  # [3, N] R^T (o - mu) / s: the origin
+    b = unit[0] * dd[0] + unit[1] * dd[1] + unit[2] * dd[2]  # [3, N] R^T d / s: the direction
     bb = (b * b).sum(0).clamp_min(1e-30)  # [N]
     t = -(a * b).sum(0) / bb  # [N] depth of the closest approach (the same t in both frames)
     perp = a + t * b  # [3, N] the closest point, in the unit frame
@@ -68,17 +74,17 @@ def ray_alphas(origin: Tensor, direction: Tensor, means_t: Tensor, unit: Tensor,
     return t, alpha
 
 
-def pick_gaussian(origin: Tensor, direction: Tensor, means_t: Tensor, unit: Tensor, opacities: Tensor, *,
+def pick_gaussian(origin: Tensor, direction: Tensor, means_u: Tensor, unit: Tensor, opacities: Tensor, *,
                   candidates: Optional[Tensor] = None, threshold: float = 0.5, near: float = 0.0) -> int:
     """Index of the Gaussian a ray meets first (see the module doc), or -1 when it meets none.
 
     Args:
-        origin, direction, means_t, unit, opacities: as for ``ray_alphas``.
+        origin, direction, means_u, unit, opacities: as for ``ray_alphas``.
         candidates: [N] bool, the Gaussians that may be hit (shown ones); None = all.
         threshold: accumulated alpha at which the ray counts as stopped.
         near: Gaussians whose closest approach lies at depth <= near (behind the eye) are ignored.
     """
-    t, alpha = ray_alphas(origin, direction, means_t, unit, opacities)
+    t, alpha = ray_alphas(origin, direction, means_u, unit, opacities)
     hit = (alpha >= ALPHA_MIN) & (t > near)  # [N]
     if candidates is not None:
         hit &= candidates
@@ -105,8 +111,8 @@ class Picker:
     def __init__(self, means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor):
         N = means.shape[0]
         assert quats.shape == (N, 4) and scales.shape == (N, 3) and opacities.reshape(-1).shape == (N,)
-        self.means_t = means.detach().float().cpu().T.contiguous()  # [3, N]
         self.unit = unit_frames(quats.detach().float().cpu(), scales.detach().float().cpu())  # [3, 3, N]
+        self.means_u = unit_means(means.detach().float().cpu().T, self.unit)  # [3, N]
         self.opacities = opacities.detach().float().cpu().reshape(-1)  # [N]
 
     def __len__(self) -> int:
@@ -116,5 +122,5 @@ class Picker:
     def pick(self, origin, direction, candidates: Optional[Tensor] = None, threshold: float = 0.5) -> int:
         o = torch.as_tensor(origin, dtype=torch.float32).reshape(3)
         d = torch.as_tensor(direction, dtype=torch.float32).reshape(3)
-        return pick_gaussian(o, d, self.means_t, self.unit, self.opacities, candidates=candidates,
+        return pick_gaussian(o, d, self.means_u, self.unit, self.opacities, candidates=candidates,
                              threshold=threshold)
