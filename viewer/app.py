@@ -30,7 +30,7 @@ from viewer.data import ViewerData, camera_pose
 
 __all__ = ["ViewerError", "Viewer", "start_server", "check_port"]
 
-FRUSTUM_SCALE = 0.03  # frustum size as a share of the scene's size
+FRUSTUM_SCALE = 0.015  # frustum size as a share of the scene's size
 NONE = "(none)"  # the object list's entry when nothing matches
 
 
