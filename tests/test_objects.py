@@ -244,6 +244,23 @@ def test_stray_filter_drops_far_groups_and_keeps_the_object():
     assert not (keep & (opac < 0.5)).any() and keep[(opac >= 0.5) & (ids == 5)].all()
 
 
+def test_stray_filter_near_keeps_cut_off_parts_of_the_object_only():
+    """--stray_near F: a small part cut off by a gap but inside the main part's box grown by F x its
+    size stays; the far group still goes."""
+    g = torch.Generator().manual_seed(4)
+    body = torch.rand(600, 3, generator=g) * torch.tensor([0.4, 0.4, 0.3])  # a 40 x 40 x 30 cm object
+    handle = torch.rand(20, 3, generator=g) * 0.03 + torch.tensor([0.48, 0.18, 0.12])  # 8 cm off its side
+    far = torch.rand(20, 3, generator=g) * 0.03 + torch.tensor([2.0, 2.0, 0.1])
+    means = torch.cat([body, handle, far]).double()
+    ids = torch.full((640,), 3)
+    opac = torch.full((640,), 0.9)
+    r = 0.04  # the gap (8 cm) is wider than the radius, so the handle is its own component
+    keep = objects.stray_filter(ids, means, opac, radius=r)
+    assert keep[:600].all() and not keep[600:].any()  # without near the handle goes with the far group
+    keep = objects.stray_filter(ids, means, opac, radius=r, near=0.25)  # box grown by 10 cm
+    assert keep[:620].all() and not keep[620:].any()
+
+
 def test_stray_filter_is_scale_free_permutation_equivariant_and_opacity_weighted():
     ids, means, opac = _stray_scene(1)
     base = objects.stray_filter(ids, means, opac, radius=objects.default_radius(means, ids))

@@ -60,6 +60,7 @@ NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected and the str
 DEFAULT_MIN_SHARE = 0.2  # stray filter: components below this share of their id's opacity go (0.5 cuts real parts)
 DEFAULT_RADIUS_FACTOR = 8.0  # stray filter: radius = this x the median nearest-neighbour spacing (4 cuts objects apart)
 DEFAULT_MIN_OPACITY = 0.0  # stray filter: object Gaussians below this opacity are strays
+DEFAULT_NEAR = 0.0  # stray filter: parts whose centre lies in the main part's box grown by this x its size stay
 SHEET_SAMPLE = 4096  # sheet: Gaussians per object used to score the views
 
 
@@ -130,6 +131,7 @@ class StrayFilter:
     radius_factor: float = DEFAULT_RADIUS_FACTOR
     min_share: float = DEFAULT_MIN_SHARE
     min_opacity: float = DEFAULT_MIN_OPACITY
+    near: float = DEFAULT_NEAR
 
 
 @dataclass
@@ -230,7 +232,7 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
         means = model.get_means().detach()
         keep = stray_filter(out.ids, means, model.get_opacities().detach(),
                             radius=default_radius(means, out.ids, strays.radius_factor),
-                            min_share=strays.min_share, min_opacity=strays.min_opacity)
+                            min_share=strays.min_share, min_opacity=strays.min_opacity, near=strays.near)
         out.raw_ids = out.ids
         out.ids = torch.where(keep, out.ids, torch.zeros_like(out.ids))
         out.strays = int(((out.raw_ids > 0) & ~keep).sum())
@@ -266,14 +268,17 @@ def split_ids(ids: Tensor, means: Tensor, *, radius2: float = DEFAULT_RADIUS2, k
 
 
 def stray_filter(ids: Tensor, means: Tensor, opacities: Tensor, *, radius: float, k: int = NEIGHBOURS,
-                 min_share: float = DEFAULT_MIN_SHARE, min_opacity: float = 0.0) -> Tensor:
+                 min_share: float = DEFAULT_MIN_SHARE, min_opacity: float = 0.0,
+                 near: float = DEFAULT_NEAR) -> Tensor:
     """Which Gaussians belong to their object: drop far-away stray groups of each id.
 
     Per id, its Gaussians with opacity >= ``min_opacity`` are split into connected components at
     scale ``radius`` (``_voxel_components``: any two of the id's Gaussians closer than ``radius`` are
     connected; other ids never connect). A component is kept when it is the id's heaviest (most
-    opacity) or holds at least ``min_share`` of the id's opacity; everything else of the id is a
-    stray. ``k`` is accepted for compatibility and unused. Vectorised over Gaussians.
+    opacity), holds at least ``min_share`` of the id's opacity, or has its centre of mass inside the
+    heaviest component's bounding box grown by ``near`` times that box's size on every side (a part
+    of the object cut off by a gap, not a far-away group; 0 turns this off); everything else of the
+    id is a stray. ``k`` is accepted for compatibility and unused. Vectorised over Gaussians.
 
     Args:
         ids: [N] int64 object ids, 0 = stuff.
@@ -303,7 +308,23 @@ def stray_filter(ids: Tensor, means: Tensor, opacities: Tensor, *, radius: float
     L = int(oid.max()) + 1
     idmass = torch.zeros(L, dtype=torch.float64).index_add_(0, oid, ow)  # [L]
     idbest = torch.full((L,), -1.0, dtype=torch.float64).scatter_reduce_(0, cid, cmass, "amax")  # [L]
-    keep_c = (cmass >= idbest[cid]) | (cmass >= min_share * idmass[cid])  # [C]
+    is_best = cmass >= idbest[cid]  # [C]
+    keep_c = is_best | (cmass >= min_share * idmass[cid])  # [C]
+    if near > 0:
+        pts = means.detach()[idx].cpu().to(torch.float64)  # [M, 3]
+        # the heaviest component of each id (ties: the first), its box, and every component's centre
+        best_c = torch.full((L,), C, dtype=torch.int64).scatter_reduce_(
+            0, cid, torch.where(is_best, torch.arange(C), torch.full((C,), C)), "amin")  # [L]
+        in_best = comp == best_c[oid]  # [M]
+        lo = torch.full((L, 3), float("inf"), dtype=torch.float64).scatter_reduce_(
+            0, oid[in_best, None].expand(-1, 3), pts[in_best], "amin")
+        hi = torch.full((L, 3), float("-inf"), dtype=torch.float64).scatter_reduce_(
+            0, oid[in_best, None].expand(-1, 3), pts[in_best], "amax")
+        grow = near * (hi - lo)  # [L, 3]
+        wsum = torch.zeros(C, 3, dtype=torch.float64).index_add_(0, comp, pts * ow[:, None])
+        centre = wsum / cmass.clamp_min(1e-12)[:, None]  # [C, 3] opacity-weighted
+        inside = ((centre >= lo[cid] - grow[cid]) & (centre <= hi[cid] + grow[cid])).all(1)  # [C]
+        keep_c |= inside
     keep[idx] = keep_c[comp]
     return keep
 
@@ -796,6 +817,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--stray_min_share", type=float, default=DEFAULT_MIN_SHARE,
                         help="stray filter: keep groups with at least this share of their id's opacity "
                              "(the heaviest group is always kept)")
+    common.add_argument("--stray_near", type=float, default=DEFAULT_NEAR, metavar="F",
+                        help="stray filter: keep parts whose centre lies inside the object's main part's box "
+                             "grown by F x its size (0: off)")
     common.add_argument("--fill_unseen", action="store_true",
                         help="Gaussians no training view sees take the majority id of their nearest seen "
                              "neighbours (renders the training views once)")
@@ -834,7 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        strays = StrayFilter(args.keep_strays, args.stray_radius, args.stray_min_share, args.stray_min_opacity)
+        strays = StrayFilter(args.keep_strays, args.stray_radius, args.stray_min_share, args.stray_min_opacity,
+                             args.stray_near)
         labels = load_labels(args.model_path, args.iteration, split_disconnected=args.split_disconnected,
                              min_gaussians=args.min_gaussians, strays=strays, fill_unseen=args.fill_unseen,
                              decode=args.decode)
