@@ -244,6 +244,24 @@ def test_stray_filter_drops_far_groups_and_keeps_the_object():
     assert not (keep & (opac < 0.5)).any() and keep[(opac >= 0.5) & (ids == 5)].all()
 
 
+def test_default_radius_is_at_least_twice_the_typical_gaussian():
+    """Sparse models: centres come in near-duplicate clones (tiny spacing) while each Gaussian spans
+    centimetres; the radius follows the Gaussians' size then, in any scene unit."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.rand(200, 3, generator=g, dtype=torch.float64)
+    means = torch.cat([centres, centres + 1e-4])  # clones 0.1 mm apart
+    ids = torch.full((400,), 2)
+    scales = torch.full((400, 3), 0.01, dtype=torch.float64)
+    scales[:, 1] = 0.05  # the largest axis counts
+    spacing_only = objects.default_radius(means, ids)
+    assert spacing_only == pytest.approx(8 * 3 ** 0.5 * 1e-4, rel=0.01)  # 8 x the clone distance
+    assert objects.default_radius(means, ids, scales=scales) == pytest.approx(0.1)
+    assert objects.default_radius(means * 250, ids, scales=scales * 250) == pytest.approx(25.0)
+    assert objects.default_radius(means, ids, scales=scales, scale_factor=0) == spacing_only
+    dense = scales * 1e-3  # tiny Gaussians: the spacing rule decides
+    assert objects.default_radius(means, ids, scales=dense) == spacing_only
+
+
 def test_stray_filter_near_keeps_cut_off_parts_of_the_object_only():
     """--stray_near F: a small part cut off by a gap but inside the main part's box grown by F x its
     size stays; the far group still goes."""

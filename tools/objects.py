@@ -60,6 +60,7 @@ NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected and the str
 DEFAULT_MIN_SHARE = 0.2  # stray filter: components below this share of their id's opacity go (0.5 cuts real parts)
 DEFAULT_RADIUS_FACTOR = 8.0  # stray filter: radius = this x the median nearest-neighbour spacing (4 cuts objects apart)
 DEFAULT_MIN_OPACITY = 0.0  # stray filter: object Gaussians below this opacity are strays
+DEFAULT_SCALE_FACTOR = 2.0  # stray filter: radius at least this x the object Gaussians' median largest scale
 DEFAULT_NEAR = 0.0  # stray filter: parts whose centre lies in the main part's box grown by this x its size stay
 SHEET_SAMPLE = 4096  # sheet: Gaussians per object used to score the views
 
@@ -231,7 +232,7 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     if not strays.keep:
         means = model.get_means().detach()
         keep = stray_filter(out.ids, means, model.get_opacities().detach(),
-                            radius=default_radius(means, out.ids, strays.radius_factor),
+                            radius=default_radius(means, out.ids, strays.radius_factor, model.get_scales()),
                             min_share=strays.min_share, min_opacity=strays.min_opacity, near=strays.near)
         out.raw_ids = out.ids
         out.ids = torch.where(keep, out.ids, torch.zeros_like(out.ids))
@@ -371,17 +372,26 @@ def _voxel_components(pts: Tensor, oid: Tensor, radius: float) -> Tensor:
     return torch.from_numpy(cell_comp.astype(np.int64))[point_cell]
 
 
-def default_radius(means: Tensor, ids: Tensor, factor: float = DEFAULT_RADIUS_FACTOR) -> float:
+def default_radius(means: Tensor, ids: Tensor, factor: float = DEFAULT_RADIUS_FACTOR,
+                   scales: Optional[Tensor] = None, scale_factor: float = DEFAULT_SCALE_FACTOR) -> float:
     """Neighbour radius of the stray filter: ``factor`` times the median distance from an object
-    Gaussian to its nearest object Gaussian (scale-free: works in any scene unit)."""
+    Gaussian to its nearest object Gaussian, and at least ``scale_factor`` times the object
+    Gaussians' median largest scale when ``scales`` [N, 3] are given (scale-free: works in any scene
+    unit). The spacing alone is too small on sparse models, whose centres come in near-duplicate
+    clones while each Gaussian spans centimetres: objects fell apart into hundreds of pieces
+    (RESULTS.md 7d)."""
     from scipy.spatial import cKDTree
 
-    pts = means.detach()[ids > 0].to(torch.float64).cpu().numpy()  # [M, 3]
+    things = ids > 0
+    pts = means.detach()[things].to(torch.float64).cpu().numpy()  # [M, 3]
     if len(pts) < 2:
         return 1.0
     d, _ = cKDTree(pts).query(pts, k=2)
     nn = d[:, 1][d[:, 1] > 0]
-    return float(factor * np.median(nn)) if len(nn) else 1.0
+    r = float(factor * np.median(nn)) if len(nn) else 1.0
+    if scales is not None and scale_factor > 0:
+        r = max(r, float(scale_factor * scales.detach()[things].max(dim=1).values.median()))
+    return r
 
 
 # ----- class names ---------------------------------------------------------------------------
