@@ -358,7 +358,8 @@ def chain(gen, prepared, tmp_path, iterations: int, resolution: int):
     for n in names:
         p = np.array(Image.open(os.path.join(test_dir, "pred_surrogateid", n[:-4] + ".png")))
         W, H = Image.open(os.path.join(prepared, "images", n)).size
-        assert p.dtype == np.uint16 and p.shape == (round(H / resolution), round(W / resolution))
+        # 8-bit when every id of the view is below 256 (utils.image_io.save_label_png), else 16-bit
+        assert p.dtype in (np.uint8, np.uint16) and p.shape == (round(H / resolution), round(W / resolution))
         g = np.array(Image.open(os.path.join(gen["scene"], "gt_objects", n[:-4] + ".png")))[:H, :W] > 0
         preds.append(p)
         truth.append(g[::resolution, ::resolution][:p.shape[0], :p.shape[1]])
