@@ -135,11 +135,9 @@ class Trainer:
     def _init_model(self) -> GaussianModel:
         features: Dict[str, int] = {}
         if self.has_masks:
-            from segmentation.decode import MAX_EMB_DIM
-
-            if not 1 <= self.seg.emb_dim <= MAX_EMB_DIM:
-                raise SceneError(f"--emb_dim {self.seg.emb_dim}: must be 1..{MAX_EMB_DIM} (instance id = code + 1 "
-                                 f"is stored as uint16, so 16 bits would wrap); pass --emb_dim {MAX_EMB_DIM} or less")
+            bad = emb_dim_problem(self.seg.emb_dim)  # also checked by check_args; Trainer can be built directly
+            if bad:
+                raise SceneError(bad)
             features["embedding"] = self.seg.emb_dim
             if self.seg.method == "contrastive_lift":
                 sizes = self.seg.cluster_tune_sizes if self.seg.cluster_tune == "pseudo_pq" else [self.seg.min_cluster_size]
@@ -615,9 +613,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def emb_dim_problem(emb_dim: int) -> Optional[str]:
+    """The one-line error for an embedding width the label files cannot hold, or None."""
+    from segmentation.decode import MAX_EMB_DIM
+
+    if 1 <= emb_dim <= MAX_EMB_DIM:
+        return None
+    return (f"--emb_dim {emb_dim}: must be 1..{MAX_EMB_DIM} (instance id = code + 1 is stored as uint16, so "
+            f"16 bits would wrap); pass --emb_dim {MAX_EMB_DIM} or less")
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Every flag value checked before anything is read or written (one-line SceneError each)."""
-    from segmentation.decode import MAX_EMB_DIM
 
     if not args.source_path:
         raise SceneError("no scene given: pass -s SCENE_FOLDER")
@@ -628,8 +635,7 @@ def check_args(args: argparse.Namespace) -> None:
          "training views whose masks are used); pass e.g. 0.1, or --seg_dir '' to train colour only"),
         (0.0 < args.mask_downscale <= 1.0, f"--mask_downscale {args.mask_downscale}: must be in (0, 1] (the scale "
          "training views are loaded at); pass e.g. 0.5"),
-        (1 <= args.emb_dim <= MAX_EMB_DIM, f"--emb_dim {args.emb_dim}: must be 1..{MAX_EMB_DIM} (instance id = code "
-         f"+ 1 is stored as uint16, so 16 bits would wrap); pass --emb_dim {MAX_EMB_DIM} or less"),
+        (not emb_dim_problem(args.emb_dim), emb_dim_problem(args.emb_dim)),
         (args.semantic_dim >= 0, f"--semantic_dim {args.semantic_dim}: negative; pass 0 (the channels left) or a "
          "positive width, e.g. --semantic_dim 8"),
         (0 <= args.sh_degree <= 3, f"--sh_degree {args.sh_degree}: must be 0..3; pass e.g. --sh_degree 3"),

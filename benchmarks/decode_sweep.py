@@ -237,8 +237,9 @@ def candidate_rules(d) -> list:
     seg_size = np.bincount(inv, weights=pix).astype(np.int64)
     present = pix >= 0.1 * seg_size[inv]
     pcodes, presence = np.unique(code[present], return_counts=True)
-    pres = dict(zip(pcodes.tolist(), presence.tolist()))
-    ratio = np.array([w / max(1, pres.get(c, w)) for c, w in zip(wcodes.tolist(), wins.tolist())])
+    at = np.clip(np.searchsorted(pcodes, wcodes), 0, max(len(pcodes) - 1, 0))
+    found = (len(pcodes) > 0) & (pcodes[at] == wcodes) if len(pcodes) else np.zeros(len(wcodes), bool)
+    ratio = wins / np.maximum(1, np.where(found, presence[at] if len(pcodes) else 0, wins))  # [U]
     V = int(d["views"])
     out = [("plain", None, None)]
     for n in (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 30):

@@ -217,10 +217,12 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     if fill_unseen:
         from segmentation.visibility import fill_unseen as fill, gaussian_visibility
 
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-        weight = gaussian_visibility(model.to(dev) if dev != "cpu" else model, training_cameras(model_path),
-                                     progress=sys.stderr.isatty()).cpu()
-        model = model.to("cpu") if dev != "cpu" else model
+        cameras = training_cameras(model_path)
+        model.to("cuda" if torch.cuda.is_available() else "cpu")  # renders one view each, on the GPU if any
+        try:
+            weight = gaussian_visibility(model, cameras, progress=sys.stderr.isatty()).cpu()
+        finally:
+            model.to("cpu")  # ids and every later step stay on the CPU
         ids = fill(ids, model.get_means().detach(), weight)
     out = ModelLabels(model_path, iteration, ply_path, model, ids, semantic, source=source, num_classes=num_classes)
     out.filled = fill_unseen
