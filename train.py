@@ -261,11 +261,7 @@ class Trainer:
 
     def optimizer_step(self, out) -> None:
         visibility = visibility_from_info(out.info) if self.optimizer_kind == "selective" else None
-        step_all(self.optimizers, visibility)
-        for opt in (self.head_optimizer, self.decoder_optimizer):
-            if opt is not None:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+        step_all([*self.optimizers.values(), self.head_optimizer, self.decoder_optimizer], visibility)
 
     def densify(self, step: int, out) -> None:
         self.strategy.step_post_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
@@ -280,7 +276,8 @@ class Trainer:
             bg, gt = self.background(), view.image_float(self.device)  # gt [H, W, 3]
         with phase("render"):
             out, seg_out, mode = self.render_view(view, bg, step)
-            self.strategy.step_pre_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
+            if step < self.opt.densify_until_iter:  # the screen-space gradient is read while densifying only
+                self.strategy.step_pre_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
         losses = self.compute_losses(step, view, gt, out, seg_out)
         total = sum(self.weights[k] * v for k, v in losses.items())
         with phase("backward"):

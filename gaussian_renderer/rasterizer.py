@@ -130,53 +130,52 @@ class _RasterizeSplitGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, geo, feat, background, width, height, tile_size,
+    def forward(ctx, means2d, conics, opacities, colors, n_geo, background, width, height, tile_size,
                 isect_offsets, flatten_ids):
-        # means2d [1, N, 2], conics [1, N, 3], opacities [1, N], geo [1, N, G], feat [1, N, F],
+        # means2d [1, N, 2], conics [1, N, 3], opacities [1, N], colors [1, N, G + F] (geo first),
         # background [1, G + F] or None; isect_offsets [1, th, tw], flatten_ids [I] int32
         from gsplat.cuda._wrapper import _make_lazy_cuda_func
 
-        n_geo, n_feat = geo.shape[-1], feat.shape[-1]
-        colors = _pad_channels(torch.cat([geo, feat], dim=-1))
+        n_feat = colors.shape[-1] - n_geo
         bg = _pad_channels(background)
         render, alphas, last_ids = _make_lazy_cuda_func("rasterize_to_pixels_3dgs_fwd")(
-            means2d, conics, colors, opacities, bg, None, width, height, tile_size,
+            means2d, conics, _pad_channels(colors), opacities, bg, None, width, height, tile_size,
             isect_offsets, flatten_ids,
         )  # [1, H, W, D_pad], [1, H, W, 1], [1, H, W]
         bg_geo = None if background is None else background[..., :n_geo]
-        ctx.save_for_backward(means2d, conics, opacities, geo, feat, bg_geo, isect_offsets, flatten_ids,
+        ctx.save_for_backward(means2d, conics, opacities, colors, bg_geo, isect_offsets, flatten_ids,
                               alphas, last_ids)
         ctx.dims = (width, height, tile_size, n_geo, n_feat)
-        ctx.has_background = background is not None
-        # Separate tensors (not views of one buffer): autograd then treats them as plain outputs.
-        return render[..., :n_geo].clone(), render[..., n_geo:n_geo + n_feat].clone(), alphas
+        # One output of G + F channels (the caller splits views of it): no copy unless padded.
+        return render[..., :n_geo + n_feat].contiguous(), alphas
 
     @staticmethod
-    def backward(ctx, v_geo, v_feat, v_alphas):
+    def backward(ctx, v_render, v_alphas):
         from gsplat.cuda._wrapper import _make_lazy_cuda_func
 
-        means2d, conics, opacities, geo, feat, bg_geo, isect_offsets, flatten_ids, alphas, last_ids = ctx.saved_tensors
+        means2d, conics, opacities, colors, bg_geo, isect_offsets, flatten_ids, alphas, last_ids = ctx.saved_tensors
         width, height, tile_size, n_geo, n_feat = ctx.dims
         bwd = _make_lazy_cuda_func("rasterize_to_pixels_3dgs_bwd")
         common = (width, height, tile_size, isect_offsets, flatten_ids, alphas, last_ids)
 
-        v_means2d = v_conics = v_opacities = v_geo_colors = v_feat_colors = v_background = None
-        if any(ctx.needs_input_grad[:4]):
+        v_means2d = v_conics = v_opacities = v_colors = v_background = None
+        need_colors = ctx.needs_input_grad[3]
+        if any(ctx.needs_input_grad[:3]) or need_colors:
+            # geometry and the geo channels: gsplat's backward of a render of those channels alone
             _, v_means2d, v_conics, v_geo_colors, v_opacities = bwd(
-                means2d, conics, _pad_channels(geo), opacities, _pad_channels(bg_geo), None, *common,
-                _pad_channels(v_geo), v_alphas.contiguous(), False,
+                means2d, conics, _pad_channels(colors[..., :n_geo]), opacities, _pad_channels(bg_geo), None,
+                *common, _pad_channels(v_render[..., :n_geo]), v_alphas.contiguous(), False,
             )
-            v_geo_colors = v_geo_colors[..., :n_geo]
-        if ctx.needs_input_grad[4]:
-            _, _, _, v_feat_colors, _ = bwd(
-                means2d, conics, _pad_channels(feat), opacities, None, None, *common,
-                _pad_channels(v_feat), torch.zeros_like(v_alphas), False,
-            )
-            v_feat_colors = v_feat_colors[..., :n_feat]
+        if need_colors:
+            # the detached channels: their colour gradient only (the weights are constants for them)
+            v_feat_colors = bwd(
+                means2d, conics, _pad_channels(colors[..., n_geo:]), opacities, None, None, *common,
+                _pad_channels(v_render[..., n_geo:]), torch.zeros_like(v_alphas), False,
+            )[3]
+            v_colors = torch.cat([v_geo_colors[..., :n_geo], v_feat_colors[..., :n_feat]], dim=-1)
         if ctx.needs_input_grad[5]:
-            v_out = torch.cat([v_geo, v_feat], dim=-1)  # [1, H, W, G + F]
-            v_background = (v_out * (1.0 - alphas)).sum(dim=(-3, -2))  # [1, G + F]
-        return (v_means2d, v_conics, v_opacities, v_geo_colors, v_feat_colors, v_background,
+            v_background = (v_render * (1.0 - alphas)).sum(dim=(-3, -2))  # [1, G + F]
+        return (v_means2d, v_conics, v_opacities, v_colors, None, v_background,
                 None, None, None, None, None)
 
 
@@ -207,14 +206,12 @@ def _rasterize_gsplat_split(
 
     opacities_c = opacities[None]  # [1, N]
     n_geo = colors.shape[1] - detached_channels
-    geo = colors[None, :, :n_geo].contiguous()  # [1, N, G]
-    feat = colors[None, :, n_geo:].contiguous()  # [1, N, F]
     bg = None if background is None else background[None].contiguous()  # [1, G + F]
-    render_geo, render_feat, alpha = _RasterizeSplitGrad.apply(
-        means2d.contiguous(), conics.contiguous(), opacities_c.contiguous(), geo, feat, bg,
+    render, alpha = _RasterizeSplitGrad.apply(
+        means2d.contiguous(), conics.contiguous(), opacities_c.contiguous(), colors[None].contiguous(), n_geo, bg,
         width, height, tile_size, isect_offsets.contiguous(), flatten_ids.contiguous(),
-    )
-    render = torch.cat([render_geo, render_feat], dim=-1)[0]  # [H, W, D]
+    )  # [1, H, W, D], [1, H, W, 1]
+    render = render[0]
     meta = {
         "batch_ids": None, "camera_ids": None, "gaussian_ids": None,
         "radii": radii, "means2d": means2d, "depths": depths, "conics": conics,

@@ -387,10 +387,17 @@ def triplet_loss(z: Tensor, triplets: Tensor, margin: float = 1.0) -> Tensor:
         raise ValueError(f"triplet_loss: triplets must be [T,3], got {tuple(triplets.shape)}")
     if triplets.shape[0] == 0:
         return _zero_like_graph(z)
-    za, zp, zn = zf[triplets[:, 0]], zf[triplets[:, 1]], zf[triplets[:, 2]]  # [T, D] each
-    d_ap = (za - zp).square().sum(-1)  # [T]
-    d_an = (za - zn).square().sum(-1)  # [T]
-    return torch.relu(d_ap - d_an + margin).mean()
+    # one gather (its backward is one index_add_, not three accumulating index_put_s)
+    return triplet_hinge(zf.index_select(0, triplets.reshape(-1)).reshape(-1, 3, zf.shape[-1]), margin)
+
+
+def triplet_hinge(z3: Tensor, margin: float = 1.0) -> Tensor:
+    """Mean hinge over triplets given as rows ``z3`` [T, 3, D] (anchor, positive, negative); see
+    ``triplet_loss``. 0 attached to the graph when T = 0."""
+    if z3.shape[0] == 0:
+        return _zero_like_graph(z3)
+    d = (z3[:, :1] - z3[:, 1:]).square().sum(-1)  # [T, 2]: |a - p|^2, |a - n|^2
+    return torch.relu(d[:, 0] - d[:, 1] + margin).mean()
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,8 +411,10 @@ def neighbor_loss(
     *,
     max_edges: int | None = None,
     generator: torch.Generator | None = None,
+    activation=None,
 ) -> Tensor:
-    """Mean ``||v_i - v_j||^2`` over neighbour pairs (Eq. 6, normalised).
+    """Mean ``||f(v_i) - f(v_j)||^2`` over neighbour pairs (Eq. 6, normalised), f = ``activation``
+    (elementwise, e.g. ``torch.sigmoid``; None: identity).
 
     Args:
         v: [N, D] per-Gaussian embeddings (raw v or sigmoid(v): the caller chooses).
@@ -421,10 +430,15 @@ def neighbor_loss(
         return _zero_like_graph(v)
     if max_edges is not None and edges.shape[0] > max_edges:
         pick = torch.randint(edges.shape[0], (max_edges,), generator=generator, device=edges.device)
-        edges = edges[pick]
-    # index_select: its backward (index_add_) is deterministic on the CPU, unlike advanced indexing
-    # (index_put_ with accumulate), which made resumed runs drift in the last bits.
-    return (v.index_select(0, edges[:, 0]) - v.index_select(0, edges[:, 1])).square().sum(-1).mean()
+        edges = edges.index_select(0, pick)
+    # One index_select for both ends (its backward, one index_add_, is deterministic on the CPU,
+    # unlike advanced indexing, whose index_put_ made resumed runs drift in the last bits); the
+    # activation runs on the gathered rows only, not on every Gaussian.
+    x = v.index_select(0, edges.reshape(-1))  # [2E, D]
+    if activation is not None:
+        x = activation(x)
+    x = x.reshape(-1, 2, x.shape[-1])
+    return (x[:, 0] - x[:, 1]).square().sum(-1).mean()
 
 
 def semantic_loss(
@@ -432,8 +446,10 @@ def semantic_loss(
     target: Tensor,
     confidence: Tensor | None = None,
     ignore_index: int = -1,
+    n_valid: int | None = None,
 ) -> Tensor:
     """Confidence-weighted cross-entropy: ``sum_p c_p CE_p / #valid`` over pixels with a label.
+    ``n_valid``: #valid when the caller knows it (prepared targets), saving its count per step.
 
     Dividing by the number of valid pixels (not by ``sum c``) lets low-confidence views weigh less.
 
@@ -449,7 +465,10 @@ def semantic_loss(
     tg = target.reshape(-1).to(torch.int64)  # [P]
     if tg.numel() != lg.shape[0]:
         raise ValueError(f"semantic_loss: logits {tuple(logits.shape)} and target {tuple(target.shape)} disagree")
-    n_valid = (tg != ignore_index).sum().clamp_min(1)  # no host sync; ce is all 0 when none is valid
+    if n_valid is None:
+        n_valid = (tg != ignore_index).sum().clamp_min(1)  # no host sync; ce is all 0 when none is valid
+    else:
+        n_valid = max(1, int(n_valid))
     ce = F.cross_entropy(lg, tg, ignore_index=ignore_index, reduction="none")  # [P], 0 where ignored
     if confidence is not None:
         conf = confidence.reshape(-1).to(ce.dtype)

@@ -24,7 +24,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-from segmentation.losses import TripletHead, neighbor_loss, semantic_loss, triplet_loss
+from segmentation.losses import TripletHead, neighbor_loss, semantic_loss, triplet_hinge
 from segmentation.neighbors import neighbor_graph
 from segmentation.targets import (SegmentTargets, prepare_semantic_target, prepare_targets,
                                   prepared_cluster_loss, prepared_sample_triplets)
@@ -38,6 +38,7 @@ class ViewTargets:
     instance: Optional[SegmentTargets] = None  # relabelled ids, boundaries, triplet candidates
     semantic: Optional[Tensor] = None  # [P] int16/int64 class ids, -1 outside the valid region
     confidence: Optional[Tensor] = None  # [P] float32 in [0, 1]
+    semantic_valid: Optional[int] = None  # pixels with a class (semantic != -1)
     ignore_id: Optional[int] = 0  # the raw ignore id the instance targets were built with
 
     def nbytes(self) -> int:
@@ -100,6 +101,7 @@ class SegmentationObjective:
             t.instance = prepare_targets(view.instance, view.valid, ignore_id=self.ignore_id, device=device)
         if view.semantic is not None:
             t.semantic = prepare_semantic_target(view.semantic, view.valid, device=device)
+            t.semantic_valid = int((t.semantic != -1).sum())
             if view.confidence is not None:
                 t.confidence = view.confidence.to(device=device, dtype=torch.float32).reshape(-1)
         view.targets = t
@@ -117,7 +119,7 @@ class SegmentationObjective:
             t = ViewTargets(instance=t.instance.to(device) if t.instance is not None else None,
                             semantic=t.semantic.to(device, non_blocking=True) if t.semantic is not None else None,
                             confidence=t.confidence.to(device, non_blocking=True) if t.confidence is not None else None,
-                            ignore_id=t.ignore_id)
+                            semantic_valid=t.semantic_valid, ignore_id=t.ignore_id)
         return t
 
     # ----- losses --------------------------------------------------------------------------
@@ -137,18 +139,20 @@ class SegmentationObjective:
             if self.head is not None and step >= cfg.triplet_from_iter:
                 with phase("loss/triplet"):
                     trip = prepared_sample_triplets(t, cfg.triplet_max, generator=self.generator)  # [T, 3]
-                    z = self.head(emb.reshape(-1, emb.shape[-1]))  # [P, d]
-                    out["triplet"] = triplet_loss(z, trip, margin=cfg.triplet_margin)
+                    # W acts per pixel: project only the 3T sampled pixels, not all P
+                    x = emb.reshape(-1, emb.shape[-1]).index_select(0, trip.reshape(-1))  # [3T, d]
+                    out["triplet"] = triplet_hinge(self.head(x).reshape(-1, 3, x.shape[-1]), cfg.triplet_margin)
         if self.num_classes and SEMANTIC in features and targets.semantic is not None:
             with phase("loss/semantic"):
                 logits = self.semantic_logits(features[SEMANTIC]).reshape(-1, self.num_classes)  # [P, C]
-                out["semantic"] = semantic_loss(logits, targets.semantic.long(), targets.confidence, ignore_index=-1)
+                out["semantic"] = semantic_loss(logits, targets.semantic, targets.confidence, ignore_index=-1,
+                                                n_valid=targets.semantic_valid)
         if cfg.use_3d and cfg.method == "unic" and step >= cfg.l3d_from_iter:
             with phase("loss/3d"):
                 self._refresh_graph(step, model)
                 if self.edges is not None and len(self.edges):
-                    v = torch.sigmoid(model.params[EMBEDDING])  # L_3D in code space, bounded
-                    out["3d"] = neighbor_loss(v, self.edges, max_edges=cfg.l3d_max_edges, generator=self.generator)
+                    out["3d"] = neighbor_loss(model.params[EMBEDDING], self.edges, max_edges=cfg.l3d_max_edges,
+                                              generator=self.generator, activation=torch.sigmoid)  # code space
         return out
 
     def weights(self) -> Dict[str, float]:

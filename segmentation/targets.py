@@ -40,22 +40,24 @@ class SegmentTargets:
     num_segments: int  # K: segments with at least one kept pixel
     num_kept: int  # kept (non-ignored) pixels
     labels: Tensor  # [P] int32 in [0, K]; K = ignored
-    counts: Tensor  # [K] float32 pixels per segment (all >= 1)
+    counts: Tensor  # [K + 1] float32 pixels per segment (all >= 1); row K: ignored pixels (at least 1)
     radius: int  # boundary window radius
     boundary: Tensor  # [B] int64 boundary pixels grouped by segment (ascending pixel within a group)
-    anchors: Tensor  # [M] int64 anchor candidates: boundary pixels of segments with >= 2 of them,
-    #                  ascending pixel index
-    anchor_start: Tensor  # [M] int64 where the anchor's segment block starts in ``boundary``
-    anchor_count: Tensor  # [M] int64 boundary pixels of the anchor's segment
-    anchor_rank: Tensor  # [M] int64 the anchor's own position inside its block
+    anchor_table: Tensor  # [M, 4 + Q] int32, one row per anchor candidate (a boundary pixel of a
+    #   segment with >= 2 of them, ascending pixel index): pixel, where its segment's block starts in
+    #   ``boundary``, the block's size, the anchor's rank inside it, then its Q = (2r+1)^2 window
+    #   pixels (row-major offsets), each the flat pixel if it holds another segment, else -1
 
     @property
     def num_anchors(self) -> int:
-        return int(self.anchors.shape[0])
+        return int(self.anchor_table.shape[0])
+
+    @property
+    def anchors(self) -> Tensor:  # [M] int64
+        return self.anchor_table[:, 0].long()
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.labels, self.counts, self.boundary, self.anchors,
-                                                           self.anchor_start, self.anchor_count, self.anchor_rank))
+        return sum(t.numel() * t.element_size() for t in (self.labels, self.counts, self.boundary, self.anchor_table))
 
     def to(self, device) -> "SegmentTargets":
         moved = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in vars(self).items()}
@@ -94,6 +96,8 @@ def prepare_targets(instance: Tensor, valid: Optional[Tensor] = None, *, ignore_
     labels = torch.full_like(flat, K)  # [P]; K = ignored
     labels[keep] = lab_kept
     counts = torch.bincount(lab_kept, minlength=K).to(torch.float32)  # [K]
+    n_ignored = float(flat.numel() - lab_kept.numel())
+    counts = torch.cat([counts, counts.new_full((1,), max(1.0, n_ignored))])  # [K + 1]
 
     # Boundary pixels on the relabelled map (ignored pixels carry K and are "no segment").
     bnd = boundary_mask(labels.reshape(H, W), radius, ignore_id=K).reshape(-1)  # [P]
@@ -106,11 +110,24 @@ def prepare_targets(instance: Tensor, valid: Optional[Tensor] = None, *, ignore_
     rank[order] = torch.arange(order.numel(), device=device)
     cand = torch.nonzero(cnt[b_lab] >= 2).squeeze(1)  # [M] into b_*, ascending pixel order
     a_lab = b_lab[cand]
+    anchor = b_idx[cand]  # [M]
+    # The anchor's (2r+1)^2 window: pixels of another (kept) segment are its negative candidates.
+    d = torch.arange(-radius, radius + 1, device=device)
+    dy, dx = (g.reshape(-1) for g in torch.meshgrid(d, d, indexing="ij"))  # [Q]
+    ay, ax = anchor // W, anchor % W
+    ny, nx = ay[:, None] + dy, ax[:, None] + dx  # [M, Q]
+    inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+    n_px = ny.clamp(0, H - 1) * W + nx.clamp(0, W - 1)  # [M, Q]
+    n_lab = labels[n_px]
+    ok = inside & (n_lab != labels[anchor][:, None]) & (n_lab != K)
+    table = torch.cat([torch.stack([anchor, start[a_lab], cnt[a_lab], rank[cand] - start[a_lab]], 1),
+                       torch.where(ok, n_px, -1)], 1)  # [M, 4 + Q]
+    if H * W >= 2**31:
+        raise ValueError(f"prepare_targets: {H}x{W} views are too large for int32 pixel indices")
     return SegmentTargets(
         height=H, width=W, num_segments=K, num_kept=int(keep.sum()),
         labels=labels.to(torch.int32), counts=counts, radius=radius,
-        boundary=b_idx[order], anchors=b_idx[cand], anchor_start=start[a_lab], anchor_count=cnt[a_lab],
-        anchor_rank=rank[cand] - start[a_lab])
+        boundary=b_idx[order], anchor_table=table.to(torch.int32))
 
 
 @torch.no_grad()
@@ -143,18 +160,19 @@ def prepared_cluster_loss(emb: Tensor, t: SegmentTargets, *, push: str = "gauss"
     K = t.num_segments
     if t.num_kept == 0:
         return {"pull": zero, "push": zero, "total": zero}
-    sums = e.new_zeros(K + 1, e.shape[1]).index_add_(0, t.labels, e)  # [K+1, D]; row K: ignored pixels
-    means = sums[:K] / t.counts.to(e.dtype)[:, None]  # [K, D]
-    means_ext = torch.cat([means, means.new_zeros(1, e.shape[1])])  # [K+1, D]
-    kept = (t.labels < K).to(e.dtype)  # [P]
-    d2 = (e - means_ext.index_select(0, t.labels)).square().sum(-1)  # [P]
-    pull = (d2 * kept).sum() / t.num_kept
+    # Few, large ops (the host issues each one; see benchmarks/RESULTS.md, section 8): row K of the
+    # sums and means belongs to the ignored pixels, whose distances are masked out of the pull.
+    sums = e.new_zeros(K + 1, e.shape[1]).index_add_(0, t.labels, e)  # [K+1, D]
+    means_all = sums / t.counts[:, None]  # [K+1, D]
+    d2 = (e - means_all.index_select(0, t.labels)).square().sum(-1)  # [P]
+    pull = (d2 * (t.labels < K)).sum() / t.num_kept
     if K < 2:
         push_term = zero
-    else:
-        i, j = torch.triu_indices(K, K, offset=1, device=e.device)  # [K(K-1)/2]
-        dd = (means[i] - means[j]).square().sum(-1)
-        push_term = (-dd if push == "sqdist" else torch.exp(-dd / push_scale)).mean()
+    else:  # mean over the pairs i < j of a [K, K] matrix: no index lists, no scatter in the backward
+        means = means_all[:K]  # [K, D]
+        dd = (means[:, None, :] - means[None, :, :]).square().sum(-1)  # [K, K]
+        f = -dd if push == "sqdist" else torch.exp(dd * (-1.0 / push_scale))
+        push_term = torch.triu(f, diagonal=1).sum() / (K * (K - 1) / 2)
     return {"pull": pull, "push": push_term, "total": pull_weight * pull + push_weight * push_term}
 
 
@@ -172,13 +190,12 @@ def prepared_sample_triplets(t: SegmentTargets, max_triplets: int = 3000, *, neg
     M = t.num_anchors
     if M == 0 or max_triplets <= 0:
         return torch.zeros(0, 3, dtype=torch.int64, device=dev)
+    rows = t.anchor_table
     if M > max_triplets:
-        pick = torch.randperm(M, generator=generator, device=dev)[:max_triplets]  # [T]
-        anchor, start, cnt, rank = (x.index_select(0, pick) for x in
-                                    (t.anchors, t.anchor_start, t.anchor_count, t.anchor_rank))
-    else:
-        anchor, start, cnt, rank = t.anchors, t.anchor_start, t.anchor_count, t.anchor_rank
-    T = anchor.shape[0]
+        rows = rows.index_select(0, torch.randperm(M, generator=generator, device=dev)[:max_triplets])  # [T, 4+Q]
+    rows = rows.long()
+    anchor, start, cnt, rank = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    T = rows.shape[0]
 
     # Positive: uniform over the other cnt-1 boundary pixels of the anchor's segment.
     u = torch.rand(T, generator=generator, device=dev)
@@ -192,17 +209,8 @@ def prepared_sample_triplets(t: SegmentTargets, max_triplets: int = 3000, *, neg
         r = (u * (B - cnt)).long().clamp_max(B - cnt - 1)
         r = r + (r >= start).long() * cnt
         neg = t.boundary.index_select(0, r)
-    else:
-        H, W, rad = t.height, t.width, t.radius
-        d = torch.arange(-rad, rad + 1, device=dev)
-        dy, dx = torch.meshgrid(d, d, indexing="ij")
-        dy, dx = dy.reshape(-1), dx.reshape(-1)  # [Q]
-        ay, ax = anchor // W, anchor % W
-        ny, nx = ay[:, None] + dy, ax[:, None] + dx  # [T, Q]
-        inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-        n_px = ny.clamp(0, H - 1) * W + nx.clamp(0, W - 1)  # [T, Q]
-        n_lab = t.labels[n_px]  # [T, Q]
-        ok = inside & (n_lab != t.labels[anchor][:, None]) & (n_lab != t.num_segments)
-        score = torch.rand(ok.shape, generator=generator, device=dev).masked_fill(~ok, -1.0)
-        neg = n_px.gather(1, score.argmax(1, keepdim=True)).squeeze(1)
+    else:  # uniform among the window pixels of another segment (prepared: -1 where none)
+        nbrs = rows[:, 4:]  # [T, Q]
+        score = torch.rand(nbrs.shape, generator=generator, device=dev).masked_fill(nbrs < 0, -1.0)
+        neg = nbrs.gather(1, score.argmax(1, keepdim=True)).squeeze(1)
     return torch.stack([anchor, pos, neg], dim=1)

@@ -370,9 +370,17 @@ def test_measure_extraction_precision_recall_by_hand():
     assert a.precision == pytest.approx((1 + 1 + 2 + 0.5) / (1 + 1 + 2 + 0.5 + 0.5 + 1))  # 15 cm and far: out
     assert a.recall == pytest.approx(1.0)  # the floor Gaussian is not part of the object
     assert b.precision == pytest.approx(1.0) and b.recall == pytest.approx(0.6)  # id 4 holds the rest
+    assert (b.missed_other, b.missed_stuff, b.missed_filtered) == (pytest.approx(0.4), 0.0, 0.0)
+    assert rep.missed["other"] == pytest.approx(1.0 / (4.0 + 2.5))  # of all reference opacity
     kept = ids > 0
     kept[8] = False  # a stray filter that drops the far Gaussian
     assert measure_extraction(ids, kept, pts, w, boxes).objects[0].precision == pytest.approx(4.5 / 5.0)
+    kept[2] = False  # ... and one inside box 1 (2 of its 4 reference opacity)
+    a2 = measure_extraction(ids, kept, pts, w, boxes).objects[0]
+    assert a2.recall == pytest.approx(0.5) and a2.missed_filtered == pytest.approx(0.5)
+    stuffed = ids.clone()
+    stuffed[1] = 0  # labelled stuff: 1 of box 1's 4
+    assert measure_extraction(stuffed, stuffed > 0, pts, w, boxes).objects[0].missed_stuff == pytest.approx(0.25)
     assert rep.median_precision == pytest.approx(np.median([a.precision, 1.0]))
     # an observed object no id claims scores 0 / 0; an unobserved one is left out
     none = measure_extraction(torch.zeros(9, dtype=torch.int64), torch.zeros(9, dtype=torch.bool), pts, w, boxes)

@@ -50,7 +50,8 @@ def test_invalid_pixels_are_ignored_not_a_segment():
     assert t.num_kept == int(valid.sum())
     lab = t.labels.reshape(seg.shape)
     assert (lab[~valid] == t.num_segments).all() and (lab[valid] < t.num_segments).all()
-    assert torch.equal(t.counts, torch.bincount(lab[valid].long(), minlength=t.num_segments).float())
+    assert torch.equal(t.counts[:-1], torch.bincount(lab[valid].long(), minlength=t.num_segments).float())
+    assert t.counts[-1].item() == float((~valid).sum())  # the ignored pixels' row
     # The embedding there has no effect on the loss; elsewhere it has.
     emb2 = emb.clone()
     emb2[~valid] = 1.0 - emb2[~valid]
@@ -96,7 +97,7 @@ def test_prepared_triplet_properties():
     # Positives cover the anchor's segment uniformly: over many draws, every other boundary pixel
     # of a segment shows up as a positive of one fixed anchor.
     k = 0
-    a0, start, cnt = t.anchors[k], int(t.anchor_start[k]), int(t.anchor_count[k])
+    a0, start, cnt = t.anchors[k], int(t.anchor_table[k, 1]), int(t.anchor_table[k, 2])
     g = torch.Generator().manual_seed(1)
     seen = torch.zeros(flat.numel(), dtype=torch.int64)
     for _ in range(60):

@@ -40,7 +40,7 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -200,6 +200,10 @@ class ObjectScore:
     recall: Optional[float]
     reference_mass: float  # opacity inside the shrunk box
     extracted_mass: float  # opacity of what extract returns for matched_id
+    # where the reference opacity that extract misses went, as shares of reference_mass:
+    missed_stuff: float = 0.0  # labelled stuff (id 0)
+    missed_other: float = 0.0  # labelled another object's id
+    missed_filtered: float = 0.0  # the object's id, dropped by the stray filter
 
 
 @dataclass
@@ -212,6 +216,8 @@ class ExtractionReport:
     median_recall: Optional[float] = None
     observed: int = 0
     unmatched: int = 0  # observed objects no id matches
+    # shares of ALL observed objects' reference opacity that extract misses, by cause
+    missed: Dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "objects"},
@@ -269,6 +275,11 @@ def measure_extraction(ids: Tensor, kept: Tensor, means: Tensor, opacities: Tens
     ref_mass = np.bincount(o, weights=w[g], minlength=K)  # [K]
     hit = (ext[g] == matched[o]) & (matched[o] > 0)
     got_mass = np.bincount(o[hit], weights=w[g[hit]], minlength=K)  # [K]
+    # the misses, by cause: stuff label, another object's id, the object's id but filtered out
+    ids_g = ids[g]
+    same = (ids_g == matched[o]) & (matched[o] > 0)
+    causes = {"stuff": ~hit & (ids_g == 0), "other": ~hit & (ids_g > 0) & ~same, "filtered": ~hit & same}
+    miss_mass = {c: np.bincount(o[m], weights=w[g[m]], minlength=K) for c, m in causes.items()}  # [K] each
 
     prec, rec = [], []
     for k in range(K):  # one row per object
@@ -277,13 +288,17 @@ def measure_extraction(ids: Tensor, kept: Tensor, means: Tensor, opacities: Tens
         em = float(ext_mass[m]) if m > 0 else 0.0
         p = (float(in_mass[k] / em) if em > 0 else 0.0) if observed else None
         r = float(got_mass[k] / ref_mass[k]) if observed else None
+        share = {c: float(miss_mass[c][k] / ref_mass[k]) if observed else 0.0 for c in causes}
         report.objects.append(ObjectScore(int(boxes.ids[k]), boxes.kinds[k], m if m > 0 else None, p, r,
-                                          float(ref_mass[k]), em))
+                                          float(ref_mass[k]), em, share["stuff"], share["other"], share["filtered"]))
         if observed:
             prec.append(p)
             rec.append(r)
             report.unmatched += int(m <= 0)
     report.observed = len(prec)
+    total = float(ref_mass.sum())
+    if total > 0:
+        report.missed = {c: float(miss_mass[c].sum() / total) for c in causes}
     if prec:
         report.median_precision = float(np.median(prec))
         report.median_recall = float(np.median(rec))
@@ -297,15 +312,21 @@ def _f(v: Optional[float]) -> str:
 def format_report(report: ExtractionReport, title: str = "") -> str:
     """One line per object and the medians."""
     lines = [title] if title else []
-    lines.append(f"{'gt id':>5}  {'kind':<12} {'pred id':>7}  {'precision':>9}  {'recall':>6}  {'ref opacity':>11}")
+    lines.append(f"{'gt id':>5}  {'kind':<12} {'pred id':>7}  {'precision':>9}  {'recall':>6}  {'ref opacity':>11}"
+                 f"  {'missed: stuff':>13} {'other id':>8} {'filtered':>8}")
     for s in report.objects:
         lines.append(f"{s.gt_id:>5}  {s.kind:<12} {('-' if s.matched_id is None else s.matched_id):>7}  "
-                     f"{_f(s.precision):>9}  {_f(s.recall):>6}  {s.reference_mass:11.2f}")
+                     f"{_f(s.precision):>9}  {_f(s.recall):>6}  {s.reference_mass:11.2f}  "
+                     f"{_f(s.missed_stuff):>13} {_f(s.missed_other):>8} {_f(s.missed_filtered):>8}")
     lines.append(f"median precision {_f(report.median_precision)}, median recall {_f(report.median_recall)} over "
                  f"{report.observed} observed objects of {len(report.objects)} ({report.unmatched} unmatched); "
                  f"box grown by {report.grow:g} m for precision; recall reference: "
                  + (f"box shrunk by {report.inner:g} m" if report.reference == "box" else
                     f"Gaussians within {report.inner:g} m of the object's own surface"))
+    if report.missed:
+        m = report.missed
+        lines.append(f"reference opacity missed: {m['stuff']:.1%} labelled stuff, {m['other']:.1%} another "
+                     f"object's id, {m['filtered']:.1%} dropped by the stray filter")
     return "\n".join(lines)
 
 

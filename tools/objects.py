@@ -896,7 +896,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     f"min opacity {args.stray_min_opacity:g}")
             for key, title in (("all", "every Gaussian of the id"), ("extract", f"extract (stray filter: {filt})")):
                 text = format_report(res[key], f"{title}:")
-                print(text.splitlines()[-1] if args.quiet else text + "\n")
+                summary = [ln for ln in text.splitlines() if ln.startswith(("median ", "reference opacity missed"))]
+                print("\n".join(summary) if args.quiet else text + "\n")
             if args.json:
                 from utils.general_utils import atomic_write_text
 

@@ -1,0 +1,174 @@
+"""Where one training step spends its time: wall clock, host (Python) time per stage, GPU kernel time.
+
+    python benchmarks/profile_step.py -s SCENE --out output/profile_step [--variants plain unic]
+        [--warmup 3100] [--steps 300] [--densify_until 3000] [-- extra train.py flags]
+
+For each variant the trainer is built in this process and stepped ``--warmup`` iterations (past
+the end of densification, so every loss is on and the Gaussian count is fixed), then:
+
+* **wall**: ``--steps`` iterations between two synchronisations, ms per iteration;
+* **host**: the same iterations again with every stage timed by ``time.perf_counter`` and no
+  synchronisation, i.e. the time Python needs to issue the work (where it exceeds the GPU's
+  kernel time, the loop is bound by the host);
+* **GPU**: torch.profiler over 20 iterations: kernel time and kernel launches per iteration, and the
+  operators with the most host time.
+
+Writes ``OUT/profile.md`` and ``OUT/profile.json``; the Markdown is printed too. Variants are
+``plain`` (``--seg_dir none``) and ``unic`` (every default), optionally ``NAME:FLAGS``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections import defaultdict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import torch  # noqa: E402
+
+BUILTIN = {"plain": ["--seg_dir", "none"], "unic": []}
+
+
+def build_trainer(scene: str, model_dir: str, flags: list):
+    import train
+    from scene.dataset_readers import read_scene_for
+
+    args = train.prepare_args(["-s", scene, "-m", model_dir, "--quiet", *flags])
+    info = read_scene_for(args, allow_missing_masks=False)
+    train.resolve_semantic_head(args, info)
+    return train.Trainer(args, info)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def compile_losses() -> None:
+    """Experiment: torch.compile the loss functions whose shapes are fixed per scene."""
+    import train
+    import segmentation.objective as objective
+
+    train.photometric_loss = torch.compile(train.photometric_loss)
+    objective.triplet_loss = torch.compile(objective.triplet_loss, dynamic=True)
+    objective.semantic_loss = torch.compile(objective.semantic_loss)
+    objective.neighbor_loss = torch.compile(objective.neighbor_loss, dynamic=True)
+
+
+def profile_variant(scene: str, flags: list, warmup: int, steps: int) -> dict:
+    from training.profiling import PhaseTimer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = build_trainer(scene, tmp, flags)
+        dev = t.device
+        t0 = time.perf_counter()
+        for step in range(1, warmup + 1):
+            t.train_step(step, with_stats=False)
+        sync(dev)
+        warm_s = time.perf_counter() - t0
+        step = warmup
+
+        # wall clock
+        sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step += 1
+            t.train_step(step, with_stats=False)
+        sync(dev)
+        wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+
+        # host time per stage: perf_counter phases, no synchronisation
+        t.timer = PhaseTimer(True, torch.device("cpu"))
+        host_total = 0.0
+        for _ in range(steps):
+            step += 1
+            h0 = time.perf_counter()
+            t.train_step(step, with_stats=False)
+            host_total += time.perf_counter() - h0
+        sync(dev)
+        host = {k: v["mean_ms"] * v["count"] / steps for k, v in t.timer.summary().items()}
+        t.timer = PhaseTimer(False, dev)
+
+        # GPU kernels and host operators
+        gpu = {}
+        if dev.type == "cuda":
+            from torch.profiler import ProfilerActivity, profile
+
+            n_prof = 20
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(n_prof):
+                    step += 1
+                    t.train_step(step, with_stats=False)
+                sync(dev)
+            kernel_us, launches = 0.0, 0
+            for e in prof.events():
+                if e.device_type == torch.autograd.DeviceType.CUDA:
+                    kernel_us += e.device_time
+                    launches += 1
+            averages = prof.key_averages()
+            gpu = {"kernel_ms": kernel_us / 1e3 / n_prof, "kernels": launches / n_prof,
+                   "top_host": averages.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60),
+                   "top_device": averages.table(sort_by="self_device_time_total", row_limit=20,
+                                                max_name_column_width=60)}
+        return {"flags": flags, "gaussians": t.model.num_gaussians, "warmup_s": warm_s, "wall_ms": wall_ms,
+                "host_ms": host_total * 1e3 / steps, "host_phases_ms": host, **gpu}
+
+
+def markdown(results: dict) -> str:
+    lines = ["| variant | Gaussians | wall ms/it | it/s | host ms/it | GPU kernel ms/it | kernels/it |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['gaussians']} | {r['wall_ms']:.2f} | {1e3 / r['wall_ms']:.1f} | {r['host_ms']:.2f} | "
+                     f"{r.get('kernel_ms', float('nan')):.2f} | {r.get('kernels', float('nan')):.0f} |")
+    phases = []
+    for r in results.values():
+        phases += [p for p in r["host_phases_ms"] if p not in phases]
+    lines += ["", "Host time per stage (ms per iteration, no synchronisation):", "",
+              "| stage | " + " | ".join(results) + " |", "|---|" + "---:|" * len(results)]
+    for p in phases:
+        lines.append(f"| {p} | " + " | ".join(f"{r['host_phases_ms'].get(p, 0.0):.3f}" for r in results.values()) + " |")
+    for name, r in results.items():
+        if "top_host" in r:
+            lines += ["", f"### {name}: operators by host time (20 iterations)", "```", r["top_host"], "```",
+                      f"### {name}: operators by GPU time", "```", r["top_device"], "```"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("-s", "--scene", required=True)
+    p.add_argument("--out", default="output/profile_step")
+    p.add_argument("--variants", nargs="+", default=["plain", "unic"])
+    p.add_argument("--warmup", type=int, default=3100)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--densify_until", type=int, default=3000)
+    p.add_argument("extra", nargs="*", help="train.py flags for every variant (after --)")
+    a = p.parse_args(argv)
+    results = {}
+    base = ["--iterations", str(a.warmup + 3 * a.steps + 100), "--densify_until_iter", str(a.densify_until),
+            "--position_lr_max_steps", str(a.warmup + 3 * a.steps + 100), *a.extra]
+    for spec in a.variants:
+        name, _, extra = spec.partition(":")
+        if name.endswith("+compile"):
+            name = name[:-len("+compile")]
+            compile_losses()
+        flags = BUILTIN[name.strip()] + base + shlex.split(extra)
+        print(f"[profile_step] {spec}", flush=True)
+        results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps)
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "profile.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        with open(os.path.join(a.out, "profile.md"), "w") as f:
+            f.write(markdown(results) + "\n")
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

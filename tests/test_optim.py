@@ -1,0 +1,90 @@
+"""The batched fused-Adam step (training.optim.fused_adam_step) against torch.optim.Adam(fused=True).
+
+torch's fused Adam has a CPU kernel (torch >= 2.4), so the equivalence is checked here on the CPU:
+same kernels and arguments, so the parameters and the optimiser state must agree bit for bit,
+through learning-rate changes, parameters without a gradient, and a parameter replaced the way
+gsplat's densification replaces one (its state carried over).
+"""
+import pytest
+import torch
+
+from training.optim import _direct_fused, fused_adam_step, step_all
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(torch, "_fused_adam_"), reason="this torch has no fused Adam kernel")
+
+
+def _make(seed):
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"means": (50, 3), "scales": (50, 3), "embedding": (50, 12), "head": (12, 12)}
+    params = {k: torch.nn.Parameter(torch.randn(*s, generator=g)) for k, s in shapes.items()}
+    lrs = {"means": 1.6e-4, "scales": 5e-3, "embedding": 2.5e-3, "head": 1e-3}
+    opts = {k: torch.optim.Adam([{"params": [p], "lr": lrs[k], "name": k}], eps=1e-15, fused=True)
+            for k, p in params.items()}
+    return params, opts
+
+
+def _grads(params, step):
+    g = torch.Generator().manual_seed(1000 + step)
+    for k, p in params.items():
+        if k == "head" and step % 3 == 0:  # a parameter without a gradient this step
+            p.grad = None
+        else:
+            p.grad = torch.randn(p.shape, generator=g) * (10.0 ** (step % 4 - 2))
+
+
+def _replace(params, opts, name):
+    """What gsplat's densification does: a new Parameter (rows appended), state carried over."""
+    old = params[name]
+    new = torch.nn.Parameter(torch.cat([old.detach(), old.detach()[:5]]))
+    opt = opts[name]
+    state = opt.state.pop(old)
+    for key in ("exp_avg", "exp_avg_sq"):
+        state[key] = torch.cat([state[key], torch.zeros_like(state[key][:5])])
+    opt.param_groups[0]["params"] = [new]
+    opt.state[new] = state
+    params[name] = new
+
+
+def test_fused_adam_step_matches_torch_bit_for_bit():
+    ref_p, ref_o = _make(0)
+    our_p, our_o = _make(0)
+    assert all(_direct_fused(o) for o in our_o.values())
+    for step in range(1, 13):
+        if step == 6:
+            _replace(ref_p, ref_o, "means")
+            _replace(our_p, our_o, "means")
+        for opts in (ref_o, our_o):
+            opts["means"].param_groups[0]["lr"] = 1.6e-4 * 0.9 ** step  # the position schedule
+        _grads(ref_p, step)
+        _grads(our_p, step)
+        for o in ref_o.values():
+            o.step()
+            o.zero_grad(set_to_none=True)
+        step_all(our_o)
+        for k in ref_p:
+            assert torch.equal(ref_p[k], our_p[k]), (k, step)
+            assert our_p[k].grad is None
+    for k in ref_p:
+        rs, os_ = ref_o[k].state[ref_p[k]], our_o[k].state[our_p[k]]
+        assert set(rs) == set(os_)
+        for key in rs:
+            assert torch.equal(rs[key], os_[key]), (k, key)
+            assert rs[key].dtype == os_[key].dtype
+    # the state dicts interchange: a checkpoint of one loads into the other's optimiser
+    ref_o["embedding"].load_state_dict(our_o["embedding"].state_dict())
+
+
+def test_step_all_keeps_other_optimisers_and_skips_none():
+    p = torch.nn.Parameter(torch.ones(4))
+    q = torch.nn.Parameter(torch.ones(4))
+    plain = torch.optim.Adam([p], lr=0.1)  # for-each Adam: stepped by torch as before
+    fused = torch.optim.Adam([q], lr=0.1, fused=True)
+    assert not _direct_fused(plain) and _direct_fused(fused)
+    p.grad, q.grad = torch.ones(4), torch.ones(4)
+    step_all([plain, None, fused])
+    # Adam's first step moves every coordinate by lr against the gradient's sign
+    torch.testing.assert_close(p.detach(), torch.full((4,), 0.9))
+    torch.testing.assert_close(q.detach(), torch.full((4,), 0.9))
+    assert p.grad is None and q.grad is None
+    fused_adam_step([])  # nothing to do
