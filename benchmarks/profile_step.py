@@ -11,7 +11,10 @@ the end of densification, so every loss is on and the Gaussian count is fixed), 
   synchronisation, i.e. the time Python needs to issue the work (where it exceeds the GPU's
   kernel time, the loop is bound by the host);
 * **GPU**: torch.profiler over 20 iterations: kernel time and kernel launches per iteration, and the
-  operators with the most host time.
+  operators with the most host time;
+* **host waits**: 10 iterations under ``torch.cuda.set_sync_debug_mode("warn")``: each operation that
+  makes the host wait for the GPU, with the project / gsplat lines that issued it, and the caching
+  allocator's device allocations and frees per iteration.
 
 Writes ``OUT/profile.md`` and ``OUT/profile.json``; the Markdown is printed too. Variants are
 ``plain`` (``--seg_dir none``) and ``unic`` (every default), optionally ``NAME:FLAGS``.
@@ -61,6 +64,42 @@ def compile_losses() -> None:
     objective.neighbor_loss = torch.compile(objective.neighbor_loss, dynamic=True)
 
 
+def _syncs_and_allocations(t, step: int, out: dict, n: int = 10) -> int:
+    """Counts, over ``n`` iterations, the operations CUDA's sync debug mode flags (where the host
+    waits for the GPU), grouped by the innermost project / gsplat frame that issued them, and the
+    caching allocator's device allocations and frees (a ``cudaFree`` waits for the GPU too)."""
+    import traceback
+    import warnings
+    from collections import Counter
+
+    found: Counter = Counter()
+
+    def hook(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if (REPO in f.filename or "gsplat" in f.filename) and "profile_step" not in f.filename]
+        where = " <- ".join(f"{os.path.relpath(f.filename, REPO) if REPO in f.filename else 'gsplat/' + os.path.basename(f.filename)}:{f.lineno}"
+                            for f in reversed(frames[-3:]))
+        found[f"{str(message).splitlines()[0][:60]} at {where or filename}"] += 1
+
+    stats0 = torch.cuda.memory_stats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = hook
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(n):
+                step += 1
+                t.train_step(step, with_stats=False)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    stats1 = torch.cuda.memory_stats()
+    out["syncs_per_it"] = {k: v / n for k, v in found.most_common()}
+    out["allocator_per_it"] = {k: (stats1.get(k, 0) - stats0.get(k, 0)) / n
+                               for k in ("num_device_alloc", "num_device_free", "num_alloc_retries")}
+    return step
+
+
 def profile_variant(scene: str, flags: list, warmup: int, steps: int) -> dict:
     from training.profiling import PhaseTimer
 
@@ -98,6 +137,7 @@ def profile_variant(scene: str, flags: list, warmup: int, steps: int) -> dict:
         # GPU kernels and host operators
         gpu = {}
         if dev.type == "cuda":
+            step = _syncs_and_allocations(t, step, gpu)
             from torch.profiler import ProfilerActivity, profile
 
             n_prof = 20
@@ -133,6 +173,11 @@ def markdown(results: dict) -> str:
               "| stage | " + " | ".join(results) + " |", "|---|" + "---:|" * len(results)]
     for p in phases:
         lines.append(f"| {p} | " + " | ".join(f"{r['host_phases_ms'].get(p, 0.0):.3f}" for r in results.values()) + " |")
+    for name, r in results.items():
+        if "syncs_per_it" in r:
+            lines += ["", f"### {name}: host waits per iteration (CUDA sync debug mode) and allocator calls", ""]
+            lines += [f"- {v:g} x {k}" for k, v in r["syncs_per_it"].items()] or ["- none flagged"]
+            lines += ["- allocator: " + ", ".join(f"{k} {v:g}" for k, v in r["allocator_per_it"].items())]
     for name, r in results.items():
         if "top_host" in r:
             lines += ["", f"### {name}: operators by host time (20 iterations)", "```", r["top_host"], "```",

@@ -36,3 +36,23 @@ def test_bench_train_writes_markdown_and_json(tiny_scene, tmp_path):
     assert time.perf_counter() - t0 < 5.0
     again = json.load(open(os.path.join(out, "bench.json")))
     assert [r["train_seconds"] for r in again["runs"]] == [r["train_seconds"] for r in report["runs"]]
+
+
+def test_profile_step_reports_wall_host_stages(tiny_scene, tmp_path):
+    """benchmarks/profile_step.py on the CPU: both variants run past densification, the host time of
+    every stage is recorded, and a loss stage exists only where there are masks."""
+    from benchmarks import profile_step
+
+    out = str(tmp_path / "prof")
+    assert profile_step.main(["-s", tiny_scene, "--out", out, "--warmup", "12", "--steps", "3",
+                              "--densify_until", "10", "--", "--init_points", "500"]) == 0
+    res = json.load(open(os.path.join(out, "profile.json")))
+    assert set(res) == {"plain", "unic"}
+    for r in res.values():
+        assert r["wall_ms"] > 0 and r["host_ms"] > 0 and r["gaussians"] > 0
+        assert {"render", "backward", "optimizer"} <= set(r["host_phases_ms"])
+    # every loss is on after densification (L_triplet and L_3D start there)
+    assert {"loss/cluster", "loss/triplet", "loss/3d"} <= set(res["unic"]["host_phases_ms"])
+    assert not any(k.startswith("loss/cluster") for k in res["plain"]["host_phases_ms"])
+    md = open(os.path.join(out, "profile.md")).read()
+    assert "| unic |" in md and "| loss/triplet |" in md

@@ -152,6 +152,42 @@ def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer):
     assert ckpt.num_gaussians == stats["num_gaussians"]
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_training_step_waits_for_the_gpu_once(tiny_scene, tmp_path):
+    """Issue 10: after densification a UniC-Lift step makes the host wait for the GPU once, in gsplat's
+    tile intersection (it reads the intersection count back to size its buffers), and nowhere else:
+    every operation CUDA's sync debug mode flags is attributed to the line that issued it."""
+    import traceback
+    import warnings
+
+    from benchmarks.profile_step import build_trainer
+
+    t = build_trainer(tiny_scene, str(tmp_path / "m"), ["--iterations", "60", "--densify_until_iter", "20",
+                                                          "--init_points", "800"])
+    for step in range(1, 31):
+        t.train_step(step, with_stats=False)
+    torch.cuda.synchronize()
+    where = []
+
+    def hook(message, category, filename, lineno, file=None, line=None):
+        stack = [f"{os.path.basename(f.filename)}:{f.name}" for f in traceback.extract_stack()[:-1]]
+        where.append(" <- ".join(reversed(stack[-4:])))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = hook
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for step in range(31, 36):
+                t.train_step(step, with_stats=False)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    other = [w for w in where if "isect_tiles" not in w]
+    assert not other, "\n".join(other)
+    assert len(where) <= 5, where
+
+
 @pytest.mark.parametrize("with_radii", [False, True])
 def test_sync_free_screen_stats_match_gsplat(with_radii):
     """training.densify.update_screen_stats == gsplat's DefaultStrategy._update_state (which syncs)."""
