@@ -27,7 +27,7 @@ from torch import Tensor
 from segmentation.losses import TripletHead, neighbor_loss, semantic_loss, triplet_hinge
 from segmentation.neighbors import neighbor_graph
 from segmentation.targets import (SegmentTargets, prepare_semantic_target, prepare_targets,
-                                  prepared_cluster_loss, prepared_sample_triplets)
+                                  prepared_cluster_total, prepared_sample_triplets)
 
 EMBEDDING, SEMANTIC = "embedding", "semantic"
 
@@ -135,7 +135,7 @@ class SegmentationObjective:
             emb = self.code_space(features[EMBEDDING])  # [H, W, d] in [0, 1]
             if cfg.use_cluster:
                 with phase("loss/cluster"):
-                    out["cluster"] = prepared_cluster_loss(emb, t, push=cfg.push, push_scale=cfg.push_scale)["total"]
+                    out["cluster"] = prepared_cluster_total(emb, t, push=cfg.push, push_scale=cfg.push_scale)
             if self.head is not None and step >= cfg.triplet_from_iter:
                 with phase("loss/triplet"):
                     trip = prepared_sample_triplets(t, cfg.triplet_max, generator=self.generator)  # [T, 3]

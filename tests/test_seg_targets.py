@@ -5,7 +5,7 @@ import torch
 from segmentation.losses import boundary_mask, cluster_loss, sample_triplets
 from segmentation.objective import SegmentationObjective
 from segmentation.targets import (prepare_semantic_target, prepare_targets, prepared_cluster_loss,
-                                  prepared_sample_triplets)
+                                  prepared_cluster_total, prepared_sample_triplets)
 from tests.test_seg_losses import seg_image
 
 INVALID = -7  # an id no mask uses, for the reference runs of the old functions
@@ -40,6 +40,42 @@ def test_prepared_cluster_loss_equals_per_step_loss(ignore_id, push):
     new["total"].backward()
     cluster_loss(e2, ref_seg, push=push, ignore_id=ref_ignore)["total"].backward()
     torch.testing.assert_close(e1.grad, e2.grad, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("ignore_id", [0, None])
+@pytest.mark.parametrize("push", ["sqdist", "gauss"])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_one_node_cluster_loss_equals_autograd_float64(ignore_id, push, seed):
+    """prepared_cluster_total (hand-written gradient) == autograd through prepared_cluster_loss."""
+    seg, valid, emb = _scene(seed)
+    t = prepare_targets(seg, valid, ignore_id=ignore_id)
+    assert t.num_segments >= 3 and t.num_kept < seg.numel()
+    e1 = emb.double().requires_grad_()
+    e2 = emb.double().requires_grad_()
+    fused = prepared_cluster_total(e1, t, push=push, push_scale=0.3)
+    ref = prepared_cluster_loss(e2, t, push=push, push_scale=0.3)["total"]
+    assert type(fused.grad_fn).__name__ == "_ClusterLossBackward"
+    torch.testing.assert_close(fused, ref, atol=1e-13, rtol=0)
+    (2.5 * fused).backward()
+    (2.5 * ref).backward()
+    assert e2.grad.abs().max() > 0
+    torch.testing.assert_close(e1.grad, e2.grad, atol=1e-13, rtol=1e-9)
+
+
+def test_one_node_cluster_loss_degenerate_views():
+    one = prepare_targets(torch.full((6, 6), 4, dtype=torch.int64), ignore_id=0)  # a single segment: pull only
+    x = torch.rand(6, 6, 3, dtype=torch.float64, requires_grad=True)
+    y = x.detach().clone().requires_grad_()
+    prepared_cluster_total(x, one).backward()
+    prepared_cluster_loss(y, one)["total"].backward()
+    torch.testing.assert_close(x.grad, y.grad, atol=1e-14, rtol=1e-10)
+    empty = prepare_targets(torch.zeros(6, 6, dtype=torch.int64), ignore_id=0)  # all ignored: 0, no gradient
+    z = torch.rand(6, 6, 3, requires_grad=True)
+    out = prepared_cluster_total(z, empty)
+    out.backward()
+    assert out.item() == 0.0 and torch.equal(z.grad, torch.zeros_like(z))
+    with pytest.raises(ValueError, match="pixels rendered"):
+        prepared_cluster_total(torch.rand(5, 3), one)
 
 
 def test_invalid_pixels_are_ignored_not_a_segment():
@@ -160,7 +196,7 @@ def test_prepared_losses_do_not_sync_on_cuda():
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
-            c = prepared_cluster_loss(e, t, push="sqdist")["total"]
+            c = prepared_cluster_loss(e, t, push="sqdist")["total"] + prepared_cluster_total(e, t)
             tr = prepared_sample_triplets(t, 50, generator=g)
             loss = c + triplet_loss(e.reshape(-1, 4), tr) + semantic_loss(logits, sem.long())
             loss.backward()

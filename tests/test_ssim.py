@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from utils.loss_utils import photometric_loss, ssim, ssim_map, ssim_reference, ssim_reference_map
+from utils.loss_utils import (photometric_loss, photometric_loss_reference, ssim, ssim_map, ssim_reference,
+                              ssim_reference_map)
 
 
 def _pair(shape, dtype, seed=0):
@@ -49,6 +50,39 @@ def test_separable_equals_direct_float32():
     # The loss used in training goes through the separable form.
     l1 = photometric_loss(a, b)
     assert torch.isclose(l1, 0.8 * (a - b).abs().mean() + 0.2 * (1 - ssim_reference(a, b)), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 3), (12, 9, 3), (1, 3, 31, 20)])
+@pytest.mark.parametrize("lam", [0.0, 0.2, 1.0])
+def test_fused_photometric_loss_equals_autograd_float64(shape, lam):
+    """The one-node photometric loss (hand-written gradient) against autograd through the reference."""
+    a, b = _pair(shape, torch.float64, seed=7)
+    a.requires_grad_(True)
+    fused = photometric_loss(a, b, lam)
+    ref = photometric_loss_reference(a, b, lam)
+    assert fused.grad_fn is not None and type(fused.grad_fn).__name__ == "_PhotometricLossBackward"
+    torch.testing.assert_close(fused, ref, atol=1e-14, rtol=0)
+    (g_fused,) = torch.autograd.grad(fused * 3.7, a)  # a scaled upstream gradient
+    (g_ref,) = torch.autograd.grad(ref * 3.7, a)
+    assert g_ref.abs().max() > 0
+    torch.testing.assert_close(g_fused, g_ref, atol=1e-15, rtol=1e-9)
+
+
+def test_fused_photometric_loss_float32_and_fallbacks():
+    a, b = _pair((96, 128, 3), torch.float32, seed=3)
+    a1, a2 = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
+    l1, l2 = photometric_loss(a1, b), photometric_loss_reference(a2, b)
+    l1.backward()
+    l2.backward()
+    assert abs(l1.item() - l2.item()) <= 1e-6
+    assert (a1.grad - a2.grad).abs().max() <= 1e-4 * a2.grad.abs().max()
+    # no gradient wanted, or a target that needs one: the autograd form, same value
+    assert torch.isclose(photometric_loss(a, b), l2.detach(), atol=1e-6)
+    b2 = b.clone().requires_grad_(True)
+    both = photometric_loss(a1, b2)
+    assert type(both.grad_fn).__name__ != "_PhotometricLossBackward"
+    both.backward()
+    assert b2.grad is not None and b2.grad.abs().max() > 0
 
 
 def test_identical_images_give_one():

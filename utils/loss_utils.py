@@ -88,6 +88,68 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse.clamp_min(1e-12))
 
 
-def photometric_loss(rendered: Tensor, gt: Tensor, lambda_dssim: float = 0.2) -> Tensor:
-    """(1 - lambda) L1 + lambda (1 - SSIM), the 3DGS rendering loss."""
+def photometric_loss_reference(rendered: Tensor, gt: Tensor, lambda_dssim: float = 0.2) -> Tensor:
+    """``photometric_loss`` differentiated by autograd (its twin in the tests)."""
     return (1.0 - lambda_dssim) * l1_loss(rendered, gt) + lambda_dssim * (1.0 - ssim(rendered, gt))
+
+
+def _ssim_partials(mu_a, mu_b, e_aa, e_bb, e_ab):
+    """SSIM map S of the five local moments and its partial derivatives with respect to mu_a, E[a^2]
+    and E[ab] (the moments that depend on the rendered image a):
+
+        S = N1 N2 / (D1 D2),  N1 = 2 mu_a mu_b + C1,  N2 = 2 (E[ab] - mu_a mu_b) + C2,
+        D1 = mu_a^2 + mu_b^2 + C1,  D2 = E[a^2] - mu_a^2 + E[b^2] - mu_b^2 + C2;
+        dS/dmu_a = 2 mu_b (N2 - N1) / (D1 D2) - 2 mu_a S (1/D1 - 1/D2),
+        dS/dE[a^2] = -S / D2,  dS/dE[ab] = 2 N1 / (D1 D2).
+    """
+    C1, C2 = 0.01**2, 0.03**2
+    ab = mu_a * mu_b
+    n1, n2 = 2 * ab + C1, 2 * (e_ab - ab) + C2
+    sq_a, sq_b = mu_a * mu_a, mu_b * mu_b
+    d1, d2 = sq_a + sq_b + C1, (e_aa - sq_a) + (e_bb - sq_b) + C2
+    inv = 1.0 / (d1 * d2)
+    s = n1 * n2 * inv
+    d_mu = 2 * mu_b * (n2 - n1) * inv - 2 * mu_a * s * (1.0 / d1 - 1.0 / d2)
+    return s, d_mu, -s / d2, 2 * n1 * inv
+
+
+class _PhotometricLoss(torch.autograd.Function):
+    """(1 - lambda) L1 + lambda (1 - SSIM) with its gradient written out: ONE autograd node instead of
+    about 40 (each costs the host tens of microseconds per iteration on a GPU; benchmarks/RESULTS.md,
+    section 8). The gradient of the SSIM term follows from the moments: with g = dL/dS per pixel,
+    dL/da = G * (g dS/dmu_a) + 2 a G * (g dS/dE[a^2]) + b G * (g dS/dE[ab]), where G * is the same
+    zero-padded separable Gaussian filter (it is symmetric, so it is its own adjoint)."""
+
+    @staticmethod
+    def forward(ctx, a, b, lambda_dssim):
+        # a, b: [1, C, H, W]
+        C = a.shape[1]
+        w_h, w_w = _window_1d(11, 1.5, 5 * C, str(a.device), a.dtype)
+        moments = torch.cat([a, b, a * a, b * b, a * b], dim=1)  # [1, 5C, H, W]
+        moments = F.conv2d(F.conv2d(moments, w_h, padding=(5, 0), groups=5 * C), w_w, padding=(0, 5), groups=5 * C)
+        s, d_mu, d_aa, d_ab = _ssim_partials(*moments.split(C, dim=1))
+        diff = a - b
+        ctx.save_for_backward(a, b, diff, d_mu, d_aa, d_ab)
+        ctx.lambda_dssim = lambda_dssim
+        return (1.0 - lambda_dssim) * diff.abs().mean() + lambda_dssim * (1.0 - s.mean())
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, diff, d_mu, d_aa, d_ab = ctx.saved_tensors
+        lam, n, C = ctx.lambda_dssim, a.numel(), a.shape[1]
+        w_h, w_w = _window_1d(11, 1.5, 3 * C, str(a.device), a.dtype)
+        g = torch.cat([d_mu, d_aa, d_ab], dim=1) * (-lam / n * grad)  # [1, 3C, H, W]: dL/d(moment)
+        g = F.conv2d(F.conv2d(g, w_h, padding=(5, 0), groups=3 * C), w_w, padding=(0, 5), groups=3 * C)
+        g_mu, g_aa, g_ab = g.split(C, dim=1)
+        grad_a = g_mu + 2 * a * g_aa + b * g_ab + torch.sign(diff) * ((1.0 - lam) / n * grad)
+        return grad_a, None, None
+
+
+def photometric_loss(rendered: Tensor, gt: Tensor, lambda_dssim: float = 0.2) -> Tensor:
+    """(1 - lambda) L1 + lambda (1 - SSIM), the 3DGS rendering loss, of a render [H, W, 3] or
+    [1, 3, H, W] against a target without gradient: one autograd node (``_PhotometricLoss``), same
+    value and gradient as ``photometric_loss_reference`` up to rounding."""
+    if gt.requires_grad or not rendered.requires_grad or rendered.shape != gt.shape or \
+            (rendered.dim() == 4 and rendered.shape[0] != 1):
+        return photometric_loss_reference(rendered, gt, lambda_dssim)
+    return _PhotometricLoss.apply(_as_bchw(rendered), _as_bchw(gt).to(rendered.dtype), float(lambda_dssim))
