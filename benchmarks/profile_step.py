@@ -53,17 +53,6 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def compile_losses() -> None:
-    """Experiment: torch.compile the loss functions whose shapes are fixed per scene."""
-    import train
-    import segmentation.objective as objective
-
-    train.photometric_loss = torch.compile(train.photometric_loss)
-    objective.triplet_loss = torch.compile(objective.triplet_loss, dynamic=True)
-    objective.semantic_loss = torch.compile(objective.semantic_loss)
-    objective.neighbor_loss = torch.compile(objective.neighbor_loss, dynamic=True)
-
-
 def _syncs_and_allocations(t, step: int, out: dict, n: int = 10) -> int:
     """Counts, over ``n`` iterations, the operations CUDA's sync debug mode flags (where the host
     waits for the GPU), grouped by the innermost project / gsplat frame that issued them, and the
@@ -200,9 +189,6 @@ def main(argv=None) -> int:
             "--position_lr_max_steps", str(a.warmup + 3 * a.steps + 100), *a.extra]
     for spec in a.variants:
         name, _, extra = spec.partition(":")
-        if name.endswith("+compile"):
-            name = name[:-len("+compile")]
-            compile_losses()
         flags = BUILTIN[name.strip()] + base + shlex.split(extra)
         print(f"[profile_step] {spec}", flush=True)
         results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps)

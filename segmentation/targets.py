@@ -83,6 +83,8 @@ def prepare_targets(instance: Tensor, valid: Optional[Tensor] = None, *, ignore_
     device = torch.device(device) if device is not None else instance.device
     seg = instance.to(device=device, dtype=torch.int64)  # [H, W]
     H, W = seg.shape
+    if H * W >= 2**31:
+        raise ValueError(f"prepare_targets: {H}x{W} views are too large for int32 pixel indices")
     ignored = torch.zeros_like(seg, dtype=torch.bool)
     if ignore_id is not None:
         ignored |= seg == ignore_id
@@ -122,8 +124,6 @@ def prepare_targets(instance: Tensor, valid: Optional[Tensor] = None, *, ignore_
     ok = inside & (n_lab != labels[anchor][:, None]) & (n_lab != K)
     table = torch.cat([torch.stack([anchor, start[a_lab], cnt[a_lab], rank[cand] - start[a_lab]], 1),
                        torch.where(ok, n_px, -1)], 1)  # [M, 4 + Q]
-    if H * W >= 2**31:
-        raise ValueError(f"prepare_targets: {H}x{W} views are too large for int32 pixel indices")
     return SegmentTargets(
         height=H, width=W, num_segments=K, num_kept=int(keep.sum()),
         labels=labels.to(torch.int32), counts=counts, radius=radius,
@@ -141,9 +141,45 @@ def prepare_semantic_target(semantic: Tensor, valid: Optional[Tensor] = None, *,
     return target.to(torch.int16) if small else target
 
 
+def _cluster_terms(e: Tensor, t: SegmentTargets, push: str, push_scale: float):
+    """The cluster loss's pieces on flat pixels e [P, D] (``t.num_kept`` > 0), in few, large ops (the
+    host issues each one; benchmarks/RESULTS.md, section 8). Row K of the sums and means belongs to
+    the ignored pixels, whose distances are masked out of the pull; the push is the mean over the pairs
+    i < j of a [K, K] matrix (no index lists, no scatter in a backward).
+
+    Returns (pull, push, r [P, D] = e - its segment mean, kept [P] bool, means [K+1, D], slope): slope
+    is f'(|m_i - m_j|^2) [K, K] for the Gaussian push, None for sqdist (f' = -1) or when K < 2."""
+    K = t.num_segments
+    sums = e.new_zeros(K + 1, e.shape[1]).index_add_(0, t.labels, e)  # [K+1, D]
+    means_all = sums / t.counts[:, None]  # [K+1, D]
+    r = e - means_all.index_select(0, t.labels)  # [P, D]
+    kept = t.labels < K  # [P]
+    pull = (r.square().sum(-1) * kept).sum() / t.num_kept
+    if K < 2:
+        return pull, _zero_like_graph(e), r, kept, means_all, None
+    means = means_all[:K]
+    dd = (means[:, None, :] - means[None, :, :]).square().sum(-1)  # [K, K]
+    if push == "sqdist":
+        f, slope = -dd, None
+    else:
+        f = torch.exp(dd * (-1.0 / push_scale))
+        slope = f * (-1.0 / push_scale)
+    return pull, torch.triu(f, diagonal=1).sum() / (K * (K - 1) / 2), r, kept, means_all, slope
+
+
+def _check_cluster_args(emb: Tensor, t: SegmentTargets, push: str) -> Tensor:
+    if push not in PUSH_MODES:
+        raise ValueError(f"cluster_loss: push must be one of {PUSH_MODES}, got {push!r}")
+    e = emb.reshape(-1, emb.shape[-1])  # [P, D]
+    if e.shape[0] != t.labels.shape[0]:
+        raise ValueError(f"cluster_loss: {e.shape[0]} pixels rendered, targets have {t.labels.shape[0]}")
+    return e
+
+
 def prepared_cluster_loss(emb: Tensor, t: SegmentTargets, *, push: str = "gauss", push_scale: float = 0.25,
                           pull_weight: float = 1.0, push_weight: float = 1.0) -> dict:
-    """``losses.cluster_loss`` on prepared targets, with fixed-size ops only.
+    """``losses.cluster_loss`` on prepared targets, with fixed-size ops only, differentiated by
+    autograd (the training step uses ``prepared_cluster_total``, its one-node twin).
 
     Args:
         emb: [H, W, D] or [P, D] float in [0, 1].
@@ -151,28 +187,11 @@ def prepared_cluster_loss(emb: Tensor, t: SegmentTargets, *, push: str = "gauss"
     Returns:
         {"pull": [], "push": [], "total": []}.
     """
-    if push not in PUSH_MODES:
-        raise ValueError(f"cluster_loss: push must be one of {PUSH_MODES}, got {push!r}")
-    e = emb.reshape(-1, emb.shape[-1])  # [P, D]
-    if e.shape[0] != t.labels.shape[0]:
-        raise ValueError(f"cluster_loss: {e.shape[0]} pixels rendered, targets have {t.labels.shape[0]}")
-    zero = _zero_like_graph(emb)
-    K = t.num_segments
+    e = _check_cluster_args(emb, t, push)
     if t.num_kept == 0:
+        zero = _zero_like_graph(emb)
         return {"pull": zero, "push": zero, "total": zero}
-    # Few, large ops (the host issues each one; see benchmarks/RESULTS.md, section 8): row K of the
-    # sums and means belongs to the ignored pixels, whose distances are masked out of the pull.
-    sums = e.new_zeros(K + 1, e.shape[1]).index_add_(0, t.labels, e)  # [K+1, D]
-    means_all = sums / t.counts[:, None]  # [K+1, D]
-    d2 = (e - means_all.index_select(0, t.labels)).square().sum(-1)  # [P]
-    pull = (d2 * (t.labels < K)).sum() / t.num_kept
-    if K < 2:
-        push_term = zero
-    else:  # mean over the pairs i < j of a [K, K] matrix: no index lists, no scatter in the backward
-        means = means_all[:K]  # [K, D]
-        dd = (means[:, None, :] - means[None, :, :]).square().sum(-1)  # [K, K]
-        f = -dd if push == "sqdist" else torch.exp(dd * (-1.0 / push_scale))
-        push_term = torch.triu(f, diagonal=1).sum() / (K * (K - 1) / 2)
+    pull, push_term = _cluster_terms(e, t, push, push_scale)[:2]
     return {"pull": pull, "push": push_term, "total": pull_weight * pull + push_weight * push_term}
 
 
@@ -186,27 +205,9 @@ class _ClusterLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, e, t, push, push_scale):
-        # e [P, D]
-        K = t.num_segments
-        sums = e.new_zeros(K + 1, e.shape[1]).index_add_(0, t.labels, e)  # [K+1, D]
-        means_all = sums / t.counts[:, None]
-        r = e - means_all.index_select(0, t.labels)  # [P, D]
-        kept = t.labels < K  # [P]
-        pull = (r.square().sum(-1) * kept).sum() / t.num_kept
-        slope = None
-        if K < 2:
-            push_term = pull.new_zeros(())
-        else:
-            means = means_all[:K]
-            dd = (means[:, None, :] - means[None, :, :]).square().sum(-1)  # [K, K]
-            if push == "sqdist":
-                f, slope = -dd, None  # f' = -1
-            else:
-                f = torch.exp(dd * (-1.0 / push_scale))
-                slope = f * (-1.0 / push_scale)  # f'
-            push_term = torch.triu(f, diagonal=1).sum() / (K * (K - 1) / 2)
+        pull, push_term, r, kept, means_all, slope = _cluster_terms(e, t, push, push_scale)
         ctx.save_for_backward(r, kept, means_all, slope)
-        ctx.t, ctx.push = t, push
+        ctx.t = t
         return pull + push_term
 
     @staticmethod
@@ -228,11 +229,7 @@ class _ClusterLoss(torch.autograd.Function):
 def prepared_cluster_total(emb: Tensor, t: SegmentTargets, *, push: str = "gauss", push_scale: float = 0.25) -> Tensor:
     """``prepared_cluster_loss(emb, t, ...)["total"]`` (pull + push, unit weights) as one autograd
     node (``_ClusterLoss``); the training step's form. emb: [H, W, D] or [P, D]."""
-    if push not in PUSH_MODES:
-        raise ValueError(f"cluster_loss: push must be one of {PUSH_MODES}, got {push!r}")
-    e = emb.reshape(-1, emb.shape[-1])
-    if e.shape[0] != t.labels.shape[0]:
-        raise ValueError(f"cluster_loss: {e.shape[0]} pixels rendered, targets have {t.labels.shape[0]}")
+    e = _check_cluster_args(emb, t, push)
     if t.num_kept == 0:
         return _zero_like_graph(emb)
     return _ClusterLoss.apply(e, t, push, float(push_scale))

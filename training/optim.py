@@ -112,11 +112,9 @@ def step_all(optimizers, visibility: Optional[Tensor] = None) -> None:
     """Steps and clears every optimiser (a dict of them, or an iterable; None entries are skipped);
     SelectiveAdam gets the step's visibility mask; fused Adam goes through ``fused_adam_step``."""
     opts = [o for o in (optimizers.values() if isinstance(optimizers, dict) else optimizers) if o is not None]
-    direct = [o for o in opts if _direct_fused(o)]
-    fused_adam_step(direct)
-    for opt in opts:
-        if any(opt is d for d in direct):
-            continue
+    direct = [_direct_fused(o) for o in opts]
+    fused_adam_step([o for o, d in zip(opts, direct) if d])
+    for opt in (o for o, d in zip(opts, direct) if not d):
         if visibility is not None and type(opt).__name__ == "SelectiveAdam":
             opt.step(visibility)
         else:

@@ -53,16 +53,23 @@ def _ssim_from_moments(mu_a, mu_b, e_aa, e_bb, e_ab) -> Tensor:
     return ((2 * mu_a * mu_b + C1) * (2 * cov + C2)) / ((mu_a**2 + mu_b**2 + C1) * (var_a + var_b + C2))
 
 
+def _gaussian_filter(x: Tensor, window_size: int = 11, sigma: float = 1.5) -> Tensor:
+    """Every channel of x [B, C, H, W] filtered by the zero-padded separable Gaussian window."""
+    c = x.shape[1]
+    w_h, w_w = _window_1d(window_size, sigma, c, str(x.device), x.dtype)
+    pad = window_size // 2
+    return F.conv2d(F.conv2d(x, w_h, padding=(pad, 0), groups=c), w_w, padding=(0, pad), groups=c)
+
+
+def _local_moments(a: Tensor, b: Tensor, window_size: int = 11, sigma: float = 1.5) -> tuple:
+    """(mu_a, mu_b, E[a^2], E[b^2], E[ab]), each [B, C, H, W], of two [B, C, H, W] images."""
+    moments = _gaussian_filter(torch.cat([a, b, a * a, b * b, a * b], dim=1), window_size, sigma)
+    return moments.split(a.shape[1], dim=1)
+
+
 def ssim_map(a: Tensor, b: Tensor, window_size: int = 11, sigma: float = 1.5) -> Tensor:
     """Per-pixel SSIM [B, C, H, W] of two images ([H, W, C] or [B, C, H, W])."""
-    a, b = _as_bchw(a), _as_bchw(b)
-    C = a.shape[1]
-    moments = torch.cat([a, b, a * a, b * b, a * b], dim=1)  # [B, 5C, H, W]
-    w_h, w_w = _window_1d(window_size, sigma, 5 * C, str(a.device), a.dtype)
-    pad = window_size // 2
-    moments = F.conv2d(moments, w_h, padding=(pad, 0), groups=5 * C)
-    moments = F.conv2d(moments, w_w, padding=(0, pad), groups=5 * C)
-    return _ssim_from_moments(*moments.split(C, dim=1))
+    return _ssim_from_moments(*_local_moments(_as_bchw(a), _as_bchw(b), window_size, sigma))
 
 
 def ssim_reference_map(a: Tensor, b: Tensor, window_size: int = 11, sigma: float = 1.5) -> Tensor:
@@ -123,11 +130,7 @@ class _PhotometricLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, lambda_dssim):
         # a, b: [1, C, H, W]
-        C = a.shape[1]
-        w_h, w_w = _window_1d(11, 1.5, 5 * C, str(a.device), a.dtype)
-        moments = torch.cat([a, b, a * a, b * b, a * b], dim=1)  # [1, 5C, H, W]
-        moments = F.conv2d(F.conv2d(moments, w_h, padding=(5, 0), groups=5 * C), w_w, padding=(0, 5), groups=5 * C)
-        s, d_mu, d_aa, d_ab = _ssim_partials(*moments.split(C, dim=1))
+        s, d_mu, d_aa, d_ab = _ssim_partials(*_local_moments(a, b))
         diff = a - b
         ctx.save_for_backward(a, b, diff, d_mu, d_aa, d_ab)
         ctx.lambda_dssim = lambda_dssim
@@ -136,11 +139,9 @@ class _PhotometricLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         a, b, diff, d_mu, d_aa, d_ab = ctx.saved_tensors
-        lam, n, C = ctx.lambda_dssim, a.numel(), a.shape[1]
-        w_h, w_w = _window_1d(11, 1.5, 3 * C, str(a.device), a.dtype)
+        lam, n = ctx.lambda_dssim, a.numel()
         g = torch.cat([d_mu, d_aa, d_ab], dim=1) * (-lam / n * grad)  # [1, 3C, H, W]: dL/d(moment)
-        g = F.conv2d(F.conv2d(g, w_h, padding=(5, 0), groups=3 * C), w_w, padding=(0, 5), groups=3 * C)
-        g_mu, g_aa, g_ab = g.split(C, dim=1)
+        g_mu, g_aa, g_ab = _gaussian_filter(g).split(a.shape[1], dim=1)  # the filter is its own adjoint
         grad_a = g_mu + 2 * a * g_aa + b * g_ab + torch.sign(diff) * ((1.0 - lam) / n * grad)
         return grad_a, None, None
 
