@@ -89,7 +89,7 @@ def _syncs_and_allocations(t, step: int, out: dict, n: int = 10) -> int:
     return step
 
 
-def profile_variant(scene: str, flags: list, warmup: int, steps: int) -> dict:
+def profile_variant(scene: str, flags: list, warmup: int, steps: int, trace: str = "") -> dict:
     from training.profiling import PhaseTimer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,6 +145,13 @@ def profile_variant(scene: str, flags: list, warmup: int, steps: int) -> dict:
                    "top_host": averages.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60),
                    "top_device": averages.table(sort_by="self_device_time_total", row_limit=20,
                                                 max_name_column_width=60)}
+            if trace:  # a few iterations as a Chrome trace, to read the host/GPU timeline
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=False) as prof:
+                    for _ in range(5):
+                        step += 1
+                        t.train_step(step, with_stats=False)
+                    sync(dev)
+                prof.export_chrome_trace(trace)
         return {"flags": flags, "gaussians": t.model.num_gaussians, "warmup_s": warm_s, "wall_ms": wall_ms,
                 "host_ms": host_total * 1e3 / steps, "host_phases_ms": host, **gpu}
 
@@ -182,6 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3100)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--densify_until", type=int, default=3000)
+    p.add_argument("--trace", action="store_true", help="also write OUT/trace_VARIANT.json (5 iterations)")
     p.add_argument("extra", nargs="*", help="train.py flags for every variant (after --)")
     a = p.parse_args(argv)
     results = {}
@@ -191,7 +199,9 @@ def main(argv=None) -> int:
         name, _, extra = spec.partition(":")
         flags = BUILTIN[name.strip()] + base + shlex.split(extra)
         print(f"[profile_step] {spec}", flush=True)
-        results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps)
+        trace = os.path.join(a.out, f"trace_{name.strip()}.json") if a.trace else ""
+        os.makedirs(a.out, exist_ok=True)
+        results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps, trace)
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "profile.json"), "w") as f:
             json.dump(results, f, indent=1)
