@@ -50,7 +50,7 @@ from training.optim import adam, make_gaussian_optimizers, resolve_optimizer, st
 from training.schedule import explicit_flags, fit_schedule, reset_warning
 from training.profiling import TORCH_PROFILE_STEPS, PhaseTimer, start_torch_profiler, stop_torch_profiler
 from utils.general_utils import atomic_write_text, exponential_lr, pick_device, remove_stale_tmp, seed_everything
-from utils.loss_utils import photometric_loss, psnr
+from utils.loss_utils import psnr
 
 STATS_EVERY = 10  # iterations between read-backs of the step statistics (the only regular sync)
 MIN_TRAIN_SIDE = 4  # training views smaller than this (a side, in pixels) are refused (e.g. -r 64 on 64 px)
@@ -82,6 +82,7 @@ class Trainer:
         self.model = self._init_model()
         self.objective = self._init_objective()
         self._prepare_views(self.views)
+        self.stages = self._init_stages()
         self.optimizers = self._init_optimizers()
         self.strategy = make_strategy(self.opt)
         self.strategy.check_sanity(self.model.params, self.optimizers)
@@ -131,6 +132,16 @@ class Trainer:
             view.to_device(self.data_device, camera_device=self.device)
             if self.objective is not None and (view.instance is not None or view.semantic is not None):
                 self.objective.prepare(view, self.data_device)
+
+    def _init_stages(self):
+        """The per-view losses of a step as one static-shape module (segmentation.stage): a CUDA graph
+        on the GPU, except with --loss_graph off and when segmentation moves the geometry (its
+        backward then runs twice while densifying)."""
+        from segmentation.stage import LossStages
+
+        graphs = self.pipe.loss_graph == "auto" and not self.seg.seg_geometry_grad
+        return LossStages(self.views, lambda_dssim=self.opt.lambda_dssim, objective=self.objective,
+                          device=self.device, graphs=graphs, triplets=self.seg.triplet_max)
 
     def _init_model(self) -> GaussianModel:
         features: Dict[str, int] = {}
@@ -240,12 +251,16 @@ class Trainer:
         out = render(cam, self.model, bg=bg, backend=backend)
         return out, render(cam, seg_model, features=feats, with_rgb=False, backend=backend), mode
 
-    def compute_losses(self, step: int, view: View, gt: Tensor, out, seg_out) -> Dict[str, Tensor]:
-        """The named loss terms of this step (weighted by ``self.weights``)."""
-        with self.timer.phase("loss/render"):
-            losses = {"render": photometric_loss(out.rgb, gt, self.opt.lambda_dssim)}
-        if seg_out is not None:
-            losses.update(self.objective.losses(step, seg_out.features, view, self.model, phase=self.timer.phase))
+    def compute_losses(self, step: int, view: View, out, seg_out) -> Dict[str, Tensor]:
+        """The named loss terms of this step (weighted by ``self.weights``): the view's 2D terms in one
+        static-shape stage (a CUDA graph on the GPU), then L_3D."""
+        with self.timer.phase("losses"):
+            losses = self.stages(step, view, out.rgb, seg_out.features if seg_out is not None else None)
+        if seg_out is not None and self.objective.neighbor_due(step):
+            with self.timer.phase("loss/3d"):
+                l3d = self.objective.neighbor_term(step, self.model)
+            if l3d is not None:
+                losses["3d"] = l3d
         return losses
 
     def backward(self, total: Tensor, losses: Dict[str, Tensor], out, mode: str, step: int) -> None:
@@ -273,12 +288,12 @@ class Trainer:
         self.schedule(step)
         with phase("data"):
             view = self.next_view()
-            bg, gt = self.background(), view.image_float(self.device)  # gt [H, W, 3]
+            bg = self.background()
         with phase("render"):
             out, seg_out, mode = self.render_view(view, bg, step)
             if step < self.opt.densify_until_iter:  # the screen-space gradient is read while densifying only
                 self.strategy.step_pre_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
-        losses = self.compute_losses(step, view, gt, out, seg_out)
+        losses = self.compute_losses(step, view, out, seg_out)
         total = sum(self.weights[k] * v for k, v in losses.items())
         with phase("backward"):
             self.backward(total, losses, out, mode, step)
@@ -291,7 +306,7 @@ class Trainer:
         with torch.no_grad():
             stats = {k: v.detach() for k, v in losses.items()}
             stats["loss"] = total.detach()
-            stats["psnr"] = psnr(out.rgb.detach().clamp(0, 1), gt)
+            stats["psnr"] = psnr(out.rgb.detach().clamp(0, 1), view.image_float(self.device))
         return stats
 
     # ----- evaluation, saving --------------------------------------------------------------

@@ -72,6 +72,8 @@ class PipelineParams(GroupMixin):
     backend: str = _f("auto", "rasterizer: auto (gsplat on CUDA, torch on CPU) | gsplat | torch",
                       choices=["auto", "gsplat", "torch"])
     random_background: bool = _f(False, "random background colour per iteration")
+    loss_graph: str = _f("auto", "the per-view losses as a replayed CUDA graph: auto (on with CUDA) | off",
+                         choices=["auto", "off"])
 
 
 @dataclass

@@ -141,10 +141,10 @@ def profile_variant(scene: str, flags: list, warmup: int, steps: int, trace: str
                     kernel_us += e.device_time
                     launches += 1
             averages = prof.key_averages()
-            gpu = {"kernel_ms": kernel_us / 1e3 / n_prof, "kernels": launches / n_prof,
+            gpu.update({"kernel_ms": kernel_us / 1e3 / n_prof, "kernels": launches / n_prof,
                    "top_host": averages.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60),
                    "top_device": averages.table(sort_by="self_device_time_total", row_limit=20,
-                                                max_name_column_width=60)}
+                                                max_name_column_width=60)})
             if trace:  # a few iterations as a Chrome trace, to read the host/GPU timeline
                 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=False) as prof:
                     for _ in range(5):

@@ -446,7 +446,7 @@ def semantic_loss(
     target: Tensor,
     confidence: Tensor | None = None,
     ignore_index: int = -1,
-    n_valid: int | None = None,
+    n_valid: int | Tensor | None = None,
 ) -> Tensor:
     """Confidence-weighted cross-entropy: ``sum_p c_p CE_p / #valid`` over pixels with a label.
     ``n_valid``: #valid when the caller knows it (prepared targets), saving its count per step.
@@ -467,6 +467,8 @@ def semantic_loss(
         raise ValueError(f"semantic_loss: logits {tuple(logits.shape)} and target {tuple(target.shape)} disagree")
     if n_valid is None:
         n_valid = (tg != ignore_index).sum().clamp_min(1)  # no host sync; ce is all 0 when none is valid
+    elif isinstance(n_valid, Tensor):  # a 0-d tensor (the graphed loss stage): no host read
+        n_valid = n_valid.clamp_min(1)
     else:
         n_valid = max(1, int(n_valid))
     ce = F.cross_entropy(lg, tg, ignore_index=ignore_index, reduction="none")  # [P], 0 where ignored

@@ -124,8 +124,9 @@ class SegmentationObjective:
 
     # ----- losses --------------------------------------------------------------------------
     def losses(self, step: int, features: Dict[str, Tensor], view, model, phase=_null_phase) -> Dict[str, Tensor]:
-        """Named segmentation terms for one rendered view. ``phase(name)``: a context manager per
-        term (the trainer's profiler); no host-device sync happens here."""
+        """Named segmentation terms for one rendered view, on the view's unpadded targets: the
+        reference of ``segmentation.stage`` (which the training step runs), with its triplets drawn
+        without replacement. ``phase(name)``: a context manager per term; no host-device sync."""
         cfg = self.cfg
         out: Dict[str, Tensor] = {}
         device = features[EMBEDDING].device
@@ -147,13 +148,27 @@ class SegmentationObjective:
                 logits = self.semantic_logits(features[SEMANTIC]).reshape(-1, self.num_classes)  # [P, C]
                 out["semantic"] = semantic_loss(logits, targets.semantic, targets.confidence, ignore_index=-1,
                                                 n_valid=targets.semantic_valid)
-        if cfg.use_3d and cfg.method == "unic" and step >= cfg.l3d_from_iter:
-            with phase("loss/3d"):
-                self._refresh_graph(step, model)
-                if self.edges is not None and len(self.edges):
-                    out["3d"] = neighbor_loss(model.params[EMBEDDING], self.edges, max_edges=cfg.l3d_max_edges,
-                                              generator=self.generator, activation=torch.sigmoid)  # code space
+        with phase("loss/3d"):
+            l3d = self.neighbor_term(step, model) if model is not None else None
+        if l3d is not None:
+            out["3d"] = l3d
         return out
+
+    def neighbor_due(self, step: int) -> bool:
+        cfg = self.cfg
+        return bool(cfg.use_3d and cfg.method == "unic" and step >= cfg.l3d_from_iter)
+
+    def neighbor_term(self, step: int, model) -> Optional[Tensor]:
+        """L_3D of this step (the neighbour graph refreshed when due), or None when it is off or not yet
+        on. The training step's 2D terms come from ``segmentation.stage``; this one reads the Gaussians."""
+        cfg = self.cfg
+        if not self.neighbor_due(step):
+            return None
+        self._refresh_graph(step, model)
+        if self.edges is None or not len(self.edges):
+            return None
+        return neighbor_loss(model.params[EMBEDDING], self.edges, max_edges=cfg.l3d_max_edges,
+                             generator=self.generator, activation=torch.sigmoid)  # code space
 
     def weights(self) -> Dict[str, float]:
         c = self.cfg

@@ -28,7 +28,7 @@ from torch import Tensor
 from segmentation.losses import PUSH_MODES, _zero_like_graph, boundary_mask, relabel
 
 __all__ = ["SegmentTargets", "prepare_targets", "prepare_semantic_target", "prepared_cluster_loss",
-           "prepared_cluster_total", "prepared_sample_triplets"]
+           "prepared_cluster_total", "prepared_sample_triplets", "static_cluster_total", "static_sample_triplets"]
 
 
 @dataclass
@@ -273,3 +273,94 @@ def prepared_sample_triplets(t: SegmentTargets, max_triplets: int = 3000, *, neg
         score = torch.rand(nbrs.shape, generator=generator, device=dev).masked_fill(nbrs < 0, -1.0)
         neg = nbrs.gather(1, score.argmax(1, keepdim=True)).squeeze(1)
     return torch.stack([anchor, pos, neg], dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Static shapes: the same losses on targets padded to the scene's largest view, so that one
+# CUDA graph serves every view (segmentation.stage). Sizes that vary per view (K, the kept
+# pixel count, M) are tensors, not Python ints; padded segment rows are masked out.
+# --------------------------------------------------------------------------------------------
+
+
+def _static_cluster_terms(e: Tensor, labels: Tensor, counts: Tensor, k: Tensor, num_kept: Tensor,
+                          push: str, push_scale: float):
+    """``_cluster_terms`` with K_max + 1 rows: labels [P] int in [0, K_max], K_max = ignored (its row is
+    masked out of the pull); rows k..K_max-1 are padding (count 1, no pixel) and never enter a pair.
+    k, num_kept: 0-d float tensors. Returns (pull, push, r, kept, means_all, slope, pair)."""
+    kmax = counts.shape[0] - 1
+    sums = e.new_zeros(kmax + 1, e.shape[1]).index_add_(0, labels, e)  # [K_max + 1, D]
+    means_all = sums / counts[:, None]
+    r = e - means_all.index_select(0, labels)  # [P, D]
+    kept = labels < kmax  # [P]
+    pull = (r.square().sum(-1) * kept).sum() / num_kept.clamp_min(1.0)
+    real = torch.arange(kmax, device=e.device) < k  # [K_max] the view's segments
+    pair = torch.triu((real[:, None] & real[None, :]).to(e.dtype), diagonal=1)  # [K_max, K_max], i < j
+    n_pairs = (k * (k - 1.0) / 2.0).clamp_min(1.0)
+    means = means_all[:kmax]
+    dd = (means[:, None, :] - means[None, :, :]).square().sum(-1)  # [K_max, K_max]
+    if push == "sqdist":
+        f, slope = -dd, None
+    else:
+        f = torch.exp(dd * (-1.0 / push_scale))
+        slope = f * (-1.0 / push_scale)
+    return pull, (f * pair).sum() / n_pairs, r, kept, means_all, slope, pair, n_pairs
+
+
+class _StaticClusterLoss(torch.autograd.Function):
+    """``_ClusterLoss`` on padded targets (see ``static_cluster_total``): the same gradient, with the
+    pair mask in place of the i != j mask and the counts read from tensors."""
+
+    @staticmethod
+    def forward(ctx, e, labels, counts, k, num_kept, push, push_scale):
+        pull, push_term, r, kept, means_all, slope, pair, n_pairs = _static_cluster_terms(
+            e, labels, counts, k, num_kept, push, push_scale)
+        ctx.save_for_backward(r, kept, means_all, slope if slope is not None else r.new_full((), -1.0), pair,
+                              n_pairs, num_kept, labels, counts)
+        return pull + push_term
+
+    @staticmethod
+    def backward(ctx, grad):
+        r, kept, means_all, slope, pair, n_pairs, num_kept, labels, counts = ctx.saved_tensors
+        kmax = counts.shape[0] - 1
+        g = r * (kept[:, None].to(r.dtype) * (2.0 * grad / num_kept.clamp_min(1.0)))  # [P, D] the pull
+        means = means_all[:kmax]
+        S = slope * (pair + pair.T)  # f'(dd_ij) on the view's pairs, both orders
+        g_m = (S.sum(1, keepdim=True) * means - S @ means) * (2.0 * grad / n_pairs)  # [K_max, D]
+        g_m = torch.cat([g_m / counts[:kmax, None], g_m.new_zeros(1, g_m.shape[1])])  # [K_max + 1, D]
+        return g + g_m.index_select(0, labels), None, None, None, None, None, None
+
+
+def static_cluster_total(emb: Tensor, labels: Tensor, counts: Tensor, k: Tensor, num_kept: Tensor, *,
+                         push: str = "gauss", push_scale: float = 0.25) -> Tensor:
+    """``prepared_cluster_total`` on targets padded to K_max segments, with no Python int of the view:
+    labels [P] int32/int64 with the ignored pixels at K_max (= counts.shape[0] - 1), counts [K_max + 1]
+    float (>= 1; rows past the view's K are padding), k and num_kept 0-d float tensors (the view's K
+    and kept pixels). Equal to ``prepared_cluster_total`` on the unpadded targets (tested); 0 when
+    no pixel is kept. emb: [H, W, D] or [P, D]."""
+    if push not in PUSH_MODES:
+        raise ValueError(f"cluster_loss: push must be one of {PUSH_MODES}, got {push!r}")
+    e = emb.reshape(-1, emb.shape[-1])
+    if e.shape[0] != labels.shape[0]:
+        raise ValueError(f"cluster_loss: {e.shape[0]} pixels rendered, targets have {labels.shape[0]}")
+    return _StaticClusterLoss.apply(e, labels, counts, k, num_kept, push, float(push_scale))
+
+
+def static_sample_triplets(table: Tensor, boundary: Tensor, m: Tensor, rand: Tensor) -> Tensor:
+    """Triplets (anchor, positive, negative) from anchor candidates padded to M_max rows, with no
+    Python int of the view: T = rand.shape[0] anchors drawn uniformly WITH replacement among the
+    view's m (0-d float tensor) candidates, then as ``prepared_sample_triplets`` a positive uniform
+    among the other boundary pixels of the anchor's segment and a negative uniform among its window
+    pixels of another segment. rand: [T, 2 + Q] uniform numbers in [0, 1) (drawn by the caller).
+    When m = 0 the rows are meaningless but in range; the caller weighs the loss by (m > 0).
+    Returns [T, 3] int64 flat pixel indices."""
+    mmax, bmax = table.shape[0], boundary.shape[0]
+    idx = (rand[:, 0] * m).long().clamp(0, mmax - 1)  # [T]
+    rows = table.index_select(0, idx).long()  # [T, 4 + Q]
+    anchor, start, cnt, rank = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    r = (rand[:, 1] * (cnt - 1)).long().clamp_max(cnt - 2).clamp_min(0)
+    r = r + (r >= rank).long()
+    pos = boundary.index_select(0, (start + r).clamp(0, bmax - 1))  # [T]
+    nbrs = rows[:, 4:]  # [T, Q], -1 where the window pixel is not another segment's
+    score = rand[:, 2:].masked_fill(nbrs < 0, -1.0)
+    neg = nbrs.gather(1, score.argmax(1, keepdim=True)).squeeze(1).clamp_min(0)
+    return torch.stack([anchor.clamp_min(0), pos, neg], dim=1)

@@ -1,0 +1,229 @@
+"""The per-view losses of one training step (photometric, cluster, triplet, semantic) as ONE module
+with static shapes, replayed as a CUDA graph on the GPU.
+
+Why: after the one-node losses, a UniC-Lift step was still bound by the host: Python and the
+autograd engine took about 14.7 ms to issue what the GPU ran in 8 ms (benchmarks/RESULTS.md,
+section 9). The losses of a view read only its render and its prepared masks, so they can be
+captured once (``torch.cuda.make_graphed_callables``, forward and backward) and replayed for every
+view, if every view has the same shapes. So the view's targets are copied into buffers padded to
+the largest view of the scene (segments K_max, boundary pixels B_max, anchor candidates M_max), the
+sizes that vary per view travel as tensors, and the triplets are drawn with replacement from
+random numbers drawn before the replay (``targets.static_sample_triplets``). On the CPU the same
+module runs eagerly: one code path, one set of numbers.
+
+The 3D neighbour loss reads the Gaussians, whose number changes while densifying: it stays outside
+(``SegmentationObjective.neighbor_term``).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from segmentation.losses import semantic_loss, triplet_hinge
+from segmentation.targets import static_cluster_total, static_sample_triplets
+from utils.loss_utils import photometric_loss
+
+MAX_GRAPHS = 8  # distinct (size, terms) keys graphed; more (mixed image sizes) run eagerly
+GRAPH_WARMUP = 3
+
+
+class StageBuffers:
+    """The static inputs of one image size: a view's targets are copied in before each step.
+    Scalars: [K, kept pixels, anchor candidates M, pixels with a class]."""
+
+    def __init__(self, height: int, width: int, kmax: int, bmax: int, mmax: int, window: int, triplets: int,
+                 device: torch.device):
+        P = height * width
+        self.kmax = kmax
+        self.image = torch.zeros(height, width, 3, dtype=torch.uint8, device=device)
+        self.labels = torch.full((P,), kmax, dtype=torch.int32, device=device)
+        self.counts = torch.ones(kmax + 1, device=device)
+        self.boundary = torch.zeros(max(bmax, 1), dtype=torch.int64, device=device)
+        self.table = torch.zeros(max(mmax, 1), 4 + window, dtype=torch.int32, device=device)
+        self.scalars = torch.zeros(4, device=device)
+        self.rand = torch.zeros(triplets, 2 + window, device=device)
+        self.semantic = torch.full((P,), -1, dtype=torch.int64, device=device)
+        self.confidence = torch.ones(P, device=device)
+
+    def load(self, view, targets, *, instance: bool, triplets: bool, semantic: bool, confidence: bool,
+             generator: Optional[torch.Generator]) -> None:
+        """Copies ``view``'s image and the parts of its prepared ``targets`` the step uses (a few copies,
+        no host sync)."""
+        self.image.copy_(view.image, non_blocking=True)
+        t = targets.instance if targets is not None else None
+        if instance or semantic:
+            self.scalars.copy_(_view_scalars(targets, self.scalars.device), non_blocking=True)
+        if instance:
+            self.labels.copy_(t.labels, non_blocking=True)  # the view's ignored label K becomes K_max inside
+            self.counts.copy_(_padded_counts(t, self.kmax, self.counts.device), non_blocking=True)
+        if triplets:
+            self.boundary[:t.boundary.shape[0]].copy_(t.boundary, non_blocking=True)
+            if t.num_anchors:
+                self.table[:t.num_anchors].copy_(t.anchor_table, non_blocking=True)
+            self.rand.uniform_(generator=generator)
+        if semantic:
+            self.semantic.copy_(targets.semantic, non_blocking=True)
+            if confidence:
+                self.confidence.copy_(targets.confidence, non_blocking=True)
+
+
+def _view_scalars(targets, device) -> Tensor:
+    """[K, kept pixels, M, pixels with a class] of a view, as floats, made once per view."""
+    cached = getattr(targets, "_stage_scalars", None)
+    if cached is None or cached.device != device:
+        t = targets.instance
+        vals = [t.num_segments, t.num_kept, t.num_anchors] if t is not None else [0, 0, 0]
+        cached = torch.tensor(vals + [targets.semantic_valid or 0], dtype=torch.float32, device=device)
+        targets._stage_scalars = cached
+    return cached
+
+
+def _padded_counts(t, kmax: int, device) -> Tensor:
+    """[K_max + 1] segment sizes of a view: its K, then ones (padding and the ignored row), made once."""
+    cached = getattr(t, "_stage_counts", None)
+    if cached is None or cached.shape[0] != kmax + 1 or cached.device != device:
+        cached = torch.ones(kmax + 1, device=device)
+        cached[:t.num_segments] = t.counts[:t.num_segments].to(device)
+        t._stage_counts = cached
+    return cached
+
+
+class LossStage(torch.nn.Module):
+    """One view's 2D loss terms from its render and the static buffers. ``terms``: which of
+    render | cluster | triplet | semantic; ``inputs`` names the tensors ``forward`` takes, in order."""
+
+    def __init__(self, terms: Sequence[str], *, lambda_dssim: float, cfg=None, head=None, decoder=None,
+                 num_classes: Optional[int] = None, code_space=None, confidence: bool = False):
+        super().__init__()
+        self.terms = tuple(terms)
+        self.lambda_dssim = float(lambda_dssim)
+        self.cfg = cfg
+        self.head = head if "triplet" in self.terms else None
+        self.decoder = decoder if "semantic" in self.terms else None
+        self.num_classes = num_classes
+        self.code_space = code_space
+        inputs = ["rgb", "image"]
+        if "cluster" in self.terms or "triplet" in self.terms:
+            inputs += ["embedding", "labels", "scalars"]
+        if "cluster" in self.terms:
+            inputs += ["counts"]
+        if "triplet" in self.terms:
+            inputs += ["boundary", "table", "rand"]
+        if "semantic" in self.terms:
+            inputs += ["semantic_feature", "semantic"] + (["confidence"] if confidence else [])
+            if "scalars" not in inputs:
+                inputs.append("scalars")
+        self.inputs = tuple(inputs)
+
+    def forward(self, *tensors: Tensor) -> Tuple[Tensor, ...]:
+        x = dict(zip(self.inputs, tensors))
+        gt = x["image"].to(x["rgb"].dtype) / 255.0
+        out = {"render": photometric_loss(x["rgb"], gt, self.lambda_dssim)}
+        cfg = self.cfg
+        if "embedding" in x:
+            emb = self.code_space(x["embedding"])
+            e = emb.reshape(-1, emb.shape[-1])  # [P, d]
+            k = x["scalars"][0]
+            if "cluster" in self.terms:
+                kmax = x["counts"].shape[0] - 1
+                labels = torch.where(x["labels"] < k, x["labels"], kmax)  # the view's ignored label -> K_max
+                out["cluster"] = static_cluster_total(e, labels, x["counts"], k, x["scalars"][1],
+                                                      push=cfg.push, push_scale=cfg.push_scale)
+            if "triplet" in self.terms:
+                m = x["scalars"][2]
+                trip = static_sample_triplets(x["table"], x["boundary"], m, x["rand"])  # [T, 3]
+                z = e.index_select(0, trip.reshape(-1))  # W acts per pixel: the 3T sampled ones only
+                z = self.head(z).reshape(-1, 3, e.shape[-1])
+                out["triplet"] = triplet_hinge(z, cfg.triplet_margin) * (m > 0).to(e.dtype)
+        if "semantic" in self.terms:
+            s = x["semantic_feature"]
+            logits = (self.decoder(s) if self.decoder is not None else s).reshape(-1, self.num_classes)
+            out["semantic"] = semantic_loss(logits, x["semantic"], x.get("confidence"), ignore_index=-1,
+                                            n_valid=x["scalars"][3])
+        return tuple(out[t] for t in self.terms)
+
+
+class LossStages:
+    """Builds and runs the ``LossStage`` of each step: buffers per image size, one module per set of
+    terms, graphed on CUDA (``graphs``) after its first use. ``__call__`` returns the named terms."""
+
+    def __init__(self, views: List, *, lambda_dssim: float, objective=None, device: torch.device,
+                 graphs: bool = True, triplets: int = 3000):
+        self.objective, self.lambda_dssim, self.device = objective, lambda_dssim, torch.device(device)
+        self.graphs = bool(graphs) and self.device.type == "cuda"
+        self.triplets = triplets
+        self.sizes: Dict[Tuple[int, int], Tuple[int, int, int, int]] = {}
+        for view in views:  # the scene's largest targets per image size
+            h, w = view.image.shape[:2]
+            t = getattr(getattr(view, "targets", None), "instance", None)
+            k, b, m, q = (t.num_segments, t.boundary.shape[0], t.num_anchors, t.anchor_table.shape[1] - 4) \
+                if t is not None else (0, 0, 0, 0)
+            old = self.sizes.get((h, w), (0, 0, 0, 0))
+            self.sizes[(h, w)] = (max(old[0], k), max(old[1], b), max(old[2], m), max(old[3], q))
+        self.buffers: Dict[Tuple[int, int], StageBuffers] = {}
+        self.stages: Dict[tuple, torch.nn.Module] = {}
+        self.graphed: Dict[tuple, object] = {}
+        self.leaves: Dict[tuple, Dict[str, Tensor]] = {}
+
+    def _buffers(self, h: int, w: int) -> StageBuffers:
+        if (h, w) not in self.buffers:
+            k, b, m, q = self.sizes.get((h, w), (0, 0, 0, 0))
+            self.buffers[(h, w)] = StageBuffers(h, w, k, b, m, q, self.triplets, self.device)
+        return self.buffers[(h, w)]
+
+    def terms_for(self, step: int, view, features: Optional[dict]) -> Tuple[str, ...]:
+        obj = self.objective
+        targets = getattr(view, "targets", None) if features else None
+        terms = ["render"]
+        if obj is None or targets is None:
+            return tuple(terms)
+        cfg = obj.cfg
+        if targets.instance is not None:
+            if cfg.use_cluster:
+                terms.append("cluster")
+            if obj.head is not None and step >= cfg.triplet_from_iter:
+                terms.append("triplet")
+        if obj.num_classes and "semantic" in features and targets.semantic is not None:
+            terms.append("semantic")
+        return tuple(terms)
+
+    def __call__(self, step: int, view, rgb: Tensor, features: Optional[dict]) -> Dict[str, Tensor]:
+        obj = self.objective
+        terms = self.terms_for(step, view, features)
+        h, w = rgb.shape[:2]
+        buf = self._buffers(h, w)
+        targets = obj.targets_of(view, self.device) if len(terms) > 1 else None
+        conf = "semantic" in terms and targets.confidence is not None
+        buf.load(view, targets, instance="cluster" in terms or "triplet" in terms, triplets="triplet" in terms,
+                 semantic="semantic" in terms, confidence=conf, generator=obj.generator if obj else None)
+        key = (h, w, terms, conf)
+        stage = self.stages.get(key)
+        if stage is None:
+            stage = LossStage(terms, lambda_dssim=self.lambda_dssim, cfg=obj.cfg if obj else None,
+                              head=obj.head if obj else None, decoder=obj.decoder if obj else None,
+                              num_classes=obj.num_classes if obj else None,
+                              code_space=obj.code_space if obj else None, confidence=conf)
+            self.stages[key] = stage
+        feats = features or {}
+        given = {"rgb": rgb, "embedding": feats.get("embedding"), "semantic_feature": feats.get("semantic")}
+        args = tuple(given[n] if n in given else getattr(buf, n) for n in stage.inputs)
+        run = self._graph(key, stage, args) if self.graphs else stage
+        return dict(zip(terms, run(*args)))
+
+    def _graph(self, key: tuple, stage: LossStage, args: Tuple[Tensor, ...]):
+        """The CUDA-graphed stage of ``key``, captured at its first use (the rendered inputs get
+        leaves of their own, into which each call copies); eager past MAX_GRAPHS keys."""
+        if key in self.graphed:
+            return self.graphed[key]
+        if len(self.graphed) >= MAX_GRAPHS:
+            return stage
+        leaves = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
+        # the buffers themselves are the graph's inputs for targets (no copy per call)
+        leaves = tuple(a if not a.requires_grad else leaf for a, leaf in zip(args, leaves))
+        torch.cuda.synchronize()
+        graphed = torch.cuda.make_graphed_callables(stage, leaves,
+                                                    num_warmup_iters=GRAPH_WARMUP, allow_unused_input=True)
+        self.graphed[key] = graphed
+        return graphed

@@ -1,0 +1,184 @@
+"""The static-shape loss stage (segmentation/stage.py) against the per-view losses it replaces."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from arguments import SegmentationParams
+from segmentation.losses import semantic_loss, triplet_hinge
+from segmentation.objective import SegmentationObjective
+from segmentation.stage import LossStage, LossStages
+from segmentation.targets import (prepare_targets, prepared_cluster_total, static_cluster_total,
+                                  static_sample_triplets)
+from tests.test_seg_losses import seg_image
+from utils.loss_utils import photometric_loss
+
+
+def _targets(seed, ignore_id=0):
+    seg = seg_image(seed=seed)
+    valid = torch.ones_like(seg, dtype=torch.bool)
+    valid[10:14, 20:] = False
+    return seg, valid, prepare_targets(seg, valid, ignore_id=ignore_id)
+
+
+def _padded(t, kmax):
+    labels = torch.where(t.labels < t.num_segments, t.labels, kmax)
+    counts = torch.ones(kmax + 1, dtype=torch.float64)
+    counts[:t.num_segments] = t.counts[:t.num_segments]
+    return labels, counts, torch.tensor(float(t.num_segments)), torch.tensor(float(t.num_kept))
+
+
+@pytest.mark.parametrize("push", ["sqdist", "gauss"])
+@pytest.mark.parametrize("pad", [0, 7])
+@pytest.mark.parametrize("ignore_id", [0, None])
+def test_static_cluster_loss_equals_prepared_loss_float64(push, pad, ignore_id):
+    """Padded to K_max = K + pad with the view's sizes as tensors: the same value and gradient."""
+    seg, valid, t = _targets(2, ignore_id)
+    emb = torch.rand(*seg.shape, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    e1, e2 = emb.clone().requires_grad_(), emb.clone().requires_grad_()
+    labels, counts, k, kept = _padded(t, t.num_segments + pad)
+    new = static_cluster_total(e1, labels, counts, k.double(), kept.double(), push=push, push_scale=0.3)
+    ref = prepared_cluster_total(e2, t, push=push, push_scale=0.3)
+    torch.testing.assert_close(new, ref, rtol=1e-12, atol=1e-14)
+    (1.7 * new).backward()
+    (1.7 * ref).backward()
+    torch.testing.assert_close(e1.grad, e2.grad, rtol=1e-10, atol=1e-14)
+    assert e1.grad.abs().sum() > 0
+
+
+def test_static_cluster_loss_degenerate_views():
+    """One segment: the push is 0, the pull remains; no kept pixel: 0 with a zero gradient."""
+    one = prepare_targets(torch.ones(6, 8, dtype=torch.int64), ignore_id=0)
+    x = torch.rand(6, 8, 3, dtype=torch.float64, requires_grad=True)
+    labels, counts, k, kept = _padded(one, 4)
+    v = static_cluster_total(x, labels, counts, k.double(), kept.double(), push="gauss")
+    torch.testing.assert_close(v, prepared_cluster_total(x, one, push="gauss"))
+    none = prepare_targets(torch.zeros(6, 8, dtype=torch.int64), ignore_id=0)
+    labels, counts, k, kept = _padded(none, 4)
+    z = torch.rand(6, 8, 3, requires_grad=True)
+    out = static_cluster_total(z, labels, counts.float(), k, kept)
+    out.backward()
+    assert out.item() == 0.0 and torch.equal(z.grad, torch.zeros_like(z))
+
+
+def test_static_triplets_are_valid_and_cover_the_anchors():
+    """With replacement from the padded table: anchor and positive are two boundary pixels of one
+    segment, the negative another segment's pixel in the anchor's window; padding is never drawn."""
+    seg, valid, t = _targets(0)
+    M, W = t.num_anchors, seg.shape[1]
+    table = torch.cat([t.anchor_table, torch.full((50, t.anchor_table.shape[1]), 10**6, dtype=torch.int32)])
+    boundary = torch.cat([t.boundary, torch.full((9,), -5, dtype=torch.int64)])
+    rand = torch.rand(20000, table.shape[1] - 2, generator=torch.Generator().manual_seed(0))
+    tr = static_sample_triplets(table, boundary, torch.tensor(float(M)), rand)
+    assert tr.shape == (20000, 3)
+    lab = t.labels.long()
+    a, p, n = tr.unbind(1)
+    assert torch.isin(a, t.anchors).all() and torch.isin(p, t.boundary).all()
+    assert (a != p).all() and (lab[a] == lab[p]).all() and (lab[n] != lab[a]).all() and (lab[n] < t.num_segments).all()
+    assert ((a // W - n // W).abs() <= t.radius).all() and ((a % W - n % W).abs() <= t.radius).all()
+    assert torch.unique(a).numel() > 0.95 * M  # 20000 draws reach nearly every candidate
+    empty = static_sample_triplets(torch.zeros(1, table.shape[1], dtype=torch.int32), torch.zeros(1, dtype=torch.int64),
+                                   torch.tensor(0.0), rand[:10])
+    assert empty.shape == (10, 3) and (empty == 0).all()  # in range; the stage weighs it by (m > 0)
+
+
+def _objective(num_classes=4, **kw):
+    cfg = SegmentationParams(emb_dim=4, linear_layer="normalized", push="gauss", triplet_from_iter=0,
+                             triplet_max=64, use_3d=False, **kw)
+    return SegmentationObjective(cfg, num_classes, torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+
+
+def _view(seed, n=6):
+    seg = seg_image(seed=seed, n=n)
+    valid = torch.ones_like(seg, dtype=torch.bool)
+    valid[2:4, 5:9] = False
+    H, W = seg.shape
+    g = torch.Generator().manual_seed(seed)
+    return SimpleNamespace(instance=seg.to(torch.int32), semantic=(seg // 3) % 4, confidence=torch.rand(H, W, generator=g),
+                           valid=valid, image=torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=g))
+
+
+def test_loss_stage_equals_the_per_term_losses():
+    """LossStages (eager, CPU) gives the photometric, cluster and semantic terms of the unpadded
+    references exactly, and the triplet term is the hinge on the triplets its random numbers draw."""
+    obj = _objective()
+    views = [_view(s, n) for s, n in ((0, 6), (1, 3), (3, 9))]
+    for v in views:
+        obj.prepare(v)
+    assert len({v.targets.instance.num_segments for v in views}) > 1  # padding is exercised
+    stages = LossStages(views, lambda_dssim=0.2, objective=obj, device=torch.device("cpu"), triplets=64)
+    for i, v in enumerate(views):
+        H, W = v.instance.shape
+        g = torch.Generator().manual_seed(10 + i)
+        rgb = torch.rand(H, W, 3, generator=g, requires_grad=True)
+        feats = {"embedding": torch.randn(H, W, 4, generator=g), "semantic": torch.randn(H, W, 4, generator=g)}
+        out = stages(5, v, rgb, feats)
+        assert set(out) == {"render", "cluster", "triplet", "semantic"}
+        t = v.targets
+        torch.testing.assert_close(out["render"], photometric_loss(rgb, v.image.float() / 255.0))
+        emb = torch.sigmoid(feats["embedding"])
+        torch.testing.assert_close(out["cluster"], prepared_cluster_total(emb, t.instance), rtol=1e-5, atol=1e-7)
+        ref_sem = semantic_loss(feats["semantic"].reshape(-1, 4), t.semantic, t.confidence, n_valid=t.semantic_valid)
+        torch.testing.assert_close(out["semantic"], ref_sem)
+        buf = stages.buffers[(H, W)]
+        trip = static_sample_triplets(buf.table, buf.boundary, buf.scalars[2], buf.rand)
+        z = obj.head(emb.reshape(-1, 4)[trip.reshape(-1)]).reshape(-1, 3, 4)
+        torch.testing.assert_close(out["triplet"], triplet_hinge(z))
+        sum(out.values()).backward()
+        assert rgb.grad is not None and obj.head.weight.grad is not None
+    # before triplet_from_iter and for a view without masks, the stage holds fewer terms
+    obj.cfg.triplet_from_iter = 100
+    assert set(stages(5, views[0], rgb, feats)) == {"render", "cluster", "semantic"}
+    assert set(stages(5, views[0], rgb, None)) == {"render"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_graphed_stage_equals_eager_stage_and_never_syncs():
+    """The CUDA-graphed stage replays the eager stage's values and gradients (render inputs, W,
+    decoder) over views of different K, and a replay never makes the host wait."""
+    dev = torch.device("cuda")
+
+    def build(graphs):
+        obj = _objective(semantic_head="embed", semantic_dim=3)
+        obj.device = dev
+        obj.generator = torch.Generator(device=dev).manual_seed(0)
+        obj.head = obj.head.to(dev)
+        obj.decoder = torch.nn.Linear(3, 4).to(dev)
+        with torch.no_grad():
+            obj.decoder.weight.copy_(torch.arange(12, dtype=torch.float32).reshape(4, 3) / 10)
+            obj.decoder.bias.zero_()
+        views = [_view(s, n) for s, n in ((0, 6), (1, 3), (3, 9))]
+        for v in views:
+            v.image = v.image.to(dev)
+            obj.prepare(v, dev)
+        return obj, views, LossStages(views, lambda_dssim=0.2, objective=obj, device=dev, graphs=graphs, triplets=64)
+
+    runs = []
+    for graphs in (False, True):
+        obj, views, stages = build(graphs)
+        got = []
+        for rep in range(2):
+            for i, v in enumerate(views):
+                H, W = v.instance.shape
+                g = torch.Generator(device=dev).manual_seed(100 * rep + i)
+                rgb = torch.rand(H, W, 3, device=dev, generator=g, requires_grad=True)
+                emb = torch.randn(H, W, 4, device=dev, generator=g, requires_grad=True)
+                sem = torch.randn(H, W, 3, device=dev, generator=g, requires_grad=True)
+                if graphs and rep == 1:
+                    torch.cuda.synchronize()
+                    torch.cuda.set_sync_debug_mode("error")
+                try:
+                    out = stages(5, v, rgb, {"embedding": emb, "semantic": sem})
+                    (out["render"] + 0.5 * out["cluster"] + 0.25 * out["triplet"] + 2.0 * out["semantic"]).backward()
+                finally:
+                    torch.cuda.set_sync_debug_mode(0)
+                got.append([x.detach().clone() for x in (*out.values(), rgb.grad, emb.grad, sem.grad,
+                                                         obj.head.weight.grad, obj.decoder.weight.grad)])
+                obj.head.weight.grad = obj.decoder.weight.grad = obj.decoder.bias.grad = None
+        runs.append(got)
+        if graphs:
+            assert len(stages.graphed) == 1
+    for eager, graphed in zip(*runs):
+        for a, b in zip(eager, graphed):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
