@@ -166,8 +166,17 @@ class _RasterizeSplitGrad(torch.autograd.Function):
                 means2d, conics, _pad_channels(colors[..., :n_geo]), opacities, _pad_channels(bg_geo), None,
                 *common, _pad_channels(v_render[..., :n_geo]), v_alphas.contiguous(), False,
             )
-        if need_colors:
-            # the detached channels: their colour gradient only (the weights are constants for them)
+        if need_colors and colors.shape[-1] in GSPLAT_CHANNELS:
+            # the detached channels: their colour gradient only (the weights are constants for them).
+            # The block is a width gsplat is compiled for: pass it whole with the geo channels' output
+            # gradient zeroed (each channel's colour gradient reads its own output gradient only), so
+            # neither the colours nor the gradients are copied into padded blocks and concatenated.
+            v_feat = v_render.clone()
+            v_feat[..., :n_geo] = 0.0
+            v_colors = bwd(means2d, conics, colors, opacities, None, None, *common, v_feat,
+                           torch.zeros_like(v_alphas), False)[3]
+            v_colors[..., :n_geo] = v_geo_colors[..., :n_geo]
+        elif need_colors:
             v_feat_colors = bwd(
                 means2d, conics, _pad_channels(colors[..., n_geo:]), opacities, None, None, *common,
                 _pad_channels(v_render[..., n_geo:]), torch.zeros_like(v_alphas), False,

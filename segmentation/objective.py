@@ -66,6 +66,7 @@ class SegmentationObjective:
         self.edges: Optional[Tensor] = None  # [E, 2] neighbour pairs of the 3D loss
         self.edges_step = -1
         self.edges_n = -1
+        self.edges_offset = 0  # where the next step's slice of the shuffled pairs starts
 
     @property
     def ignore_id(self) -> Optional[int]:
@@ -115,7 +116,7 @@ class SegmentationObjective:
             t = self.prepare(view, device)
         here = t.instance.labels.device if t.instance is not None else (
             t.semantic.device if t.semantic is not None else device)
-        if here != device:
+        if here.type != device.type or (here.index or 0) != (device.index or 0):  # "cuda" is "cuda:0"
             t = ViewTargets(instance=t.instance.to(device) if t.instance is not None else None,
                             semantic=t.semantic.to(device, non_blocking=True) if t.semantic is not None else None,
                             confidence=t.confidence.to(device, non_blocking=True) if t.confidence is not None else None,
@@ -167,8 +168,19 @@ class SegmentationObjective:
         self._refresh_graph(step, model)
         if self.edges is None or not len(self.edges):
             return None
-        return neighbor_loss(model.params[EMBEDDING], self.edges, max_edges=cfg.l3d_max_edges,
-                             generator=self.generator, activation=torch.sigmoid)  # code space
+        return neighbor_loss(model.params[EMBEDDING], self._edge_window(), activation=torch.sigmoid)  # code space
+
+    def _edge_window(self) -> Tensor:
+        """This step's neighbour pairs: the next ``l3d_max_edges`` of the graph's pairs, which were shuffled
+        when it was built (a slice: no per-step gather of random rows), wrapping around at the end."""
+        m, E = self.cfg.l3d_max_edges, int(self.edges.shape[0])
+        if not m or E <= m:
+            return self.edges
+        if self.edges_offset + m > E:
+            self.edges_offset = 0
+        window = self.edges[self.edges_offset:self.edges_offset + m]
+        self.edges_offset += m
+        return window
 
     def weights(self) -> Dict[str, float]:
         c = self.cfg
@@ -179,14 +191,19 @@ class SegmentationObjective:
         n = model.num_gaussians
         stale = self.edges is None or n != self.edges_n or step - self.edges_step >= self.cfg.l3d_refresh
         if stale:
-            self.edges = neighbor_graph(model.get_means().detach(), radius2=self.cfg.l3d_radius2, k=self.cfg.l3d_k)
+            edges = neighbor_graph(model.get_means().detach(), radius2=self.cfg.l3d_radius2, k=self.cfg.l3d_k)
+            if len(edges) > (self.cfg.l3d_max_edges or len(edges)):  # shuffled once; each step takes a slice
+                edges = edges.index_select(0, torch.randperm(len(edges), generator=self.generator,
+                                                             device=edges.device))
+            self.edges, self.edges_offset = edges, 0
             self.edges_step, self.edges_n = step, n
 
     # ----- checkpoint ----------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"head": self.head.state_dict() if self.head is not None else None,
                 "decoder": self.decoder.state_dict() if self.decoder is not None else None,
-                "edges": self.edges, "edges_step": self.edges_step, "edges_n": self.edges_n}
+                "edges": self.edges, "edges_step": self.edges_step, "edges_n": self.edges_n,
+                "edges_offset": self.edges_offset}
 
     def load_state_dict(self, state: dict) -> None:
         if self.head is not None and state.get("head") is not None:
@@ -197,3 +214,4 @@ class SegmentationObjective:
         if self.edges is not None:
             self.edges = self.edges.to(self.device)
         self.edges_step, self.edges_n = state.get("edges_step", -1), state.get("edges_n", -1)
+        self.edges_offset = state.get("edges_offset", 0)

@@ -151,7 +151,9 @@ class LossStages:
 
     def __init__(self, views: List, *, lambda_dssim: float, objective=None, device: torch.device,
                  graphs: bool = True, triplets: int = 3000):
-        self.objective, self.lambda_dssim, self.device = objective, lambda_dssim, torch.device(device)
+        # "cuda" -> "cuda:0": the device of the tensors made here, so that the targets' device compares equal
+        self.objective, self.lambda_dssim = objective, lambda_dssim
+        self.device = torch.empty(0, device=device).device
         self.graphs = bool(graphs) and self.device.type == "cuda"
         self.triplets = triplets
         self.sizes: Dict[Tuple[int, int], Tuple[int, int, int, int]] = {}

@@ -83,8 +83,9 @@ def test_static_triplets_are_valid_and_cover_the_anchors():
 
 
 def _objective(num_classes=4, **kw):
+    kw = {"use_3d": False, **kw}
     cfg = SegmentationParams(emb_dim=4, linear_layer="normalized", push="gauss", triplet_from_iter=0,
-                             triplet_max=64, use_3d=False, **kw)
+                             triplet_max=64, **kw)
     return SegmentationObjective(cfg, num_classes, torch.device("cpu"), generator=torch.Generator().manual_seed(0))
 
 
@@ -182,3 +183,33 @@ def test_gpu_graphed_stage_equals_eager_stage_and_never_syncs():
     for eager, graphed in zip(*runs):
         for a, b in zip(eager, graphed):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_neighbour_pairs_are_shuffled_once_and_sliced_per_step():
+    """L_3D takes consecutive slices of the pairs shuffled when the graph is built: a full pass sees
+    every pair once; the slice position is checkpointed."""
+    g = torch.Generator().manual_seed(0)
+    means = torch.rand(300, 3, generator=g)
+    v = torch.randn(300, 4, generator=g, requires_grad=True)
+    model = SimpleNamespace(num_gaussians=300, get_means=lambda: means, params={"embedding": v})
+    obj = _objective(use_3d=True, l3d_from_iter=0, l3d_max_edges=30, l3d_refresh=10**6)
+    seen = []
+    for step in range(40):
+        loss = obj.neighbor_term(step, model)
+        assert loss is not None and loss.requires_grad
+        seen.append(obj.edges[obj.edges_offset - 30:obj.edges_offset].clone())
+    E = obj.edges.shape[0]
+    assert E > 120
+    full = torch.cat(seen[:E // 30])  # the passes before the first wrap
+    assert torch.unique(full[:, 0] * 1000 + full[:, 1]).numel() == full.shape[0]  # no pair twice
+    from segmentation.neighbors import neighbor_graph
+
+    ref = neighbor_graph(means, radius2=obj.cfg.l3d_radius2, k=obj.cfg.l3d_k)
+    key = lambda e: torch.sort(e[:, 0] * 1000 + e[:, 1]).values  # noqa: E731
+    assert torch.equal(key(obj.edges), key(ref))  # the same pairs, in another order
+    assert not torch.equal(obj.edges, ref)
+    state = obj.state_dict()
+    other = _objective(use_3d=True, l3d_from_iter=0, l3d_max_edges=30, l3d_refresh=10**6)
+    other.load_state_dict(state)
+    a, b = obj.neighbor_term(41, model), other.neighbor_term(41, model)
+    assert torch.equal(a, b)
