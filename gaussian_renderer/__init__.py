@@ -49,8 +49,17 @@ class GeometryDetached:
     def get_means(self): return self.model.get_means().detach()
     def get_scales(self): return self.model.get_scales().detach()
     def get_quats(self): return self.model.get_quats().detach()
+    def get_raw_quats(self): return _raw_quats(self.model).detach()
     def get_opacities(self): return self.model.get_opacities().detach()
     def get_sh(self): return self.model.get_sh().detach()
+
+
+def _raw_quats(model) -> Tensor:
+    """The model's quaternions as stored (``get_raw_quats``, any nonzero norm) where it has them, else
+    ``get_quats()``: both rasterizers normalise, so the model's own normalisation (four autograd nodes
+    per step) is skipped."""
+    raw = getattr(model, "get_raw_quats", None)
+    return raw() if raw is not None else model.get_quats()
 
 
 def camera_tensors(camera, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
@@ -76,7 +85,8 @@ def render(
     """Renders ``model`` (see the contract below) from ``camera`` (a ``scene.cameras.Camera``).
 
     model: ``get_means()`` [N, 3], ``get_scales()`` [N, 3] (activated), ``get_quats()`` [N, 4]
-    wxyz, ``get_opacities()`` [N] (activated), ``get_sh()`` [N, (deg+1)^2, 3] DC first,
+    wxyz (or ``get_raw_quats()``, unnormalised, where the model has it), ``get_opacities()`` [N]
+    (activated), ``get_sh()`` [N, (deg+1)^2, 3] DC first,
     ``active_sh_degree`` int.
     bg: [3] background colour for the RGB channels (None = black).
     features: name -> [N, D] per-Gaussian values, already activated by the caller; rendered
@@ -126,7 +136,7 @@ def render(
             background = torch.cat([bg, bg.new_zeros(colors.shape[1] - 3)])  # [D_total]
 
     image, alpha, info = rasterize(
-        means, model.get_quats(), model.get_scales(), model.get_opacities(), colors,
+        means, _raw_quats(model), model.get_scales(), model.get_opacities(), colors,
         viewmat, K, camera.width, camera.height,
         near_plane=near_plane, background=background, backend=chosen,
         detached_channels=0 if feature_geometry_grad else n_features,

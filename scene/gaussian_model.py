@@ -110,6 +110,9 @@ class GaussianModel:
     def get_quats(self) -> Tensor:  # [N, 4] unit wxyz
         return nn.functional.normalize(self.params["quats"], dim=-1)
 
+    def get_raw_quats(self) -> Tensor:  # [N, 4] wxyz, any nonzero norm: the rasterizers normalise
+        return self.params["quats"]
+
     def get_opacities(self) -> Tensor:  # [N]
         return torch.sigmoid(self.params["opacities"])
 

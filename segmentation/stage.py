@@ -221,9 +221,14 @@ class LossStages:
             return self.graphed[key]
         if len(self.graphed) >= MAX_GRAPHS:
             return stage
-        leaves = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
-        # the buffers themselves are the graph's inputs for targets (no copy per call)
-        leaves = tuple(a if not a.requires_grad else leaf for a, leaf in zip(args, leaves))
+        # the rendered inputs get leaves of their own; the buffers themselves are the graph's inputs
+        # for the targets (no copy per call)
+        leaves = tuple(a.detach().clone().requires_grad_(True) if a.requires_grad else a for a in args)
+        h, w, terms, conf = key
+        if "triplet" in terms:  # the triplets never turn off again: the graph without them is freed
+            stale = (h, w, tuple(t for t in terms if t != "triplet"), conf)
+            self.graphed.pop(stale, None)
+            self.stages.pop(stale, None)
         torch.cuda.synchronize()
         graphed = torch.cuda.make_graphed_callables(stage, leaves,
                                                     num_warmup_iters=GRAPH_WARMUP, allow_unused_input=True)

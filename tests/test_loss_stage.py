@@ -213,3 +213,57 @@ def test_neighbour_pairs_are_shuffled_once_and_sliced_per_step():
     other.load_state_dict(state)
     a, b = obj.neighbor_term(41, model), other.neighbor_term(41, model)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sigmoid", [True, False])
+def test_one_node_neighbour_loss_equals_autograd_float64(sigmoid):
+    from segmentation.losses import neighbor_loss
+
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(50, 6, dtype=torch.float64, generator=g)
+    edges = torch.randint(0, 50, (120, 2), generator=g)
+    v1, v2 = v.clone().requires_grad_(), v.clone().requires_grad_()
+    act = torch.sigmoid if sigmoid else None
+    fused = neighbor_loss(v1, edges, activation=act)
+    x = torch.sigmoid(v2) if sigmoid else v2
+    ref = (x[edges[:, 0]] - x[edges[:, 1]]).square().sum(-1).mean()
+    assert type(fused.grad_fn).__name__ == "_NeighborLossBackward"
+    torch.testing.assert_close(fused, ref, rtol=1e-13, atol=0)
+    (3.0 * fused).backward()
+    (3.0 * ref).backward()
+    torch.testing.assert_close(v1.grad, v2.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_render_skips_the_model_quaternion_normalisation():
+    """render() hands the stored quaternions to the rasterizer, which normalises them: the image and
+    the quaternions' gradient equal those of a render through the normalised ones (float64)."""
+    from gaussian_renderer import render
+    from tests.test_feature_detach import _model_and_features
+    from tests.test_rasterizer import as_camera
+
+    sc, model, feats = _model_and_features(seed=5)
+    q_raw = (model.quats.detach() * torch.linspace(0.3, 3.0, model.quats.shape[0],
+                                                   dtype=torch.float64)[:, None]).requires_grad_(True)
+
+    class NoRaw:  # the model contract without get_raw_quats: render uses get_quats()
+        active_sh_degree = model.active_sh_degree
+        get_means, get_scales = model.get_means, model.get_scales
+        get_opacities, get_sh = model.get_opacities, model.get_sh
+
+        def get_quats(self):
+            return torch.nn.functional.normalize(q_raw, dim=-1)
+
+    class Raw(NoRaw):
+        def get_raw_quats(self):
+            return q_raw
+
+    grads, images = [], []
+    for m in (Raw(), NoRaw()):
+        out = render(as_camera(sc), m, features=feats, backend="torch")
+        (out.rgb.square().sum() + out.features["emb"].sum()).backward()
+        grads.append(q_raw.grad.clone())
+        images.append(out.rgb.detach())
+        q_raw.grad = None
+    torch.testing.assert_close(images[0], images[1], rtol=0, atol=1e-12)
+    assert grads[1].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-12)
