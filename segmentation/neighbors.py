@@ -16,7 +16,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-__all__ = ["neighbor_graph"]
+__all__ = ["neighbor_graph", "neighbor_pairs"]
 
 
 def neighbor_graph(means: Tensor, radius2: float = 1e-2, k: int = 16, *, workers: int = -1) -> Tensor:
@@ -32,13 +32,19 @@ def neighbor_graph(means: Tensor, radius2: float = 1e-2, k: int = 16, *, workers
     """
     if means.dim() != 2 or means.shape[1] != 3:
         raise ValueError(f"neighbor_graph: means must be [N,3], got {tuple(means.shape)}")
+    pairs = neighbor_pairs(means.detach().to("cpu", torch.float64).numpy(), radius2, k, workers=workers)
+    return torch.from_numpy(pairs).to(means.device)
+
+
+def neighbor_pairs(pts: np.ndarray, radius2: float = 1e-2, k: int = 16, *, workers: int = -1) -> np.ndarray:
+    """``neighbor_graph`` on a float64 numpy array [N, 3]: [E, 2] int64 pairs (numpy only, so it can
+    run in a background thread while training goes on; see ``SegmentationObjective``)."""
     if k < 1 or not radius2 > 0:
         raise ValueError(f"neighbor_graph: need k >= 1 and radius2 > 0, got k={k}, radius2={radius2}")
-    N = means.shape[0]
-    empty = torch.zeros(0, 2, dtype=torch.int64, device=means.device)
+    N = pts.shape[0]
+    empty = np.zeros((0, 2), dtype=np.int64)
     if N < 2:
         return empty
-    pts = means.detach().to("cpu", torch.float64).numpy()  # [N, 3]
     if not np.isfinite(pts).all():
         raise ValueError("neighbor_graph: means contain NaN or inf")
     kq = min(k + 1, N)  # +1: the point itself usually comes back first
@@ -62,5 +68,4 @@ def neighbor_graph(means: Tensor, radius2: float = 1e-2, k: int = 16, *, workers
         return empty
     # Deduplicate by hand: sort + neighbour compare is ~50x faster than np.unique on numpy 2.4.
     key = key[np.concatenate(([True], key[1:] != key[:-1]))]
-    edges = np.stack([key // N, key % N], axis=1)  # [E, 2]
-    return torch.from_numpy(edges).to(means.device)
+    return np.stack([key // N, key % N], axis=1)  # [E, 2]

@@ -17,6 +17,8 @@ given without prepared targets is prepared on the fly (tests, tools).
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -25,11 +27,20 @@ import torch
 from torch import Tensor
 
 from segmentation.losses import TripletHead, neighbor_loss, semantic_loss, triplet_hinge
-from segmentation.neighbors import neighbor_graph
+from segmentation.neighbors import neighbor_graph, neighbor_pairs
 from segmentation.targets import (SegmentTargets, prepare_semantic_target, prepare_targets,
                                   prepared_cluster_total, prepared_sample_triplets)
 
 EMBEDDING, SEMANTIC = "embedding", "semantic"
+_EXECUTOR: Optional[ThreadPoolExecutor] = None
+
+
+def _background() -> ThreadPoolExecutor:
+    """One worker thread for neighbour-graph rebuilds (cKDTree and numpy release the GIL for the work)."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neighbour-graph")
+    return _EXECUTOR
 
 
 @dataclass
@@ -67,6 +78,7 @@ class SegmentationObjective:
         self.edges_step = -1
         self.edges_n = -1
         self.edges_offset = 0  # where the next step's slice of the shuffled pairs starts
+        self.pending = None  # (iteration due, iteration of the snapshot, N, future) of a background rebuild
 
     @property
     def ignore_id(self) -> Optional[int]:
@@ -188,22 +200,51 @@ class SegmentationObjective:
 
     @torch.no_grad()
     def _refresh_graph(self, step: int, model) -> None:
-        n = model.num_gaussians
-        stale = self.edges is None or n != self.edges_n or step - self.edges_step >= self.cfg.l3d_refresh
-        if stale:
-            edges = neighbor_graph(model.get_means().detach(), radius2=self.cfg.l3d_radius2, k=self.cfg.l3d_k)
-            if len(edges) > (self.cfg.l3d_max_edges or len(edges)):  # shuffled once; each step takes a slice
-                edges = edges.index_select(0, torch.randperm(len(edges), generator=self.generator,
-                                                             device=edges.device))
-            self.edges, self.edges_offset = edges, 0
-            self.edges_step, self.edges_n = step, n
+        """Keeps ``self.edges`` current. A rebuild of an existing graph (same Gaussian count) runs in a
+        background thread on the means of the iteration it was due and is swapped in
+        ``l3d_rebuild_lag`` iterations later, at a fixed iteration whatever the thread's speed, so runs
+        and resumed runs stay reproducible. The first graph, and one after the count changed, is built
+        here and now."""
+        cfg, n = self.cfg, model.num_gaussians
+        if self.pending is not None:
+            due, snap_step, snap_n, job = self.pending
+            if snap_n != n:  # densification changed the Gaussians: the pending graph is void
+                self.pending = None
+            elif step >= due:
+                self.pending = None
+                self._install(torch.from_numpy(job.result()).to(self.device), snap_step, n)
+                return
+            else:
+                return  # the current graph serves until the new one is due
+        stale = self.edges is None or n != self.edges_n or step - self.edges_step >= cfg.l3d_refresh
+        if not stale:
+            return
+        means = model.get_means().detach()
+        lag = getattr(cfg, "l3d_rebuild_lag", 0)
+        if lag > 0 and self.edges is not None and n == self.edges_n:
+            pts = means.to("cpu", torch.float64).numpy()  # the snapshot the new graph is built from
+            workers = max(1, (os.cpu_count() or 2) - 1)  # a core stays with the training loop
+            job = _background().submit(neighbor_pairs, pts, cfg.l3d_radius2, cfg.l3d_k, workers=workers)
+            self.pending = (step + lag, step, n, job)
+            return
+        self._install(neighbor_graph(means, radius2=cfg.l3d_radius2, k=cfg.l3d_k), step, n)
+
+    def _install(self, edges: Tensor, step: int, n: int) -> None:
+        if len(edges) > (self.cfg.l3d_max_edges or len(edges)):  # shuffled once; each step takes a slice
+            edges = edges.index_select(0, torch.randperm(len(edges), generator=self.generator, device=edges.device))
+        self.edges, self.edges_offset = edges, 0
+        self.edges_step, self.edges_n = step, n
 
     # ----- checkpoint ----------------------------------------------------------------------
     def state_dict(self) -> dict:
+        pending = None
+        if self.pending is not None:  # a background rebuild is waited for and saved with its due iteration
+            due, snap_step, snap_n, job = self.pending
+            pending = {"due": due, "step": snap_step, "n": snap_n, "pairs": torch.from_numpy(job.result())}
         return {"head": self.head.state_dict() if self.head is not None else None,
                 "decoder": self.decoder.state_dict() if self.decoder is not None else None,
                 "edges": self.edges, "edges_step": self.edges_step, "edges_n": self.edges_n,
-                "edges_offset": self.edges_offset}
+                "edges_offset": self.edges_offset, "pending": pending}
 
     def load_state_dict(self, state: dict) -> None:
         if self.head is not None and state.get("head") is not None:
@@ -215,3 +256,9 @@ class SegmentationObjective:
             self.edges = self.edges.to(self.device)
         self.edges_step, self.edges_n = state.get("edges_step", -1), state.get("edges_n", -1)
         self.edges_offset = state.get("edges_offset", 0)
+        p = state.get("pending")
+        self.pending = None
+        if p is not None:
+            done = Future()
+            done.set_result(p["pairs"].numpy())
+            self.pending = (p["due"], p["step"], p["n"], done)

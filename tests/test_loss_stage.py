@@ -267,3 +267,51 @@ def test_render_skips_the_model_quaternion_normalisation():
     torch.testing.assert_close(images[0], images[1], rtol=0, atol=1e-12)
     assert grads[1].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-12)
+
+
+def _key_set(e):
+    return set(map(tuple, e.tolist()))
+
+
+def test_neighbour_graph_rebuilds_in_the_background_and_swaps_at_a_fixed_iteration():
+    """With l3d_refresh 5 and lag 3: the graph due at iteration 5 is built from the means of iteration 5
+    and used from iteration 8 on (the old one until then); a checkpoint taken while it is pending
+    resumes to the same terms; a changed Gaussian count voids it and rebuilds in place."""
+    from segmentation.neighbors import neighbor_graph
+
+    g = torch.Generator().manual_seed(1)
+    state = {"means": torch.rand(200, 3, generator=g)}
+    v = torch.randn(200, 4, generator=g, requires_grad=True)
+    model = SimpleNamespace(num_gaussians=200, get_means=lambda: state["means"], params={"embedding": v})
+    kw = dict(use_3d=True, l3d_from_iter=0, l3d_refresh=5, l3d_rebuild_lag=3, l3d_max_edges=0)
+    obj = _objective(**kw)
+    graphs = {}
+    for step in range(0, 12):
+        if step == 4:
+            state["means"] = state["means"] + 0.02 * torch.randn(200, 3, generator=g)
+            graphs["moved"] = neighbor_graph(state["means"], radius2=obj.cfg.l3d_radius2, k=obj.cfg.l3d_k)
+        obj.neighbor_term(step, model)
+        if step == 0:
+            graphs["first"] = obj.edges.clone()
+        if step == 6:
+            saved = obj.state_dict()
+            assert saved["pending"] is not None and saved["pending"]["due"] == 8
+        if step in (5, 6, 7):
+            assert obj.pending is not None and torch.equal(obj.edges, graphs["first"])
+        if step >= 8:
+            assert _key_set(obj.edges) == _key_set(graphs["moved"])
+            assert (obj.pending is None) == (step < 10)
+    assert _key_set(graphs["first"]) != _key_set(graphs["moved"])
+    assert obj.edges_step == 5 and obj.pending[:2] == (13, 10)  # the next one: iteration 10's means, due at 13
+    # resume from the checkpoint of iteration 6: the same terms from then on
+    other = _objective(**kw)
+    other.load_state_dict(saved)
+    ref = _objective(**kw)
+    ref.load_state_dict(saved)
+    for step in range(7, 16):
+        torch.testing.assert_close(other.neighbor_term(step, model), ref.neighbor_term(step, model), rtol=0, atol=0)
+    # a changed count voids the pending graph and rebuilds in place
+    assert other.pending is not None  # snapshot at 15, due at 18
+    small = SimpleNamespace(num_gaussians=150, get_means=lambda: state["means"][:150], params={"embedding": v[:150]})
+    other.neighbor_term(16, small)
+    assert other.pending is None and other.edges_n == 150 and int(other.edges.max()) < 150
