@@ -282,13 +282,21 @@ def prepared_sample_triplets(t: SegmentTargets, max_triplets: int = 3000, *, neg
 # --------------------------------------------------------------------------------------------
 
 
+SUM_CHUNK = 2048  # pixels per private row block of the segment sums (static_cluster_total)
+
+
 def _static_cluster_terms(e: Tensor, labels: Tensor, counts: Tensor, k: Tensor, num_kept: Tensor,
                           push: str, push_scale: float):
     """``_cluster_terms`` with K_max + 1 rows: labels [P] int in [0, K_max], K_max = ignored (its row is
     masked out of the pull); rows k..K_max-1 are padding (count 1, no pixel) and never enter a pair.
     k, num_kept: 0-d float tensors. Returns (pull, push, r, kept, means_all, slope, pair)."""
     kmax = counts.shape[0] - 1
-    sums = e.new_zeros(kmax + 1, e.shape[1]).index_add_(0, labels, e)  # [K_max + 1, D]
+    # Segment sums with the atomic adds spread over one row block per SUM_CHUNK pixels: a view's
+    # P pixels fall on a few segments, and P adds into K_max + 1 rows queue behind each other on a GPU.
+    P, D = e.shape
+    chunks = -(-P // SUM_CHUNK)
+    rows = labels + (kmax + 1) * (torch.arange(P, device=e.device) // SUM_CHUNK)  # [P]
+    sums = e.new_zeros(chunks * (kmax + 1), D).index_add_(0, rows, e).view(chunks, kmax + 1, D).sum(0)
     means_all = sums / counts[:, None]
     r = e - means_all.index_select(0, labels)  # [P, D]
     kept = labels < kmax  # [P]

@@ -315,3 +315,21 @@ def test_neighbour_graph_rebuilds_in_the_background_and_swaps_at_a_fixed_iterati
     small = SimpleNamespace(num_gaussians=150, get_means=lambda: state["means"][:150], params={"embedding": v[:150]})
     other.neighbor_term(16, small)
     assert other.pending is None and other.edges_n == 150 and int(other.edges.max()) < 150
+
+
+def test_static_cluster_loss_over_several_row_blocks():
+    """A view larger than SUM_CHUNK pixels: the block-wise segment sums equal the plain ones."""
+    from segmentation.targets import SUM_CHUNK
+
+    seg = seg_image(H=96, W=80, seed=7, n=12)
+    assert seg.numel() > 3 * SUM_CHUNK
+    t = prepare_targets(seg, None, ignore_id=0)
+    emb = torch.rand(96, 80, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    e1, e2 = emb.clone().requires_grad_(), emb.clone().requires_grad_()
+    labels, counts, k, kept = _padded(t, t.num_segments + 3)
+    new = static_cluster_total(e1, labels, counts, k.double(), kept.double())
+    ref = prepared_cluster_total(e2, t)
+    torch.testing.assert_close(new, ref, rtol=1e-12, atol=1e-14)
+    new.backward()
+    ref.backward()
+    torch.testing.assert_close(e1.grad, e2.grad, rtol=1e-10, atol=1e-14)
