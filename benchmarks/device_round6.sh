@@ -12,18 +12,7 @@ BENCH_ITERS=${BENCH_ITERS:-4000}
 ITERS=${ITERS:-30000}
 stage=${1:-A}
 
-acc_job() {  # acc_job NAME SCENE [train flags...]: train, decode dump + sweep, labels, metrics, extraction
-  local name=$1 scene=$2; shift 2
-  local M=$R/acc/$name
-  mkdir -p $R/acc; cd $W
-  { python3 train.py -s $scene -m $M --eval --quiet --test_iterations $ITERS --save_iterations $ITERS "$@" &&
-    python3 benchmarks/decode_sweep.py -m $M --json $M/sweep.json --dump $R/acc/${name}_dump.npz --quiet
-    python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
-    python3 tools/objects.py evaluate -m $M --json $M/extract_default.json
-    python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
-  } > $R/acc/$name.log 2>&1
-  echo "exit $?" >> $R/acc/$name.log; touch $R/acc/$name.DONE
-}
+source benchmarks/device_jobs.sh  # acc_job
 
 chain() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1

@@ -1,0 +1,55 @@
+# Next lease (`device` tool), from the repository root, carrying .whl/: the issue's own timing (the full
+# 30k schedule, plain then UniC-Lift, alone on the GPU; issue 10), then full-schedule label runs side by
+# side (issue 9). Stages, one `run` call each:
+#   bash benchmarks/device_round10.sh A      build, scenes, GPU tests; starts the background chain
+#   bash benchmarks/device_round10.sh poll   wait (<= WAIT s) for the chain, pack results into $OUT
+set -u
+W=/tmp/w; R=/tmp/r10; D=/tmp/data
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+ITERS=${ITERS:-30000}
+stage=${1:-A}
+source benchmarks/device_jobs.sh  # acc_job
+
+chain() {
+  cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
+  # 1. the issue's measurement: 30k iterations, every default, one run at a time
+  python3 benchmarks/bench_train.py --scene $D/bench --out $R/full --iterations $ITERS --variants plain unic \
+    --seeds 0 > $R/full.log 2>&1
+  touch $R/full.DONE
+  # 2. labels at the full schedule, side by side (not timed)
+  for s in messy25 messy100; do
+    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS; acc_job $s $D/$s" < /dev/null > /dev/null 2>&1 &
+  done
+  wait
+}
+
+pack() {
+  cp $R/full/bench.md $OUT/full.md 2>/dev/null; cp $R/full/bench.json $OUT/full.json 2>/dev/null
+  cp $R/gpu_tests.log $OUT/ 2>/dev/null
+  tar czf $OUT/r10.tgz -C $R --exclude='*.ply' --exclude='*.pt' --exclude='*.pth' --exclude='renders' --exclude='gt' \
+      --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' --exclude='*_dump.npz' . 2>/dev/null
+  ls -la $OUT
+}
+
+if [ "$stage" = A ]; then
+  rm -rf $W $R; mkdir -p $W $R $D; cp -r . $W; cd $W
+  source benchmarks/device_env.sh || exit 1
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 tools/make_scene.py --out $D/bench --objects 25 --views 186 --size 480x360 --noise realistic --seed 0 \
+    --format panopli --workers 5 --quiet > $R/make_bench.log 2>&1 &
+  python3 tools/make_scene.py --out $D/messy25 --objects 25 --views 186 --size 480x360 --noise realistic \
+    --layout large_corridor --seed 41 --format messy --workers 5 --quiet > $R/make25.log 2>&1 &
+  python3 tools/make_scene.py --out $D/messy100 --objects 100 --views 186 --size 480x360 --noise realistic \
+    --layout large_corridor --seed 42 --format messy --workers 5 --quiet > $R/make100.log 2>&1 &
+  python3 -m pytest -m gpu -q -p no:cacheprovider > $R/gpu_tests.log 2>&1; tail -2 $R/gpu_tests.log
+  wait; echo "scenes ready at ${SECONDS}s"
+  setsid bash -c "$(declare -f chain acc_job); R=$R W=$W D=$D ITERS=$ITERS; chain" < /dev/null > $R/chain.log 2>&1 &
+  sleep 5; pack
+fi
+
+if [ "$stage" = poll ]; then
+  while [ ! -f $R/acc/messy100.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
+  grep -h "it/s" $R/full.log 2>/dev/null
+  for s in messy25 messy100; do tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "PQ|median|missed|exit" | tail -6; done
+  pack
+fi
