@@ -157,14 +157,17 @@ def _cluster_terms(e: Tensor, t: SegmentTargets, push: str, push_scale: float):
     pull = (r.square().sum(-1) * kept).sum() / t.num_kept
     if K < 2:
         return pull, _zero_like_graph(e), r, kept, means_all, None
-    means = means_all[:K]
+    f, slope = _push_kernel(means_all[:K], push, push_scale)
+    return pull, torch.triu(f, diagonal=1).sum() / (K * (K - 1) / 2), r, kept, means_all, slope
+
+
+def _push_kernel(means: Tensor, push: str, push_scale: float):
+    """f(|m_i - m_j|^2) [K, K] of the push term and its slope f' (None for sqdist, where f' = -1)."""
     dd = (means[:, None, :] - means[None, :, :]).square().sum(-1)  # [K, K]
     if push == "sqdist":
-        f, slope = -dd, None
-    else:
-        f = torch.exp(dd * (-1.0 / push_scale))
-        slope = f * (-1.0 / push_scale)
-    return pull, torch.triu(f, diagonal=1).sum() / (K * (K - 1) / 2), r, kept, means_all, slope
+        return -dd, None
+    f = torch.exp(dd * (-1.0 / push_scale))
+    return f, f * (-1.0 / push_scale)
 
 
 def _check_cluster_args(emb: Tensor, t: SegmentTargets, push: str) -> Tensor:
@@ -304,13 +307,7 @@ def _static_cluster_terms(e: Tensor, labels: Tensor, counts: Tensor, k: Tensor, 
     real = torch.arange(kmax, device=e.device) < k  # [K_max] the view's segments
     pair = torch.triu((real[:, None] & real[None, :]).to(e.dtype), diagonal=1)  # [K_max, K_max], i < j
     n_pairs = (k * (k - 1.0) / 2.0).clamp_min(1.0)
-    means = means_all[:kmax]
-    dd = (means[:, None, :] - means[None, :, :]).square().sum(-1)  # [K_max, K_max]
-    if push == "sqdist":
-        f, slope = -dd, None
-    else:
-        f = torch.exp(dd * (-1.0 / push_scale))
-        slope = f * (-1.0 / push_scale)
+    f, slope = _push_kernel(means_all[:kmax], push, push_scale)  # [K_max, K_max]
     return pull, (f * pair).sum() / n_pairs, r, kept, means_all, slope, pair, n_pairs
 
 
