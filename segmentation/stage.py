@@ -167,7 +167,6 @@ class LossStages:
         self.buffers: Dict[Tuple[int, int], StageBuffers] = {}
         self.stages: Dict[tuple, torch.nn.Module] = {}
         self.graphed: Dict[tuple, object] = {}
-        self.leaves: Dict[tuple, Dict[str, Tensor]] = {}
 
     def _buffers(self, h: int, w: int) -> StageBuffers:
         if (h, w) not in self.buffers:
