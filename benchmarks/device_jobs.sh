@@ -13,3 +13,17 @@ acc_job() {
   } > $R/acc/$name.log 2>&1
   echo "exit $?" >> $R/acc/$name.log; touch $R/acc/$name.DONE
 }
+
+# fresh_tree: a copy of the sent tree in W (runs survive the next call's re-send), the carried wheels
+# installed, gsplat built; R and D made. Run from the repository root.
+fresh_tree() {
+  rm -rf $W $R; mkdir -p $W $R $D; cp -r . $W; cd $W
+  source benchmarks/device_env.sh || return 1
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+}
+
+# bench_scene [WORKERS]: the speed benchmark's scene (PanopLi, 25 objects, 480x360, 186 views) in D/bench.
+bench_scene() {
+  [ -d $D/bench ] || python3 tools/make_scene.py --out $D/bench --objects 25 --views 186 --size 480x360 \
+      --noise realistic --seed 0 --format panopli --workers ${1:-10} --quiet > $R/make_bench.log 2>&1
+}

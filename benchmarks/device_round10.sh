@@ -8,7 +8,7 @@ W=/tmp/w; R=/tmp/r10; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 ITERS=${ITERS:-30000}
 stage=${1:-A}
-source benchmarks/device_jobs.sh  # acc_job
+source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene
 
 chain() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
@@ -32,11 +32,8 @@ pack() {
 }
 
 if [ "$stage" = A ]; then
-  rm -rf $W $R; mkdir -p $W $R $D; cp -r . $W; cd $W
-  source benchmarks/device_env.sh || exit 1
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  python3 tools/make_scene.py --out $D/bench --objects 25 --views 186 --size 480x360 --noise realistic --seed 0 \
-    --format panopli --workers 5 --quiet > $R/make_bench.log 2>&1 &
+  fresh_tree || exit 1
+  bench_scene 5 &
   python3 tools/make_scene.py --out $D/messy25 --objects 25 --views 186 --size 480x360 --noise realistic \
     --layout large_corridor --seed 41 --format messy --workers 5 --quiet > $R/make25.log 2>&1 &
   python3 tools/make_scene.py --out $D/messy100 --objects 100 --views 186 --size 480x360 --noise realistic \

@@ -6,14 +6,12 @@
 set -u
 W=/tmp/w; R=/tmp/r7; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-stage=${1:-A}; shift
+stage=${1:-A}
+source benchmarks/device_jobs.sh  # fresh_tree, bench_scene; shift
 
 if [ "$stage" = A ]; then
-  rm -rf $W $R; mkdir -p $W $R $D; cp -r . $W; cd $W
-  source benchmarks/device_env.sh || exit 1
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  [ -d $D/bench ] || python3 tools/make_scene.py --out $D/bench --objects 25 --views 186 --size 480x360 \
-      --noise realistic --seed 0 --format panopli --workers 10 --quiet > $R/make.log 2>&1 &
+  fresh_tree || exit 1
+  bench_scene &
   python3 -m pytest -m gpu -q -p no:cacheprovider -x > $R/gpu_tests.log 2>&1; tail -15 $R/gpu_tests.log
   wait; echo "scene ready at ${SECONDS}s"
   python3 benchmarks/profile_step.py -s $D/bench --out $R/prof --variants plain unic --trace "$@" > $R/prof.log 2>&1

@@ -4,10 +4,9 @@
 set -u
 W=/tmp/w; R=/tmp/r9; D=/tmp/data; LIMIT=${LIMIT:-450}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-rm -rf $W $R; mkdir -p $W $R $D; cp -r . $W; cd $W
-source benchmarks/device_env.sh || exit 1
-python3 tools/make_scene.py --out $D/bench --objects 25 --views 186 --size 480x360 \
-    --noise realistic --seed 0 --format panopli --workers 10 --quiet > $R/make.log 2>&1 &
+source benchmarks/device_jobs.sh  # fresh_tree, bench_scene
+fresh_tree || exit 1
+bench_scene &
 python3 -m pytest -m gpu -q -p no:cacheprovider > $R/gpu_tests.log 2>&1; tail -2 $R/gpu_tests.log
 grep -E "^(FAILED|ERROR)" $R/gpu_tests.log; cp $R/gpu_tests.log $OUT/
 wait; echo "scene ready at ${SECONDS}s"
