@@ -28,7 +28,6 @@ import shlex
 import sys
 import tempfile
 import time
-from collections import defaultdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)

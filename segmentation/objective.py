@@ -174,7 +174,6 @@ class SegmentationObjective:
     def neighbor_term(self, step: int, model) -> Optional[Tensor]:
         """L_3D of this step (the neighbour graph refreshed when due), or None when it is off or not yet
         on. The training step's 2D terms come from ``segmentation.stage``; this one reads the Gaussians."""
-        cfg = self.cfg
         if not self.neighbor_due(step):
             return None
         self._refresh_graph(step, model)

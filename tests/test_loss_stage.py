@@ -7,7 +7,7 @@ import torch
 from arguments import SegmentationParams
 from segmentation.losses import semantic_loss, triplet_hinge
 from segmentation.objective import SegmentationObjective
-from segmentation.stage import LossStage, LossStages
+from segmentation.stage import LossStages
 from segmentation.targets import (prepare_targets, prepared_cluster_total, static_cluster_total,
                                   static_sample_triplets)
 from tests.test_seg_losses import seg_image
