@@ -337,15 +337,15 @@ class Trainer:
         folder = self.point_cloud_dir(step)
         labels = None
         if self.objective is not None:  # snapped as render.py snaps by default, so the ids agree
-            from segmentation.labels import save_code_votes, training_code_votes
+            from segmentation.labels import label_votes, save_code_votes
 
-            votes = training_code_votes(self.model, self.views, lambda v: render(
-                v.camera, self.model, features=self.objective.features(self.model), with_rgb=False,
-                backend=self.pipe.backend).features["embedding"], self.seg.sigmoid_where)
+            votes, things = label_votes(self.model, self.views, sigmoid_where=self.seg.sigmoid_where,
+                                        thing_classes=self.info.thing_classes, decoder=self.objective.decoder,
+                                        backend=self.pipe.backend)
             os.makedirs(folder, exist_ok=True)
             save_code_votes(votes, folder)
             labels = gaussian_label_columns(self.model, self.info.thing_classes, decoder=self.objective.decoder,
-                                            valid=votes.valid())
+                                            valid=votes.valid(), thing_votes=things)
         if self.objective is not None:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))
         self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)  # last: a PLY means complete

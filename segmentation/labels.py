@@ -43,11 +43,15 @@ def thing_mask(semantic: Optional[Tensor], thing_classes: Sequence[int]) -> Opti
 @torch.no_grad()
 def gaussian_label_columns(model, thing_classes: Sequence[int],
                            decoder: Optional[torch.nn.Module] = None,
-                           valid: Optional[Tensor] = None) -> Dict[str, Tensor]:
-    """Each Gaussian's own decoded labels for the PLY: instance (code + 1, 0 for stuff Gaussians)
+                           valid: Optional[Tensor] = None,
+                           thing_votes: Optional["ThingVotes"] = None) -> Dict[str, Tensor]:
+    """Each Gaussian's decoded labels for the PLY: instance (code + 1, 0 for stuff Gaussians)
     and semantic class (argmax of its logits, ``decoder`` applied first when given) when the model
     has a semantic head. Columns are [N] int64. ``valid`` ([K] codes, ``postprocess.valid_codes``)
-    snaps rare codes exactly as rendered label maps are snapped, so ids agree between the two."""
+    snaps rare codes exactly as rendered label maps are snapped, so ids agree between the two.
+    ``thing_votes`` (``label_votes``): thing/stuff from the pixels each Gaussian is part of, its own
+    semantic feature deciding only for Gaussians the training views do not see; without it, each
+    Gaussian's own feature decides (the former rule)."""
     cols: Dict[str, Tensor] = {}
     codes = gaussian_labels(model.params["embedding"].detach())  # [N]
     if valid is not None:
@@ -60,6 +64,8 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
         cols["semantic_label"] = sem
         things = thing_mask(sem, thing_classes)
         if things is not None:
+            if thing_votes is not None:
+                things = thing_votes.decide(things)
             inst = torch.where(things, inst, torch.zeros_like(inst))
     cols["instance_label"] = inst
     return cols
@@ -163,6 +169,86 @@ def load_code_votes(folder: str):
         why = f"{path}: code votes unusable ({type(e).__name__}: {e})"
     print(f"warning: {why}; recomputing the votes from the training views", file=sys.stderr)
     return None
+
+
+# A Gaussian is a thing when more than this share of its blending weight over the training views
+# falls on pixels decoded as a thing (``label_votes``); Gaussians seen less than
+# THING_VOTE_MIN_WEIGHT pixels in all keep the decision of their own semantic feature.
+THING_VOTE_SHARE = 0.5
+THING_VOTE_MIN_WEIGHT = 1.0
+
+
+class ThingVotes:
+    """Per Gaussian, how much of its blending weight over the training views fell on thing pixels.
+
+    ``seen`` [N]: the weight summed over views and pixels (sum of T_i alpha_i, in pixels);
+    ``thing`` [N]: the part of it on pixels the model's own render decodes as a thing."""
+
+    def __init__(self, seen: Tensor, thing: Tensor):
+        self.seen, self.thing = seen, thing
+
+    def decide(self, own: Tensor, *, share: float = THING_VOTE_SHARE,
+               min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
+        """[N] bool thing decisions: the vote where the Gaussian was seen, else ``own`` [N] bool."""
+        seen = self.seen.to(own.device)
+        vote = self.thing.to(own.device) > share * seen
+        return torch.where(seen >= min_weight, vote, own)
+
+
+def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes: Sequence[int] = (),
+                decoder: Optional[torch.nn.Module] = None, backend: str = "auto", things: bool = True,
+                **vote_settings):
+    """One pass over the training views for the labels a saved model carries -> (CodeVotes, ThingVotes
+    or None).
+
+    Per view, one render of the embedding (and semantic feature) with the geometry held fixed:
+    - its decoded codes vote for the codes that win the view's mask segments
+      (``postprocess.segment_winners``, the default decoding rule);
+    - with ``things`` and a semantic head, its pixels decoded as things (``decode_pixels``) are
+      sent back through a constant 2-channel feature, so one backward gives every Gaussian its
+      blending weight on all pixels and on thing pixels (``ThingVotes``).
+
+    A Gaussian's own semantic feature says little when it contributes little to any pixel: the
+    render is right where the big contributors are, and the small ones inherit nothing. The vote
+    reads each Gaussian's thing/stuff decision off the pixels it is part of instead.
+    ``vote_settings``: ``min_pixels`` / ``min_share`` of ``segment_winners``. No loop over pixels,
+    segments or Gaussians."""
+    from gaussian_renderer import GeometryDetached, render
+    from segmentation.postprocess import CodeVotes, segment_winners
+
+    emb = model.params["embedding"].detach()
+    feats = {"embedding": torch.sigmoid(emb) if sigmoid_where == "gaussian" else emb}
+    with_sem = "semantic" in model.params and bool(thing_classes)
+    if with_sem:
+        feats["semantic"] = model.params["semantic"].detach()
+    things = things and with_sem
+    ones = torch.ones(emb.shape[0], 2, device=emb.device, dtype=emb.dtype, requires_grad=things)
+    if things:
+        feats["vote"] = ones
+    fixed = GeometryDetached(model)
+    winners, n_views = [], 0
+    for view in views:
+        with torch.set_grad_enabled(things):
+            out = render(view.camera, fixed, features=feats, with_rgb=False, backend=backend)
+        valid = getattr(view, "valid", None)
+        if view.instance is not None:
+            codes = pixel_codes(out.features["embedding"].detach(), sigmoid_where)  # [H, W]
+            seg = view.instance.to(codes.device)
+            if valid is not None:
+                seg = seg.masked_fill(~valid.to(codes.device), 0)
+            winners.append(segment_winners(codes, seg, **vote_settings).cpu())
+            n_views += 1
+        if things:
+            with torch.no_grad():
+                semantic = semantic_classes(out.features["semantic"], decoder)  # [H, W]
+                thing_px = thing_mask(semantic, thing_classes).to(ones.dtype)  # [H, W]
+            v = out.features["vote"]  # [H, W, 2]
+            (v[..., 0].sum() + (v[..., 1] * thing_px).sum()).backward()
+    votes = CodeVotes.from_winners(winners, n_views, **vote_settings)
+    if not things:
+        return votes, None
+    grad = ones.grad if ones.grad is not None else torch.zeros_like(ones)
+    return votes, ThingVotes(grad[:, 0].detach().clone(), grad[:, 1].detach().clone())
 
 
 @torch.no_grad()

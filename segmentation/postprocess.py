@@ -277,6 +277,14 @@ class CodeVotes:
                 "min_share": self.min_share}
 
     @classmethod
+    def from_winners(cls, winners, views: int, *, min_pixels: int = DEFAULT_VOTE_MIN_PIXELS,
+                     min_share: float = 0.0) -> "CodeVotes":
+        """Votes from ``segment_winners`` of ``views`` views (a list of [S_v] int64 tensors)."""
+        allw = torch.cat([w.cpu() for w in winners]) if winners else torch.zeros(0, dtype=torch.int64)
+        codes, wins = torch.unique(allw, return_counts=True)
+        return cls(codes, wins, int(allw.numel()), int(views), int(min_pixels), float(min_share))
+
+    @classmethod
     def from_state_dict(cls, state: dict) -> "CodeVotes":
         if state.get("format_version") != cls.FORMAT_VERSION:
             raise ValueError(f"code votes format {state.get('format_version')!r} is not {cls.FORMAT_VERSION}")
@@ -301,6 +309,4 @@ def count_code_votes(views: Iterable, render_codes: Callable[[object], Tensor], 
             seg = seg.masked_fill(~view.valid.to(codes.device), 0)
         winners.append(segment_winners(codes, seg, min_pixels=min_pixels, min_share=min_share).cpu())
         n_views += 1
-    allw = torch.cat(winners) if winners else torch.zeros(0, dtype=torch.int64)
-    codes, wins = torch.unique(allw, return_counts=True)
-    return CodeVotes(codes, wins, int(allw.numel()), n_views, int(min_pixels), float(min_share))
+    return CodeVotes.from_winners(winners, n_views, min_pixels=min_pixels, min_share=min_share)

@@ -8,6 +8,7 @@
     python tools/objects.py evaluate -m output/room10 [--json extraction.json]  # synthetic scenes only
     python tools/objects.py list     -m output/room10 --split_disconnected    # one code, two places -> two ids
     python tools/objects.py evaluate -m output/room10 --decode plain          # ids by plain thresholding
+    python tools/objects.py relabel  -m output/old_model -o output/old_model_relabelled  # current label rule
 
 Convention: an object id is the PLY's per-Gaussian ``instance_label`` column (code + 1, 0 = stuff)
 as train.py writes it; a PLY without that column is decoded from its embedding
@@ -53,7 +54,7 @@ from segmentation.decode import colorize_ids, gaussian_labels  # noqa: E402
 
 __all__ = ["ObjectsError", "ModelLabels", "OpenedModel", "ObjectRow", "ObjectTable", "open_model", "load_labels",
            "split_ids", "object_table", "model_table", "select", "extract", "remove", "move", "class_names_for",
-           "training_cameras", "main"]
+           "training_cameras", "relabel", "main"]
 
 DEFAULT_RADIUS2 = 1e-2  # neighbour radius^2 when cfg_args has no l3d_radius2 (the training default)
 NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected and the stray filter
@@ -621,6 +622,87 @@ def move(labels: ModelLabels, ids: Sequence[int], translate: Sequence[float], ou
     return int(mask.sum())
 
 
+# ----- labels recomputed from the training views ----------------------------------------------
+RELABEL_THINGS = ("vote", "own")  # relabel --things
+
+
+def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = "vote",
+            device: Optional[str] = None, quiet: bool = False) -> dict:
+    """Recompute a trained model's label columns and write the model again to ``output``.
+
+    One render per training view (``segmentation.labels.label_votes``), as train.py does when it
+    saves: the segment votes of the default decoding rule, and each Gaussian's thing/stuff decision.
+    ``things``: "vote" (the pixels each Gaussian is part of decide; train.py's default) or "own"
+    (each Gaussian's own semantic feature, the rule of models saved before the vote). Models saved
+    by an older version get the current labels this way; the parameters are copied unchanged.
+
+    ``output`` gets cfg_args, cameras.json and ``point_cloud/iteration_N/`` (the PLY with the new
+    columns, ``code_votes.pt``, and ``segmentation.pt`` / ``clusters.pt`` copied). Returns counts.
+    """
+    import shutil
+
+    from scene import load_view, resolution_scale
+    from scene.dataset_readers import read_scene_for
+    from scene.model_folder import find_iteration, load_model, require_model
+    from segmentation.labels import (SEGMENTATION_FILE, CLUSTERS_FILE, gaussian_label_columns, label_votes,
+                                     load_semantic_decoder, save_code_votes)
+    from utils.general_utils import pick_device
+
+    if things not in RELABEL_THINGS:
+        raise ObjectsError(f"--things {things}: use one of {', '.join(RELABEL_THINGS)}")
+    if os.path.abspath(output) == os.path.abspath(model_path):
+        raise ObjectsError(f"{output}: relabel writes a new model folder; pass another -o than -m")
+    try:
+        cfg = require_model(model_path, ("resolution",))
+        iteration = find_iteration(model_path, iteration)
+        if not os.path.isdir(cfg.source_path):
+            raise ObjectsError(f"{cfg.source_path}: the scene this model was trained on is gone; fix "
+                               f"source_path in {os.path.join(model_path, 'cfg_args')}")
+        info = read_scene_for(cfg, allow_missing_masks=True)
+        dev = pick_device(device or "auto")
+        model = load_model(model_path, iteration, dev)
+    except SceneError as e:
+        raise ObjectsError(str(e)) from None
+    src = os.path.join(model_path, "point_cloud", f"iteration_{iteration}")
+    if "embedding" not in model.params:
+        raise ObjectsError(f"{os.path.join(src, 'point_cloud.ply')}: no instance embedding (model trained "
+                           f"without masks); nothing to relabel")
+    decoder = None
+    if getattr(cfg, "semantic_head", "logits") == "embed" and "semantic" in model.params:
+        decoder = load_semantic_decoder(src, dev)
+        if decoder is None or decoder.in_features != model.params["semantic"].shape[-1]:
+            raise ObjectsError(f"{os.path.join(src, SEGMENTATION_FILE)}: missing or without a semantic decoder "
+                               f"matching the PLY; it is needed to tell things from stuff")
+    frames = list(info.train)
+    if not frames:
+        raise ObjectsError(f"{cfg.source_path}: no training views to vote with")
+    scale = resolution_scale(frames[0].camera.width, cfg.resolution) * getattr(cfg, "mask_downscale", 1.0)
+    views = (load_view(f, scale, device=dev) for f in frames)
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        views = tqdm(views, total=len(frames), desc="relabel", unit="view", leave=False)
+    votes, thing_votes = label_votes(model, views, sigmoid_where=getattr(cfg, "sigmoid_where", "rendered"),
+                                     thing_classes=info.thing_classes, decoder=decoder,
+                                     backend=getattr(cfg, "backend", "auto"), things=things == "vote")
+    cols = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=votes.valid(),
+                                  thing_votes=thing_votes)
+    dst = os.path.join(output, "point_cloud", f"iteration_{iteration}")
+    os.makedirs(dst, exist_ok=True)
+    for name in ("cfg_args", "cameras.json"):
+        if os.path.isfile(os.path.join(model_path, name)):
+            shutil.copy2(os.path.join(model_path, name), os.path.join(output, name))
+    for name in (SEGMENTATION_FILE, CLUSTERS_FILE):
+        if os.path.isfile(os.path.join(src, name)):
+            shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
+    save_code_votes(votes, dst)
+    model.to("cpu").save_ply(os.path.join(dst, "point_cloud.ply"), labels={k: v.cpu() for k, v in cols.items()})
+    inst = cols["instance_label"]
+    return {"output": output, "iteration": iteration, "gaussians": int(inst.numel()),
+            "thing_gaussians": int((inst > 0).sum()), "valid_codes": int(votes.valid().numel()) if votes.valid() is not None else 0,
+            "things": things}
+
+
 # ----- extraction quality against the generator's geometry -----------------------------------
 def evaluate(labels: ModelLabels, scene: Optional[str] = None, *, grow: Optional[float] = None,
              inner: Optional[float] = None, reference: str = "surface") -> dict:
@@ -864,11 +946,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=224, help="tile size in pixels")
     p.add_argument("--columns", type=int, default=None, help="tiles per row (default: about sqrt(1.5 n))")
     p.add_argument("--max_objects", type=int, default=None, help="show only the largest N objects")
+    p = sub.add_parser("relabel", help="recompute the label columns from the training views into a new model folder")
+    p.add_argument("-m", "--model_path", required=True, help="trained model folder (train.py -m)")
+    p.add_argument("--iteration", type=int, default=-1, help="saved iteration; -1 = latest")
+    p.add_argument("-o", "--output", required=True, help="model folder to write (not -m)")
+    p.add_argument("--things", default="vote", choices=RELABEL_THINGS,
+                   help="vote: thing/stuff from the pixels each Gaussian is part of (train.py's default); "
+                        "own: each Gaussian's own semantic feature (models saved before the vote)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "relabel":
+        try:
+            r = relabel(args.model_path, args.output, iteration=args.iteration, things=args.things,
+                        device=args.device, quiet=args.quiet)
+        except (ObjectsError, SceneError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {r['output']} (iteration {r['iteration']}): {r['thing_gaussians']} of {r['gaussians']} "
+              f"Gaussians are things (--things {r['things']}), {r['valid_codes']} valid codes")
+        return 0
     try:
         strays = StrayFilter(args.keep_strays, args.stray_radius, args.stray_min_share, args.stray_min_opacity,
                              args.stray_near)

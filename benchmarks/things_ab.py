@@ -1,0 +1,105 @@
+"""Which Gaussians are things: the rules compared on one trained model (issue 9, extraction recall).
+
+    python benchmarks/things_ab.py -m MODEL [--json out.json]
+
+One pass over the training views (``segmentation.labels.label_votes``) gives every Gaussian its
+blending weight on all pixels and on pixels the model's render decodes as things. Each rule below
+turns that (and the Gaussian's own semantic feature) into thing/stuff; ids are the snapped codes
+the PLY holds. Every rule is scored with ``tools/extraction_eval.measure_extraction`` against the
+generator's exact geometry (surface and box references), without and with the default stray filter:
+
+- own: the Gaussian's own semantic feature (the rule before the vote);
+- vote: the vote where the Gaussian is seen (>= 1 pixel of weight), else own (train.py's default);
+- vote_fill: the vote; unseen Gaussians take the majority decision of their 8 nearest seen ones;
+- union: own or vote (a thing when either says so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None) -> int:
+    from arguments import load_cfg_args
+    from scene import load_view, resolution_scale
+    from scene.dataset_readers import read_scene_for
+    from scene.model_folder import find_iteration, load_model
+    from segmentation.labels import (gaussian_label_columns, label_votes, load_semantic_decoder,
+                                     semantic_classes, thing_mask)
+    from segmentation.visibility import fill_unseen
+    from tools import extraction_eval as ev
+    from tools.objects import default_radius, stray_filter
+    from utils.general_utils import pick_device
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-m", "--model_path", required=True)
+    ap.add_argument("--iteration", type=int, default=-1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    M = args.model_path
+    cfg = load_cfg_args(M)
+    it = find_iteration(M, args.iteration)
+    info = read_scene_for(cfg, allow_missing_masks=True)
+    dev = pick_device("auto")
+    model = load_model(M, it, dev)
+    folder = os.path.join(M, "point_cloud", f"iteration_{it}")
+    decoder = load_semantic_decoder(folder, dev) if getattr(cfg, "semantic_head", "logits") == "embed" else None
+    frames = list(info.train)
+    scale = resolution_scale(frames[0].camera.width, cfg.resolution) * getattr(cfg, "mask_downscale", 1.0)
+    t = time.time()
+    votes, tv = label_votes(model, (load_view(f, scale, device=dev) for f in frames),
+                            sigmoid_where=getattr(cfg, "sigmoid_where", "rendered"),
+                            thing_classes=info.thing_classes, decoder=decoder, backend=getattr(cfg, "backend", "auto"))
+    t_vote = time.time() - t
+    if tv is None:
+        print("model has no semantic head: every Gaussian is a thing; nothing to compare")
+        return 0
+    codes = gaussian_label_columns(model, (), valid=votes.valid())["instance_label"].cpu()  # [N] code + 1
+    own = thing_mask(semantic_classes(model.params["semantic"].detach(), decoder), info.thing_classes).cpu()
+    seen = (tv.seen >= 1.0).cpu()
+    vote = tv.decide(own.to(tv.seen.device)).cpu()
+    means = model.get_means().detach().cpu()
+    opac = model.get_opacities().detach().reshape(-1).cpu()
+    scales = model.get_scales().detach().cpu()
+    filled = fill_unseen(vote.to(torch.int64), means, tv.seen.cpu()).bool()
+    rules = {"own": own, "vote": vote, "vote_fill": filled, "union": own | (seen & vote)}
+    scene = cfg.source_path
+    boxes = ev.load_boxes(scene)
+    pts, inst = ev.surface_samples(ev.scene_mesh(scene))
+    owner = ev.surface_owner(means.to(torch.float64).numpy(), pts, inst, ev.SURFACE_TOL)
+    rows, out = [], {"model": M, "iteration": it, "gaussians": int(own.numel()), "seen": int(seen.sum()),
+                     "vote_seconds": round(t_vote, 1), "rules": {}}
+    for name, things in rules.items():
+        ids = torch.where(things, codes, torch.zeros_like(codes))
+        keep = stray_filter(ids, means, opac, radius=default_radius(means, ids, scales=scales))
+        res = {}
+        for ref, kw in (("surface", {"inner": ev.SURFACE_TOL, "owner": owner}), ("box", {"inner": ev.INNER})):
+            for sel, kept in (("all", ids > 0), ("filtered", keep)):
+                r = ev.measure_extraction(ids, kept, means, opac, boxes, grow=ev.GROW, **kw)
+                res[f"{ref}/{sel}"] = {"P": r.median_precision, "R": r.median_recall, "unmatched": r.unmatched,
+                                       "missed": r.missed}
+        out["rules"][name] = {"thing_gaussians": int(things.sum()), **res}
+        s, f = res["surface/all"], res["surface/filtered"]
+        b = res["box/filtered"]
+        rows.append(f"| {name} | {int(things.sum())} | {s['P']:.3f} / {s['R']:.3f} | {f['P']:.3f} / {f['R']:.3f} | "
+                    f"{b['P']:.3f} / {b['R']:.3f} | {f['unmatched']} | {100 * f['missed'].get('stuff', 0):.1f} % |")
+    print(f"{M}: {out['gaussians']} Gaussians, {out['seen']} seen (>= 1 px); vote pass {t_vote:.1f} s")
+    print("| rule | thing Gaussians | surface, every Gaussian: P / R | surface, stray filter: P / R | box, stray filter: P / R | unmatched | missed as stuff |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
