@@ -9,9 +9,9 @@ the PLY holds. Every rule is scored with ``tools/extraction_eval.measure_extract
 generator's exact geometry (surface and box references), without and with the default stray filter:
 
 - own: the Gaussian's own semantic feature (the rule before the vote);
-- vote: the vote where the Gaussian is seen (>= 1 pixel of weight), else own (train.py's default);
+- vote: the vote where the Gaussian is seen (>= 1 pixel of weight), else own;
 - vote_fill: the vote; unseen Gaussians take the majority decision of their 8 nearest seen ones;
-- union: own or vote (a thing when either says so).
+- union: own, or the vote of a seen Gaussian (a thing when either says so; train.py's default).
 """
 from __future__ import annotations
 
@@ -65,12 +65,13 @@ def main(argv=None) -> int:
     codes = gaussian_label_columns(model, (), valid=votes.valid())["instance_label"].cpu()  # [N] code + 1
     own = thing_mask(semantic_classes(model.params["semantic"].detach(), decoder), info.thing_classes).cpu()
     seen = (tv.seen >= 1.0).cpu()
-    vote = tv.decide(own.to(tv.seen.device)).cpu()
+    vote = tv.decide(own.to(tv.seen.device), rule="vote").cpu()
     means = model.get_means().detach().cpu()
     opac = model.get_opacities().detach().reshape(-1).cpu()
     scales = model.get_scales().detach().cpu()
     filled = fill_unseen(vote.to(torch.int64), means, tv.seen.cpu()).bool()
-    rules = {"own": own, "vote": vote, "vote_fill": filled, "union": own | (seen & vote)}
+    rules = {"own": own, "vote": vote, "vote_fill": filled,
+             "union": tv.decide(own.to(tv.seen.device), rule="union").cpu()}
     scene = cfg.source_path
     boxes = ev.load_boxes(scene)
     pts, inst = ev.surface_samples(ev.scene_mesh(scene))

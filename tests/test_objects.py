@@ -188,6 +188,13 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
     assert objects.main(["move", "-m", folder.replace("plain", "m"), "--id", "2", "--translate", "1", "0", "0",
                          "-o", os.path.join(tmp_path, "m", "point_cloud", "iteration_1", "point_cloud.ply")]) == 2
     assert "own PLY" in capsys.readouterr().err
+    # relabel needs the training settings and views: a cfg_args without them is one line, nothing written
+    assert objects.main(["relabel", "-m", folder.replace("plain", "m"), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cfg_args lacks" in err[0] and "resolution" in err[0]
+    assert not os.path.exists(tmp_path / "r")
+    assert objects.main(["relabel", "-m", str(tmp_path / "missing"), "-o", str(tmp_path / "r")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_split_disconnected_gives_far_blobs_their_own_ids(tmp_path):
@@ -466,6 +473,31 @@ def test_extraction_on_a_tiny_trained_scene(tmp_path):
     data = json.loads(js.read_text())
     assert data["extract"]["median_precision"] == pytest.approx(clean.median_precision)
     assert f"median precision {clean.median_precision:5.3f}" in r.stdout
+
+    # relabel: the default rule rewrites exactly the columns train.py saved; "own" (the rule before the
+    # vote) makes a subset of the Gaussians things, and every object keeps at least that recall
+    from utils.ply import read_ply
+
+    def columns(model):
+        it = max(int(d.split("_")[1]) for d in os.listdir(os.path.join(model, "point_cloud")))
+        return read_ply(os.path.join(model, "point_cloud", f"iteration_{it}", "point_cloud.ply"))
+
+    same, own = str(tmp_path / "same"), str(tmp_path / "own")
+    assert _cli("relabel", "-m", out, "-o", same, "--quiet").returncode == 0
+    r = _cli("relabel", "-m", out, "-o", own, "--things", "own", "--quiet")
+    assert r.returncode == 0 and "--things own" in r.stdout, r.stderr
+    trained, again, before = columns(out), columns(same), columns(own)
+    for k in ("instance_label", "semantic_label", "x", "f_dc_0"):
+        np.testing.assert_array_equal(np.asarray(again[k]), np.asarray(trained[k]))
+    np.testing.assert_array_equal(np.asarray(before["x"]), np.asarray(trained["x"]))
+    now_things, own_things = np.asarray(trained["instance_label"]) > 0, np.asarray(before["instance_label"]) > 0
+    assert (now_things | ~own_things).all()  # union: every own thing stays a thing
+    keep = objects.StrayFilter(keep=True)
+    r_now = objects.evaluate(objects.load_labels(out, strays=keep))["all"]
+    r_own = objects.evaluate(objects.load_labels(own, strays=keep))["all"]
+    assert r_now.median_recall >= r_own.median_recall - 1e-9, (objects_report({"all": r_own, "extract": r_now}))
+    bad = _cli("relabel", "-m", out, "-o", out)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "another -o" in bad.stderr
 
 
 def objects_report(res) -> str:

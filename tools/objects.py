@@ -623,18 +623,19 @@ def move(labels: ModelLabels, ids: Sequence[int], translate: Sequence[float], ou
 
 
 # ----- labels recomputed from the training views ----------------------------------------------
-RELABEL_THINGS = ("vote", "own")  # relabel --things
 
 
-def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = "vote",
+def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = "union",
             device: Optional[str] = None, quiet: bool = False) -> dict:
     """Recompute a trained model's label columns and write the model again to ``output``.
 
     One render per training view (``segmentation.labels.label_votes``), as train.py does when it
     saves: the segment votes of the default decoding rule, and each Gaussian's thing/stuff decision.
-    ``things``: "vote" (the pixels each Gaussian is part of decide; train.py's default) or "own"
-    (each Gaussian's own semantic feature, the rule of models saved before the vote). Models saved
-    by an older version get the current labels this way; the parameters are copied unchanged.
+    ``things`` (``segmentation.labels.THING_RULES``): "union" (train.py's default: a thing when its own
+    semantic feature or the pixels it is part of say so), "vote" (the pixels decide for seen
+    Gaussians) or "own" (each Gaussian's own feature: the rule of models saved before the vote).
+    Models saved by an older version get the current labels this way; the parameters are copied
+    unchanged.
 
     ``output`` gets cfg_args, cameras.json and ``point_cloud/iteration_N/`` (the PLY with the new
     columns, ``code_votes.pt``, and ``segmentation.pt`` / ``clusters.pt`` copied). Returns counts.
@@ -644,12 +645,12 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
     from scene import load_view, resolution_scale
     from scene.dataset_readers import read_scene_for
     from scene.model_folder import find_iteration, load_model, require_model
-    from segmentation.labels import (SEGMENTATION_FILE, CLUSTERS_FILE, gaussian_label_columns, label_votes,
-                                     load_semantic_decoder, save_code_votes)
+    from segmentation.labels import (CLUSTERS_FILE, SEGMENTATION_FILE, THING_RULES,
+                                     gaussian_label_columns, label_votes, load_semantic_decoder, save_code_votes)
     from utils.general_utils import pick_device
 
-    if things not in RELABEL_THINGS:
-        raise ObjectsError(f"--things {things}: use one of {', '.join(RELABEL_THINGS)}")
+    if things not in THING_RULES:
+        raise ObjectsError(f"--things {things}: use one of {', '.join(THING_RULES)}")
     if os.path.abspath(output) == os.path.abspath(model_path):
         raise ObjectsError(f"{output}: relabel writes a new model folder; pass another -o than -m")
     try:
@@ -684,9 +685,9 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
         views = tqdm(views, total=len(frames), desc="relabel", unit="view", leave=False)
     votes, thing_votes = label_votes(model, views, sigmoid_where=getattr(cfg, "sigmoid_where", "rendered"),
                                      thing_classes=info.thing_classes, decoder=decoder,
-                                     backend=getattr(cfg, "backend", "auto"), things=things == "vote")
+                                     backend=getattr(cfg, "backend", "auto"), things=things != "own")
     cols = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=votes.valid(),
-                                  thing_votes=thing_votes)
+                                  thing_votes=thing_votes, thing_rule=things)
     dst = os.path.join(output, "point_cloud", f"iteration_{iteration}")
     os.makedirs(dst, exist_ok=True)
     for name in ("cfg_args", "cameras.json"):
@@ -950,9 +951,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model_path", required=True, help="trained model folder (train.py -m)")
     p.add_argument("--iteration", type=int, default=-1, help="saved iteration; -1 = latest")
     p.add_argument("-o", "--output", required=True, help="model folder to write (not -m)")
-    p.add_argument("--things", default="vote", choices=RELABEL_THINGS,
-                   help="vote: thing/stuff from the pixels each Gaussian is part of (train.py's default); "
-                        "own: each Gaussian's own semantic feature (models saved before the vote)")
+    p.add_argument("--things", default="union", choices=("union", "vote", "own"),
+                   help="union: a thing when its own semantic feature or the pixels it is part of say so "
+                        "(train.py's default); vote: the pixels decide for seen Gaussians; own: each "
+                        "Gaussian's own feature (models saved before the vote)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

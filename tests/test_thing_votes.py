@@ -1,0 +1,115 @@
+"""Each Gaussian's thing/stuff decision from the pixels it is part of (``segmentation.labels.label_votes``)."""
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from segmentation.labels import ThingVotes, gaussian_label_columns, label_votes, training_code_votes
+from segmentation.visibility import gaussian_visibility
+from tests.test_rasterizer import TinyModel, as_camera, tiny_scene
+
+THINGS = (1, 2)  # classes 1 and 2 are things, 0 and 3 stuff
+
+
+def _scene():
+    """One camera looking down +z: a wide opaque 'object' disc (0) in front, a wide 'wall' (1) behind it off
+    to the side, a faint Gaussian (2) on the object's surface whose own feature says stuff, a faint one (3)
+    on the wall whose own feature says thing, and one (4) hidden straight behind the object."""
+    sc = tiny_scene(0, n=5, width=48, height=32)
+    sc["means"] = torch.tensor([[-0.3, 0.0, 3.0], [1.2, 0.0, 6.0], [-0.3, 0.05, 2.99], [1.2, 0.1, 5.99],
+                                [-0.3, 0.0, 5.0]], dtype=torch.float64)
+    sc["scales"] = torch.tensor([[0.6, 0.6, 0.02], [1.5, 1.5, 0.02], [0.2, 0.2, 0.02], [0.3, 0.3, 0.02],
+                                 [0.05, 0.05, 0.05]], dtype=torch.float64)
+    sc["quats"] = torch.tensor([[1.0, 0, 0, 0]] * 5, dtype=torch.float64)
+    sc["opacities"] = torch.tensor([0.99, 0.99, 0.05, 0.15, 0.9], dtype=torch.float64)
+    sc["viewmat"] = torch.eye(4, dtype=torch.float64)
+    model = TinyModel(sc)
+    big = 8.0
+    sem = torch.full((5, 4), -big, dtype=torch.float64)
+    sem[0, 1] = big  # object: thing class 1
+    sem[1, 0] = big  # wall: stuff class 0
+    sem[2, 3], sem[2, 2] = big, big / 2  # faint, on the object, own argmax stuff (3); its best thing class is 2
+    sem[3, 1] = big  # faint, on the wall, own argmax thing
+    sem[4, 3] = big  # hidden, stuff
+    emb = torch.tensor([[5.0, -5.0], [-5.0, -5.0], [-5.0, 5.0], [5.0, 5.0], [-5.0, -5.0]], dtype=torch.float64)
+    model.params = {"embedding": emb, "semantic": sem}
+    return model, as_camera(sc)
+
+
+def _view(cam, instance=None):
+    return types.SimpleNamespace(camera=cam, instance=instance, valid=None)
+
+
+def test_votes_are_blending_weights_on_thing_pixels():
+    model, cam = _scene()
+    votes, tv = label_votes(model, [_view(cam), _view(cam)], thing_classes=THINGS, backend="torch")
+    # seen: the blending weight over both views, exactly gaussian_visibility's
+    torch.testing.assert_close(tv.seen, gaussian_visibility(model, [cam, cam], backend="torch"), rtol=1e-9, atol=1e-9)
+    assert (tv.thing <= tv.seen + 1e-9).all() and (tv.thing >= 0).all()
+    share = tv.thing / tv.seen.clamp_min(1e-12)
+    # Gaussian tails overlap: each keeps a little weight on the other's pixels
+    assert share[0] > 0.75 and share[2] > 0.75  # on the object's pixels
+    assert share[1] < 0.25 and share[3] < 0.25  # on the wall's pixels
+    assert tv.seen[0] > 50 and tv.seen[2] > 1 and tv.seen[4] < 0.5  # the hidden one: unseen (< 1 px)
+    assert votes.views == 0  # no view had a mask: no segment votes
+
+
+def test_rules_union_vote_own():
+    own = torch.tensor([True, False, False, True, False, True])
+    seen = torch.tensor([10.0, 10.0, 10.0, 10.0, 0.5, 0.5])
+    thing = torch.tensor([9.0, 9.0, 2.0, 2.0, 0.5, 0.0])
+    tv = ThingVotes(seen, thing)
+    assert tv.decide(own, rule="own").tolist() == own.tolist()
+    # vote: seen Gaussians (>= 1 px) by their share, unseen ones keep their own decision
+    assert tv.decide(own, rule="vote").tolist() == [True, True, False, False, False, True]
+    # union (default): own, or a seen Gaussian's vote
+    assert tv.decide(own).tolist() == [True, True, False, True, False, True]
+    assert tv.decide(own, share=0.1, rule="vote").tolist() == [True, True, True, True, False, True]
+    with pytest.raises(ValueError, match="thing rule"):
+        tv.decide(own, rule="majority")
+
+
+def test_columns_promote_voted_things_with_their_best_thing_class():
+    model, cam = _scene()
+    _, tv = label_votes(model, [_view(cam)], thing_classes=THINGS, backend="torch")
+    before = gaussian_label_columns(model, THINGS)
+    after = gaussian_label_columns(model, THINGS, thing_votes=tv)
+    assert before["semantic_label"].tolist() == [1, 0, 3, 1, 3]
+    assert before["instance_label"].tolist() == [2, 0, 0, 4, 0]  # code + 1 where the own class is a thing
+    # the faint Gaussian on the object becomes a thing, with its most likely thing class (2); the faint one on
+    # the wall stays a thing (union), the hidden one stays stuff, nothing else changes
+    assert after["semantic_label"].tolist() == [1, 0, 2, 1, 3]
+    assert after["instance_label"].tolist() == [2, 0, 3, 4, 0]
+    vote_only = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="vote")
+    assert vote_only["instance_label"].tolist() == [2, 0, 3, 0, 0]  # the vote alone drops the faint wall one
+    assert vote_only["semantic_label"].tolist() == [1, 0, 2, 1, 3]  # the class column keeps the own class
+    # the two columns agree: instance > 0 exactly where the class is a thing (default rule)
+    things = torch.isin(after["semantic_label"], torch.tensor(THINGS))
+    assert torch.equal(after["instance_label"] > 0, things)
+
+
+def test_code_votes_equal_the_former_pass():
+    model, cam = _scene()
+    h, w = cam.height, cam.width
+    inst = torch.zeros(h, w, dtype=torch.int64)
+    inst[:, : w // 2] = 3  # a mask segment over the object's side, another over the wall's
+    inst[:, w // 2:] = 7
+    views = [_view(cam, inst), _view(cam, None), _view(cam, inst.flip(1))]
+    votes, _ = label_votes(model, views, thing_classes=THINGS, backend="torch")
+    from gaussian_renderer import render
+
+    ref = training_code_votes(model, views, lambda v: render(v.camera, model, features={"embedding": model.params[
+        "embedding"]}, with_rgb=False, backend="torch").features["embedding"])
+    assert votes.views == ref.views == 2 and votes.segments == ref.segments == 4
+    assert torch.equal(votes.codes, ref.codes) and torch.equal(votes.wins, ref.wins)
+
+
+def test_without_a_semantic_head_there_is_no_thing_vote():
+    model, cam = _scene()
+    del model.params["semantic"]
+    votes, tv = label_votes(model, [_view(cam)], thing_classes=THINGS, backend="torch")
+    assert tv is None
+    cols = gaussian_label_columns(model, THINGS, thing_votes=tv)
+    assert "semantic_label" not in cols and (cols["instance_label"] > 0).all()
