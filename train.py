@@ -224,8 +224,10 @@ class Trainer:
         return self._bg
 
     def seg_active(self, view: View, step: int) -> bool:
-        return self.objective is not None and (view.instance is not None or view.semantic is not None
-                                               or step >= self.seg.l3d_from_iter)
+        """Segmentation runs this step: a model with masks, a view with masks (or L_3D on), and a step
+        that ``--seg_interval`` selects."""
+        return (self.objective is not None and step % self.seg.seg_interval == 0
+                and (view.instance is not None or view.semantic is not None or step >= self.seg.l3d_from_iter))
 
     def raster_mode(self, step: int) -> str:
         """How colour and features are rasterised this step: fused | separate | joint (see --seg_raster)."""
@@ -657,6 +659,8 @@ def check_args(args: argparse.Namespace) -> None:
         (args.checkpoint_every >= 0, f"--checkpoint_every {args.checkpoint_every}: negative; pass 0 (off) or a "
          "positive number of iterations"),
         (args.log_interval >= 1, f"--log_interval {args.log_interval}: must be at least 1; pass e.g. 100"),
+        (args.seg_interval >= 1, f"--seg_interval {args.seg_interval}: must be at least 1; pass 1 (every "
+         "iteration) or e.g. 2"),
     ]
     for ok, message in checks:
         if not ok:

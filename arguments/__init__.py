@@ -151,6 +151,9 @@ class SegmentationParams(GroupMixin):
                          "(segmentation gradients reach geometry; densification statistics still come from the "
                          "rendering loss alone, via a second autograd pass while densifying)",
                          choices=["fused", "separate", "joint"])
+    seg_interval: int = _f(1, "segmentation losses (and the feature channels of the rasterisation) every Nth "
+                              "iteration only; colour trains every iteration. N > 1 trades label quality for "
+                              "speed (benchmarks/RESULTS.md); 1: every iteration, as the paper")
     mask_fraction: float = _f(1.0, "use masks on only this fraction of training views (RGB on all)")
     mask_downscale: float = _f(1.0, "train masks and images at this scale (0.25, 0.5); labels render at full size")
     min_cluster_size: int = _f(100, "contrastive_lift: HDBSCAN min_cluster_size with --cluster_tune off")

@@ -95,6 +95,23 @@ def test_joint_raster_keeps_densification_stats_from_rendering_loss(tiny_scene, 
     assert d > 1e-7, float(d)
 
 
+def test_seg_interval_trains_segmentation_on_selected_steps_only(tiny_scene, tmp_path):
+    """--seg_interval 2: odd steps are plain 3DGS steps (colour only; the embedding and its heads keep their
+    values), even steps the full objective, the same as a --seg_interval 1 run's step from the same state."""
+    t = _trainer(tiny_scene, tmp_path, "--seg_interval", "2")
+    emb0, sh0 = t.model.params["embedding"].detach().clone(), t.model.params["sh0"].detach().clone()
+    odd = t.train_step(1)
+    assert set(odd) == {"render", "loss", "psnr"}
+    assert torch.equal(t.model.params["embedding"], emb0)  # no gradient, no Adam update
+    assert not torch.equal(t.model.params["sh0"], sh0)  # colour trained
+    even = t.train_step(2)
+    assert "cluster" in even and not torch.equal(t.model.params["embedding"], emb0)
+    every = _trainer(tiny_scene, tmp_path, "--seg_interval", "1")
+    assert {"cluster", "semantic"} <= set(every.train_step(1))
+    r = _cli("-s", tiny_scene, "-m", str(tmp_path / "o"), "--iterations", "1", "--seg_interval", "0")
+    assert r.returncode == 2 and "--seg_interval 0" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_log_file_and_profile_name_the_loss_terms(tiny_scene, tmp_path):
     """train_log.jsonl gets every named term (weighted in one line into `loss`); --profile times each stage."""
     from training.log import read_log
