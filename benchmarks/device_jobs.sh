@@ -10,6 +10,7 @@ acc_job() {
     python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
     python3 tools/objects.py evaluate -m $M --json $M/extract_default.json
     python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
+    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json
   } > $R/acc/$name.log 2>&1
   echo "exit $?" >> $R/acc/$name.log; touch $R/acc/$name.DONE
 }

@@ -1,0 +1,56 @@
+# Next lease (`device` tool, carry .whl/), from the repository root. Stages, one `run` call each:
+#   bash benchmarks/device_round13.sh A      build, scenes, GPU tests; starts the background chain
+#   WAIT=540 bash benchmarks/device_round13.sh poll   wait for the chain, pack results into $OUT
+# The chain: 1. speed (issue 10), alone on the GPU: bench_train, 4000 iterations, plain and UniC-Lift
+# with --seg_interval 1 / 2 / 4; 2. labels at the full schedule side by side (issue 9): unseen Messy-Rooms
+# scenes at 100 and 500 objects (decode sweep, extraction with the thing vote, things_ab.py).
+# Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
+set -u
+W=/tmp/w; R=/tmp/r13; D=/tmp/data
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+ITERS=${ITERS:-30000}
+LABEL_SCENES=${LABEL_SCENES:-"messy100 messy500"}
+stage=${1:-A}
+source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene
+
+chain() {
+  cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
+  python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations 4000 --seeds 0 \
+    --variants plain unic "unic:--seg_interval 2" "unic:--seg_interval 4" > $R/speed.log 2>&1
+  touch $R/speed.DONE
+  for s in $LABEL_SCENES; do
+    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS; acc_job $s $D/$s" < /dev/null > /dev/null 2>&1 &
+  done
+  wait
+}
+
+pack() {
+  cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
+  cp $R/gpu_tests.log $OUT/ 2>/dev/null
+  tar czf $OUT/r13.tgz -C $R --exclude='*.ply' --exclude='*.pt' --exclude='*.pth' --exclude='renders' --exclude='gt' \
+      --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' --exclude='*_dump.npz' . 2>/dev/null
+  ls -la $OUT
+}
+
+if [ "$stage" = A ]; then
+  fresh_tree || exit 1
+  bench_scene 5 &
+  python3 tools/make_scene.py --out $D/messy100 --objects 100 --views 186 --size 480x360 --noise realistic \
+    --layout large_corridor --seed 72 --format messy --workers 5 --quiet > $R/make100.log 2>&1 &
+  python3 tools/make_scene.py --out $D/messy500 --objects 500 --views 186 --size 480x360 --noise realistic \
+    --layout old_room --seed 73 --format messy --workers 5 --quiet > $R/make500.log 2>&1 &
+  python3 -m pytest -m gpu -q -p no:cacheprovider > $R/gpu_tests.log 2>&1; tail -n 2 $R/gpu_tests.log
+  wait; echo "scenes ready at ${SECONDS}s"
+  setsid bash -c "$(declare -f chain acc_job); R=$R W=$W D=$D ITERS=$ITERS LABEL_SCENES='$LABEL_SCENES'; chain" \
+    < /dev/null > $R/chain.log 2>&1 &
+  sleep 5; pack
+fi
+
+if [ "$stage" = poll ]; then
+  last=${LABEL_SCENES##* }
+  while [ ! -f $R/acc/$last.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
+  grep -h "it/s" $R/speed.log 2>/dev/null | tail -5
+  for s in $LABEL_SCENES; do echo "== $s"; tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "PQ|median|missed|exit|Error|\| union" | tail -10
+    tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "it/s" | tail -1; done
+  pack
+fi
