@@ -68,6 +68,7 @@ class Trainer:
                 setattr(self.seg, name, self.opt.densify_until_iter)
         self.info = scene_info
         self.device = pick_device(self.dataset.device)
+        self._select_feature_backward()
         try:
             self.optimizer_kind = resolve_optimizer(self.opt.optimizer, self.device)
         except ValueError as e:
@@ -132,6 +133,17 @@ class Trainer:
             view.to_device(self.data_device, camera_device=self.device)
             if self.objective is not None and (view.instance is not None or view.semantic is not None):
                 self.objective.prepare(view, self.data_device)
+
+    def _select_feature_backward(self) -> None:
+        """--feature_backward: the segmentation features' gradient kernel (CUDA only; gsplat on the CPU)."""
+        from gaussian_renderer.feature_backward import FeatureBackwardError
+        from gaussian_renderer.rasterizer import set_feature_backward
+
+        kind = self.pipe.feature_backward if self.device.type == "cuda" else "gsplat"
+        try:
+            set_feature_backward(kind)
+        except FeatureBackwardError as e:
+            raise SceneError(str(e)) from None
 
     def _init_stages(self):
         """The per-view losses of a step as one static-shape module (segmentation.stage): a CUDA graph

@@ -2,7 +2,8 @@
 #   bash benchmarks/device_round13.sh A      build, scenes, GPU tests; starts the background chain
 #   WAIT=540 bash benchmarks/device_round13.sh poll   wait for the chain, pack results into $OUT
 # The chain: 1. speed (issue 10), alone on the GPU: bench_train, 4000 iterations, plain and UniC-Lift
-# with --seg_interval 1 / 2 / 4; 2. labels at the full schedule side by side (issue 9): unseen Messy-Rooms
+# as is, with the tile kernel for the features' gradient (--feature_backward tile), with --seg_interval 2,
+# and both; 2. labels at the full schedule side by side (issue 9): unseen Messy-Rooms
 # scenes at 100 and 500 objects (decode sweep, extraction with the thing vote, things_ab.py).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
@@ -16,7 +17,8 @@ source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene
 chain() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
   python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations 4000 --seeds 0 \
-    --variants plain unic "unic:--seg_interval 2" "unic:--seg_interval 4" > $R/speed.log 2>&1
+    --variants plain unic "unic:--feature_backward tile" "unic:--seg_interval 2" \
+    "unic:--feature_backward tile --seg_interval 2" > $R/speed.log 2>&1
   touch $R/speed.DONE
   for s in $LABEL_SCENES; do
     setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS; acc_job $s $D/$s" < /dev/null > /dev/null 2>&1 &

@@ -101,6 +101,27 @@ def _rasterize_gsplat(
 
 
 GSPLAT_CHANNELS = (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 128, 129, 256, 257, 512, 513)
+
+# Which kernel computes the detached channels' colour gradient in _RasterizeSplitGrad's backward:
+# "gsplat" (its full backward kernel, geometry gradients discarded) or "tile" (feature_backward.py).
+_FEATURE_BACKWARD = "gsplat"
+
+
+def set_feature_backward(kind: str) -> None:
+    """Selects the detached channels' backward kernel (``--feature_backward``): "gsplat" | "tile".
+    "tile" is built here and now (one-line ``FeatureBackwardError`` when it cannot be)."""
+    global _FEATURE_BACKWARD
+    from gaussian_renderer.feature_backward import FEATURE_BACKWARDS, load_library
+
+    if kind not in FEATURE_BACKWARDS:
+        raise ValueError(f"--feature_backward {kind}: use one of {', '.join(FEATURE_BACKWARDS)}")
+    if kind == "tile":
+        load_library()
+    _FEATURE_BACKWARD = kind
+
+
+def feature_backward_kind() -> str:
+    return _FEATURE_BACKWARD
 GSPLAT_TILE_SIZE = 16
 
 
@@ -160,13 +181,21 @@ class _RasterizeSplitGrad(torch.autograd.Function):
 
         v_means2d = v_conics = v_opacities = v_colors = v_background = None
         need_colors = ctx.needs_input_grad[3]
+        tile_kernel = need_colors and _FEATURE_BACKWARD == "tile" and n_feat > 0 and tile_size == 16 and n_feat <= 64
         if any(ctx.needs_input_grad[:3]) or need_colors:
             # geometry and the geo channels: gsplat's backward of a render of those channels alone
             _, v_means2d, v_conics, v_geo_colors, v_opacities = bwd(
                 means2d, conics, _pad_channels(colors[..., :n_geo]), opacities, _pad_channels(bg_geo), None,
                 *common, _pad_channels(v_render[..., :n_geo]), v_alphas.contiguous(), False,
             )
-        if need_colors and colors.shape[-1] in GSPLAT_CHANNELS:
+        if tile_kernel:
+            # the detached channels: the tile kernel's weights-times-gradient product, no geometry work
+            from gaussian_renderer.feature_backward import feature_backward
+
+            v_feat = feature_backward(means2d, conics, opacities, isect_offsets, flatten_ids, v_render,
+                                      n_geo, n_feat, width, height, tile_size)  # [N, F]
+            v_colors = torch.cat([v_geo_colors[..., :n_geo], v_feat[None]], dim=-1)
+        elif need_colors and colors.shape[-1] in GSPLAT_CHANNELS:
             # the detached channels: their colour gradient only (the weights are constants for them).
             # The block is a width gsplat is compiled for: pass it whole with the geo channels' output
             # gradient zeroed (each channel's colour gradient reads its own output gradient only), so

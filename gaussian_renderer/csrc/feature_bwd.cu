@@ -1,0 +1,170 @@
+// Feature-only backward of 3DGS alpha blending, as a small matrix product per tile.
+//
+// For channels whose blending weights are constants (the segmentation features of
+// render(..., feature_geometry_grad=False)), the gradient of Gaussian g's feature is
+//     dL/df_g = sum over pixels p of w_gp * dL/dimg_p,   w_gp = alpha_gp * T_gp,
+// a product of the sparse weight matrix W^T with the output gradient V. gsplat's backward kernel
+// computes it (and every geometry gradient, which these channels discard) with one warp reduction
+// per channel and Gaussian. Here each 16x16 tile recomputes the weights of a batch of 32 Gaussians
+// front to back exactly as gsplat's forward does (same formulas, thresholds and early stop), keeps
+// them in shared memory with the tile's output gradient, and multiplies: 32 x 256 weights times
+// 256 x CP gradients, four (CP = 32) or eight (CP = 64) outputs per thread, then one atomicAdd per
+// nonzero (Gaussian, channel). No geometry gradients, no per-channel warp reductions.
+//
+// Layout (one camera): means2d [N, 2], conics [N, 3], opacities [N] float32; tile_offsets
+// [tile_height * tile_width] int32 and flatten_ids [n_isects] int32 from gsplat's isect_tiles /
+// isect_offset_encode; v_render: the output gradient, pixel p's channel c at v_render[p * v_stride + c]
+// (c < C); v_feat [N, C] float32, zeroed by the caller, receives the gradient.
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace {
+
+constexpr int TILE = 16;
+constexpr int BLOCK = TILE * TILE;  // pixels (threads) per tile
+constexpr int BATCH = 32;           // Gaussians per shared-memory batch
+constexpr int WSTRIDE = BLOCK + 1;  // padded row of the weight matrix: no bank conflicts in the product
+constexpr float ALPHA_MIN = 1.f / 255.f;
+
+template <int CP>
+__global__ void feature_bwd_kernel(const float *__restrict__ means2d, const float *__restrict__ conics,
+                                   const float *__restrict__ opacities, const int32_t *__restrict__ tile_offsets,
+                                   const int32_t *__restrict__ flatten_ids, int n_isects,
+                                   const float *__restrict__ v_render, int v_stride, int C,
+                                   float *__restrict__ v_feat, int width, int height, int tile_width,
+                                   int tile_height) {
+    extern __shared__ float smem[];
+    float *W = smem;                                  // [BATCH][WSTRIDE] weights of the batch on each pixel
+    float *V = W + BATCH * WSTRIDE;                   // [BLOCK][CP] output gradient of the tile's pixels
+    float *xyo = V + BLOCK * CP;                      // [BATCH][3] mean x, mean y, opacity
+    float *con = xyo + BATCH * 3;                     // [BATCH][3] conic
+    int32_t *gid = reinterpret_cast<int32_t *>(con + BATCH * 3);  // [BATCH] Gaussian ids
+
+    const int tile_id = blockIdx.y * tile_width + blockIdx.x;
+    const int tr = threadIdx.y * TILE + threadIdx.x;
+    const int i = blockIdx.y * TILE + threadIdx.y;
+    const int j = blockIdx.x * TILE + threadIdx.x;
+    const bool inside = i < height && j < width;
+    const float px = (float)j + 0.5f, py = (float)i + 0.5f;
+
+    // the tile's output gradient, zero-padded to CP channels and zero outside the image
+    for (int c = 0; c < CP; ++c) {
+        V[tr * CP + c] = (inside && c < C) ? v_render[(size_t)(i * width + j) * v_stride + c] : 0.f;
+    }
+
+    const int range_start = tile_offsets[tile_id];
+    const int range_end = tile_id == tile_width * tile_height - 1 ? n_isects : tile_offsets[tile_id + 1];
+    float T = 1.f;
+    bool done = !inside;
+
+    // the product: thread tr computes outputs (row r, channels c0 .. c0 + PER - 1) of the batch
+    constexpr int PER = CP / 8;
+    const int r = tr >> 3;
+    const int c0 = (tr & 7) * PER;
+
+    for (int batch_start = range_start; batch_start < range_end; batch_start += BATCH) {
+        if (__syncthreads_count(done) >= BLOCK) {
+            break;  // every pixel of the tile has stopped (the forward's early exit)
+        }
+        const int n = min(BATCH, range_end - batch_start);
+        if (tr < n) {
+            const int32_t g = flatten_ids[batch_start + tr];
+            gid[tr] = g;
+            xyo[tr * 3 + 0] = means2d[2 * g];
+            xyo[tr * 3 + 1] = means2d[2 * g + 1];
+            xyo[tr * 3 + 2] = opacities[g];
+            con[tr * 3 + 0] = conics[3 * g];
+            con[tr * 3 + 1] = conics[3 * g + 1];
+            con[tr * 3 + 2] = conics[3 * g + 2];
+        }
+        __syncthreads();
+        // this pixel's weight for each Gaussian of the batch, front to back as in gsplat's forward
+        for (int t = 0; t < BATCH; ++t) {
+            float w = 0.f;
+            if (t < n && !done) {
+                const float dx = xyo[t * 3 + 0] - px, dy = xyo[t * 3 + 1] - py;
+                const float sigma = 0.5f * (con[t * 3 + 0] * dx * dx + con[t * 3 + 2] * dy * dy) +
+                                    con[t * 3 + 1] * dx * dy;
+                const float alpha = fminf(0.999f, xyo[t * 3 + 2] * __expf(-sigma));
+                if (!(sigma < 0.f || alpha < ALPHA_MIN)) {
+                    const float next_T = T * (1.f - alpha);
+                    if (next_T <= 1e-4f) {
+                        done = true;  // exclusive: this Gaussian does not blend into the pixel
+                    } else {
+                        w = alpha * T;
+                        T = next_T;
+                    }
+                }
+            }
+            W[t * WSTRIDE + tr] = w;
+        }
+        __syncthreads();
+        float acc[PER];
+#pragma unroll
+        for (int k = 0; k < PER; ++k) {
+            acc[k] = 0.f;
+        }
+        const float *wrow = W + r * WSTRIDE;
+        for (int p = 0; p < BLOCK; ++p) {
+            const float w = wrow[p];
+            const float *v = V + p * CP + c0;
+#pragma unroll
+            for (int k = 0; k < PER; ++k) {
+                acc[k] = fmaf(w, v[k], acc[k]);
+            }
+        }
+        if (r < n) {
+            float *out = v_feat + (size_t)gid[r] * C;
+#pragma unroll
+            for (int k = 0; k < PER; ++k) {
+                if (c0 + k < C && acc[k] != 0.f) {
+                    atomicAdd(out + c0 + k, acc[k]);
+                }
+            }
+        }
+        // the next batch's __syncthreads_count orders these reads before W and gid are rewritten
+    }
+}
+
+template <int CP>
+cudaError_t launch(const float *means2d, const float *conics, const float *opacities, const int32_t *tile_offsets,
+                   const int32_t *flatten_ids, int n_isects, const float *v_render, int v_stride, int C,
+                   float *v_feat, int width, int height, int tile_width, int tile_height, cudaStream_t stream) {
+    const size_t shared = sizeof(float) * (BATCH * WSTRIDE + BLOCK * CP + BATCH * 6) + sizeof(int32_t) * BATCH;
+    cudaError_t err = cudaFuncSetAttribute(feature_bwd_kernel<CP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           (int)shared);
+    if (err != cudaSuccess) {
+        return err;
+    }
+    const dim3 grid(tile_width, tile_height), block(TILE, TILE);
+    feature_bwd_kernel<CP><<<grid, block, shared, stream>>>(means2d, conics, opacities, tile_offsets, flatten_ids,
+                                                            n_isects, v_render, v_stride, C, v_feat, width,
+                                                            height, tile_width, tile_height);
+    return cudaGetLastError();
+}
+
+}  // namespace
+
+// C entry point (ctypes): returns a cudaError_t code (0 = success); 1000 = unsupported arguments.
+extern "C" int unic_feature_bwd(const float *means2d, const float *conics, const float *opacities,
+                                const int32_t *tile_offsets, const int32_t *flatten_ids, int n_isects,
+                                const float *v_render, int v_stride, int C, float *v_feat, int width, int height,
+                                int tile_size, int tile_width, int tile_height, void *stream) {
+    if (tile_size != TILE || C < 1 || C > 64 || v_stride < C) {
+        return 1000;
+    }
+    if (n_isects == 0 || tile_width * tile_height == 0) {
+        return 0;
+    }
+    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (C <= 32) {
+        return (int)launch<32>(means2d, conics, opacities, tile_offsets, flatten_ids, n_isects, v_render, v_stride, C,
+                               v_feat, width, height, tile_width, tile_height, s);
+    }
+    return (int)launch<64>(means2d, conics, opacities, tile_offsets, flatten_ids, n_isects, v_render, v_stride, C,
+                           v_feat, width, height, tile_width, tile_height, s);
+}
+
+extern "C" const char *unic_feature_bwd_error(int code) {
+    return code == 1000 ? "unsupported arguments (tile size 16, 1..64 channels)" : cudaGetErrorString((cudaError_t)code);
+}

@@ -1,0 +1,128 @@
+"""The feature-only backward of gsplat's rasterisation as one small matrix product per tile
+(``csrc/feature_bwd.cu``), for the channels whose blending weights are constants
+(``render(..., feature_geometry_grad=False)``: the segmentation features).
+
+gsplat's backward kernel computes every geometry gradient and reduces each channel across a warp
+for every (pixel, Gaussian) pair; for 29 feature channels whose geometry gradients are discarded
+that is most of a UniC-Lift step on the GPU (benchmarks/RESULTS.md, 10a). The kernel here
+recomputes each tile's blending weights front to back exactly as gsplat's forward does and
+multiplies them with the tile's output gradient in shared memory.
+
+It is built with ``nvcc`` (``$CUDA_HOME/bin/nvcc`` or the one on PATH, as gsplat's own build) on
+first use, for the current GPU, into ``$UNIC_LIFT_CACHE`` (default ``~/.cache/unic_lift``), and
+called through ctypes: no PyTorch extension headers are needed. Select it with
+``--feature_backward tile`` (``set_feature_backward``); the default stays gsplat's kernel until the
+GPU measurements say otherwise.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["FEATURE_BACKWARDS", "FeatureBackwardError", "feature_backward", "load_library"]
+
+FEATURE_BACKWARDS = ("gsplat", "tile")  # --feature_backward
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "feature_bwd.cu")
+MAX_CHANNELS = 64
+_lock = threading.Lock()
+_libs: dict = {}
+
+
+class FeatureBackwardError(RuntimeError):
+    """The tile kernel cannot be built or run here; the message is one line and says what to do."""
+
+
+def _nvcc() -> Optional[str]:
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home and os.path.isfile(os.path.join(home, "bin", "nvcc")):
+        return os.path.join(home, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+def _cache_dir() -> str:
+    return os.environ.get("UNIC_LIFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "unic_lift")
+
+
+def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
+    """The compiled kernel for ``device``'s compute capability (built once, then cached on disk)."""
+    if not torch.cuda.is_available():
+        raise FeatureBackwardError("--feature_backward tile needs a CUDA GPU; use --feature_backward gsplat")
+    major, minor = torch.cuda.get_device_capability(device)
+    arch = f"{major}{minor}"
+    with _lock:
+        if arch in _libs:
+            return _libs[arch]
+        with open(SOURCE, "rb") as fh:
+            key = hashlib.sha1(fh.read() + arch.encode()).hexdigest()[:12]
+        folder = _cache_dir()
+        so = os.path.join(folder, f"feature_bwd_{key}_sm{arch}.so")
+        if not os.path.isfile(so):
+            nvcc = _nvcc()
+            if nvcc is None:
+                raise FeatureBackwardError("--feature_backward tile: nvcc not found (set CUDA_HOME or put nvcc on "
+                                           "PATH, as for gsplat's build), or use --feature_backward gsplat")
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)  # parallel first builds never clash
+            os.close(fd)
+            cmd = [nvcc, "-O3", "-std=c++17", f"-gencode=arch=compute_{arch},code=sm_{arch}", "-shared",
+                   "-Xcompiler", "-fPIC", SOURCE, "-o", tmp]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                os.unlink(tmp)
+                last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+                raise FeatureBackwardError(f"{SOURCE}: nvcc failed ({last}); use --feature_backward gsplat")
+            os.replace(tmp, so)
+        lib = ctypes.CDLL(so)
+        fn = lib.unic_feature_bwd
+        fn.restype = ctypes.c_int
+        p, i = ctypes.c_void_p, ctypes.c_int
+        fn.argtypes = [p, p, p, p, p, i, p, i, i, p, i, i, i, i, i, p]
+        lib.unic_feature_bwd_error.restype = ctypes.c_char_p
+        lib.unic_feature_bwd_error.argtypes = [i]
+        _libs[arch] = lib
+        return lib
+
+
+def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_offsets: Tensor,
+                     flatten_ids: Tensor, v_render: Tensor, n_geo: int, n_feat: int, width: int, height: int,
+                     tile_size: int = 16) -> Tensor:
+    """[N, n_feat] gradient of channels ``n_geo .. n_geo + n_feat`` of one camera's render with the
+    blending weights held constant: sum over pixels of w_gp * v_render[p, channel].
+
+    Args (gsplat's one-camera layout, float32 / int32, on one CUDA device):
+        means2d [1, N, 2], conics [1, N, 3], opacities [1, N]; isect_offsets [1, th, tw];
+        flatten_ids [n_isects]; v_render [1, H, W, D] (D >= n_geo + n_feat) the output gradient.
+    """
+    if not 1 <= n_feat <= MAX_CHANNELS:
+        raise ValueError(f"feature_backward: 1..{MAX_CHANNELS} channels, got {n_feat}")
+    n = means2d.shape[-2]
+    D = v_render.shape[-1]
+    if v_render.shape[-3:-1] != (height, width) or D < n_geo + n_feat:
+        raise ValueError(f"feature_backward: v_render {tuple(v_render.shape)} does not hold {n_geo} + {n_feat} "
+                         f"channels of a {width}x{height} image")
+    tensors = [t.contiguous() for t in (means2d, conics, opacities, isect_offsets, flatten_ids, v_render)]
+    means2d, conics, opacities, isect_offsets, flatten_ids, v_render = tensors
+    if any(t.dtype != torch.float32 for t in (means2d, conics, opacities, v_render)) or \
+            any(t.dtype != torch.int32 for t in (isect_offsets, flatten_ids)):
+        raise ValueError("feature_backward: float32 geometry and gradient, int32 tile offsets and ids")
+    lib = load_library(v_render.device)
+    out = torch.zeros(n, n_feat, device=v_render.device, dtype=torch.float32)
+    th, tw = isect_offsets.shape[-2], isect_offsets.shape[-1]
+    with torch.cuda.device(v_render.device):  # the kernel launches on the thread's current device
+        stream = torch.cuda.current_stream(v_render.device).cuda_stream
+        code = lib.unic_feature_bwd(
+            means2d.data_ptr(), conics.data_ptr(), opacities.data_ptr(), isect_offsets.data_ptr(),
+            flatten_ids.data_ptr(), int(flatten_ids.numel()), v_render.data_ptr() + 4 * n_geo, D, n_feat,
+            out.data_ptr(), int(width), int(height), int(tile_size), int(tw), int(th), stream)
+    if code != 0:
+        raise FeatureBackwardError(f"feature_backward: {lib.unic_feature_bwd_error(code).decode()}")
+    return out
