@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["FEATURE_BACKWARDS", "FeatureBackwardError", "feature_backward", "load_library"]
+__all__ = ["FEATURE_BACKWARDS", "FeatureBackwardError", "feature_backward", "feature_backward_reference", "load_library"]
 
 FEATURE_BACKWARDS = ("gsplat", "tile")  # --feature_backward
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "feature_bwd.cu")
@@ -125,4 +125,50 @@ def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_o
             out.data_ptr(), int(width), int(height), int(tile_size), int(tw), int(th), stream)
     if code != 0:
         raise FeatureBackwardError(f"feature_backward: {lib.unic_feature_bwd_error(code).decode()}")
+    return out
+
+
+@torch.no_grad()
+def feature_backward_reference(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_offsets: Tensor,
+                               flatten_ids: Tensor, v_render: Tensor, width: int, height: int,
+                               tile_size: int = 16) -> Tensor:
+    """The tile kernel's algorithm in PyTorch, step for step (any device and dtype): per tile, the
+    Gaussians of its list front to back, each pixel's weight alpha * T with gsplat's forward rules
+    (alpha = min(0.999, o exp(-sigma)); skipped when sigma < 0 or alpha < 1/255; a pixel stops,
+    exclusively, at the Gaussian that would bring T to <= 1e-4), times the tile's output gradient.
+    Loops over tiles and intersections: for tests on tiny scenes, never for training.
+
+    Args: means2d [N, 2], conics [N, 3], opacities [N]; isect_offsets [th, tw] (start of each tile's list
+    in ``flatten_ids``); v_render [H, W, C]. Returns [N, C]."""
+    n, C = means2d.shape[0], v_render.shape[-1]
+    offsets = isect_offsets.reshape(-1).tolist()
+    tw = isect_offsets.shape[-1]
+    out = v_render.new_zeros(n, C)
+    ar = torch.arange(tile_size, device=v_render.device)
+    for tile, start in enumerate(offsets):
+        end = offsets[tile + 1] if tile + 1 < len(offsets) else flatten_ids.numel()
+        if end <= start:
+            continue
+        ty, tx = divmod(tile, tw)
+        i = (ty * tile_size + ar)[:, None].expand(tile_size, tile_size).reshape(-1)  # [P] rows
+        j = (tx * tile_size + ar)[None, :].expand(tile_size, tile_size).reshape(-1)  # [P] columns
+        inside = (i < height) & (j < width)
+        V = v_render[i.clamp(max=height - 1), j.clamp(max=width - 1)] * inside[:, None]  # [P, C]
+        px, py = j.to(v_render.dtype) + 0.5, i.to(v_render.dtype) + 0.5
+        T = torch.ones_like(px)
+        done = ~inside
+        for g in flatten_ids[start:end].tolist():
+            if bool(done.all()):
+                break
+            dx, dy = means2d[g, 0] - px, means2d[g, 1] - py
+            sigma = 0.5 * (conics[g, 0] * dx * dx + conics[g, 2] * dy * dy) + conics[g, 1] * dx * dy
+            alpha = torch.clamp_max(opacities[g] * torch.exp(-sigma), 0.999)
+            blends = ~done & ~(sigma < 0) & ~(alpha < 1.0 / 255.0)
+            next_T = T * (1 - alpha)
+            stop = blends & (next_T <= 1e-4)
+            done = done | stop
+            take = blends & ~stop
+            w = torch.where(take, alpha * T, torch.zeros_like(T))  # [P]
+            T = torch.where(take, next_T, T)
+            out[g] += w @ V
     return out
