@@ -131,9 +131,9 @@ def test_training_steps_with_the_tile_kernel(tiny_scene, tmp_path):
         set_feature_backward("gsplat")
 
 
-@pytest.mark.parametrize("seed,width,height,opacity", [(0, 40, 28, (0.05, 0.9)), (1, 37, 21, (0.3, 1.0)),
-                                                       (2, 48, 32, (0.9, 1.0))])
-def test_the_kernels_algorithm_equals_the_torch_rasterizers_feature_gradient(seed, width, height, opacity):
+@pytest.mark.parametrize("seed,width,height,opacity,n", [(0, 40, 28, (0.05, 0.9), 60), (1, 37, 21, (0.3, 1.0), 60),
+                                                         (2, 48, 32, (0.9, 1.0), 200)])
+def test_the_kernels_algorithm_equals_the_torch_rasterizers_feature_gradient(seed, width, height, opacity, n):
     """The kernel's algorithm (``feature_backward_reference``, the same steps in PyTorch) against the
     PyTorch rasterizer's autograd through a render whose geometry is held fixed, in float64: partial
     tiles, and opacities up to 1 so that pixels stop early (the exclusive 1e-4 stop) and alpha clamps."""
@@ -141,10 +141,10 @@ def test_the_kernels_algorithm_equals_the_torch_rasterizers_feature_gradient(see
     from gaussian_renderer.torch_rasterizer import intersect_tiles, project_gaussians
     from tests.test_rasterizer import TinyModel, as_camera, tiny_scene
 
-    sc = tiny_scene(seed, n=60, width=width, height=height, opacity_range=opacity)
+    sc = tiny_scene(seed, n=n, width=width, height=height, opacity_range=opacity, scale_range=(0.2, 0.8))
     model, cam = TinyModel(sc), as_camera(sc)
     g = torch.Generator().manual_seed(seed)
-    feat = torch.randn(60, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    feat = torch.randn(n, 5, generator=g, dtype=torch.float64, requires_grad=True)
     v = torch.randn(height, width, 5, generator=g, dtype=torch.float64)
     out = render(cam, GeometryDetached(model), features={"f": feat}, with_rgb=False, backend="torch")
     (out.features["f"] * v).sum().backward()
@@ -157,6 +157,6 @@ def test_the_kernels_algorithm_equals_the_torch_rasterizers_feature_gradient(see
     got = feature_backward_reference(proj.means2d, proj.conics, sc["opacities"], starts, isect.flatten_ids, v,
                                      width, height)
     assert feat.grad.abs().sum() > 0
-    if opacity[0] >= 0.9:  # opaque layers: some pixels reach T = 1e-3 (alpha 0.999) and stop there
-        assert float(out.alpha.max()) >= 0.998
+    if opacity[0] >= 0.9:  # opaque layers: most pixels stop early (T would fall to <= 1e-4)
+        assert float((out.alpha > 0.998).float().mean()) > 0.5
     torch.testing.assert_close(got, feat.grad, rtol=1e-9, atol=1e-12)
