@@ -207,6 +207,7 @@ def test_neighbour_pairs_are_shuffled_once_and_sliced_per_step():
     ref = neighbor_graph(means, radius2=obj.cfg.l3d_radius2, k=obj.cfg.l3d_k)
     key = lambda e: torch.sort(e[:, 0] * 1000 + e[:, 1]).values  # noqa: E731
     assert torch.equal(key(obj.edges), key(ref))  # the same pairs, in another order
+    assert obj.edges.dtype == torch.int32 and ref.dtype == torch.int64  # stored at half the memory
     assert not torch.equal(obj.edges, ref)
     state = obj.state_dict()
     other = _objective(use_3d=True, l3d_from_iter=0, l3d_max_edges=30, l3d_refresh=10**6)
