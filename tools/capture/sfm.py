@@ -72,22 +72,31 @@ def run_sfm(cfg: SfmConfig, video: bool = False, progress: bool = True) -> SfmRe
     with open(cfg_path, "w") as f:
         json.dump(asdict(cfg), f)
     log_path = os.path.join(cfg.work_dir, "log.txt")
+    db_path = os.path.join(cfg.work_dir, "database.db")
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result, stage, bars = None, "start", {}
+    result, stage, bars, lock, stop = None, "start", {}, threading.Lock(), threading.Event()
+    ticker = threading.Thread(target=_count_pairs, args=(db_path, bars, lock, stop), daemon=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "tools.capture.sfm", cfg_path], stdout=subprocess.PIPE,
                                 stderr=log, env=env, text=True, bufsize=1)
+        ticker.start()
         try:
             for line in proc.stdout:
                 if line.startswith("P "):
                     _, stage, done, total = line.split()
-                    if stage not in bars:
-                        for b in bars.values():
-                            b.close()
-                        unit = {"matching": "pair", "undistort": "step"}.get(stage, "img")
-                        bars[stage] = tqdm(total=int(total) or None, desc=stage, unit=unit, disable=not progress)
-                    bar = bars[stage]
-                    bar.update(int(done) - bar.n)
+                    with lock:
+                        if stage not in bars:
+                            for b in bars.values():
+                                b.close()
+                            unit = {"matching": "pair", "undistort": "step"}.get(stage, "img")
+                            bars.clear()
+                            bars[stage] = tqdm(total=int(total) or None, desc=stage, unit=unit,
+                                               disable=not progress)
+                        bar = bars[stage]
+                        done = int(done)
+                        if done < 0:  # the child finished the stage; an unknown total is read off the database
+                            done = int(total) or _matched_pairs(db_path)
+                        bar.update(max(0, done - bar.n))
                 elif line.startswith("R "):
                     result = json.loads(line[2:])
             rc = proc.wait()
@@ -96,8 +105,11 @@ def run_sfm(cfg: SfmConfig, video: bool = False, progress: bool = True) -> SfmRe
             proc.wait()
             raise
         finally:
-            for b in bars.values():
-                b.close()
+            stop.set()
+            ticker.join()
+            with lock:
+                for b in bars.values():
+                    b.close()
     if result is not None and "error" in result:
         raise CaptureError(f"pycolmap failed in {result['stage']}: {result['error']} (log: {log_path})")
     if rc != 0 or result is None:
@@ -138,13 +150,18 @@ def _matched_pairs(db_path: str) -> int:
         return 0
 
 
-def _count_pairs(db_path: str, stage: str, total: int, stop: threading.Event) -> None:
-    last = 0
+def _count_pairs(db_path: str, bars: dict, lock: threading.Lock, stop: threading.Event) -> None:
+    """Parent side: advance the matching bar from COLMAP's database once a second (another process
+    than COLMAP's, so the two SQLite copies never share POSIX locks)."""
     while not stop.wait(1.0):
+        with lock:
+            bar = bars.get("matching")
+        if bar is None:
+            continue
         k = _matched_pairs(db_path)
-        if k > last:
-            last = k
-            _say("P", stage, min(k, total) if total else k, total)
+        with lock:
+            if bars.get("matching") is bar and k > bar.n:
+                bar.update((min(k, bar.total) if bar.total else k) - bar.n)
 
 
 def _child(cfg: SfmConfig) -> dict:
@@ -182,21 +199,19 @@ def _child(cfg: SfmConfig) -> dict:
     _say("P", stage, 0, pairs)
     mo = pycolmap.FeatureMatchingOptions()
     mo.num_threads = cfg.threads
-    stop = threading.Event()
-    ticker = threading.Thread(target=_count_pairs, args=(db_path, stage, pairs, stop), daemon=True)
-    ticker.start()  # pycolmap releases the GIL while it matches
-    try:
-        if cfg.matcher == "sequential":
-            po = pycolmap.SequentialPairingOptions()
-            po.overlap = cfg.overlap
-            po.num_threads = cfg.threads
-            pycolmap.match_sequential(db_path, matching_options=mo, pairing_options=po, device=pycolmap.Device.cpu)
-        else:
-            pycolmap.match_exhaustive(db_path, matching_options=mo, device=pycolmap.Device.cpu)
-    finally:
-        stop.set()
-        ticker.join()
-    _say("P", stage, _matched_pairs(db_path) if not pairs else pairs, pairs)
+    # The parent process counts the matched pairs for the bar while COLMAP writes them (_count_pairs).
+    # Never from this process: Python's sqlite3 and COLMAP's own SQLite are two copies of the library in
+    # one process, and closing one's connection drops the POSIX locks the other holds on the same file
+    # (sqlite.org, "How To Corrupt An SQLite Database File", 2.2.1): COLMAP then died of SIGBUS in the
+    # middle of matching (seen once in the test suite, 2026-12-01).
+    if cfg.matcher == "sequential":
+        po = pycolmap.SequentialPairingOptions()
+        po.overlap = cfg.overlap
+        po.num_threads = cfg.threads
+        pycolmap.match_sequential(db_path, matching_options=mo, pairing_options=po, device=pycolmap.Device.cpu)
+    else:
+        pycolmap.match_exhaustive(db_path, matching_options=mo, device=pycolmap.Device.cpu)
+    _say("P", stage, -1, pairs)  # finished (-1): the parent reads the final count when the total was unknown
     t["matching"] = time.time() - t0
 
     stage = _STAGE[0] = "mapping"
