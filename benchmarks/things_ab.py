@@ -29,11 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def main(argv=None) -> int:
     from arguments import load_cfg_args
-    from scene import load_view, resolution_scale
     from scene.dataset_readers import read_scene_for
     from scene.model_folder import find_iteration, load_model
     from segmentation.labels import (gaussian_label_columns, label_votes, load_semantic_decoder,
-                                     semantic_classes, thing_mask)
+                                     semantic_classes, thing_mask, training_views)
     from segmentation.visibility import fill_unseen
     from tools import extraction_eval as ev
     from tools.objects import default_radius, stray_filter
@@ -52,10 +51,8 @@ def main(argv=None) -> int:
     model = load_model(M, it, dev)
     folder = os.path.join(M, "point_cloud", f"iteration_{it}")
     decoder = load_semantic_decoder(folder, dev) if getattr(cfg, "semantic_head", "logits") == "embed" else None
-    frames = list(info.train)
-    scale = resolution_scale(frames[0].camera.width, cfg.resolution) * getattr(cfg, "mask_downscale", 1.0)
     t = time.time()
-    votes, tv = label_votes(model, (load_view(f, scale, device=dev) for f in frames),
+    votes, tv = label_votes(model, training_views(cfg, info, dev),
                             sigmoid_where=getattr(cfg, "sigmoid_where", "rendered"),
                             thing_classes=info.thing_classes, decoder=decoder, backend=getattr(cfg, "backend", "auto"))
     t_vote = time.time() - t

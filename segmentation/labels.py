@@ -270,39 +270,30 @@ def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes:
     return votes, ThingVotes(grad[:, 0].detach().clone(), grad[:, 1].detach().clone())
 
 
-@torch.no_grad()
-def training_code_votes(model, views, render_embedding, sigmoid_where: str = "rendered", **vote_settings):
-    """Segment votes of the training views (``postprocess.count_code_votes``): ``render_embedding(view)``
-    -> the view's rendered embedding [H, W, d] (raw V, or sigmoid(v) blended with
-    ``sigmoid_where="gaussian"``). Called by train.py when it saves a model, and by render.py when
-    a model folder has no votes file."""
-    from segmentation.postprocess import count_code_votes
-
-    return count_code_votes(views, lambda view: pixel_codes(render_embedding(view), sigmoid_where), **vote_settings)
-
-
-@torch.no_grad()
-def votes_for_model(model, cfg, info, device, **vote_settings):
-    """Recomputes the votes of a saved model from its training views (render.py, sweeps): views
-    loaded one at a time at the training resolution, with their masks. ``vote_settings``:
-    ``min_pixels`` / ``min_share`` of ``postprocess.count_code_votes``."""
-    from gaussian_renderer import render
+def training_views(cfg, info, device, *, masked_only: bool = False):
+    """The training views of a saved model's scene, loaded one at a time (a generator) at the
+    resolution it trained at (``-r``, ``--mask_downscale``), with their masks; ``masked_only``: only
+    views that have an instance mask."""
     from scene import load_view, resolution_scale
 
-    frames = [f for f in info.train if f.instance_path]
+    frames = [f for f in info.train if f.instance_path or not masked_only]
     if not frames:
-        return None
+        return
     scale = resolution_scale(frames[0].camera.width, cfg.resolution) * getattr(cfg, "mask_downscale", 1.0)
-    sigmoid_where = getattr(cfg, "sigmoid_where", "rendered")
-    emb = model.params["embedding"]
-    feats = {"embedding": torch.sigmoid(emb) if sigmoid_where == "gaussian" else emb}
-    backend = getattr(cfg, "backend", "auto")
-    views = (load_view(f, scale, device=device) for f in frames)
+    for f in frames:
+        yield load_view(f, scale, device=device)
 
-    def render_embedding(view):
-        return render(view.camera, model, features=feats, with_rgb=False, backend=backend).features["embedding"]
 
-    return training_code_votes(model, views, render_embedding, sigmoid_where, **vote_settings)
+def votes_for_model(model, cfg, info, device, **vote_settings):
+    """Recomputes the segment votes of a saved model from its training views (render.py, sweeps);
+    None when no view has a mask. ``vote_settings``: ``min_pixels`` / ``min_share`` of
+    ``postprocess.segment_winners``."""
+    if not any(f.instance_path for f in info.train):
+        return None
+    votes, _ = label_votes(model, training_views(cfg, info, device, masked_only=True),
+                           sigmoid_where=getattr(cfg, "sigmoid_where", "rendered"),
+                           backend=getattr(cfg, "backend", "auto"), things=False, **vote_settings)
+    return votes
 
 
 def decoding_valid_codes(rule: str, model, *, votes=None, min_segments: Optional[int] = None,

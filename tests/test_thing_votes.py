@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from segmentation.labels import ThingVotes, gaussian_label_columns, label_votes, training_code_votes
+from segmentation.labels import ThingVotes, gaussian_label_columns, label_votes, pixel_codes
 from segmentation.visibility import gaussian_visibility
 from tests.test_rasterizer import TinyModel, as_camera, tiny_scene
 
@@ -90,7 +90,7 @@ def test_columns_promote_voted_things_with_their_best_thing_class():
     assert torch.equal(after["instance_label"] > 0, things)
 
 
-def test_code_votes_equal_the_former_pass():
+def test_code_votes_equal_count_code_votes():
     model, cam = _scene()
     h, w = cam.height, cam.width
     inst = torch.zeros(h, w, dtype=torch.int64)
@@ -100,8 +100,10 @@ def test_code_votes_equal_the_former_pass():
     votes, _ = label_votes(model, views, thing_classes=THINGS, backend="torch")
     from gaussian_renderer import render
 
-    ref = training_code_votes(model, views, lambda v: render(v.camera, model, features={"embedding": model.params[
-        "embedding"]}, with_rgb=False, backend="torch").features["embedding"])
+    from segmentation.postprocess import count_code_votes
+
+    ref = count_code_votes(views, lambda v: pixel_codes(render(v.camera, model, features={"embedding": model.params[
+        "embedding"]}, with_rgb=False, backend="torch").features["embedding"], "rendered"))
     assert votes.views == ref.views == 2 and votes.segments == ref.segments == 4
     assert torch.equal(votes.codes, ref.codes) and torch.equal(votes.wins, ref.wins)
 

@@ -642,11 +642,10 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
     """
     import shutil
 
-    from scene import load_view, resolution_scale
     from scene.dataset_readers import read_scene_for
     from scene.model_folder import find_iteration, load_model, require_model
-    from segmentation.labels import (CLUSTERS_FILE, SEGMENTATION_FILE, THING_RULES,
-                                     gaussian_label_columns, label_votes, load_semantic_decoder, save_code_votes)
+    from segmentation.labels import (CLUSTERS_FILE, SEGMENTATION_FILE, THING_RULES, gaussian_label_columns,
+                                     label_votes, load_semantic_decoder, save_code_votes, training_views)
     from utils.general_utils import pick_device
 
     if things not in THING_RULES:
@@ -674,15 +673,13 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
         if decoder is None or decoder.in_features != model.params["semantic"].shape[-1]:
             raise ObjectsError(f"{os.path.join(src, SEGMENTATION_FILE)}: missing or without a semantic decoder "
                                f"matching the PLY; it is needed to tell things from stuff")
-    frames = list(info.train)
-    if not frames:
+    if not info.train:
         raise ObjectsError(f"{cfg.source_path}: no training views to vote with")
-    scale = resolution_scale(frames[0].camera.width, cfg.resolution) * getattr(cfg, "mask_downscale", 1.0)
-    views = (load_view(f, scale, device=dev) for f in frames)
+    views = training_views(cfg, info, dev)
     if not quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
-        views = tqdm(views, total=len(frames), desc="relabel", unit="view", leave=False)
+        views = tqdm(views, total=len(info.train), desc="relabel", unit="view", leave=False)
     votes, thing_votes = label_votes(model, views, sigmoid_where=getattr(cfg, "sigmoid_where", "rendered"),
                                      thing_classes=info.thing_classes, decoder=decoder,
                                      backend=getattr(cfg, "backend", "auto"), things=things != "own")
