@@ -28,3 +28,33 @@ bench_scene() {
   [ -d $D/bench ] || python3 tools/make_scene.py --out $D/bench --objects 25 --views 186 --size 480x360 \
       --noise realistic --seed 0 --format panopli --workers ${1:-10} --quiet > $R/make_bench.log 2>&1
 }
+
+# label_jobs: acc_job for every scene of LABEL_SCENES (in D), side by side, each in its own session; waits.
+label_jobs() {
+  for s in $LABEL_SCENES; do
+    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS; acc_job $s $D/$s" < /dev/null > /dev/null 2>&1 &
+  done
+  wait
+}
+
+# pack_results SPEED TAG: the bench_train table of R/SPEED, the GPU test log and R (without models or
+# images) as TAG.tgz into OUT.
+pack_results() {
+  cp $R/$1/bench.md $OUT/$1.md 2>/dev/null; cp $R/$1/bench.json $OUT/$1.json 2>/dev/null
+  cp $R/gpu_tests.log $OUT/ 2>/dev/null
+  tar czf $OUT/$2.tgz -C $R --exclude='*.ply' --exclude='*.pt' --exclude='*.pth' --exclude='renders' --exclude='gt' \
+      --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' --exclude='*_dump.npz' . 2>/dev/null
+  ls -la $OUT
+}
+
+# poll_labels SPEED TAG: wait (<= WAIT s) for the last label scene, print the speed lines and each scene's
+# summary, pack. Never `pkill -f` a pattern that appears in the calling command line: it kills the call.
+poll_labels() {
+  local last=${LABEL_SCENES##* }
+  while [ ! -f $R/acc/$last.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
+  grep -h "it/s" $R/$1.log 2>/dev/null | tail -5
+  for s in $LABEL_SCENES; do echo "== $s"
+    tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "PQ|median|missed|exit|Error|\| union" | tail -10
+    tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "it/s" | tail -1; done
+  pack_results $1 $2
+}

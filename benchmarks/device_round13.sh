@@ -12,7 +12,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 ITERS=${ITERS:-30000}
 LABEL_SCENES=${LABEL_SCENES:-"messy100 messy500"}
 stage=${1:-A}
-source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene
+source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene, label_jobs, pack_results, poll_labels
 
 chain() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
@@ -20,18 +20,7 @@ chain() {
     --variants plain unic "unic:--feature_backward tile" "unic:--seg_interval 2" \
     "unic:--feature_backward tile --seg_interval 2" > $R/speed.log 2>&1
   touch $R/speed.DONE
-  for s in $LABEL_SCENES; do
-    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS; acc_job $s $D/$s" < /dev/null > /dev/null 2>&1 &
-  done
-  wait
-}
-
-pack() {
-  cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
-  cp $R/gpu_tests.log $OUT/ 2>/dev/null
-  tar czf $OUT/r13.tgz -C $R --exclude='*.ply' --exclude='*.pt' --exclude='*.pth' --exclude='renders' --exclude='gt' \
-      --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' --exclude='*_dump.npz' . 2>/dev/null
-  ls -la $OUT
+  label_jobs
 }
 
 if [ "$stage" = A ]; then
@@ -43,16 +32,11 @@ if [ "$stage" = A ]; then
     --layout old_room --seed 73 --format messy --workers 5 --quiet > $R/make500.log 2>&1 &
   python3 -m pytest -m gpu -q -p no:cacheprovider > $R/gpu_tests.log 2>&1; tail -n 2 $R/gpu_tests.log
   wait; echo "scenes ready at ${SECONDS}s"
-  setsid bash -c "$(declare -f chain acc_job); R=$R W=$W D=$D ITERS=$ITERS LABEL_SCENES='$LABEL_SCENES'; chain" \
+  setsid bash -c "$(declare -f chain acc_job label_jobs); R=$R W=$W D=$D ITERS=$ITERS LABEL_SCENES='$LABEL_SCENES'; chain" \
     < /dev/null > $R/chain.log 2>&1 &
-  sleep 5; pack
+  sleep 5; pack_results speed r13
 fi
 
 if [ "$stage" = poll ]; then
-  last=${LABEL_SCENES##* }
-  while [ ! -f $R/acc/$last.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
-  grep -h "it/s" $R/speed.log 2>/dev/null | tail -5
-  for s in $LABEL_SCENES; do echo "== $s"; tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "PQ|median|missed|exit|Error|\| union" | tail -10
-    tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "it/s" | tail -1; done
-  pack
+  poll_labels speed r13
 fi

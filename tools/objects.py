@@ -683,7 +683,8 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
     votes, thing_votes = label_votes(model, views, sigmoid_where=getattr(cfg, "sigmoid_where", "rendered"),
                                      thing_classes=info.thing_classes, decoder=decoder,
                                      backend=getattr(cfg, "backend", "auto"), things=things != "own")
-    cols = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=votes.valid(),
+    valid = votes.valid()
+    cols = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=valid,
                                   thing_votes=thing_votes, thing_rule=things)
     dst = os.path.join(output, "point_cloud", f"iteration_{iteration}")
     os.makedirs(dst, exist_ok=True)
@@ -697,7 +698,7 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
     model.to("cpu").save_ply(os.path.join(dst, "point_cloud.ply"), labels={k: v.cpu() for k, v in cols.items()})
     inst = cols["instance_label"]
     return {"output": output, "iteration": iteration, "gaussians": int(inst.numel()),
-            "thing_gaussians": int((inst > 0).sum()), "valid_codes": int(votes.valid().numel()) if votes.valid() is not None else 0,
+            "thing_gaussians": int((inst > 0).sum()), "valid_codes": 0 if valid is None else int(valid.numel()),
             "things": things}
 
 
