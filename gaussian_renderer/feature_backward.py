@@ -10,9 +10,9 @@ multiplies them with the tile's output gradient in shared memory.
 
 It is built with ``nvcc`` (``$CUDA_HOME/bin/nvcc`` or the one on PATH, as gsplat's own build) on
 first use, for the current GPU, into ``$UNIC_LIFT_CACHE`` (default ``~/.cache/unic_lift``), and
-called through ctypes: no PyTorch extension headers are needed. Select it with
-``--feature_backward tile`` (``set_feature_backward``); the default stays gsplat's kernel until the
-GPU measurements say otherwise.
+called through ctypes: no PyTorch extension headers are needed. ``--feature_backward auto`` (the
+default) selects it where it builds (``set_feature_backward``); on the bench scene it made the
+UniC-Lift step 1.31x faster (benchmarks/RESULTS.md, 11a).
 """
 from __future__ import annotations
 

@@ -83,31 +83,49 @@ def _grads(model, cam, feat, w_rgb, w_feat, kind):
 def test_tile_kernel_equals_gsplats_feature_gradient(n, width, height, feat_dim, seed):
     """Image sizes with partial tiles, 12 / 14 / 29 / 40 channels (both kernel widths), opacities up to 0.99
     (pixels stop early): the feature gradient agrees with gsplat's to float32 rounding; the geometry and
-    colour gradients come from the same gsplat call and are bit-identical."""
+    colour gradients come from the same gsplat call and differ by no more than two gsplat runs do."""
     model, cam, feat, w_rgb, w_feat = _setup(n, width, height, feat_dim, seed)
     ref = _grads(model, cam, feat, w_rgb, w_feat, "gsplat")
+    ref2 = _grads(model, cam, feat, w_rgb, w_feat, "gsplat")  # gsplat's atomic adds: its own run-to-run noise
     got = _grads(model, cam, feat, w_rgb, w_feat, "tile")
     assert ref["feat"].abs().sum() > 0 and (ref["feat"] != 0).any(dim=1).sum() > n // 10
-    # gsplat's backward rebuilds the weights back to front by division, the tile kernel front to back as the
-    # forward does: equal up to float32 rounding, judged against the gradient's own scale
+    # gsplat's backward rebuilds the weights back to front by dividing by (1 - alpha), alpha up to 0.99; the tile
+    # kernel goes front to back as the forward does. Seen on an H200 (9245fb2): relative error 1.4e-5 to 6.6e-5.
     scale = float(ref["feat"].abs().max())
     torch.testing.assert_close(got["feat"], ref["feat"], rtol=1e-3, atol=1e-4 * scale)
-    assert float((got["feat"] - ref["feat"]).norm() / ref["feat"].norm()) < 1e-5
+    assert float((got["feat"] - ref["feat"]).norm() / ref["feat"].norm()) < 3e-4
     for k in ("means", "quats", "scales", "opacities", "sh"):
-        assert torch.equal(got[k], ref[k]), k
+        noise = float((ref2[k] - ref[k]).abs().max())
+        assert float((got[k] - ref[k]).abs().max()) <= 4 * noise + 1e-6 * float(ref[k].abs().max()), k
 
 
 @pytest.mark.gpu
 @needs_gpu
-def test_feature_gradient_equals_the_detached_render_reference():
-    """Against the two-render reference (features rendered with GeometryDetached, gsplat's own autograd)."""
-    model, cam, feat, w_rgb, w_feat = _setup(2000, 96, 64, 17, 3)
-    got = _grads(model, cam, feat, w_rgb, w_feat, "tile")["feat"]
-    feat.grad = None
-    out = render(cam, GeometryDetached(model), features={"f": feat}, with_rgb=False, backend="gsplat")
-    (out.features["f"] * w_feat).sum().backward()
-    torch.testing.assert_close(got, feat.grad, rtol=1e-3, atol=1e-4 * float(feat.grad.abs().max()))
-    assert float((got - feat.grad).norm() / feat.grad.norm()) < 1e-5
+@pytest.mark.parametrize("n,width,height,feat_dim,seed", [(3000, 96, 64, 29, 0), (2000, 70, 50, 40, 1)])
+def test_tile_kernel_equals_its_algorithm_in_float64(n, width, height, feat_dim, seed):
+    """The kernel against ``feature_backward_reference`` (its algorithm, step for step) in float64 on
+    gsplat's own projection and tile lists: the only difference left is float32 rounding, far below
+    the distance to gsplat's division-based weights."""
+    from gaussian_renderer.feature_backward import feature_backward_reference
+    from gaussian_renderer.rasterizer import rasterize
+    from tests.test_gpu_parity import random_scene
+
+    sc = random_scene(n, width, height, seed=seed, device="cuda", opacity_range=(0.05, 0.99), spread=1.2)
+    g = torch.Generator("cuda").manual_seed(seed + 7)
+    w_feat = torch.randn(height, width, feat_dim, device="cuda", generator=g)
+    with torch.no_grad():
+        _, _, meta = rasterize(sc["means"], torch.nn.functional.normalize(sc["quats"], dim=-1), sc["scales"],
+                               sc["opacities"], torch.rand(n, 3 + feat_dim, device="cuda", generator=g),
+                               sc["viewmat"], sc["K"], width, height, backend="gsplat", detached_channels=feat_dim)
+    v = torch.cat([torch.randn(1, height, width, 3, device="cuda"), w_feat[None]], dim=-1)  # 3 geo channels first
+    got = feature_backward(meta["means2d"].contiguous(), meta["conics"].contiguous(), meta["opacities"].contiguous(),
+                           meta["isect_offsets"].contiguous(), meta["flatten_ids"].contiguous(), v.contiguous(),
+                           3, feat_dim, width, height)
+    ref = feature_backward_reference(meta["means2d"][0].double(), meta["conics"][0].double(),
+                                     meta["opacities"][0].double(), meta["isect_offsets"][0],
+                                     meta["flatten_ids"], w_feat.double(), width, height)
+    assert float(ref.abs().sum()) > 0 and int((ref != 0).any(dim=1).sum()) > n // 10
+    assert float((got.double() - ref).norm() / ref.norm()) < 1e-5
 
 
 @pytest.mark.gpu
@@ -160,3 +178,40 @@ def test_the_kernels_algorithm_equals_the_torch_rasterizers_feature_gradient(see
     if opacity[0] >= 0.9:  # opaque layers: most pixels stop early (T would fall to <= 1e-4)
         assert float((out.alpha > 0.998).float().mean()) > 0.5
     torch.testing.assert_close(got, feat.grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_auto_falls_back_to_gsplat_in_one_line_without_nvcc(tiny_scene, tmp_path, monkeypatch, capsys):
+    import train
+    from gaussian_renderer import feature_backward as fb
+    from gaussian_renderer.rasterizer import feature_backward_kind, set_feature_backward
+
+    monkeypatch.setenv("UNIC_LIFT_CACHE", str(tmp_path / "cache"))  # nothing built there
+    monkeypatch.setattr(fb, "_libs", {})
+    monkeypatch.setattr(fb, "_nvcc", lambda: None)
+    args = train.prepare_args(["-s", tiny_scene, "-m", str(tmp_path / "t"), "--quiet", "--init_points", "500",
+                               "--device", "cuda"])
+    assert args.feature_backward == "auto"
+    try:
+        train.Trainer(args, train.read_scene_for(args))
+        assert feature_backward_kind() == "gsplat"
+        err = capsys.readouterr().err
+        assert "nvcc not found" in err and "using gsplat's backward" in err and len(err.strip().splitlines()) == 1
+        args.feature_backward = "tile"
+        with pytest.raises(train.SceneError, match="nvcc not found"):
+            train.Trainer(args, train.read_scene_for(args))
+    finally:
+        set_feature_backward("gsplat")
+
+
+def test_the_cpu_always_uses_gsplats_path(tiny_scene, tmp_path):
+    """--feature_backward is a CUDA choice: on the CPU every setting trains through the reference path."""
+    import train
+    from gaussian_renderer.rasterizer import feature_backward_kind
+
+    for kind in ("auto", "tile"):
+        args = train.prepare_args(["-s", tiny_scene, "-m", str(tmp_path / kind), "--quiet", "--init_points", "300",
+                                   "--device", "cpu", "--feature_backward", kind])
+        train.Trainer(args, train.read_scene_for(args))
+        assert feature_backward_kind() == "gsplat"
