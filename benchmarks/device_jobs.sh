@@ -7,10 +7,10 @@ acc_job() {
   mkdir -p $R/acc; cd $W
   { python3 train.py -s $scene -m $M --eval --quiet --test_iterations $ITERS --save_iterations $ITERS "$@" &&
     python3 benchmarks/decode_sweep.py -m $M --json $M/sweep.json --dump $R/acc/${name}_dump.npz --quiet
+    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json
     python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
     python3 tools/objects.py evaluate -m $M --json $M/extract_default.json
     python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
-    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json
   } > $R/acc/$name.log 2>&1
   echo "exit $?" >> $R/acc/$name.log; touch $R/acc/$name.DONE
 }
@@ -30,20 +30,22 @@ bench_scene() {
 }
 
 # label_jobs: acc_job for every scene of LABEL_SCENES (in D), side by side, each in its own session; waits.
+# Scenes named colmap* train on their instance-only masks (--seg_dir masks).
 label_jobs() {
   for s in $LABEL_SCENES; do
-    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS; acc_job $s $D/$s" < /dev/null > /dev/null 2>&1 &
+    local extra=""; case $s in colmap*) extra="--seg_dir masks";; esac
+    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS; acc_job $s $D/$s $extra" < /dev/null > /dev/null 2>&1 &
   done
   wait
 }
 
 # pack_results SPEED TAG: the bench_train table of R/SPEED, the GPU test log and R (without models or
-# images) as TAG.tgz into OUT.
+# images; with the decode dumps, about 1 MB each, for decode_sweep.py --from_dump) as TAG.tgz into OUT.
 pack_results() {
   cp $R/$1/bench.md $OUT/$1.md 2>/dev/null; cp $R/$1/bench.json $OUT/$1.json 2>/dev/null
   cp $R/gpu_tests.log $OUT/ 2>/dev/null
   tar czf $OUT/$2.tgz -C $R --exclude='*.ply' --exclude='*.pt' --exclude='*.pth' --exclude='renders' --exclude='gt' \
-      --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' --exclude='*_dump.npz' . 2>/dev/null
+      --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' . 2>/dev/null
   ls -la $OUT
 }
 

@@ -11,7 +11,12 @@ generator's exact geometry (surface and box references), without and with the de
 - own: the Gaussian's own semantic feature (the rule before the vote);
 - vote: the vote where the Gaussian is seen (>= 1 pixel of weight), else own;
 - vote_fill: the vote; unseen Gaussians take the majority decision of their 8 nearest seen ones;
-- union: own, or the vote of a seen Gaussian (a thing when either says so; train.py's default).
+- union: own, or the vote of a seen Gaussian (a thing when either says so; train.py's default);
+- union_fill: union for seen Gaussians; an unseen one is a thing when its own feature or most of its 8
+  nearest seen Gaussians (by their union decision) say so, and then takes their majority id;
+- union_rescue: union, then a stuff Gaussian whose own (snapped) code is the majority id of its 8
+  nearest thing Gaussians (at least 5 of them, all within the stray filter's radius) becomes a thing
+  of that id: object surface the fg/bg decision missed, recognised by its code and its place.
 """
 from __future__ import annotations
 
@@ -25,6 +30,29 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def rescue_stuff(ids, codes, means, radius: float, k: int = 8, min_agree: int = 5, chunk: int = 1 << 16):
+    """[N] ids with stuff Gaussians (id 0) promoted to the id their own code names when at least
+    ``min_agree`` of their ``k`` nearest thing Gaussians, all within ``radius``, carry that id."""
+    from scipy.spatial import cKDTree
+
+    ids_np, codes_np = ids.numpy().copy(), codes.numpy()
+    pts = means.to(torch.float64).numpy()
+    thing = ids_np > 0
+    if thing.sum() < k:
+        return ids.clone()
+    tree = cKDTree(pts[thing])
+    src = ids_np[thing]
+    cand = np.nonzero(~thing & (codes_np > 0))[0]
+    for start in range(0, len(cand), chunk):
+        rows = cand[start:start + chunk]
+        d, nb = tree.query(pts[rows], k=k, distance_upper_bound=radius)
+        near = np.isfinite(d)  # [u, k] neighbours found within the radius
+        lab = np.where(near, src[np.minimum(nb, len(src) - 1)], -1)
+        agree = (lab == codes_np[rows][:, None]).sum(1)
+        ids_np[rows[agree >= min_agree]] = codes_np[rows[agree >= min_agree]]
+    return torch.from_numpy(ids_np)
 
 
 def main(argv=None) -> int:
@@ -67,8 +95,17 @@ def main(argv=None) -> int:
     opac = model.get_opacities().detach().reshape(-1).cpu()
     scales = model.get_scales().detach().cpu()
     filled = fill_unseen(vote.to(torch.int64), means, tv.seen.cpu()).bool()
-    rules = {"own": own, "vote": vote, "vote_fill": filled,
-             "union": tv.decide(own.to(tv.seen.device), rule="union").cpu()}
+    union = tv.decide(own.to(tv.seen.device), rule="union").cpu()
+    rules = {"own": own, "vote": vote, "vote_fill": filled, "union": union}
+    rule_ids = {}
+    # union_fill: unseen Gaussians decided (thing and id) by their seen neighbours, or their own feature
+    ids_u = torch.where(union, codes, torch.zeros_like(codes))
+    ids_f = fill_unseen(ids_u, means, tv.seen.cpu())
+    ids_f = torch.where(~seen & (ids_f == 0) & own, codes, ids_f)
+    rules["union_fill"], rule_ids["union_fill"] = ids_f > 0, ids_f
+    radius = default_radius(means, ids_u, scales=scales)
+    ids_r = rescue_stuff(ids_u, codes, means, radius)
+    rules["union_rescue"], rule_ids["union_rescue"] = ids_r > 0, ids_r
     scene = cfg.source_path
     boxes = ev.load_boxes(scene)
     pts, inst = ev.surface_samples(ev.scene_mesh(scene))
@@ -76,7 +113,7 @@ def main(argv=None) -> int:
     rows, out = [], {"model": M, "iteration": it, "gaussians": int(own.numel()), "seen": int(seen.sum()),
                      "vote_seconds": round(t_vote, 1), "rules": {}}
     for name, things in rules.items():
-        ids = torch.where(things, codes, torch.zeros_like(codes))
+        ids = rule_ids.get(name, torch.where(things, codes, torch.zeros_like(codes)))
         keep = stray_filter(ids, means, opac, radius=default_radius(means, ids, scales=scales))
         res = {}
         for ref, kw in (("surface", {"inner": ev.SURFACE_TOL, "owner": owner}), ("box", {"inner": ev.INNER})):
