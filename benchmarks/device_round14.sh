@@ -3,7 +3,7 @@
 #   WAIT=540 bash benchmarks/device_round14.sh poll   wait for the chain, pack results (and decode dumps) into $OUT
 # The chain: 1. speed (issue 10), alone on the GPU: where the step's time goes now that the tile kernel
 # is the default (profile_step.py, plain and UniC-Lift), then bench_train at 4000 iterations: plain,
-# UniC-Lift, --seg_interval 2; 2. labels at the full schedule, side by side (issue 9): an unseen COLMAP
+# UniC-Lift, --seg_interval 2 and 3; 2. labels at the full schedule, side by side (issue 9): an unseen COLMAP
 # instance-only scene with 100 objects and a Messy-Rooms scene with 25 (decode sweep + dump, extraction,
 # things_ab.py with the union_fill / union_rescue rules).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
@@ -20,7 +20,7 @@ chain() {
   python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic \
     --warmup 2100 --steps 200 --densify_until 2000 > $R/profile.log 2>&1
   python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations 4000 --seeds 0 \
-    --variants plain unic "unic:--seg_interval 2" > $R/speed.log 2>&1
+    --variants plain unic "unic:--seg_interval 2" "unic:--seg_interval 3" > $R/speed.log 2>&1
   touch $R/speed.DONE
   label_jobs
 }
