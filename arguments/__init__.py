@@ -76,8 +76,9 @@ class PipelineParams(GroupMixin):
                          choices=["auto", "off"])
     feature_backward: str = _f("auto", "kernel for the segmentation features' gradient on CUDA: auto (tile where nvcc "
                                "builds it, else gsplat) | tile (a weights-times-gradient product per tile, "
-                               "gaussian_renderer/feature_backward.py; built with nvcc on first use) | gsplat (its "
-                               "full backward, geometry gradients discarded)", choices=["auto", "tile", "gsplat"])
+                               "gaussian_renderer/feature_backward.py; built with nvcc on first use) | tile_sparse (the same "
+                               "product over each batch's active pixels only, same result) | gsplat (its full backward, "
+                               "geometry gradients discarded)", choices=["auto", "tile", "tile_sparse", "gsplat"])
 
 
 @dataclass

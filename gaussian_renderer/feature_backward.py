@@ -30,7 +30,7 @@ from torch import Tensor
 
 __all__ = ["FEATURE_BACKWARDS", "FeatureBackwardError", "feature_backward", "feature_backward_reference", "load_library"]
 
-FEATURE_BACKWARDS = ("gsplat", "tile")  # --feature_backward
+FEATURE_BACKWARDS = ("gsplat", "tile", "tile_sparse")  # --feature_backward ("auto" picks)
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "feature_bwd.cu")
 MAX_CHANNELS = 64
 _lock = threading.Lock()
@@ -85,7 +85,7 @@ def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
         fn = lib.unic_feature_bwd
         fn.restype = ctypes.c_int
         p, i = ctypes.c_void_p, ctypes.c_int
-        fn.argtypes = [p, p, p, p, p, i, p, i, i, p, i, i, i, i, i, p]
+        fn.argtypes = [p, p, p, p, p, i, p, i, i, p, i, i, i, i, i, p, i]
         lib.unic_feature_bwd_error.restype = ctypes.c_char_p
         lib.unic_feature_bwd_error.argtypes = [i]
         _libs[arch] = lib
@@ -94,13 +94,14 @@ def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
 
 def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_offsets: Tensor,
                      flatten_ids: Tensor, v_render: Tensor, n_geo: int, n_feat: int, width: int, height: int,
-                     tile_size: int = 16) -> Tensor:
+                     tile_size: int = 16, sparse: bool = False) -> Tensor:
     """[N, n_feat] gradient of channels ``n_geo .. n_geo + n_feat`` of one camera's render with the
     blending weights held constant: sum over pixels of w_gp * v_render[p, channel].
 
     Args (gsplat's one-camera layout, float32 / int32, on one CUDA device):
         means2d [1, N, 2], conics [1, N, 3], opacities [1, N]; isect_offsets [1, th, tw];
         flatten_ids [n_isects]; v_render [1, H, W, D] (D >= n_geo + n_feat) the output gradient.
+    ``sparse``: each batch's product over its active pixels only (``tile_sparse``; bit-identical result).
     """
     if not 1 <= n_feat <= MAX_CHANNELS:
         raise ValueError(f"feature_backward: 1..{MAX_CHANNELS} channels, got {n_feat}")
@@ -122,7 +123,7 @@ def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_o
         code = lib.unic_feature_bwd(
             means2d.data_ptr(), conics.data_ptr(), opacities.data_ptr(), isect_offsets.data_ptr(),
             flatten_ids.data_ptr(), int(flatten_ids.numel()), v_render.data_ptr() + 4 * n_geo, D, n_feat,
-            out.data_ptr(), int(width), int(height), int(tile_size), int(tw), int(th), stream)
+            out.data_ptr(), int(width), int(height), int(tile_size), int(tw), int(th), stream, int(bool(sparse)))
     if code != 0:
         raise FeatureBackwardError(f"feature_backward: {lib.unic_feature_bwd_error(code).decode()}")
     return out

@@ -103,19 +103,21 @@ def _rasterize_gsplat(
 GSPLAT_CHANNELS = (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 128, 129, 256, 257, 512, 513)
 
 # Which kernel computes the detached channels' colour gradient in _RasterizeSplitGrad's backward:
-# "gsplat" (its full backward kernel, geometry gradients discarded) or "tile" (feature_backward.py).
+# "gsplat" (its full backward kernel, geometry gradients discarded), "tile" or "tile_sparse"
+# (feature_backward.py).
 _FEATURE_BACKWARD = "gsplat"
 
 
 def set_feature_backward(kind: str) -> None:
-    """Selects the detached channels' backward kernel (``--feature_backward``): "gsplat" | "tile".
-    "tile" is built here and now (one-line ``FeatureBackwardError`` when it cannot be)."""
+    """Selects the detached channels' backward kernel (``--feature_backward``): "gsplat" | "tile" |
+    "tile_sparse". The tile kernels are built here and now (one-line ``FeatureBackwardError`` when they
+    cannot be)."""
     global _FEATURE_BACKWARD
     from gaussian_renderer.feature_backward import FEATURE_BACKWARDS, load_library
 
     if kind not in FEATURE_BACKWARDS:
         raise ValueError(f"--feature_backward {kind}: use one of {', '.join(FEATURE_BACKWARDS)}")
-    if kind == "tile":
+    if kind != "gsplat":
         load_library()
     _FEATURE_BACKWARD = kind
 
@@ -181,7 +183,7 @@ class _RasterizeSplitGrad(torch.autograd.Function):
 
         v_means2d = v_conics = v_opacities = v_colors = v_background = None
         need_colors = ctx.needs_input_grad[3]
-        tile_kernel = need_colors and _FEATURE_BACKWARD == "tile" and n_feat > 0 and tile_size == 16 and n_feat <= 64
+        tile_kernel = need_colors and _FEATURE_BACKWARD != "gsplat" and n_feat > 0 and tile_size == 16 and n_feat <= 64
         if any(ctx.needs_input_grad[:3]) or need_colors:
             # geometry and the geo channels: gsplat's backward of a render of those channels alone
             _, v_means2d, v_conics, v_geo_colors, v_opacities = bwd(
@@ -193,7 +195,8 @@ class _RasterizeSplitGrad(torch.autograd.Function):
             from gaussian_renderer.feature_backward import feature_backward
 
             v_feat = feature_backward(means2d, conics, opacities, isect_offsets, flatten_ids, v_render,
-                                      n_geo, n_feat, width, height, tile_size)  # [N, F]
+                                      n_geo, n_feat, width, height, tile_size,
+                                      sparse=_FEATURE_BACKWARD == "tile_sparse")  # [N, F]
             v_colors = torch.cat([v_geo_colors[..., :n_geo], v_feat[None]], dim=-1)
         elif need_colors and colors.shape[-1] in GSPLAT_CHANNELS:
             # the detached channels: their colour gradient only (the weights are constants for them).

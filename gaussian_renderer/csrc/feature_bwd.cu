@@ -11,6 +11,12 @@
 // 256 x CP gradients, four (CP = 32) or eight (CP = 64) outputs per thread, then one atomicAdd per
 // nonzero (Gaussian, channel). No geometry gradients, no per-channel warp reductions.
 //
+// SPARSE (``--feature_backward tile_sparse``): the product runs over the batch's active pixels only,
+// those with a nonzero weight for at least one of its Gaussians (compacted in pixel order with warp
+// ballots). Small Gaussians cover a few pixels of a tile and pixels stop early, so most of the 256
+// columns of a batch are zero; the skipped terms are exact zeros and the order of the others is
+// kept, so the result is bit-identical to the dense product's.
+//
 // Layout (one camera): means2d [N, 2], conics [N, 3], opacities [N] float32; tile_offsets
 // [tile_height * tile_width] int32 and flatten_ids [n_isects] int32 from gsplat's isect_tiles /
 // isect_offset_encode; v_render: the output gradient, pixel p's channel c at v_render[p * v_stride + c]
@@ -26,7 +32,7 @@ constexpr int BATCH = 32;           // Gaussians per shared-memory batch
 constexpr int WSTRIDE = BLOCK + 1;  // padded row of the weight matrix: no bank conflicts in the product
 constexpr float ALPHA_MIN = 1.f / 255.f;
 
-template <int CP>
+template <int CP, bool SPARSE>
 __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const float *__restrict__ conics,
                                    const float *__restrict__ opacities, const int32_t *__restrict__ tile_offsets,
                                    const int32_t *__restrict__ flatten_ids, int n_isects,
@@ -39,6 +45,8 @@ __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const floa
     float *xyo = V + BLOCK * CP;                      // [BATCH][3] mean x, mean y, opacity
     float *con = xyo + BATCH * 3;                     // [BATCH][3] conic
     int32_t *gid = reinterpret_cast<int32_t *>(con + BATCH * 3);  // [BATCH] Gaussian ids
+    __shared__ int active[SPARSE ? BLOCK : 1];  // SPARSE: the batch's active pixels, in pixel order
+    __shared__ int warp_active[BLOCK / 32];     // SPARSE: active pixels per warp
 
     const int tile_id = blockIdx.y * tile_width + blockIdx.x;
     const int tr = threadIdx.y * TILE + threadIdx.x;
@@ -79,6 +87,7 @@ __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const floa
         }
         __syncthreads();
         // this pixel's weight for each Gaussian of the batch, front to back as in gsplat's forward
+        bool any = false;
         for (int t = 0; t < BATCH; ++t) {
             float w = 0.f;
             if (t < n && !done) {
@@ -97,6 +106,26 @@ __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const floa
                 }
             }
             W[t * WSTRIDE + tr] = w;
+            any |= w != 0.f;
+        }
+        int n_active = BLOCK;
+        if (SPARSE) {
+            const int lane = tr & 31, warp = tr >> 5;
+            const unsigned ballot = __ballot_sync(0xffffffffu, any);
+            if (lane == 0) {
+                warp_active[warp] = __popc(ballot);
+            }
+            __syncthreads();
+            int offset = 0;
+            n_active = 0;
+#pragma unroll
+            for (int k = 0; k < BLOCK / 32; ++k) {
+                offset += k < warp ? warp_active[k] : 0;
+                n_active += warp_active[k];
+            }
+            if (any) {
+                active[offset + __popc(ballot & ((1u << lane) - 1u))] = tr;
+            }
         }
         __syncthreads();
         float acc[PER];
@@ -105,7 +134,8 @@ __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const floa
             acc[k] = 0.f;
         }
         const float *wrow = W + r * WSTRIDE;
-        for (int p = 0; p < BLOCK; ++p) {
+        for (int q = 0; q < n_active; ++q) {
+            const int p = SPARSE ? active[q] : q;
             const float w = wrow[p];
             const float *v = V + p * CP + c0;
 #pragma unroll
@@ -122,22 +152,22 @@ __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const floa
                 }
             }
         }
-        // the next batch's __syncthreads_count orders these reads before W and gid are rewritten
+        // the next batch's __syncthreads_count orders these reads before W, gid and active are rewritten
     }
 }
 
-template <int CP>
+template <int CP, bool SPARSE>
 cudaError_t launch(const float *means2d, const float *conics, const float *opacities, const int32_t *tile_offsets,
                    const int32_t *flatten_ids, int n_isects, const float *v_render, int v_stride, int C,
                    float *v_feat, int width, int height, int tile_width, int tile_height, cudaStream_t stream) {
     const size_t shared = sizeof(float) * (BATCH * WSTRIDE + BLOCK * CP + BATCH * 6) + sizeof(int32_t) * BATCH;
-    cudaError_t err = cudaFuncSetAttribute(feature_bwd_kernel<CP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    cudaError_t err = cudaFuncSetAttribute(feature_bwd_kernel<CP, SPARSE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            (int)shared);
     if (err != cudaSuccess) {
         return err;
     }
     const dim3 grid(tile_width, tile_height), block(TILE, TILE);
-    feature_bwd_kernel<CP><<<grid, block, shared, stream>>>(means2d, conics, opacities, tile_offsets, flatten_ids,
+    feature_bwd_kernel<CP, SPARSE><<<grid, block, shared, stream>>>(means2d, conics, opacities, tile_offsets, flatten_ids,
                                                             n_isects, v_render, v_stride, C, v_feat, width,
                                                             height, tile_width, tile_height);
     return cudaGetLastError();
@@ -146,10 +176,11 @@ cudaError_t launch(const float *means2d, const float *conics, const float *opaci
 }  // namespace
 
 // C entry point (ctypes): returns a cudaError_t code (0 = success); 1000 = unsupported arguments.
+// sparse != 0: the product over each batch's active pixels only (bit-identical result).
 extern "C" int unic_feature_bwd(const float *means2d, const float *conics, const float *opacities,
                                 const int32_t *tile_offsets, const int32_t *flatten_ids, int n_isects,
                                 const float *v_render, int v_stride, int C, float *v_feat, int width, int height,
-                                int tile_size, int tile_width, int tile_height, void *stream) {
+                                int tile_size, int tile_width, int tile_height, void *stream, int sparse) {
     if (tile_size != TILE || C < 1 || C > 64 || v_stride < C) {
         return 1000;
     }
@@ -157,12 +188,20 @@ extern "C" int unic_feature_bwd(const float *means2d, const float *conics, const
         return 0;
     }
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
+#define UNIC_LAUNCH(CP, SP)                                                                                       \
+    return (int)launch<CP, SP>(means2d, conics, opacities, tile_offsets, flatten_ids, n_isects, v_render, v_stride, \
+                               C, v_feat, width, height, tile_width, tile_height, s)
     if (C <= 32) {
-        return (int)launch<32>(means2d, conics, opacities, tile_offsets, flatten_ids, n_isects, v_render, v_stride, C,
-                               v_feat, width, height, tile_width, tile_height, s);
+        if (sparse) {
+            UNIC_LAUNCH(32, true);
+        }
+        UNIC_LAUNCH(32, false);
     }
-    return (int)launch<64>(means2d, conics, opacities, tile_offsets, flatten_ids, n_isects, v_render, v_stride, C,
-                           v_feat, width, height, tile_width, tile_height, s);
+    if (sparse) {
+        UNIC_LAUNCH(64, true);
+    }
+    UNIC_LAUNCH(64, false);
+#undef UNIC_LAUNCH
 }
 
 extern "C" const char *unic_feature_bwd_error(int code) {
