@@ -3,7 +3,7 @@
 #   WAIT=540 bash benchmarks/device_round14.sh poll   wait for the chain, pack results (and decode dumps) into $OUT
 # The chain: 1. speed (issue 10), alone on the GPU: where the step's time goes now that the tile kernel
 # is the default (profile_step.py: plain, UniC-Lift, and with the tile kernel's sparse product), then
-# bench_train at 4000 iterations: plain, UniC-Lift, --feature_backward tile_sparse, --seg_interval 2 and 3;
+# bench_train at 4000 iterations: plain, UniC-Lift, --feature_backward tile_sparse, --seg_interval 2;
 # 2. labels at the full schedule, side by side (issue 9): an unseen COLMAP instance-only scene with 100 objects, and again the 100-object Messy-Rooms scene of RESULTS 11b (seed 72,
 # where extraction missed its goal), now with the tile kernel: decode sweep + dump, extraction, things_ab.py
 # with the union_fill / union_rescue rules.
@@ -21,7 +21,7 @@ chain() {
   python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic "unic:--feature_backward tile_sparse" \
     --warmup 2100 --steps 200 --densify_until 2000 > $R/profile.log 2>&1
   python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations 4000 --seeds 0 \
-    --variants plain unic "unic:--feature_backward tile_sparse" "unic:--seg_interval 2" "unic:--seg_interval 3" \
+    --variants plain unic "unic:--feature_backward tile_sparse" "unic:--seg_interval 2" \
     > $R/speed.log 2>&1
   touch $R/speed.DONE
   label_jobs
