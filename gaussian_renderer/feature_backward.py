@@ -28,13 +28,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["FEATURE_BACKWARDS", "FeatureBackwardError", "feature_backward", "feature_backward_reference", "load_library"]
+__all__ = ["FEATURE_BACKWARDS", "FeatureBackwardError", "feature_backward", "feature_backward_reference", "load_library",
+           "max_channels"]
 
 FEATURE_BACKWARDS = ("gsplat", "tile", "tile_sparse")  # --feature_backward ("auto" picks)
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "feature_bwd.cu")
 MAX_CHANNELS = 64
 _lock = threading.Lock()
 _libs: dict = {}
+_caps: dict = {}  # device index -> max_channels
 
 
 class FeatureBackwardError(RuntimeError):
@@ -88,8 +90,25 @@ def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
         fn.argtypes = [p, p, p, p, p, i, p, i, i, p, i, i, i, i, i, p, i]
         lib.unic_feature_bwd_error.restype = ctypes.c_char_p
         lib.unic_feature_bwd_error.argtypes = [i]
+        lib.unic_feature_bwd_max_channels.restype = ctypes.c_int
+        lib.unic_feature_bwd_max_channels.argtypes = [i]
+        index = torch.device("cuda", torch.cuda.current_device()) if device is None else torch.device(device)
+        cap = lib.unic_feature_bwd_max_channels(torch.cuda.current_device() if index.index is None else index.index)
+        if cap <= 0:
+            raise FeatureBackwardError("the tile kernel needs about 66 KB of shared memory per block, more than "
+                                       f"{torch.cuda.get_device_name(device)} gives; use --feature_backward gsplat")
         _libs[arch] = lib
         return lib
+
+
+def max_channels(device: Optional[torch.device] = None) -> int:
+    """The most feature channels the tile kernel takes on ``device`` (64, or 32 where a block's shared
+    memory holds only the narrow width); the rasterizer uses gsplat's kernel for wider renders."""
+    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    idx = torch.cuda.current_device() if dev.index is None else dev.index
+    if idx not in _caps:
+        _caps[idx] = int(load_library(dev).unic_feature_bwd_max_channels(idx))
+    return _caps[idx]
 
 
 def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_offsets: Tensor,

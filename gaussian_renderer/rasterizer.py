@@ -183,7 +183,11 @@ class _RasterizeSplitGrad(torch.autograd.Function):
 
         v_means2d = v_conics = v_opacities = v_colors = v_background = None
         need_colors = ctx.needs_input_grad[3]
-        tile_kernel = need_colors and _FEATURE_BACKWARD != "gsplat" and n_feat > 0 and tile_size == 16 and n_feat <= 64
+        tile_kernel = need_colors and _FEATURE_BACKWARD != "gsplat" and n_feat > 0 and tile_size == 16
+        if tile_kernel:  # wider than this GPU's shared memory holds: gsplat's kernel for this render
+            from gaussian_renderer.feature_backward import max_channels
+
+            tile_kernel = n_feat <= max_channels(colors.device)
         if any(ctx.needs_input_grad[:3]) or need_colors:
             # geometry and the geo channels: gsplat's backward of a render of those channels alone
             _, v_means2d, v_conics, v_geo_colors, v_opacities = bwd(

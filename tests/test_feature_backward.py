@@ -156,6 +156,18 @@ def test_the_sparse_product_equals_the_dense_one_bit_for_bit(n, width, height, f
 
 @pytest.mark.gpu
 @needs_gpu
+def test_the_kernel_knows_how_many_channels_this_gpu_takes():
+    from gaussian_renderer.feature_backward import max_channels
+
+    props = torch.cuda.get_device_properties(0)
+    got = max_channels(torch.device("cuda", 0))
+    assert got in (32, 64)
+    if (props.major, props.minor) in ((8, 0), (9, 0)):  # A100: 163 KB a block, H100 / H200: 227 KB
+        assert got == 64
+
+
+@pytest.mark.gpu
+@needs_gpu
 @pytest.mark.parametrize("kind", ["tile", "tile_sparse"])
 def test_training_steps_with_the_tile_kernel(tiny_scene, tmp_path, kind):
     import train

@@ -156,11 +156,18 @@ __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const floa
     }
 }
 
+// Shared memory of one block: dynamic (weights, output gradient, the batch's Gaussians) and, for the
+// sparse product, the static active-pixel list.
+constexpr size_t dynamic_shared(int cp) {
+    return sizeof(float) * (BATCH * WSTRIDE + BLOCK * cp + BATCH * 6) + sizeof(int32_t) * BATCH;
+}
+constexpr size_t STATIC_SHARED = sizeof(int) * (BLOCK + BLOCK / 32);
+
 template <int CP, bool SPARSE>
 cudaError_t launch(const float *means2d, const float *conics, const float *opacities, const int32_t *tile_offsets,
                    const int32_t *flatten_ids, int n_isects, const float *v_render, int v_stride, int C,
                    float *v_feat, int width, int height, int tile_width, int tile_height, cudaStream_t stream) {
-    const size_t shared = sizeof(float) * (BATCH * WSTRIDE + BLOCK * CP + BATCH * 6) + sizeof(int32_t) * BATCH;
+    const size_t shared = dynamic_shared(CP);
     cudaError_t err = cudaFuncSetAttribute(feature_bwd_kernel<CP, SPARSE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            (int)shared);
     if (err != cudaSuccess) {
@@ -202,6 +209,19 @@ extern "C" int unic_feature_bwd(const float *means2d, const float *conics, const
     }
     UNIC_LAUNCH(64, false);
 #undef UNIC_LAUNCH
+}
+
+// The most channels the kernel takes on ``device``: 64, 32, or 0 when a block's shared memory (opt-in
+// maximum) holds neither width (e.g. 64 KB on Turing); -1 when the device cannot be queried.
+extern "C" int unic_feature_bwd_max_channels(int device) {
+    int optin = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+        return -1;
+    }
+    if (dynamic_shared(64) + STATIC_SHARED <= (size_t)optin) {
+        return 64;
+    }
+    return dynamic_shared(32) + STATIC_SHARED <= (size_t)optin ? 32 : 0;
 }
 
 extern "C" const char *unic_feature_bwd_error(int code) {
