@@ -21,6 +21,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from typing import Optional
@@ -73,6 +74,7 @@ def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
                 raise FeatureBackwardError("--feature_backward tile: nvcc not found (set CUDA_HOME or put nvcc on "
                                            "PATH, as for gsplat's build), or use --feature_backward gsplat")
             os.makedirs(folder, exist_ok=True)
+            print(f"[unic-lift] building the tile kernel for sm_{arch} into {folder} (once)", file=sys.stderr)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)  # parallel first builds never clash
             os.close(fd)
             cmd = [nvcc, "-O3", "-std=c++17", f"-gencode=arch=compute_{arch},code=sm_{arch}", "-shared",
