@@ -17,6 +17,10 @@ generator's exact geometry (surface and box references), without and with the de
 - union_rescue: union, then a stuff Gaussian whose own (snapped) code is the majority id of its 8
   nearest thing Gaussians (at least 5 of them, all within the stray filter's radius) becomes a thing
   of that id: object surface the fg/bg decision missed, recognised by its code and its place.
+
+Then, for the default rule, where its precision goes (``union_outside``: the extracted opacity outside
+each object's grown box, split into stuff surfaces, other objects' surfaces and floaters) and where its
+recall goes (``union_stuff_on_surfaces``: object surface still labelled stuff, unseen or seen).
 """
 from __future__ import annotations
 
@@ -53,6 +57,45 @@ def rescue_stuff(ids, codes, means, radius: float, k: int = 8, min_agree: int = 
         agree = (lab == codes_np[rows][:, None]).sum(1)
         ids_np[rows[agree >= min_agree]] = codes_np[rows[agree >= min_agree]]
     return torch.from_numpy(ids_np)
+
+
+def outside_mass(ids, means, opac, scales, boxes, pts, inst, seen, own, vote) -> dict:
+    """Where the precision goes: of the opacity ``extract`` returns (stray filter on) for each matched
+    object, the share outside the object's box grown by GROW, and what that outside part is: Gaussians
+    within SURFACE_TOL of a stuff surface, of another object's surface, or of none (floaters); unseen
+    ones; things by their own feature only (the vote said stuff)."""
+    from scipy.spatial import cKDTree
+
+    from tools import extraction_eval as ev
+    from tools.objects import default_radius, stray_filter
+
+    keep = stray_filter(ids, means, opac, radius=default_radius(means, ids, scales=scales)).numpy()
+    ids_np, w = ids.numpy(), opac.double().numpy()
+    P = means.to(torch.float64).numpy()
+    g0, o0 = ev.box_pairs(P, boxes, 0.0)  # the evaluator's matching: most thing opacity inside the box
+    L = int(ids_np.max(initial=0)) + 1
+    th = ids_np[g0] > 0
+    mass = np.bincount(o0[th] * L + ids_np[g0[th]], weights=w[g0[th]], minlength=len(boxes) * L)
+    mass = mass.reshape(len(boxes), L)
+    matched = np.where(mass.max(1) > 0, mass.argmax(1), -1)  # [K]
+    g, o = ev.box_pairs(P, boxes, ev.GROW)
+    inside = np.zeros(len(P), bool)
+    sel = (ids_np[g] == matched[o]) & (matched[o] > 0)
+    inside[g[sel]] = True
+    ext = keep & (ids_np > 0) & np.isin(ids_np, matched[matched > 0])
+    outside = ext & ~inside
+    d, j = cKDTree(pts).query(P[outside], k=1, workers=-1)
+    near, owner = d <= ev.SURFACE_TOL, inst[j]
+    wo = w[outside]
+    total = max(float(wo.sum()), 1e-12)
+
+    def share(mask) -> float:
+        return float(wo[mask].sum()) / total
+
+    seen_o, own_o, vote_o = seen.numpy()[outside], own.numpy()[outside], vote.numpy()[outside]
+    return {"share": total / max(float(w[ext].sum()), 1e-12), "near_stuff": share(near & (owner == 0)),
+            "near_other_object": share(near & (owner > 0)), "floaters": share(~near), "unseen": share(~seen_o),
+            "own_only": share(own_o & seen_o & ~vote_o)}
 
 
 def main(argv=None) -> int:
@@ -126,6 +169,13 @@ def main(argv=None) -> int:
         b = res["box/filtered"]
         rows.append(f"| {name} | {int(things.sum())} | {s['P']:.3f} / {s['R']:.3f} | {f['P']:.3f} / {f['R']:.3f} | "
                     f"{b['P']:.3f} / {b['R']:.3f} | {f['unmatched']} | {100 * f['missed'].get('stuff', 0):.1f} % |")
+    out["union_outside"] = outside_mass(rule_ids.get("union", torch.where(union, codes, torch.zeros_like(codes))),
+                                        means, opac, scales, boxes, pts, inst, seen, own, vote)
+    o = out["union_outside"]
+    print(f"union + stray filter, extracted opacity outside its object's box + {ev.GROW} m: {100 * o['share']:.1f} %; "
+          f"of that: {100 * o['near_stuff']:.1f} % on stuff surfaces, {100 * o['near_other_object']:.1f} % on other "
+          f"objects, {100 * o['floaters']:.1f} % floaters; {100 * o['unseen']:.1f} % unseen, "
+          f"{100 * o['own_only']:.1f} % seen, things by their own feature though the vote says stuff")
     # what the default rule still labels stuff on the objects' surfaces: hidden Gaussians (their own feature
     # decides) or seen ones whose pixels render as stuff
     ref = np.isin(owner, np.asarray(boxes.ids))  # [N] within the tolerance of an object's own surface
