@@ -279,6 +279,28 @@ def sweep_dump(path: str) -> list:
     return rows
 
 
+def compare_dumps(paths) -> str:
+    """Every candidate rule scored on several dumps (one per trained model): PQ^scene per model, and
+    how far each rule falls below the oracle best of the default family (``segments N``) on each
+    model, worst case first. The rule to pick is the one whose worst shortfall is smallest."""
+    import os as _os
+
+    per = [{(r["rule"], r["knob"]): r["PQ_scene"] for r in sweep_dump(p)} for p in paths]
+    best = [max(v for (rule, _), v in rows.items() if rule == "segments") for rows in per]
+    keys = [k for k in per[0] if all(k in rows for rows in per)]
+    short = {k: [b - rows[k] for rows, b in zip(per, best)] for k in keys}
+    names = [_os.path.splitext(_os.path.basename(p))[0] for p in paths]
+    lines = ["| rule | " + " | ".join(names) + " | worst shortfall | mean PQ^scene |",
+             "|---|" + "---:|" * (len(paths) + 2)]
+    for k in sorted(keys, key=lambda k: (max(short[k]), -sum(r[k] for r in per))):
+        label = k[0] if k[1] is None else f"{k[0]} {k[1]}"
+        cells = " | ".join(f"{rows[k]:.1f}" for rows in per)
+        lines.append(f"| {label} | {cells} | {max(short[k]):.1f} | {sum(r[k] for r in per) / len(per):.1f} |")
+    lines.append("")
+    lines.append("oracle best of segments N: " + ", ".join(f"{n} {b:.1f}" for n, b in zip(names, best)))
+    return "\n".join(lines)
+
+
 def markdown(rows, model_path: str) -> str:
     lines = [f"Decoding sweep of {model_path}", "",
              "| setting | valid codes | PQ^scene | SQ | RQ | mIoU |", "|---|---:|---:|---:|---:|---:|"]
@@ -297,7 +319,7 @@ def markdown(rows, model_path: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("-m", "--model_path", required=True)
+    p.add_argument("-m", "--model_path", default=None)
     p.add_argument("--iteration", type=int, default=-1)
     p.add_argument("--segments", type=int, nargs="*", default=[1, 2, 3, 5, 8, 13, 20], help="min segments won")
     p.add_argument("--gaussians", type=int, nargs="*", default=[10, 50, 200, 1000], help="min opaque Gaussians")
@@ -311,8 +333,16 @@ def main(argv=None) -> int:
                    help="also write what every rule sees (training-view segment/code pairs, test maps) to NPZ")
     p.add_argument("--from_dump", action="store_true",
                    help="-m names a dump written by --dump: compare every candidate rule from it, on the CPU")
+    p.add_argument("--compare", nargs="+", default=None, metavar="NPZ",
+                   help="score every candidate rule on these dumps (one per model) side by side, worst shortfall "
+                        "against each model's oracle best first (no -m needed)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.compare:
+        print(compare_dumps(args.compare))
+        return 0
+    if args.model_path is None:
+        p.error("-m/--model_path is required (except with --compare)")
     if args.from_dump:
         rows = sweep_dump(args.model_path)
         print(markdown(rows, args.model_path))
