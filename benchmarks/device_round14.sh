@@ -2,8 +2,9 @@
 #   bash benchmarks/device_round14.sh A      build, scenes, GPU tests; starts the background chain
 #   WAIT=540 bash benchmarks/device_round14.sh poll   wait for the chain, pack results (and decode dumps) into $OUT
 # The chain: 1. speed (issue 10), alone on the GPU: where the step's time goes now that the tile kernel
-# is the default (profile_step.py: plain, UniC-Lift, and with the tile kernel's sparse product), then
-# bench_train at 4000 iterations: plain, UniC-Lift, --feature_backward tile_sparse, --seg_interval 2;
+# is the default (profile_step.py: UniC-Lift, and with the tile kernel's sparse product), then
+# bench_train at 4000 iterations: plain, UniC-Lift, --feature_backward tile_sparse, --optimizer selective
+# (gsplat's SelectiveAdam, never measured here);
 # 2. labels at the full schedule, side by side (issue 9): an unseen COLMAP instance-only scene with 100 objects, and again the 100-object Messy-Rooms scene of RESULTS 11b (seed 72,
 # where extraction missed its goal), now with the tile kernel: decode sweep + dump, extraction, things_ab.py
 # with the union_fill / union_rescue rules.
@@ -18,10 +19,10 @@ source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene, label_jobs
 
 chain() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
-  python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic "unic:--feature_backward tile_sparse" \
+  python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants unic "unic:--feature_backward tile_sparse" \
     --warmup 2100 --steps 200 --densify_until 2000 > $R/profile.log 2>&1
   python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations 4000 --seeds 0 \
-    --variants plain unic "unic:--feature_backward tile_sparse" "unic:--seg_interval 2" \
+    --variants plain unic "unic:--feature_backward tile_sparse" "unic:--optimizer selective" \
     > $R/speed.log 2>&1
   touch $R/speed.DONE
   label_jobs
