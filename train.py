@@ -146,7 +146,8 @@ class Trainer:
             try:
                 set_feature_backward("tile")
             except FeatureBackwardError as e:
-                print(f"[unic-lift] {e}: using gsplat's backward for the features (slower)", file=sys.stderr)
+                print(f"[unic-lift] the tile kernel is not available here ({e}); using gsplat's backward for the "
+                      "features (slower)", file=sys.stderr)
                 set_feature_backward("gsplat")
             return
         try:
