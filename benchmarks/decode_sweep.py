@@ -220,6 +220,7 @@ def candidate_rules(d) -> list:
     - ``segments/views F``: N = max(2, ceil(F x training views with masks));
     - ``win ratio R``: won >= 2 segments and at least R of the segments it is present in (>= 10 %
       of the segment's pixels);
+    - ``segments N or win ratio R``: won >= N segments, or >= 2 and at least R of those it is present in;
     - ``gaussians K``: codes of >= K opaque Gaussians; ``plain``: no snapping."""
     import math
 
@@ -249,6 +250,10 @@ def candidate_rules(d) -> list:
         out.append(("segments/views", f, torch.from_numpy(wcodes[wins >= n])))
     for r in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
         out.append(("win ratio", r, torch.from_numpy(wcodes[(wins >= 2) & (ratio >= r)])))
+    for n in (3, 5, 8):  # many wins, or few but most of the segments the code is present in (a small object)
+        for r in (0.3, 0.5, 0.7):
+            keep = (wins >= n) | ((wins >= 2) & (ratio >= r))
+            out.append((f"segments {n} or win ratio", r, torch.from_numpy(wcodes[keep])))
     gc, gn = d["gauss_codes"].astype(np.int64), d["gauss_counts"]
     for k in (10, 50, 200, 1000):
         out.append(("gaussians", k, torch.from_numpy(gc[gn >= k])))
