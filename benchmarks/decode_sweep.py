@@ -221,6 +221,8 @@ def candidate_rules(d) -> list:
     - ``win ratio R``: won >= 2 segments and at least R of the segments it is present in (>= 10 %
       of the segment's pixels);
     - ``segments N or win ratio R``: won >= N segments, or >= 2 and at least R of those it is present in;
+    - ``segments[>= S px] N`` / ``segments[share 0.5] N``: the vote counting only segments of >= S pixels,
+      or only winners that hold at least half of their segment;
     - ``gaussians K``: codes of >= K opaque Gaussians; ``plain``: no snapping."""
     import math
 
@@ -245,6 +247,15 @@ def candidate_rules(d) -> list:
     out = [("plain", None, None)]
     for n in (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 30):
         out.append(("segments", n, torch.from_numpy(wcodes[wins >= n])))
+    # the vote's own settings, offline: only segments of >= S pixels vote, or only winners holding >= half
+    # of their segment count (the winner of each segment is the head row of its key)
+    head_key, head_pix = k_sorted[head], pix[order][head]
+    head_size = seg_size[np.searchsorted(ukey, head_key)]
+    for label, ok in [(f"segments[>= {s_px} px]", head_size >= s_px) for s_px in (16, 64, 256)] + \
+                     [("segments[share 0.5]", head_pix >= 0.5 * head_size)]:
+        c, w = np.unique(winners[ok], return_counts=True)
+        for n in (2, 3, 5):
+            out.append((label, n, torch.from_numpy(c[w >= n])))
     for f in (0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1):
         n = max(2, math.ceil(f * V))
         out.append(("segments/views", f, torch.from_numpy(wcodes[wins >= n])))

@@ -35,6 +35,10 @@ def test_compare_ranks_rules_by_their_worst_shortfall(tmp_path):
     rows = {(r["rule"], r["knob"]): r for r in sweep_dump(a)}
     # with the spurious code kept (N <= 2) object 2 splits; with it snapped (N = 3) a third of it is merged
     assert rows[("segments", 1)]["valid_codes"] == 3 and rows[("segments", 3)]["valid_codes"] == 2
+    # the vote's settings offline: every segment here has 100 pixels and one code
+    assert rows[("segments[>= 16 px]", 2)]["valid_codes"] == rows[("segments", 2)]["valid_codes"] == 3
+    assert rows[("segments[>= 256 px]", 2)]["valid_codes"] == 0
+    assert rows[("segments[share 0.5]", 3)]["valid_codes"] == 2
     pq_keep, pq_drop = rows[("segments", 2)]["PQ_scene"], rows[("segments", 3)]["PQ_scene"]
     assert pq_keep != pq_drop
     table = compare_dumps([a, b])
