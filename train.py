@@ -142,18 +142,13 @@ class Trainer:
         from gaussian_renderer.rasterizer import set_feature_backward
 
         kind = self.pipe.feature_backward if self.device.type == "cuda" else "gsplat"
-        if kind == "auto":
-            try:
-                set_feature_backward("tile")
-            except FeatureBackwardError as e:
-                print(f"[unic-lift] the tile kernel is not available here ({e}); using gsplat's backward for the "
-                      "features (slower)", file=sys.stderr)
-                set_feature_backward("gsplat")
-            return
         try:
-            set_feature_backward(kind)
+            why = set_feature_backward(kind)
         except FeatureBackwardError as e:
             raise SceneError(str(e)) from None
+        if why:
+            print(f"[unic-lift] the tile kernel is not available here ({why}); using gsplat's backward for the "
+                  "features (slower)", file=sys.stderr)
 
     def _init_stages(self):
         """The per-view losses of a step as one static-shape module (segmentation.stage): a CUDA graph

@@ -94,8 +94,8 @@ def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
         lib.unic_feature_bwd_error.argtypes = [i]
         lib.unic_feature_bwd_max_channels.restype = ctypes.c_int
         lib.unic_feature_bwd_max_channels.argtypes = [i]
-        index = torch.device("cuda", torch.cuda.current_device()) if device is None else torch.device(device)
-        cap = lib.unic_feature_bwd_max_channels(torch.cuda.current_device() if index.index is None else index.index)
+        idx = _device_index(device)
+        cap = _caps[idx] = int(lib.unic_feature_bwd_max_channels(idx))
         if cap <= 0:
             raise FeatureBackwardError("the tile kernel needs about 66 KB of shared memory per block, more than "
                                        f"{torch.cuda.get_device_name(device)} gives; use --feature_backward gsplat")
@@ -106,11 +106,15 @@ def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
 def max_channels(device: Optional[torch.device] = None) -> int:
     """The most feature channels the tile kernel takes on ``device`` (64, or 32 where a block's shared
     memory holds only the narrow width); the rasterizer uses gsplat's kernel for wider renders."""
-    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
-    idx = torch.cuda.current_device() if dev.index is None else dev.index
+    idx = _device_index(device)
     if idx not in _caps:
-        _caps[idx] = int(load_library(dev).unic_feature_bwd_max_channels(idx))
+        _caps[idx] = int(load_library(device).unic_feature_bwd_max_channels(idx))
     return _caps[idx]
+
+
+def _device_index(device: Optional[torch.device]) -> int:
+    index = None if device is None else torch.device(device).index
+    return torch.cuda.current_device() if index is None else index
 
 
 def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_offsets: Tensor,

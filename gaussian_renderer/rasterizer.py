@@ -108,18 +108,26 @@ GSPLAT_CHANNELS = (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 128, 129, 256, 2
 _FEATURE_BACKWARD = "gsplat"
 
 
-def set_feature_backward(kind: str) -> None:
+def set_feature_backward(kind: str) -> Optional[str]:
     """Selects the detached channels' backward kernel (``--feature_backward``): "gsplat" | "tile" |
-    "tile_sparse". The tile kernels are built here and now (one-line ``FeatureBackwardError`` when they
-    cannot be)."""
+    "tile_sparse" | "auto". The tile kernels are built here and now (one-line ``FeatureBackwardError``
+    when they cannot be); "auto" takes "tile" where it can and otherwise "gsplat", returning why."""
     global _FEATURE_BACKWARD
-    from gaussian_renderer.feature_backward import FEATURE_BACKWARDS, load_library
+    from gaussian_renderer.feature_backward import FEATURE_BACKWARDS, FeatureBackwardError, load_library
 
+    if kind == "auto":
+        try:
+            set_feature_backward("tile")
+        except FeatureBackwardError as e:
+            _FEATURE_BACKWARD = "gsplat"
+            return str(e)
+        return None
     if kind not in FEATURE_BACKWARDS:
-        raise ValueError(f"--feature_backward {kind}: use one of {', '.join(FEATURE_BACKWARDS)}")
+        raise ValueError(f"--feature_backward {kind}: use one of auto, {', '.join(FEATURE_BACKWARDS)}")
     if kind != "gsplat":
         load_library()
     _FEATURE_BACKWARD = kind
+    return None
 
 
 def feature_backward_kind() -> str:

@@ -254,3 +254,15 @@ def test_the_cpu_always_uses_gsplats_path(tiny_scene, tmp_path):
                                    "--device", "cpu", "--feature_backward", kind])
         train.Trainer(args, train.read_scene_for(args))
         assert feature_backward_kind() == "gsplat"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's answer")
+def test_auto_says_why_it_takes_gsplats_kernel():
+    from gaussian_renderer.rasterizer import feature_backward_kind, set_feature_backward
+
+    assert "needs a CUDA GPU" in set_feature_backward("auto")
+    assert feature_backward_kind() == "gsplat"
+    with pytest.raises(FeatureBackwardError, match="needs a CUDA GPU"):
+        set_feature_backward("tile")
+    with pytest.raises(ValueError, match="use one of auto, gsplat"):
+        set_feature_backward("fast")
