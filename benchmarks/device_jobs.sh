@@ -60,3 +60,16 @@ poll_labels() {
     tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "it/s" | tail -1; done
   pack_results $1 $2
 }
+
+# gpu_tests: pytest -m gpu into R/gpu_tests.log; prints the summary and the first failures.
+gpu_tests() {
+  python3 -m pytest -m gpu -q -p no:cacheprovider > $R/gpu_tests.log 2>&1; tail -n 2 $R/gpu_tests.log
+  grep -E "^FAILED|^E  " $R/gpu_tests.log | head -20
+}
+
+# start_chain: runs the calling script's chain() (with acc_job and label_jobs) in its own session, so it
+# outlives this call; its output goes to R/chain.log.
+start_chain() {
+  setsid bash -c "$(declare -f chain acc_job label_jobs); R=$R W=$W D=$D ITERS=$ITERS LABEL_SCENES='$LABEL_SCENES'; chain" \
+    < /dev/null > $R/chain.log 2>&1 &
+}

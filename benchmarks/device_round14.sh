@@ -15,7 +15,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 ITERS=${ITERS:-30000}
 LABEL_SCENES=${LABEL_SCENES:-"colmap100 messy100"}
 stage=${1:-A}
-source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene, label_jobs, pack_results, poll_labels
+source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene, label_jobs, gpu_tests, start_chain, ...
 
 chain() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
@@ -35,11 +35,9 @@ if [ "$stage" = A ]; then
     --layout replica_like --seed 74 --format colmap --workers 5 --quiet > $R/make_colmap100.log 2>&1 &
   python3 tools/make_scene.py --out $D/messy100 --objects 100 --views 186 --size 480x360 --noise realistic \
     --layout large_corridor --seed 72 --format messy --workers 5 --quiet > $R/make_messy100.log 2>&1 &
-  python3 -m pytest -m gpu -q -p no:cacheprovider > $R/gpu_tests.log 2>&1; tail -n 2 $R/gpu_tests.log
-  grep -E "^FAILED|^E  " $R/gpu_tests.log | head -20
+  gpu_tests
   wait; echo "scenes ready at ${SECONDS}s"
-  setsid bash -c "$(declare -f chain acc_job label_jobs); R=$R W=$W D=$D ITERS=$ITERS LABEL_SCENES='$LABEL_SCENES'; chain" \
-    < /dev/null > $R/chain.log 2>&1 &
+  start_chain
   sleep 5; pack_results speed r14
 fi
 
