@@ -74,7 +74,7 @@ class PipelineParams(GroupMixin):
     random_background: bool = _f(False, "random background colour per iteration")
     loss_graph: str = _f("auto", "the per-view losses as a replayed CUDA graph: auto (on with CUDA) | off",
                          choices=["auto", "off"])
-    feature_backward: str = _f("auto", "kernel for the segmentation features' gradient on CUDA: auto (tile where nvcc "
+    feature_backward: str = _f("auto", "kernel for the segmentation features' gradient on CUDA: auto (tile_sparse where nvcc "
                                "builds it, else gsplat) | tile (a weights-times-gradient product per tile, "
                                "gaussian_renderer/feature_backward.py; built with nvcc on first use) | tile_sparse (the same "
                                "product over each batch's active pixels only, same result) | gsplat (its full backward, "

@@ -11,16 +11,18 @@ generator's exact geometry (surface and box references), without and with the de
 - own: the Gaussian's own semantic feature (the rule before the vote);
 - vote: the vote where the Gaussian is seen (>= 1 pixel of weight), else own;
 - vote_fill: the vote; unseen Gaussians take the majority decision of their 8 nearest seen ones;
-- union: own, or the vote of a seen Gaussian (a thing when either says so; train.py's default);
-- union_fill: union for seen Gaussians; an unseen one is a thing when its own feature or most of its 8
-  nearest seen Gaussians (by their union decision) say so, and then takes their majority id;
+- union: own, or the vote of a seen Gaussian (a thing when either says so; the default until 12b);
+- union_fill (train.py's default, ``ThingVotes.fill_unseen``): union for seen Gaussians; an unseen one
+  takes the majority id of its 8 nearest seen Gaussians (by their union decision), or its own code when
+  they say stuff and its own feature says thing;
 - union_rescue: union, then a stuff Gaussian whose own (snapped) code is the majority id of its 8
   nearest thing Gaussians (at least 5 of them, all within the stray filter's radius) becomes a thing
   of that id: object surface the fg/bg decision missed, recognised by its code and its place.
 
-Then, for the default rule, where its precision goes (``union_outside``: the extracted opacity outside
-each object's grown box, split into stuff surfaces, other objects' surfaces and floaters) and where its
-recall goes (``union_stuff_on_surfaces``: object surface still labelled stuff, unseen or seen).
+Then, for the default rule (union_fill), where its precision goes (``default_outside``: the extracted
+opacity outside each object's grown box, split into stuff surfaces, other objects' surfaces and
+floaters) and where its recall goes (``default_stuff_on_surfaces``: object surface still labelled
+stuff, unseen or seen). ``--rules`` scores a subset (the diagnosis always runs).
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+RULES = ("own", "vote", "vote_fill", "union", "union_fill", "union_rescue")
 
 
 def rescue_stuff(ids, codes, means, radius: float, k: int = 8, min_agree: int = 5, chunk: int = 1 << 16):
@@ -102,7 +107,7 @@ def main(argv=None) -> int:
     from arguments import load_cfg_args
     from scene.dataset_readers import read_scene_for
     from scene.model_folder import find_iteration, load_model
-    from segmentation.labels import (gaussian_label_columns, label_votes, load_semantic_decoder,
+    from segmentation.labels import (ThingVotes, gaussian_label_columns, label_votes, load_semantic_decoder,
                                      semantic_classes, thing_mask, training_views)
     from segmentation.visibility import fill_unseen
     from tools import extraction_eval as ev
@@ -113,6 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("-m", "--model_path", required=True)
     ap.add_argument("--iteration", type=int, default=-1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--rules", nargs="+", default=None, choices=RULES, help="score only these rules (default: all)")
     args = ap.parse_args(argv)
     M = args.model_path
     cfg = load_cfg_args(M)
@@ -141,10 +147,9 @@ def main(argv=None) -> int:
     union = tv.decide(own.to(tv.seen.device), rule="union").cpu()
     rules = {"own": own, "vote": vote, "vote_fill": filled, "union": union}
     rule_ids = {}
-    # union_fill: unseen Gaussians decided (thing and id) by their seen neighbours, or their own feature
+    # union_fill (the library's rule): unseen Gaussians decided by their seen neighbours, or their own feature
     ids_u = torch.where(union, codes, torch.zeros_like(codes))
-    ids_f = fill_unseen(ids_u, means, tv.seen.cpu())
-    ids_f = torch.where(~seen & (ids_f == 0) & own, codes, ids_f)
+    ids_f = ThingVotes(tv.seen.cpu(), tv.thing.cpu()).fill_unseen(ids_u, codes, own, means)
     rules["union_fill"], rule_ids["union_fill"] = ids_f > 0, ids_f
     radius = default_radius(means, ids_u, scales=scales)
     ids_r = rescue_stuff(ids_u, codes, means, radius)
@@ -156,6 +161,8 @@ def main(argv=None) -> int:
     rows, out = [], {"model": M, "iteration": it, "gaussians": int(own.numel()), "seen": int(seen.sum()),
                      "vote_seconds": round(t_vote, 1), "rules": {}}
     for name, things in rules.items():
+        if args.rules and name not in args.rules:
+            continue
         ids = rule_ids.get(name, torch.where(things, codes, torch.zeros_like(codes)))
         keep = stray_filter(ids, means, opac, radius=default_radius(means, ids, scales=scales))
         res = {}
@@ -169,10 +176,9 @@ def main(argv=None) -> int:
         b = res["box/filtered"]
         rows.append(f"| {name} | {int(things.sum())} | {s['P']:.3f} / {s['R']:.3f} | {f['P']:.3f} / {f['R']:.3f} | "
                     f"{b['P']:.3f} / {b['R']:.3f} | {f['unmatched']} | {100 * f['missed'].get('stuff', 0):.1f} % |")
-    out["union_outside"] = outside_mass(rule_ids.get("union", torch.where(union, codes, torch.zeros_like(codes))),
-                                        means, opac, scales, boxes, pts, inst, seen, own, vote)
-    o = out["union_outside"]
-    print(f"union + stray filter, extracted opacity outside its object's box + {ev.GROW} m: {100 * o['share']:.1f} %; "
+    out["default_outside"] = outside_mass(ids_f, means, opac, scales, boxes, pts, inst, seen, own, vote)
+    o = out["default_outside"]
+    print(f"default (union_fill) + stray filter, extracted opacity outside its object's box + {ev.GROW} m: {100 * o['share']:.1f} %; "
           f"of that: {100 * o['near_stuff']:.1f} % on stuff surfaces, {100 * o['near_other_object']:.1f} % on other "
           f"objects, {100 * o['floaters']:.1f} % floaters; {100 * o['unseen']:.1f} % unseen, "
           f"{100 * o['own_only']:.1f} % seen, things by their own feature though the vote says stuff")
@@ -180,13 +186,13 @@ def main(argv=None) -> int:
     # decides) or seen ones whose pixels render as stuff
     ref = np.isin(owner, np.asarray(boxes.ids))  # [N] within the tolerance of an object's own surface
     w = opac.double().numpy()
-    stuff = ~rules["union"].numpy() & ref
+    stuff = ~rules["union_fill"].numpy() & ref
     total = float(w[ref].sum())
     unseen_mass = float(w[stuff & ~seen.numpy()].sum())
     seen_mass = float(w[stuff & seen.numpy()].sum())
-    out["union_stuff_on_surfaces"] = {"unseen": unseen_mass / max(total, 1e-12), "seen": seen_mass / max(total, 1e-12)}
+    out["default_stuff_on_surfaces"] = {"unseen": unseen_mass / max(total, 1e-12), "seen": seen_mass / max(total, 1e-12)}
     print(f"{M}: {out['gaussians']} Gaussians, {out['seen']} seen (>= 1 px); vote pass {t_vote:.1f} s")
-    print(f"union, surface opacity still labelled stuff: {100 * unseen_mass / max(total, 1e-12):.1f} % unseen "
+    print(f"default (union_fill), surface opacity still labelled stuff: {100 * unseen_mass / max(total, 1e-12):.1f} % unseen "
           f"(own feature decides), {100 * seen_mass / max(total, 1e-12):.1f} % seen but rendered as stuff")
     print("| rule | thing Gaussians | surface, every Gaussian: P / R | surface, stray filter: P / R | box, stray filter: P / R | unmatched | missed as stuff |")
     print("|---|---:|---:|---:|---:|---:|---:|")

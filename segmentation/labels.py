@@ -45,7 +45,7 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
                            decoder: Optional[torch.nn.Module] = None,
                            valid: Optional[Tensor] = None,
                            thing_votes: Optional["ThingVotes"] = None,
-                           thing_rule: str = "union") -> Dict[str, Tensor]:
+                           thing_rule: str = "union_fill") -> Dict[str, Tensor]:
     """Each Gaussian's decoded labels for the PLY: instance (code + 1, 0 for stuff Gaussians)
     and semantic class (argmax of its logits, ``decoder`` applied first when given) when the model
     has a semantic head. Columns are [N] int64. ``valid`` ([K] codes, ``postprocess.valid_codes``)
@@ -53,8 +53,9 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
     ``thing_votes`` (``label_votes``): a Gaussian is a thing when its own semantic feature says so or
     when most of its blending weight fell on thing pixels (``ThingVotes.decide``); a Gaussian made a
     thing by the vote gets the most likely thing class of its own logits as ``semantic_label``, so
-    the two columns agree. ``thing_rule``: ``ThingVotes.decide``'s rule. Without votes, each
-    Gaussian's own feature decides (the former rule)."""
+    the two columns agree. ``thing_rule``: ``ThingVotes.decide``'s rule; "union_fill" (the default)
+    then gives each unseen Gaussian the labels of its seen neighbours (``ThingVotes.fill_unseen``).
+    Without votes, each Gaussian's own feature decides (the former rule)."""
     cols: Dict[str, Tensor] = {}
     codes = gaussian_labels(model.params["embedding"].detach())  # [N]
     if valid is not None:
@@ -68,12 +69,15 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
         own = thing_mask(sem, thing_classes)
         if own is not None:
             things = own if thing_votes is None else thing_votes.decide(own, rule=thing_rule)
+            inst = torch.where(things, inst, torch.zeros_like(inst))
+            if thing_votes is not None and thing_rule == "union_fill":
+                inst = thing_votes.fill_unseen(inst, codes + 1, own, model.get_means().detach())
+                things = inst > 0
             promoted = things & ~own  # [N] things by the vote whose own argmax is a stuff class
             if bool(promoted.any()):  # their class: the most likely thing class of their own logits
                 logits = (decoder(feat) if decoder is not None else feat)[:, list(thing_classes)]  # [N, T]
                 best = torch.as_tensor(list(thing_classes), device=sem.device)[logits.argmax(dim=1)]
                 sem = torch.where(promoted, best, sem)
-            inst = torch.where(things, inst, torch.zeros_like(inst))
         cols["semantic_label"] = sem
     cols["instance_label"] = inst
     return cols
@@ -187,7 +191,8 @@ def load_code_votes(folder: str):
 # alone; the vote alone reached 0.934 / 0.869. Median precision stays >= 0.985.
 THING_VOTE_SHARE = 0.5
 THING_VOTE_MIN_WEIGHT = 1.0
-THING_RULES = ("union", "vote", "own")
+THING_RULES = ("union_fill", "union", "vote", "own")
+DEFAULT_THING_RULE = "union_fill"
 
 
 class ThingVotes:
@@ -203,15 +208,33 @@ class ThingVotes:
                min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
         """[N] bool thing decisions from ``own`` [N] bool (each Gaussian's own semantic feature).
 
-        ``rule``: "union" (default: own, or a seen Gaussian's vote), "vote" (the vote where the
-        Gaussian was seen, else own), "own" (the vote ignored)."""
+        ``rule``: "union" (own, or a seen Gaussian's vote; "union_fill" decides the same here and
+        ``fill_unseen`` goes on from it), "vote" (the vote where the Gaussian was seen, else own), "own"
+        (the vote ignored)."""
         if rule not in THING_RULES:
             raise ValueError(f"thing rule {rule!r}: use one of {', '.join(THING_RULES)}")
         if rule == "own":
             return own
         seen = self.seen.to(own.device) >= min_weight
         vote = seen & (self.thing.to(own.device) > share * self.seen.to(own.device))
-        return own | vote if rule == "union" else torch.where(seen, vote, own)
+        return own | vote if rule in ("union", "union_fill") else torch.where(seen, vote, own)
+
+    def fill_unseen(self, ids: Tensor, own_ids: Tensor, own: Tensor, means: Tensor, *,
+                    min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
+        """[N] int64 ids (0 = stuff) with every unseen Gaussian (< ``min_weight`` pixels of blending
+        weight) decided by its seen neighbours: the most common id of its 8 nearest seen Gaussians
+        (``visibility.fill_unseen``); one they call stuff stays a thing with its own id
+        (``own_ids``) when its own feature (``own``) says thing. Seen Gaussians keep ``ids``.
+
+        A Gaussian no training view sees gets no vote, and its own feature, barely trained, is
+        mostly stuff: inside and behind objects that left a fifth of their surface unextracted.
+        Measured at the full schedule (H200, RESULTS.md 12b): median recall on the 100-object
+        COLMAP instance-only scene 0.927 -> 0.972 against the object boxes, precision unchanged."""
+        from segmentation.visibility import fill_unseen
+
+        filled = fill_unseen(ids, means, self.seen, min_weight=min_weight).to(ids.device)
+        unseen = self.seen.to(ids.device) < min_weight
+        return torch.where(unseen & (filled == 0) & own.to(ids.device), own_ids.to(ids.device), filled)
 
 
 def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes: Sequence[int] = (),

@@ -43,10 +43,13 @@ __all__ = ["split_disconnected_codes", "drop_small_segments", "valid_codes", "sn
 
 # Segment votes (the default decoding rule): a code is valid when it is the dominant decoded code of
 # at least DEFAULT_MIN_SEGMENTS input mask segments (of at least DEFAULT_VOTE_MIN_PIXELS pixels) of
-# the training views. 2 rather than 1 (CPU, benchmarks/decode_sweep.py): room10 PQ^scene 86.8 vs 84.8
-# (plain 81.1, 0.2 % of the Gaussians 82.9); 20-object instance-only Messy scene 69.0 vs 68.1 (plain
-# 64.0, 0.2 % 65.2). A code won once is mostly a model split seen in one view, not an object.
-DEFAULT_MIN_SEGMENTS = 2
+# the training views. A code won once or twice is mostly a model split seen in one or two views, not
+# an object. 5 (benchmarks/decode_sweep.py --compare, RESULTS.md 12b): on five unseen full-schedule
+# models (H200; Messy-Rooms 25 / 100 / 100 / 500 objects, COLMAP instance-only 100) N = 5 is within
+# 0.3 PQ^scene of the oracle best N on every one, N = 2 up to 1.3 below it; on two CPU-trained models
+# (room10 quick start, a 40-object Messy scene) N = 5 is the best N too. The price: an object must be
+# masked in at least 5 training views (`--snap_min_segments 2` for very sparse captures).
+DEFAULT_MIN_SEGMENTS = 5
 DEFAULT_VOTE_MIN_PIXELS = 4
 
 # Snapping by default (benchmarks/RESULTS.md, section 5): on the 50-object realistic-noise scene a code

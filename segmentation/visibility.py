@@ -79,7 +79,7 @@ def fill_unseen(ids: Tensor, means: Tensor, weight: Tensor, *, min_weight: float
     out = ids.cpu().numpy().copy()
     for start in range(0, len(unseen_idx), chunk):  # chunks of Gaussians, each chunk vectorised
         rows = unseen_idx[start:start + chunk]
-        _, nb = tree.query(pts[rows], k=kk)
+        _, nb = tree.query(pts[rows], k=kk, workers=-1)
         nb = nb.reshape(len(rows), kk)
         lab = np.sort(src_ids[nb], axis=1)  # [u, k] sorted, so equal ids are adjacent
         count = (lab[:, :, None] == lab[:, None, :]).sum(-1)  # [u, k] occurrences of each entry

@@ -244,6 +244,18 @@ def test_auto_falls_back_to_gsplat_in_one_line_without_nvcc(tiny_scene, tmp_path
         set_feature_backward("gsplat")
 
 
+@pytest.mark.gpu
+@needs_gpu
+def test_auto_takes_the_sparse_tile_kernel_where_it_builds():
+    from gaussian_renderer.rasterizer import feature_backward_kind, set_feature_backward
+
+    try:
+        assert set_feature_backward("auto") is None
+        assert feature_backward_kind() == "tile_sparse"
+    finally:
+        set_feature_backward("gsplat")
+
+
 def test_the_cpu_always_uses_gsplats_path(tiny_scene, tmp_path):
     """--feature_backward is a CUDA choice: on the CPU every setting trains through the reference path."""
     import train

@@ -625,14 +625,15 @@ def move(labels: ModelLabels, ids: Sequence[int], translate: Sequence[float], ou
 # ----- labels recomputed from the training views ----------------------------------------------
 
 
-def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = "union",
+def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = "union_fill",
             device: Optional[str] = None, quiet: bool = False) -> dict:
     """Recompute a trained model's label columns and write the model again to ``output``.
 
     One render per training view (``segmentation.labels.label_votes``), as train.py does when it
     saves: the segment votes of the default decoding rule, and each Gaussian's thing/stuff decision.
-    ``things`` (``segmentation.labels.THING_RULES``): "union" (train.py's default: a thing when its own
-    semantic feature or the pixels it is part of say so), "vote" (the pixels decide for seen
+    ``things`` (``segmentation.labels.THING_RULES``): "union_fill" (train.py's default: "union", then
+    each Gaussian no training view sees takes the labels of its seen neighbours), "union" (a thing when
+    its own semantic feature or the pixels it is part of say so), "vote" (the pixels decide for seen
     Gaussians) or "own" (each Gaussian's own feature: the rule of models saved before the vote).
     Models saved by an older version get the current labels this way; the parameters are copied
     unchanged.
@@ -949,10 +950,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model_path", required=True, help="trained model folder (train.py -m)")
     p.add_argument("--iteration", type=int, default=-1, help="saved iteration; -1 = latest")
     p.add_argument("-o", "--output", required=True, help="model folder to write (not -m)")
-    p.add_argument("--things", default="union", choices=("union", "vote", "own"),
-                   help="union: a thing when its own semantic feature or the pixels it is part of say so "
-                        "(train.py's default); vote: the pixels decide for seen Gaussians; own: each "
-                        "Gaussian's own feature (models saved before the vote)")
+    p.add_argument("--things", default="union_fill", choices=("union_fill", "union", "vote", "own"),
+                   help="union: a thing when its own semantic feature or the pixels it is part of say so; "
+                        "union_fill (train.py's default): union, and a Gaussian no training view sees "
+                        "takes the labels of its 8 nearest seen ones; vote: the pixels decide for seen "
+                        "Gaussians; own: each Gaussian's own feature (models saved before the vote)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

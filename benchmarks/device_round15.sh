@@ -1,0 +1,54 @@
+# Next lease (`device` tool, carry .whl/), from the repository root. Stages, one `run` call each:
+#   bash benchmarks/device_round15.sh A      build, scenes, GPU tests; starts the background chain
+#   WAIT=540 bash benchmarks/device_round15.sh poll   wait for the chain, pack results into $OUT
+# CHAIN=labels (default): issue 9 at the full schedule with the new defaults (decoding N = 5, thing rule
+# union_fill): a fresh 25-object Messy-Rooms scene (old_room, seed 91) and again the 100-object one of
+# RESULTS 11b / 12b (large_corridor, seed 72), side by side: things_ab.py first (where the 100-object
+# precision goes), then PQ^scene, extraction, the decode sweep. About 20 minutes.
+# CHAIN=timing: issue 10's own measurement, alone on the GPU: plain 3DGS and UniC-Lift, 30 000 iterations,
+# every default (the tile_sparse feature backward), bench scene. About 11 minutes with stage A.
+# Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
+set -u
+W=/tmp/w; R=/tmp/r15; D=/tmp/data
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+ITERS=${ITERS:-30000}
+CHAIN=${CHAIN:-labels}
+LABEL_SCENES=${LABEL_SCENES:-"messy25 messy100"}
+stage=${1:-A}
+source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene, label_jobs, gpu_tests, start_chain, ...
+
+chain() {
+  cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
+  if [ "$CHAIN" = timing ]; then
+    python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations $ITERS --seeds 0 \
+      --variants plain unic > $R/speed.log 2>&1
+    touch $R/speed.DONE
+  else
+    label_jobs
+  fi
+}
+
+if [ "$stage" = A ]; then
+  fresh_tree || exit 1
+  if [ "$CHAIN" = timing ]; then
+    bench_scene 10
+  else
+    python3 tools/make_scene.py --out $D/messy25 --objects 25 --views 186 --size 480x360 --noise realistic \
+      --layout old_room --seed 91 --format messy --workers 5 --quiet > $R/make_messy25.log 2>&1 &
+    python3 tools/make_scene.py --out $D/messy100 --objects 100 --views 186 --size 480x360 --noise realistic \
+      --layout large_corridor --seed 72 --format messy --workers 5 --quiet > $R/make_messy100.log 2>&1 &
+  fi
+  gpu_tests
+  wait; echo "scenes ready at ${SECONDS}s"
+  start_chain
+  sleep 5; pack_results speed r15
+fi
+
+if [ "$stage" = poll ]; then
+  if [ "$CHAIN" = timing ]; then
+    while [ ! -f $R/speed.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
+    grep -h "it/s" $R/speed.log | tail -3; pack_results speed r15
+  else
+    poll_labels speed r15
+  fi
+fi
