@@ -7,7 +7,7 @@ acc_job() {
   local M=$R/acc/$name
   mkdir -p $R/acc; cd $W
   { python3 train.py -s $scene -m $M --eval --quiet --test_iterations $ITERS --save_iterations $ITERS "$@" &&
-    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --rules vote_fill union union_fill union_rescue
+    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --rules vote_fill union union_fill union_rescue union_fill_rescue
     python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
     python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
     python3 tools/objects.py evaluate -m $M --json $M/extract_default.json

@@ -12,14 +12,15 @@ generator's exact geometry (surface and box references), without and with the de
 - vote: the vote where the Gaussian is seen (>= 1 pixel of weight), else own;
 - vote_fill: the vote; unseen Gaussians take the majority decision of their 8 nearest seen ones;
 - union: own, or the vote of a seen Gaussian (a thing when either says so; the default until 12b);
-- union_fill (train.py's default, ``ThingVotes.fill_unseen``): union for seen Gaussians; an unseen one
+- union_fill (``ThingVotes.fill_unseen``): union for seen Gaussians; an unseen one
   takes the majority id of its 8 nearest seen Gaussians (by their union decision), or its own code when
   they say stuff and its own feature says thing;
-- union_rescue: union, then a stuff Gaussian whose own (snapped) code is the majority id of its 8
+- union_rescue (``visibility.rescue_stuff``): union, then a stuff Gaussian whose own (snapped) code is the majority id of its 8
   nearest thing Gaussians (at least 5 of them, all within the stray filter's radius) becomes a thing
   of that id: object surface the fg/bg decision missed, recognised by its code and its place.
+- union_fill_rescue (train.py's default): union_fill, then the rescue.
 
-Then, for the default rule (union_fill), where its precision goes (``default_outside``: the extracted
+Then, for the default rule (union_fill_rescue), where its precision goes (``default_outside``: the extracted
 opacity outside each object's grown box, split into stuff surfaces, other objects' surfaces and
 floaters) and where its recall goes (``default_stuff_on_surfaces``: object surface still labelled
 stuff, unseen or seen). ``--rules`` scores a subset (the diagnosis always runs).
@@ -38,30 +39,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-RULES = ("own", "vote", "vote_fill", "union", "union_fill", "union_rescue")
-
-
-def rescue_stuff(ids, codes, means, radius: float, k: int = 8, min_agree: int = 5, chunk: int = 1 << 16):
-    """[N] ids with stuff Gaussians (id 0) promoted to the id their own code names when at least
-    ``min_agree`` of their ``k`` nearest thing Gaussians, all within ``radius``, carry that id."""
-    from scipy.spatial import cKDTree
-
-    ids_np, codes_np = ids.numpy().copy(), codes.numpy()
-    pts = means.to(torch.float64).numpy()
-    thing = ids_np > 0
-    if thing.sum() < k:
-        return ids.clone()
-    tree = cKDTree(pts[thing])
-    src = ids_np[thing]
-    cand = np.nonzero(~thing & (codes_np > 0))[0]
-    for start in range(0, len(cand), chunk):
-        rows = cand[start:start + chunk]
-        d, nb = tree.query(pts[rows], k=k, distance_upper_bound=radius)
-        near = np.isfinite(d)  # [u, k] neighbours found within the radius
-        lab = np.where(near, src[np.minimum(nb, len(src) - 1)], -1)
-        agree = (lab == codes_np[rows][:, None]).sum(1)
-        ids_np[rows[agree >= min_agree]] = codes_np[rows[agree >= min_agree]]
-    return torch.from_numpy(ids_np)
+RULES = ("own", "vote", "vote_fill", "union", "union_fill", "union_rescue", "union_fill_rescue")
 
 
 def outside_mass(ids, means, opac, scales, boxes, pts, inst, seen, own, vote) -> dict:
@@ -109,7 +87,7 @@ def main(argv=None) -> int:
     from scene.model_folder import find_iteration, load_model
     from segmentation.labels import (ThingVotes, gaussian_label_columns, label_votes, load_semantic_decoder,
                                      semantic_classes, thing_mask, training_views)
-    from segmentation.visibility import fill_unseen
+    from segmentation.visibility import fill_unseen, rescue_stuff
     from tools import extraction_eval as ev
     from tools.objects import default_radius, stray_filter
     from utils.general_utils import pick_device
@@ -154,6 +132,8 @@ def main(argv=None) -> int:
     radius = default_radius(means, ids_u, scales=scales)
     ids_r = rescue_stuff(ids_u, codes, means, radius)
     rules["union_rescue"], rule_ids["union_rescue"] = ids_r > 0, ids_r
+    ids_fr = rescue_stuff(ids_f, codes, means, default_radius(means, ids_f, scales=scales))
+    rules["union_fill_rescue"], rule_ids["union_fill_rescue"] = ids_fr > 0, ids_fr
     scene = cfg.source_path
     boxes = ev.load_boxes(scene)
     pts, inst = ev.surface_samples(ev.scene_mesh(scene))
@@ -176,9 +156,9 @@ def main(argv=None) -> int:
         b = res["box/filtered"]
         rows.append(f"| {name} | {int(things.sum())} | {s['P']:.3f} / {s['R']:.3f} | {f['P']:.3f} / {f['R']:.3f} | "
                     f"{b['P']:.3f} / {b['R']:.3f} | {f['unmatched']} | {100 * f['missed'].get('stuff', 0):.1f} % |")
-    out["default_outside"] = outside_mass(ids_f, means, opac, scales, boxes, pts, inst, seen, own, vote)
+    out["default_outside"] = outside_mass(ids_fr, means, opac, scales, boxes, pts, inst, seen, own, vote)
     o = out["default_outside"]
-    print(f"default (union_fill) + stray filter, extracted opacity outside its object's box + {ev.GROW} m: {100 * o['share']:.1f} %; "
+    print(f"default (union_fill_rescue) + stray filter, extracted opacity outside its object's box + {ev.GROW} m: {100 * o['share']:.1f} %; "
           f"of that: {100 * o['near_stuff']:.1f} % on stuff surfaces, {100 * o['near_other_object']:.1f} % on other "
           f"objects, {100 * o['floaters']:.1f} % floaters; {100 * o['unseen']:.1f} % unseen, "
           f"{100 * o['own_only']:.1f} % seen, things by their own feature though the vote says stuff")
@@ -186,13 +166,13 @@ def main(argv=None) -> int:
     # decides) or seen ones whose pixels render as stuff
     ref = np.isin(owner, np.asarray(boxes.ids))  # [N] within the tolerance of an object's own surface
     w = opac.double().numpy()
-    stuff = ~rules["union_fill"].numpy() & ref
+    stuff = ~rules["union_fill_rescue"].numpy() & ref
     total = float(w[ref].sum())
     unseen_mass = float(w[stuff & ~seen.numpy()].sum())
     seen_mass = float(w[stuff & seen.numpy()].sum())
     out["default_stuff_on_surfaces"] = {"unseen": unseen_mass / max(total, 1e-12), "seen": seen_mass / max(total, 1e-12)}
     print(f"{M}: {out['gaussians']} Gaussians, {out['seen']} seen (>= 1 px); vote pass {t_vote:.1f} s")
-    print(f"default (union_fill), surface opacity still labelled stuff: {100 * unseen_mass / max(total, 1e-12):.1f} % unseen "
+    print(f"default (union_fill_rescue), surface opacity still labelled stuff: {100 * unseen_mass / max(total, 1e-12):.1f} % unseen "
           f"(own feature decides), {100 * seen_mass / max(total, 1e-12):.1f} % seen but rendered as stuff")
     print("| rule | thing Gaussians | surface, every Gaussian: P / R | surface, stray filter: P / R | box, stray filter: P / R | unmatched | missed as stuff |")
     print("|---|---:|---:|---:|---:|---:|---:|")

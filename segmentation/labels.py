@@ -45,7 +45,7 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
                            decoder: Optional[torch.nn.Module] = None,
                            valid: Optional[Tensor] = None,
                            thing_votes: Optional["ThingVotes"] = None,
-                           thing_rule: str = "union_fill") -> Dict[str, Tensor]:
+                           thing_rule: str = "union_fill_rescue") -> Dict[str, Tensor]:
     """Each Gaussian's decoded labels for the PLY: instance (code + 1, 0 for stuff Gaussians)
     and semantic class (argmax of its logits, ``decoder`` applied first when given) when the model
     has a semantic head. Columns are [N] int64. ``valid`` ([K] codes, ``postprocess.valid_codes``)
@@ -53,8 +53,10 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
     ``thing_votes`` (``label_votes``): a Gaussian is a thing when its own semantic feature says so or
     when most of its blending weight fell on thing pixels (``ThingVotes.decide``); a Gaussian made a
     thing by the vote gets the most likely thing class of its own logits as ``semantic_label``, so
-    the two columns agree. ``thing_rule``: ``ThingVotes.decide``'s rule; "union_fill" (the default)
-    then gives each unseen Gaussian the labels of its seen neighbours (``ThingVotes.fill_unseen``).
+    the two columns agree. ``thing_rule``: ``ThingVotes.decide``'s rule; "union_fill" then gives each
+    unseen Gaussian the labels of its seen neighbours (``ThingVotes.fill_unseen``); "union_fill_rescue"
+    (the default) then gives stuff Gaussians inside an object that carries their own code back to it
+    (``visibility.rescue_stuff``).
     Without votes, each Gaussian's own feature decides (the former rule)."""
     cols: Dict[str, Tensor] = {}
     codes = gaussian_labels(model.params["embedding"].detach())  # [N]
@@ -70,8 +72,14 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
         if own is not None:
             things = own if thing_votes is None else thing_votes.decide(own, rule=thing_rule)
             inst = torch.where(things, inst, torch.zeros_like(inst))
-            if thing_votes is not None and thing_rule == "union_fill":
-                inst = thing_votes.fill_unseen(inst, codes + 1, own, model.get_means().detach())
+            if thing_votes is not None and thing_rule in ("union_fill", "union_fill_rescue"):
+                means = model.get_means().detach()
+                inst = thing_votes.fill_unseen(inst, codes + 1, own, means)
+                if thing_rule == "union_fill_rescue":
+                    from segmentation.visibility import object_radius, rescue_stuff
+
+                    radius = object_radius(means, inst, scales=model.get_scales())
+                    inst = rescue_stuff(inst, codes + 1, means, radius)
                 things = inst > 0
             promoted = things & ~own  # [N] things by the vote whose own argmax is a stuff class
             if bool(promoted.any()):  # their class: the most likely thing class of their own logits
@@ -191,8 +199,8 @@ def load_code_votes(folder: str):
 # alone; the vote alone reached 0.934 / 0.869. Median precision stays >= 0.985.
 THING_VOTE_SHARE = 0.5
 THING_VOTE_MIN_WEIGHT = 1.0
-THING_RULES = ("union_fill", "union", "vote", "own")
-DEFAULT_THING_RULE = "union_fill"
+THING_RULES = ("union_fill_rescue", "union_fill", "union", "vote", "own")
+DEFAULT_THING_RULE = "union_fill_rescue"
 
 
 class ThingVotes:
@@ -208,8 +216,8 @@ class ThingVotes:
                min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
         """[N] bool thing decisions from ``own`` [N] bool (each Gaussian's own semantic feature).
 
-        ``rule``: "union" (own, or a seen Gaussian's vote; "union_fill" decides the same here and
-        ``fill_unseen`` goes on from it), "vote" (the vote where the Gaussian was seen, else own), "own"
+        ``rule``: "union" (own, or a seen Gaussian's vote; "union_fill" and "union_fill_rescue" decide
+        the same here, and ``gaussian_label_columns`` goes on from it), "vote" (the vote where the Gaussian was seen, else own), "own"
         (the vote ignored)."""
         if rule not in THING_RULES:
             raise ValueError(f"thing rule {rule!r}: use one of {', '.join(THING_RULES)}")
@@ -217,7 +225,7 @@ class ThingVotes:
             return own
         seen = self.seen.to(own.device) >= min_weight
         vote = seen & (self.thing.to(own.device) > share * self.seen.to(own.device))
-        return own | vote if rule in ("union", "union_fill") else torch.where(seen, vote, own)
+        return torch.where(seen, vote, own) if rule == "vote" else own | vote
 
     def fill_unseen(self, ids: Tensor, own_ids: Tensor, own: Tensor, means: Tensor, *,
                     min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:

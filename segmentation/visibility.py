@@ -5,7 +5,10 @@ hidden inside an object (under its surface, behind another object in every view)
 code they were born with, so an object extracted by id loses them, and a removed object leaves
 them behind. ``gaussian_visibility`` measures each Gaussian's total blending weight over the
 training views (in pixels: the sum over views and pixels of T_i alpha_i); ``fill_unseen`` gives
-every Gaussian below a weight the majority id of its nearest seen neighbours.
+every Gaussian below a weight the majority id of its nearest seen neighbours. ``rescue_stuff`` gives
+object surface that the thing/stuff decision missed back to its object, by its own code and the ids
+around it; ``object_radius`` is the neighbourhood both it and the stray filter of
+``tools/objects.py`` use.
 
 Visibility comes from one render and one backward per view: rendering a constant 1-channel feature
 f_i = 1 with the geometry held constant gives d(sum of the feature image)/d f_i = sum over pixels of
@@ -19,12 +22,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["gaussian_visibility", "fill_unseen", "DEFAULT_MIN_WEIGHT", "DEFAULT_FILL_NEIGHBOURS"]
+__all__ = ["gaussian_visibility", "fill_unseen", "rescue_stuff", "object_radius", "DEFAULT_MIN_WEIGHT",
+           "DEFAULT_FILL_NEIGHBOURS", "DEFAULT_RESCUE_AGREE", "DEFAULT_RADIUS_FACTOR", "DEFAULT_SCALE_FACTOR"]
 
 # A Gaussian whose blending weights over all training views sum to less than one pixel never
 # shaped a rendered embedding: its code is whatever densification gave it.
 DEFAULT_MIN_WEIGHT = 1.0
 DEFAULT_FILL_NEIGHBOURS = 8
+# rescue_stuff: a stuff Gaussian joins the object its own code names when at least this many of its
+# DEFAULT_FILL_NEIGHBOURS nearest thing Gaussians, all within object_radius, carry that id
+DEFAULT_RESCUE_AGREE = 5
+DEFAULT_RADIUS_FACTOR = 8.0  # object_radius: this x the median nearest-neighbour spacing (4 cuts objects apart)
+DEFAULT_SCALE_FACTOR = 2.0  # object_radius: at least this x the object Gaussians' median largest scale
 
 
 def gaussian_visibility(model, cameras: Iterable, *, backend: str = "auto", progress: bool = False) -> Tensor:
@@ -86,3 +95,60 @@ def fill_unseen(ids: Tensor, means: Tensor, weight: Tensor, *, min_weight: float
         # the most frequent id; among equals the first in sorted order, i.e. the smaller id
         out[rows] = lab[np.arange(len(rows)), count.argmax(1)]
     return torch.from_numpy(out).to(ids.device)
+
+
+def object_radius(means: Tensor, ids: Tensor, factor: float = DEFAULT_RADIUS_FACTOR,
+                  scales: Optional[Tensor] = None, scale_factor: float = DEFAULT_SCALE_FACTOR) -> float:
+    """The neighbourhood radius of object Gaussians (``ids`` > 0): ``factor`` times the median distance
+    from one to its nearest other, and at least ``scale_factor`` times their median largest scale when
+    ``scales`` [N, 3] are given (scale-free: works in any scene unit). The spacing alone is too small on
+    sparse models, whose centres come in near-duplicate clones while each Gaussian spans centimetres:
+    objects fell apart into hundreds of pieces (RESULTS.md 7d)."""
+    from scipy.spatial import cKDTree
+
+    things = ids > 0
+    pts = means.detach()[things].to(torch.float64).cpu().numpy()  # [M, 3]
+    if len(pts) < 2:
+        return 1.0
+    d, _ = cKDTree(pts).query(pts, k=2, workers=-1)
+    nn = d[:, 1][d[:, 1] > 0]
+    r = float(factor * np.median(nn)) if len(nn) else 1.0
+    if scales is not None and scale_factor > 0:
+        r = max(r, float(scale_factor * scales.detach()[things].max(dim=1).values.median()))
+    return r
+
+
+def rescue_stuff(ids: Tensor, own_ids: Tensor, means: Tensor, radius: float, *, k: int = DEFAULT_FILL_NEIGHBOURS,
+                 min_agree: int = DEFAULT_RESCUE_AGREE, chunk: int = 1 << 16) -> Tensor:
+    """Give stuff Gaussians (``ids`` == 0) back to the object their own code names.
+
+    A stuff Gaussian becomes a thing of id ``own_ids[i]`` when at least ``min_agree`` of its ``k``
+    nearest thing Gaussians, all within ``radius``, carry that id. Object surface whose pixels the
+    fg/bg head rendered as stuff (a segmenter's thing/stuff flips) still carries the object's code,
+    and lies among that object's Gaussians; a floor Gaussian under an object carries the floor's code,
+    or lies among few of the object's.
+
+    Args:
+        ids: [N] int64, 0 = stuff. own_ids: [N] int64, each Gaussian's own (snapped) code + 1.
+        means: [N, 3] centres; radius: ``object_radius``.
+    Returns:
+        [N] int64: ``ids`` with the rescued Gaussians set to their own id.
+    """
+    from scipy.spatial import cKDTree
+
+    ids = ids.reshape(-1).to(torch.int64)
+    ids_np, own_np = ids.cpu().numpy().copy(), own_ids.reshape(-1).cpu().numpy()
+    thing = ids_np > 0
+    if thing.sum() < k:
+        return ids.clone()
+    pts = means.detach().reshape(-1, 3).to(torch.float64).cpu().numpy()
+    tree = cKDTree(pts[thing])
+    src = ids_np[thing]  # [M]
+    cand = np.nonzero(~thing & (own_np > 0))[0]  # [U]
+    for start in range(0, len(cand), chunk):  # chunks of Gaussians, each chunk vectorised
+        rows = cand[start:start + chunk]
+        d, nb = tree.query(pts[rows], k=k, distance_upper_bound=radius, workers=-1)
+        lab = np.where(np.isfinite(d), src[np.minimum(nb, len(src) - 1)], -1)  # [u, k]; -1: none within
+        ok = (lab == own_np[rows][:, None]).sum(1) >= min_agree
+        ids_np[rows[ok]] = own_np[rows[ok]]
+    return torch.from_numpy(ids_np).to(ids.device)

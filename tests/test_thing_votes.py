@@ -121,36 +121,45 @@ def _bits(code: int, d: int = 3) -> list:
     return [5.0 if (code >> b) & 1 else -5.0 for b in range(d)]
 
 
-def test_union_fill_gives_unseen_gaussians_their_seen_neighbours_labels():
+def test_fill_and_rescue_give_object_gaussians_the_objects_id():
     """Eight seen object Gaussians (thing, code 5) around x = 0, eight seen wall Gaussians (stuff) around
-    x = 10, and four no view sees: u1 inside the object, own feature stuff -> the object's id and its best
+    x = 10, four no view sees: u1 inside the object, own feature stuff -> the object's id and its best
     thing class; u2 inside the object, own thing with another code -> the object's id; u3 in the wall, own
-    thing -> keeps its own code (its neighbours are stuff); u4 in the wall, own stuff -> stays stuff."""
+    thing -> keeps its own code (its neighbours are stuff); u4 in the wall, own stuff -> stays stuff.
+    Two seen Gaussians whose pixels and own feature both say stuff but whose code is the object's: r1 among
+    the object's Gaussians -> rescued into the object (the default rule); r2 in the wall -> stays stuff."""
     g = torch.Generator().manual_seed(0)
     obj = torch.randn(8, 3, generator=g, dtype=torch.float64) * 0.2
     wall = torch.randn(8, 3, generator=g, dtype=torch.float64) * 0.2 + torch.tensor([10.0, 0, 0], dtype=torch.float64)
-    unseen = torch.tensor([[0.05, 0, 0], [-0.05, 0.02, 0], [10.05, 0, 0], [9.95, 0, 0.02]], dtype=torch.float64)
-    means = torch.cat([obj, wall, unseen])
-    codes = [5] * 8 + [2] * 8 + [1, 3, 6, 4]
+    rest = torch.tensor([[0.05, 0, 0], [-0.05, 0.02, 0], [10.05, 0, 0], [9.95, 0, 0.02], [0.02, -0.03, 0.01],
+                         [10.02, 0.01, 0]], dtype=torch.float64)
+    means = torch.cat([obj, wall, rest])
+    codes = [5] * 8 + [2] * 8 + [1, 3, 6, 4, 5, 5]
     big = 8.0
-    sem = torch.full((20, 4), -big, dtype=torch.float64)
+    sem = torch.full((22, 4), -big, dtype=torch.float64)
     sem[:8, 1] = big  # object: thing class 1
     sem[8:16, 0] = big  # wall: stuff
     sem[16, 3], sem[16, 2] = big, big / 2  # u1: own stuff (3), best thing class 2
     sem[17, 1] = big  # u2: own thing
     sem[18, 2] = big  # u3: own thing
     sem[19, 0] = big  # u4: own stuff
+    sem[20, 0], sem[20, 1] = big, big / 2  # r1: own stuff, best thing class 1
+    sem[21, 0] = big  # r2: own stuff
     model = types.SimpleNamespace(params={"embedding": torch.tensor([_bits(c) for c in codes], dtype=torch.float64),
-                                          "semantic": sem}, get_means=lambda: means)
-    seen = torch.tensor([20.0] * 16 + [0.0, 0.5, 0.0, 0.2], dtype=torch.float64)
-    thing = torch.cat([torch.full((8,), 19.0), torch.full((8,), 1.0), torch.zeros(4)]).to(torch.float64)
-    tv = ThingVotes(seen, thing)
+                                          "semantic": sem}, get_means=lambda: means,
+                                  get_scales=lambda: torch.full((22, 3), 0.01, dtype=torch.float64))
+    seen = torch.tensor([20.0] * 16 + [0.0, 0.5, 0.0, 0.2, 20.0, 20.0], dtype=torch.float64)
+    thing = torch.cat([torch.full((8,), 19.0), torch.full((8,), 1.0), torch.zeros(4), torch.full((2,), 1.0)])
+    tv = ThingVotes(seen, thing.to(torch.float64))
     union = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union")
-    filled = gaussian_label_columns(model, THINGS, thing_votes=tv)  # the default: union_fill
-    assert union["instance_label"][16:].tolist() == [0, 4, 7, 0]  # the own feature alone decides unseen ones
-    assert filled["instance_label"][16:].tolist() == [6, 6, 7, 0]
-    assert torch.equal(filled["instance_label"][:16], union["instance_label"][:16])  # seen ones unchanged
-    assert filled["instance_label"][:8].tolist() == [6] * 8 and (filled["instance_label"][8:16] == 0).all()
-    assert filled["semantic_label"][16:].tolist() == [2, 1, 2, 0]  # u1 promoted with its best thing class
-    things = torch.isin(filled["semantic_label"], torch.tensor(THINGS))
-    assert torch.equal(filled["instance_label"] > 0, things)
+    filled = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill")
+    default = gaussian_label_columns(model, THINGS, thing_votes=tv)  # union_fill_rescue
+    assert union["instance_label"][16:].tolist() == [0, 4, 7, 0, 0, 0]  # the own feature alone decides unseen ones
+    assert filled["instance_label"][16:].tolist() == [6, 6, 7, 0, 0, 0]
+    assert default["instance_label"][16:].tolist() == [6, 6, 7, 0, 6, 0]  # r1 rescued, r2 (in the wall) not
+    for cols in (filled, default):
+        assert torch.equal(cols["instance_label"][:16], union["instance_label"][:16])  # seen ones unchanged
+    assert default["instance_label"][:8].tolist() == [6] * 8 and (default["instance_label"][8:16] == 0).all()
+    assert default["semantic_label"][16:].tolist() == [2, 1, 2, 0, 1, 0]  # promoted with their best thing class
+    things = torch.isin(default["semantic_label"], torch.tensor(THINGS))
+    assert torch.equal(default["instance_label"] > 0, things)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from gaussian_renderer import render
-from segmentation.visibility import fill_unseen, gaussian_visibility
+from segmentation.visibility import fill_unseen, gaussian_visibility, object_radius, rescue_stuff
 from tests.test_rasterizer import TinyModel, as_camera, tiny_scene
 
 
@@ -64,3 +64,33 @@ def test_fill_unseen_ties_and_edge_cases():
     # nothing seen / everything seen: unchanged
     assert torch.equal(fill_unseen(ids, means, torch.zeros(3)), ids)
     assert torch.equal(fill_unseen(ids, means, torch.full((3,), 9.0)), ids)
+
+
+# ----- rescue_stuff: object surface the thing/stuff decision missed, given back by its code and place -----
+
+
+def _cluster(centre, n, spread, g):
+    return torch.tensor(centre, dtype=torch.float64) + spread * torch.randn(n, 3, generator=g, dtype=torch.float64)
+
+
+def test_rescue_promotes_only_stuff_whose_code_its_thing_neighbours_carry():
+    g = torch.Generator().manual_seed(0)
+    a, b = _cluster((0.0, 0.0, 0.0), 200, 0.02, g), _cluster((1.0, 0.0, 0.0), 200, 0.02, g)
+    probes = torch.tensor([[0.0, 0.0, 0.0],    # inside A, code A: rescued
+                           [0.0, 0.01, 0.0],   # inside A, code B: stays stuff (its code is not A's)
+                           [1.0, 0.0, 0.0],    # inside B, code B: rescued
+                           [0.5, 0.0, 0.0],    # between them, code A: no thing within the radius
+                           [0.0, 0.0, 0.01]],  # inside A, code A, but it is a thing already (id A)
+                          dtype=torch.float64)
+    means = torch.cat([a, b, probes])
+    ids = torch.cat([torch.full((200,), 3), torch.full((200,), 7), torch.tensor([0, 0, 0, 0, 3])])
+    codes = torch.cat([torch.full((200,), 3), torch.full((200,), 7), torch.tensor([3, 7, 7, 3, 3])])
+    out = rescue_stuff(ids, codes, means, radius=0.1)
+    assert out[:400].equal(ids[:400])
+    assert out[400:].tolist() == [3, 0, 7, 0, 3]
+    # fewer than 5 of the 8 nearest things agree: a probe at A's edge whose neighbours are half B
+    mixed = torch.cat([_cluster((0.0, 0.0, 0.0), 4, 0.005, g), _cluster((0.02, 0.0, 0.0), 4, 0.005, g),
+                       torch.tensor([[0.01, 0.0, 0.0]], dtype=torch.float64)])
+    ids_m = torch.tensor([3] * 4 + [7] * 4 + [0])
+    codes_m = torch.tensor([3] * 4 + [7] * 4 + [3])
+    assert int(rescue_stuff(ids_m, codes_m, mixed, radius=0.1)[-1]) == 0

@@ -51,6 +51,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from scene.cameras import SceneError  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from segmentation.decode import colorize_ids, gaussian_labels  # noqa: E402
+# the stray filter's radius: RADIUS_FACTOR x the median spacing of object Gaussians, at least SCALE_FACTOR x
+# their median largest scale (shared with the thing rule's rescue, hence in the package)
+from segmentation.visibility import DEFAULT_RADIUS_FACTOR  # noqa: E402
+from segmentation.visibility import object_radius as default_radius  # noqa: E402
 
 __all__ = ["ObjectsError", "ModelLabels", "OpenedModel", "ObjectRow", "ObjectTable", "open_model", "load_labels",
            "split_ids", "object_table", "model_table", "select", "extract", "remove", "move", "class_names_for",
@@ -59,9 +63,7 @@ __all__ = ["ObjectsError", "ModelLabels", "OpenedModel", "ObjectRow", "ObjectTab
 DEFAULT_RADIUS2 = 1e-2  # neighbour radius^2 when cfg_args has no l3d_radius2 (the training default)
 NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected and the stray filter
 DEFAULT_MIN_SHARE = 0.2  # stray filter: components below this share of their id's opacity go (0.5 cuts real parts)
-DEFAULT_RADIUS_FACTOR = 8.0  # stray filter: radius = this x the median nearest-neighbour spacing (4 cuts objects apart)
 DEFAULT_MIN_OPACITY = 0.0  # stray filter: object Gaussians below this opacity are strays
-DEFAULT_SCALE_FACTOR = 2.0  # stray filter: radius at least this x the object Gaussians' median largest scale
 DEFAULT_NEAR = 0.0  # stray filter: parts whose centre lies in the main part's box grown by this x its size stay
 SHEET_SAMPLE = 4096  # sheet: Gaussians per object used to score the views
 
@@ -375,28 +377,6 @@ def _voxel_components(pts: Tensor, oid: Tensor, radius: float) -> Tensor:
     return torch.from_numpy(cell_comp.astype(np.int64))[point_cell]
 
 
-def default_radius(means: Tensor, ids: Tensor, factor: float = DEFAULT_RADIUS_FACTOR,
-                   scales: Optional[Tensor] = None, scale_factor: float = DEFAULT_SCALE_FACTOR) -> float:
-    """Neighbour radius of the stray filter: ``factor`` times the median distance from an object
-    Gaussian to its nearest object Gaussian, and at least ``scale_factor`` times the object
-    Gaussians' median largest scale when ``scales`` [N, 3] are given (scale-free: works in any scene
-    unit). The spacing alone is too small on sparse models, whose centres come in near-duplicate
-    clones while each Gaussian spans centimetres: objects fell apart into hundreds of pieces
-    (RESULTS.md 7d)."""
-    from scipy.spatial import cKDTree
-
-    things = ids > 0
-    pts = means.detach()[things].to(torch.float64).cpu().numpy()  # [M, 3]
-    if len(pts) < 2:
-        return 1.0
-    d, _ = cKDTree(pts).query(pts, k=2)
-    nn = d[:, 1][d[:, 1] > 0]
-    r = float(factor * np.median(nn)) if len(nn) else 1.0
-    if scales is not None and scale_factor > 0:
-        r = max(r, float(scale_factor * scales.detach()[things].max(dim=1).values.median()))
-    return r
-
-
 # ----- class names ---------------------------------------------------------------------------
 def class_names_for(cfg, num_classes: Optional[int] = None) -> Optional[List[str]]:
     """Class names of the scene the model was trained on, or None (no cfg, scene gone, no names).
@@ -625,16 +605,18 @@ def move(labels: ModelLabels, ids: Sequence[int], translate: Sequence[float], ou
 # ----- labels recomputed from the training views ----------------------------------------------
 
 
-def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = "union_fill",
+def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = "union_fill_rescue",
             device: Optional[str] = None, quiet: bool = False) -> dict:
     """Recompute a trained model's label columns and write the model again to ``output``.
 
     One render per training view (``segmentation.labels.label_votes``), as train.py does when it
     saves: the segment votes of the default decoding rule, and each Gaussian's thing/stuff decision.
-    ``things`` (``segmentation.labels.THING_RULES``): "union_fill" (train.py's default: "union", then
-    each Gaussian no training view sees takes the labels of its seen neighbours), "union" (a thing when
-    its own semantic feature or the pixels it is part of say so), "vote" (the pixels decide for seen
-    Gaussians) or "own" (each Gaussian's own feature: the rule of models saved before the vote).
+    ``things`` (``segmentation.labels.THING_RULES``): "union_fill_rescue" (train.py's default:
+    "union_fill", then a stuff Gaussian among an object's Gaussians that carries the object's code
+    joins it), "union_fill" ("union", then each Gaussian no training view sees takes the labels of its
+    seen neighbours), "union" (a thing when its own semantic feature or the pixels it is part of say
+    so), "vote" (the pixels decide for seen Gaussians) or "own" (each Gaussian's own feature: the rule
+    of models saved before the vote).
     Models saved by an older version get the current labels this way; the parameters are copied
     unchanged.
 
@@ -950,11 +932,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model_path", required=True, help="trained model folder (train.py -m)")
     p.add_argument("--iteration", type=int, default=-1, help="saved iteration; -1 = latest")
     p.add_argument("-o", "--output", required=True, help="model folder to write (not -m)")
-    p.add_argument("--things", default="union_fill", choices=("union_fill", "union", "vote", "own"),
+    p.add_argument("--things", default="union_fill_rescue",
+                   choices=("union_fill_rescue", "union_fill", "union", "vote", "own"),
                    help="union: a thing when its own semantic feature or the pixels it is part of say so; "
-                        "union_fill (train.py's default): union, and a Gaussian no training view sees "
-                        "takes the labels of its 8 nearest seen ones; vote: the pixels decide for seen "
-                        "Gaussians; own: each Gaussian's own feature (models saved before the vote)")
+                        "union_fill: union, and a Gaussian no training view sees takes the labels of its 8 "
+                        "nearest seen ones; union_fill_rescue (train.py's default): union_fill, and a stuff "
+                        "Gaussian whose own code most of its 8 nearest object Gaussians carry joins that "
+                        "object; vote: the pixels decide for seen Gaussians; own: each Gaussian's own "
+                        "feature (models saved before the vote)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
