@@ -1,16 +1,16 @@
 # Shared by the device_round scripts (source it): label jobs run on the GPU machine.
-# acc_job NAME SCENE [train flags...]: train (ITERS iterations), the thing rules (things_ab.py, with the
-# default's precision diagnosis), labels, metrics, extraction against the exact geometry (surface and box
-# references), then the decode sweep + dump. Needs R (results) and W (tree).
+# acc_job NAME SCENE [train flags...]: train (ITERS iterations), the thing rules THING_RULES (things_ab.py:
+# surface and box references, with the default's precision diagnosis; each rule costs minutes on a 2 M
+# Gaussian model), labels, metrics, the default's extraction per object (box reference), then the decode
+# sweep + dump. Needs R (results) and W (tree).
 acc_job() {
   local name=$1 scene=$2; shift 2
   local M=$R/acc/$name
   mkdir -p $R/acc; cd $W
   { python3 train.py -s $scene -m $M --eval --quiet --test_iterations $ITERS --save_iterations $ITERS "$@" &&
-    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --rules vote_fill union union_fill union_rescue union_fill_rescue
+    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --rules ${THING_RULES:-union union_fill_rescue}
     python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
     python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
-    python3 tools/objects.py evaluate -m $M --json $M/extract_default.json
     python3 benchmarks/decode_sweep.py -m $M --json $M/sweep.json --dump $R/acc/${name}_dump.npz --quiet
   } > $R/acc/$name.log 2>&1
   echo "exit $?" >> $R/acc/$name.log; touch $R/acc/$name.DONE
@@ -35,7 +35,7 @@ bench_scene() {
 label_jobs() {
   for s in $LABEL_SCENES; do
     local extra=""; case $s in colmap*) extra="--seg_dir masks";; esac
-    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS; acc_job $s $D/$s $extra" < /dev/null > /dev/null 2>&1 &
+    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS THING_RULES='${THING_RULES:-union union_fill_rescue}'; acc_job $s $D/$s $extra" < /dev/null > /dev/null 2>&1 &
   done
   wait
 }

@@ -3,7 +3,7 @@
 #   WAIT=540 bash benchmarks/device_round15.sh poll   wait for the chain, pack results into $OUT
 # CHAIN=labels (default): issue 9 at the full schedule with the new defaults (decoding N = 5, thing rule
 # union_fill_rescue): a fresh 25-object Messy-Rooms scene (old_room, seed 91) and again the 100-object one of
-# RESULTS 11b / 12b (large_corridor, seed 72), side by side: things_ab.py first (where the 100-object
+# RESULTS 11b / 12b (large_corridor, seed 72), side by side: things_ab.py first (union against union_fill_rescue; where the 100-object
 # precision goes), then PQ^scene, extraction, the decode sweep. About 20 minutes.
 # CHAIN=timing: issue 10's own measurement, alone on the GPU: plain 3DGS and UniC-Lift, 30 000 iterations,
 # every default (the tile_sparse feature backward), bench scene. About 11 minutes with stage A.
