@@ -199,8 +199,12 @@ def load_code_votes(folder: str):
 # alone; the vote alone reached 0.934 / 0.869. Median precision stays >= 0.985.
 THING_VOTE_SHARE = 0.5
 THING_VOTE_MIN_WEIGHT = 1.0
+# The default rule adds two neighbourhood steps to the union (gaussian_label_columns): unseen Gaussians
+# take their seen neighbours' id (COLMAP 100, full schedule: box recall 0.927 -> 0.972, RESULTS.md 12b),
+# then stuff Gaussians among an object's Gaussians that carry its code join it (a CPU Messy room with a
+# segmenter's thing/stuff flips: 0.886 -> 0.985, precision 0.994 -> 0.995, 12c).
 THING_RULES = ("union_fill_rescue", "union_fill", "union", "vote", "own")
-DEFAULT_THING_RULE = "union_fill_rescue"
+DEFAULT_THING_RULE = THING_RULES[0]
 
 
 class ThingVotes:
@@ -216,9 +220,9 @@ class ThingVotes:
                min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
         """[N] bool thing decisions from ``own`` [N] bool (each Gaussian's own semantic feature).
 
-        ``rule``: "union" (own, or a seen Gaussian's vote; "union_fill" and "union_fill_rescue" decide
-        the same here, and ``gaussian_label_columns`` goes on from it), "vote" (the vote where the Gaussian was seen, else own), "own"
-        (the vote ignored)."""
+        ``rule``: "union" (own, or a seen Gaussian's vote; "union_fill" and "union_fill_rescue"
+        decide the same here, and ``gaussian_label_columns`` goes on from it), "vote" (the vote where
+        the Gaussian was seen, else own), "own" (the vote ignored)."""
         if rule not in THING_RULES:
             raise ValueError(f"thing rule {rule!r}: use one of {', '.join(THING_RULES)}")
         if rule == "own":

@@ -51,6 +51,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from scene.cameras import SceneError  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from segmentation.decode import colorize_ids, gaussian_labels  # noqa: E402
+from segmentation.labels import DEFAULT_THING_RULE, THING_RULES  # noqa: E402
 # the stray filter's radius: RADIUS_FACTOR x the median spacing of object Gaussians, at least SCALE_FACTOR x
 # their median largest scale (shared with the thing rule's rescue, hence in the package)
 from segmentation.visibility import DEFAULT_RADIUS_FACTOR  # noqa: E402
@@ -605,7 +606,7 @@ def move(labels: ModelLabels, ids: Sequence[int], translate: Sequence[float], ou
 # ----- labels recomputed from the training views ----------------------------------------------
 
 
-def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = "union_fill_rescue",
+def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = DEFAULT_THING_RULE,
             device: Optional[str] = None, quiet: bool = False) -> dict:
     """Recompute a trained model's label columns and write the model again to ``output``.
 
@@ -627,7 +628,7 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
 
     from scene.dataset_readers import read_scene_for
     from scene.model_folder import find_iteration, load_model, require_model
-    from segmentation.labels import (CLUSTERS_FILE, SEGMENTATION_FILE, THING_RULES, gaussian_label_columns,
+    from segmentation.labels import (CLUSTERS_FILE, SEGMENTATION_FILE, gaussian_label_columns,
                                      label_votes, load_semantic_decoder, save_code_votes, training_views)
     from utils.general_utils import pick_device
 
@@ -932,8 +933,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model_path", required=True, help="trained model folder (train.py -m)")
     p.add_argument("--iteration", type=int, default=-1, help="saved iteration; -1 = latest")
     p.add_argument("-o", "--output", required=True, help="model folder to write (not -m)")
-    p.add_argument("--things", default="union_fill_rescue",
-                   choices=("union_fill_rescue", "union_fill", "union", "vote", "own"),
+    p.add_argument("--things", default=DEFAULT_THING_RULE, choices=THING_RULES,
                    help="union: a thing when its own semantic feature or the pixels it is part of say so; "
                         "union_fill: union, and a Gaussian no training view sees takes the labels of its 8 "
                         "nearest seen ones; union_fill_rescue (train.py's default): union_fill, and a stuff "
