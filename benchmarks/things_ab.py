@@ -16,7 +16,7 @@ generator's exact geometry (surface and box references), without and with the de
   takes the majority id of its 8 nearest seen Gaussians (by their union decision), or its own code when
   they say stuff and its own feature says thing;
 - union_rescue (``visibility.rescue_stuff``): union, then a stuff Gaussian whose own (snapped) code is the majority id of its 8
-  nearest thing Gaussians (at least 5 of them, all within the stray filter's radius) becomes a thing
+  nearest thing Gaussians (at least 5 of them, all within half the stray filter's radius) becomes a thing
   of that id: object surface the fg/bg decision missed, recognised by its code and its place.
 - union_fill_rescue (train.py's default): union_fill, then the rescue.
 
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     from scene.model_folder import find_iteration, load_model
     from segmentation.labels import (ThingVotes, gaussian_label_columns, label_votes, load_semantic_decoder,
                                      semantic_classes, thing_mask, training_views)
-    from segmentation.visibility import fill_unseen, rescue_stuff
+    from segmentation.visibility import DEFAULT_RESCUE_RADIUS_FACTOR, fill_unseen, object_radius, rescue_stuff
     from tools import extraction_eval as ev
     from tools.objects import default_radius, stray_filter
     from utils.general_utils import pick_device
@@ -129,10 +129,10 @@ def main(argv=None) -> int:
     ids_u = torch.where(union, codes, torch.zeros_like(codes))
     ids_f = ThingVotes(tv.seen.cpu(), tv.thing.cpu()).fill_unseen(ids_u, codes, own, means)
     rules["union_fill"], rule_ids["union_fill"] = ids_f > 0, ids_f
-    radius = default_radius(means, ids_u, scales=scales)
-    ids_r = rescue_stuff(ids_u, codes, means, radius)
+    r_rescue = object_radius(means, ids_u, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales)
+    ids_r = rescue_stuff(ids_u, codes, means, r_rescue)
     rules["union_rescue"], rule_ids["union_rescue"] = ids_r > 0, ids_r
-    ids_fr = rescue_stuff(ids_f, codes, means, default_radius(means, ids_f, scales=scales))
+    ids_fr = rescue_stuff(ids_f, codes, means, object_radius(means, ids_f, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales))
     rules["union_fill_rescue"], rule_ids["union_fill_rescue"] = ids_fr > 0, ids_fr
     scene = cfg.source_path
     boxes = ev.load_boxes(scene)

@@ -76,9 +76,9 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
                 means = model.get_means().detach()
                 inst = thing_votes.fill_unseen(inst, codes + 1, own, means)
                 if thing_rule == "union_fill_rescue":
-                    from segmentation.visibility import object_radius, rescue_stuff
+                    from segmentation.visibility import DEFAULT_RESCUE_RADIUS_FACTOR, object_radius, rescue_stuff
 
-                    radius = object_radius(means, inst, scales=model.get_scales())
+                    radius = object_radius(means, inst, DEFAULT_RESCUE_RADIUS_FACTOR, scales=model.get_scales())
                     inst = rescue_stuff(inst, codes + 1, means, radius)
                 things = inst > 0
             promoted = things & ~own  # [N] things by the vote whose own argmax is a stuff class
@@ -202,7 +202,7 @@ THING_VOTE_MIN_WEIGHT = 1.0
 # The default rule adds two neighbourhood steps to the union (gaussian_label_columns): unseen Gaussians
 # take their seen neighbours' id (COLMAP 100, full schedule: box recall 0.927 -> 0.972, RESULTS.md 12b),
 # then stuff Gaussians among an object's Gaussians that carry its code join it (a CPU Messy room with a
-# segmenter's thing/stuff flips: 0.886 -> 0.985, precision 0.994 -> 0.995, 12c).
+# segmenter's thing/stuff flips: 0.886 -> 0.951, precision 0.994 -> 0.995, 12c).
 THING_RULES = ("union_fill_rescue", "union_fill", "union", "vote", "own")
 DEFAULT_THING_RULE = THING_RULES[0]
 
