@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     from arguments import load_cfg_args
     from scene.dataset_readers import read_scene_for
     from scene.model_folder import find_iteration, load_model
-    from segmentation.labels import (ThingVotes, gaussian_label_columns, label_votes, load_semantic_decoder,
+    from segmentation.labels import (gaussian_label_columns, label_votes, load_semantic_decoder,
                                      semantic_classes, thing_mask, training_views)
     from segmentation.visibility import DEFAULT_RESCUE_RADIUS_FACTOR, fill_unseen, object_radius, rescue_stuff
     from tools import extraction_eval as ev
@@ -125,15 +125,15 @@ def main(argv=None) -> int:
     union = tv.decide(own.to(tv.seen.device), rule="union").cpu()
     rules = {"own": own, "vote": vote, "vote_fill": filled, "union": union}
     rule_ids = {}
-    # union_fill (the library's rule): unseen Gaussians decided by their seen neighbours, or their own feature
     ids_u = torch.where(union, codes, torch.zeros_like(codes))
-    ids_f = ThingVotes(tv.seen.cpu(), tv.thing.cpu()).fill_unseen(ids_u, codes, own, means)
-    rules["union_fill"], rule_ids["union_fill"] = ids_f > 0, ids_f
     r_rescue = object_radius(means, ids_u, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales)
-    ids_r = rescue_stuff(ids_u, codes, means, r_rescue)
+    ids_r = rescue_stuff(ids_u, codes, means, r_rescue)  # the rescue without the fill (not a library rule)
     rules["union_rescue"], rule_ids["union_rescue"] = ids_r > 0, ids_r
-    ids_fr = rescue_stuff(ids_f, codes, means, object_radius(means, ids_f, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales))
-    rules["union_fill_rescue"], rule_ids["union_fill_rescue"] = ids_fr > 0, ids_fr
+    for name in ("union_fill", "union_fill_rescue"):  # the library's rules, exactly as train.py saves them
+        ids = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=votes.valid(), thing_votes=tv,
+                                     thing_rule=name)["instance_label"].cpu()
+        rules[name], rule_ids[name] = ids > 0, ids
+    ids_fr = rule_ids["union_fill_rescue"]
     scene = cfg.source_path
     boxes = ev.load_boxes(scene)
     pts, inst = ev.surface_samples(ev.scene_mesh(scene))

@@ -131,8 +131,9 @@ def rescue_stuff(ids: Tensor, own_ids: Tensor, means: Tensor, radius: float, *, 
     A stuff Gaussian becomes a thing of id ``own_ids[i]`` when at least ``min_agree`` of its ``k``
     nearest thing Gaussians, all within ``radius``, carry that id. Object surface whose pixels the
     fg/bg head rendered as stuff (a segmenter's thing/stuff flips) still carries the object's code,
-    and lies among that object's Gaussians; a floor Gaussian under an object carries the floor's code,
-    or lies among few of the object's.
+    and lies among that object's Gaussians. Floor and table Gaussians touching an object may carry its
+    code too (L_3D smooths codes across the contact): the radius must stay small against the spacing
+    (``DEFAULT_RESCUE_RADIUS_FACTOR``) so that they rarely have enough of the object's Gaussians near.
 
     Args:
         ids: [N] int64, 0 = stuff. own_ids: [N] int64, each Gaussian's own (snapped) code + 1.
