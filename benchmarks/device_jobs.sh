@@ -7,10 +7,14 @@ acc_job() {
   local name=$1 scene=$2; shift 2
   local M=$R/acc/$name
   mkdir -p $R/acc; cd $W
-  { python3 train.py -s $scene -m $M --eval --quiet --test_iterations $ITERS --save_iterations $ITERS "$@" &&
+  { echo "stage start $(date +%s)"
+    python3 train.py -s $scene -m $M --eval --quiet --test_iterations $ITERS --save_iterations $ITERS "$@" &&
+    echo "stage trained $(date +%s)" &&
     python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --rules ${THING_RULES:-union union_fill_rescue}
+    echo "stage things_ab $(date +%s)"
     python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
     python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
+    echo "stage evaluated $(date +%s)"
     python3 benchmarks/decode_sweep.py -m $M --json $M/sweep.json --dump $R/acc/${name}_dump.npz --quiet
   } > $R/acc/$name.log 2>&1
   echo "exit $?" >> $R/acc/$name.log; touch $R/acc/$name.DONE
