@@ -10,7 +10,7 @@ acc_job() {
   { echo "stage start $(date +%s)"
     python3 train.py -s $scene -m $M --eval --quiet --test_iterations $ITERS --save_iterations $ITERS "$@" &&
     echo "stage trained $(date +%s)" &&
-    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --rules ${THING_RULES:-union union_fill_rescue}
+    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --diagnose ${DIAGNOSE:-union_fill_rescue} --rules ${THING_RULES:-union union_fill union_fill_rescue union_fill_rescue_ungated}
     echo "stage things_ab $(date +%s)"
     python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
     python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
@@ -39,7 +39,7 @@ bench_scene() {
 label_jobs() {
   for s in $LABEL_SCENES; do
     local extra=""; case $s in colmap*) extra="--seg_dir masks";; esac
-    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS THING_RULES='${THING_RULES:-union union_fill_rescue}'; acc_job $s $D/$s $extra" < /dev/null > /dev/null 2>&1 &
+    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS THING_RULES='${THING_RULES:-union union_fill union_fill_rescue union_fill_rescue_ungated}'; acc_job $s $D/$s $extra" < /dev/null > /dev/null 2>&1 &
   done
   wait
 }
@@ -61,7 +61,7 @@ poll_labels() {
   while [ ! -f $R/acc/$last.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
   grep -h "it/s" $R/$1.log 2>/dev/null | tail -5
   for s in $LABEL_SCENES; do echo "== $s"
-    tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "PQ|median|missed|exit|Error|\| union" | tail -10
+    tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "PQ|median|missed|outside|exit|Error|\| union" | tail -10
     tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "it/s" | tail -1; done
   pack_results $1 $2
 }

@@ -15,15 +15,19 @@ generator's exact geometry (surface and box references), without and with the de
 - union_fill (``ThingVotes.fill_unseen``): union for seen Gaussians; an unseen one
   takes the majority id of its 8 nearest seen Gaussians (by their union decision), or its own code when
   they say stuff and its own feature says thing;
+  train.py's default;
 - union_rescue (``visibility.rescue_stuff``): union, then a stuff Gaussian whose own (snapped) code is the majority id of its 8
-  nearest thing Gaussians (at least 5 of them, all within half the stray filter's radius) becomes a thing
-  of that id: object surface the fg/bg decision missed, recognised by its code and its place.
-- union_fill_rescue (train.py's default): union_fill, then the rescue.
+  nearest thing Gaussians (at least 5 of them, all within half the stray filter's radius) and that lies
+  inside that id's extent becomes a thing of that id: object surface the fg/bg decision missed, recognised
+  by its code and its place;
+- union_fill_rescue: union_fill, then the rescue;
+- union_fill_rescue_ungated: the same without the extent check (the rule as measured in RESULTS.md 13b).
 
-Then, for the default rule (union_fill_rescue), where its precision goes (``default_outside``: the extracted
-opacity outside each object's grown box, split into stuff surfaces, other objects' surfaces and
-floaters) and where its recall goes (``default_stuff_on_surfaces``: object surface still labelled
-stuff, unseen or seen). ``--rules`` scores a subset (the diagnosis always runs).
+Then, for one rule (``--diagnose``, default train.py's), where its precision goes (``outside``: the
+extracted opacity outside each object's grown box, split into stuff surfaces, other objects' surfaces
+and floaters; unseen Gaussians, things by their own feature only, rescued ones) and where its recall goes
+(``stuff_on_surfaces``: object surface still labelled stuff, unseen or seen). ``--rules`` scores a subset
+(the diagnosis always runs).
 """
 from __future__ import annotations
 
@@ -39,14 +43,16 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-RULES = ("own", "vote", "vote_fill", "union", "union_fill", "union_rescue", "union_fill_rescue")
+RULES = ("own", "vote", "vote_fill", "union", "union_fill", "union_rescue", "union_fill_rescue",
+         "union_fill_rescue_ungated")
 
 
-def outside_mass(ids, means, opac, scales, boxes, pts, inst, seen, own, vote) -> dict:
+def outside_mass(ids, means, opac, scales, boxes, pts, inst, seen, own, vote, filled) -> dict:
     """Where the precision goes: of the opacity ``extract`` returns (stray filter on) for each matched
     object, the share outside the object's box grown by GROW, and what that outside part is: Gaussians
     within SURFACE_TOL of a stuff surface, of another object's surface, or of none (floaters); unseen
-    ones; things by their own feature only (the vote said stuff)."""
+    ones; things by their own feature only (the vote said stuff); rescued ones (stuff for ``filled``,
+    the union_fill rule's thing decisions)."""
     from scipy.spatial import cKDTree
 
     from tools import extraction_eval as ev
@@ -76,16 +82,17 @@ def outside_mass(ids, means, opac, scales, boxes, pts, inst, seen, own, vote) ->
         return float(wo[mask].sum()) / total
 
     seen_o, own_o, vote_o = seen.numpy()[outside], own.numpy()[outside], vote.numpy()[outside]
+    rescued_o = ~filled.numpy()[outside]
     return {"share": total / max(float(w[ext].sum()), 1e-12), "near_stuff": share(near & (owner == 0)),
             "near_other_object": share(near & (owner > 0)), "floaters": share(~near), "unseen": share(~seen_o),
-            "own_only": share(own_o & seen_o & ~vote_o)}
+            "own_only": share(own_o & seen_o & ~vote_o), "rescued": share(rescued_o)}
 
 
 def main(argv=None) -> int:
     from arguments import load_cfg_args
     from scene.dataset_readers import read_scene_for
     from scene.model_folder import find_iteration, load_model
-    from segmentation.labels import (gaussian_label_columns, label_votes, load_semantic_decoder,
+    from segmentation.labels import (DEFAULT_THING_RULE, gaussian_label_columns, label_votes, load_semantic_decoder,
                                      semantic_classes, thing_mask, training_views)
     from segmentation.visibility import DEFAULT_RESCUE_RADIUS_FACTOR, fill_unseen, object_radius, rescue_stuff
     from tools import extraction_eval as ev
@@ -97,6 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iteration", type=int, default=-1)
     ap.add_argument("--json", default=None)
     ap.add_argument("--rules", nargs="+", default=None, choices=RULES, help="score only these rules (default: all)")
+    ap.add_argument("--diagnose", default=DEFAULT_THING_RULE, choices=RULES[3:],
+                    help="the rule whose precision and recall losses are broken down (default: train.py's)")
     args = ap.parse_args(argv)
     M = args.model_path
     cfg = load_cfg_args(M)
@@ -124,8 +133,8 @@ def main(argv=None) -> int:
     filled = fill_unseen(vote.to(torch.int64), means, tv.seen.cpu()).bool()
     union = tv.decide(own.to(tv.seen.device), rule="union").cpu()
     rules = {"own": own, "vote": vote, "vote_fill": filled, "union": union}
-    rule_ids = {}
     ids_u = torch.where(union, codes, torch.zeros_like(codes))
+    rule_ids = {"union": ids_u}
     r_rescue = object_radius(means, ids_u, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales)
     ids_r = rescue_stuff(ids_u, codes, means, r_rescue)  # the rescue without the fill (not a library rule)
     rules["union_rescue"], rule_ids["union_rescue"] = ids_r > 0, ids_r
@@ -133,7 +142,11 @@ def main(argv=None) -> int:
         ids = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=votes.valid(), thing_votes=tv,
                                      thing_rule=name)["instance_label"].cpu()
         rules[name], rule_ids[name] = ids > 0, ids
-    ids_fr = rule_ids["union_fill_rescue"]
+    ids_f = rule_ids["union_fill"]
+    r_fill = object_radius(means, ids_f, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales)
+    ids_w = rescue_stuff(ids_f, codes, means, r_fill, extent_quantile=None)  # the rescue of 13b (no extent check)
+    rules["union_fill_rescue_ungated"], rule_ids["union_fill_rescue_ungated"] = ids_w > 0, ids_w
+    ids_fr = rule_ids[args.diagnose]
     scene = cfg.source_path
     boxes = ev.load_boxes(scene)
     pts, inst = ev.surface_samples(ev.scene_mesh(scene))
@@ -156,23 +169,25 @@ def main(argv=None) -> int:
         b = res["box/filtered"]
         rows.append(f"| {name} | {int(things.sum())} | {s['P']:.3f} / {s['R']:.3f} | {f['P']:.3f} / {f['R']:.3f} | "
                     f"{b['P']:.3f} / {b['R']:.3f} | {f['unmatched']} | {100 * f['missed'].get('stuff', 0):.1f} % |")
-    out["default_outside"] = outside_mass(ids_fr, means, opac, scales, boxes, pts, inst, seen, own, vote)
-    o = out["default_outside"]
-    print(f"default (union_fill_rescue) + stray filter, extracted opacity outside its object's box + {ev.GROW} m: {100 * o['share']:.1f} %; "
+    out["diagnosed"] = args.diagnose
+    out["outside"] = outside_mass(ids_fr, means, opac, scales, boxes, pts, inst, seen, own, vote, ids_f > 0)
+    o = out["outside"]
+    print(f"{args.diagnose} + stray filter, extracted opacity outside its object's box + {ev.GROW} m: {100 * o['share']:.1f} %; "
           f"of that: {100 * o['near_stuff']:.1f} % on stuff surfaces, {100 * o['near_other_object']:.1f} % on other "
           f"objects, {100 * o['floaters']:.1f} % floaters; {100 * o['unseen']:.1f} % unseen, "
-          f"{100 * o['own_only']:.1f} % seen, things by their own feature though the vote says stuff")
+          f"{100 * o['own_only']:.1f} % seen, things by their own feature though the vote says stuff, "
+          f"{100 * o['rescued']:.1f} % rescued")
     # what the default rule still labels stuff on the objects' surfaces: hidden Gaussians (their own feature
     # decides) or seen ones whose pixels render as stuff
     ref = np.isin(owner, np.asarray(boxes.ids))  # [N] within the tolerance of an object's own surface
     w = opac.double().numpy()
-    stuff = ~rules["union_fill_rescue"].numpy() & ref
+    stuff = ~(ids_fr > 0).numpy() & ref
     total = float(w[ref].sum())
     unseen_mass = float(w[stuff & ~seen.numpy()].sum())
     seen_mass = float(w[stuff & seen.numpy()].sum())
-    out["default_stuff_on_surfaces"] = {"unseen": unseen_mass / max(total, 1e-12), "seen": seen_mass / max(total, 1e-12)}
+    out["stuff_on_surfaces"] = {"unseen": unseen_mass / max(total, 1e-12), "seen": seen_mass / max(total, 1e-12)}
     print(f"{M}: {out['gaussians']} Gaussians, {out['seen']} seen (>= 1 px); vote pass {t_vote:.1f} s")
-    print(f"default (union_fill_rescue), surface opacity still labelled stuff: {100 * unseen_mass / max(total, 1e-12):.1f} % unseen "
+    print(f"{args.diagnose}, surface opacity still labelled stuff: {100 * unseen_mass / max(total, 1e-12):.1f} % unseen "
           f"(own feature decides), {100 * seen_mass / max(total, 1e-12):.1f} % seen but rendered as stuff")
     print("| rule | thing Gaussians | surface, every Gaussian: P / R | surface, stray filter: P / R | box, stray filter: P / R | unmatched | missed as stuff |")
     print("|---|---:|---:|---:|---:|---:|---:|")

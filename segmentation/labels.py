@@ -45,7 +45,7 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
                            decoder: Optional[torch.nn.Module] = None,
                            valid: Optional[Tensor] = None,
                            thing_votes: Optional["ThingVotes"] = None,
-                           thing_rule: str = "union_fill_rescue") -> Dict[str, Tensor]:
+                           thing_rule: Optional[str] = None) -> Dict[str, Tensor]:
     """Each Gaussian's decoded labels for the PLY: instance (code + 1, 0 for stuff Gaussians)
     and semantic class (argmax of its logits, ``decoder`` applied first when given) when the model
     has a semantic head. Columns are [N] int64. ``valid`` ([K] codes, ``postprocess.valid_codes``)
@@ -53,11 +53,12 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
     ``thing_votes`` (``label_votes``): a Gaussian is a thing when its own semantic feature says so or
     when most of its blending weight fell on thing pixels (``ThingVotes.decide``); a Gaussian made a
     thing by the vote gets the most likely thing class of its own logits as ``semantic_label``, so
-    the two columns agree. ``thing_rule``: ``ThingVotes.decide``'s rule; "union_fill" then gives each
-    unseen Gaussian the labels of its seen neighbours (``ThingVotes.fill_unseen``); "union_fill_rescue"
-    (the default) then gives stuff Gaussians inside an object that carries their own code back to it
-    (``visibility.rescue_stuff``).
+    the two columns agree. ``thing_rule``: ``ThingVotes.decide``'s rule; "union_fill" (the default,
+    ``DEFAULT_THING_RULE``) then gives each unseen Gaussian the labels of its seen neighbours
+    (``ThingVotes.fill_unseen``); "union_fill_rescue" then gives stuff Gaussians inside an object that
+    carries their own code back to it (``visibility.rescue_stuff``).
     Without votes, each Gaussian's own feature decides (the former rule)."""
+    thing_rule = DEFAULT_THING_RULE if thing_rule is None else thing_rule
     cols: Dict[str, Tensor] = {}
     codes = gaussian_labels(model.params["embedding"].detach())  # [N]
     if valid is not None:
@@ -199,11 +200,13 @@ def load_code_votes(folder: str):
 # alone; the vote alone reached 0.934 / 0.869. Median precision stays >= 0.985.
 THING_VOTE_SHARE = 0.5
 THING_VOTE_MIN_WEIGHT = 1.0
-# The default rule adds two neighbourhood steps to the union (gaussian_label_columns): unseen Gaussians
-# take their seen neighbours' id (COLMAP 100, full schedule: box recall 0.927 -> 0.972, RESULTS.md 12b),
-# then stuff Gaussians among an object's Gaussians that carry its code join it (a CPU Messy room with a
-# segmenter's thing/stuff flips: 0.886 -> 0.951, precision 0.994 -> 0.995, 12c).
-THING_RULES = ("union_fill_rescue", "union_fill", "union", "vote", "own")
+# The default rule adds a neighbourhood step to the union (gaussian_label_columns): unseen Gaussians take
+# their seen neighbours' id (COLMAP 100, full schedule: box recall 0.927 -> 0.972, precision 0.991 both,
+# RESULTS.md 12b). "union_fill_rescue" then gives stuff Gaussians among an object's Gaussians that carry its
+# code back to it: on CPU models recall 0.886 -> 0.951 at precision 0.995 (12c), but on the full-schedule
+# Messy-Rooms models, before the rescue kept to the object's extent, precision fell 0.992 -> 0.919 (25
+# objects) and 0.926 -> 0.826 (100) against the union (13b). It was the default from e700021 to this change.
+THING_RULES = ("union_fill", "union_fill_rescue", "union", "vote", "own")
 DEFAULT_THING_RULE = THING_RULES[0]
 
 

@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from segmentation.labels import ThingVotes, gaussian_label_columns, label_votes, pixel_codes
+from segmentation.labels import DEFAULT_THING_RULE, ThingVotes, gaussian_label_columns, label_votes, pixel_codes
 from segmentation.visibility import gaussian_visibility
 from tests.test_rasterizer import TinyModel, as_camera, tiny_scene
 
@@ -127,7 +127,7 @@ def test_fill_and_rescue_give_object_gaussians_the_objects_id():
     thing class; u2 inside the object, own thing with another code -> the object's id; u3 in the wall, own
     thing -> keeps its own code (its neighbours are stuff); u4 in the wall, own stuff -> stays stuff.
     Two seen Gaussians whose pixels and own feature both say stuff but whose code is the object's: r1 among
-    the object's Gaussians -> rescued into the object (the default rule); r2 in the wall -> stays stuff."""
+    the object's Gaussians -> rescued into the object (union_fill_rescue); r2 in the wall -> stays stuff."""
     g = torch.Generator().manual_seed(0)
     obj = torch.randn(8, 3, generator=g, dtype=torch.float64) * 0.2
     wall = torch.randn(8, 3, generator=g, dtype=torch.float64) * 0.2 + torch.tensor([10.0, 0, 0], dtype=torch.float64)
@@ -153,13 +153,15 @@ def test_fill_and_rescue_give_object_gaussians_the_objects_id():
     tv = ThingVotes(seen, thing.to(torch.float64))
     union = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union")
     filled = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill")
-    default = gaussian_label_columns(model, THINGS, thing_votes=tv)  # union_fill_rescue
+    default = gaussian_label_columns(model, THINGS, thing_votes=tv)
+    rescued = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill_rescue")
+    assert DEFAULT_THING_RULE == "union_fill" and torch.equal(default["instance_label"], filled["instance_label"])
     assert union["instance_label"][16:].tolist() == [0, 4, 7, 0, 0, 0]  # the own feature alone decides unseen ones
     assert filled["instance_label"][16:].tolist() == [6, 6, 7, 0, 0, 0]
-    assert default["instance_label"][16:].tolist() == [6, 6, 7, 0, 6, 0]  # r1 rescued, r2 (in the wall) not
-    for cols in (filled, default):
+    assert rescued["instance_label"][16:].tolist() == [6, 6, 7, 0, 6, 0]  # r1 rescued, r2 (in the wall) not
+    for cols in (filled, rescued):
         assert torch.equal(cols["instance_label"][:16], union["instance_label"][:16])  # seen ones unchanged
-    assert default["instance_label"][:8].tolist() == [6] * 8 and (default["instance_label"][8:16] == 0).all()
-    assert default["semantic_label"][16:].tolist() == [2, 1, 2, 0, 1, 0]  # promoted with their best thing class
-    things = torch.isin(default["semantic_label"], torch.tensor(THINGS))
-    assert torch.equal(default["instance_label"] > 0, things)
+    assert rescued["instance_label"][:8].tolist() == [6] * 8 and (rescued["instance_label"][8:16] == 0).all()
+    assert rescued["semantic_label"][16:].tolist() == [2, 1, 2, 0, 1, 0]  # promoted with their best thing class
+    things = torch.isin(rescued["semantic_label"], torch.tensor(THINGS))
+    assert torch.equal(rescued["instance_label"] > 0, things)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from gaussian_renderer import render
-from segmentation.visibility import fill_unseen, gaussian_visibility, object_radius, rescue_stuff
+from segmentation.visibility import fill_unseen, gaussian_visibility, id_extents, object_radius, rescue_stuff
 from tests.test_rasterizer import TinyModel, as_camera, tiny_scene
 
 
@@ -93,4 +93,46 @@ def test_rescue_promotes_only_stuff_whose_code_its_thing_neighbours_carry():
                        torch.tensor([[0.01, 0.0, 0.0]], dtype=torch.float64)])
     ids_m = torch.tensor([3] * 4 + [7] * 4 + [0])
     codes_m = torch.tensor([3] * 4 + [7] * 4 + [3])
-    assert int(rescue_stuff(ids_m, codes_m, mixed, radius=0.1)[-1]) == 0
+    assert int(rescue_stuff(ids_m, codes_m, mixed, radius=0.1, extent_quantile=None)[-1]) == 0
+
+
+def test_id_extents_are_the_nearest_rank_quantiles_of_each_id():
+    g = torch.Generator().manual_seed(1)
+    means = torch.randn(300, 3, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 5, (300,), generator=g)
+    ids[ids == 3] = 0  # an absent id
+    lo, hi = id_extents(ids, means, 0.1)
+    for i in (1, 2, 4):
+        pts = means[ids == i].numpy()
+        assert np.allclose(lo[i], np.quantile(pts, 0.1, axis=0, method="lower"))
+        assert np.allclose(hi[i], np.quantile(pts, 0.9, axis=0, method="higher"))
+    assert np.isinf(lo[3]).all() and np.isinf(hi[3]).all() and np.isinf(lo[0]).all()
+    lo0, hi0 = id_extents(ids, means, 0.0)
+    assert np.allclose(lo0[2], means[ids == 2].min(0).values.numpy())
+
+
+def test_rescue_keeps_to_the_objects_extent():
+    """A 0.2 m cube of object Gaussians (id 3) on a floor grid: a floor ring around its footprint carries
+    the cube's code (as L_3D leaves it) and a patch of the cube's side is stuff. Only the patch joins the
+    cube; without the extent check the ring joins too."""
+    s = torch.linspace(-0.1, 0.1, 11, dtype=torch.float64)
+    a, b = torch.meshgrid(s, s, indexing="ij")
+    a, b = a.reshape(-1), b.reshape(-1)
+    faces = [torch.stack([a, b, torch.full_like(a, z)], 1) for z in (0.0, 0.2)]
+    faces += [torch.stack([torch.full_like(a, x), a, b + 0.1], 1) for x in (-0.1, 0.1)]
+    faces += [torch.stack([a, torch.full_like(a, y), b + 0.1], 1) for y in (-0.1, 0.1)]
+    cube = torch.unique(torch.cat(faces).round(decimals=6), dim=0)  # [M, 3] the cube's surface
+    f = torch.linspace(-0.5, 0.5, 51, dtype=torch.float64)
+    fx, fy = torch.meshgrid(f, f, indexing="ij")
+    floor = torch.stack([fx.reshape(-1), fy.reshape(-1), torch.full((51 * 51,), -0.02, dtype=torch.float64)], 1)
+    floor = floor[(floor[:, 0].abs() > 0.11) | (floor[:, 1].abs() > 0.11)]  # around the footprint
+    ring = (floor[:, 0].abs() < 0.16) & (floor[:, 1].abs() < 0.16)  # within 6 cm of the cube: its code
+    patch = (cube[:, 0] == 0.1) & (cube[:, 1].abs() < 0.05) & (cube[:, 2] > 0.05) & (cube[:, 2] < 0.15)
+    means = torch.cat([cube, floor])
+    ids = torch.cat([torch.where(patch, 0, 3), torch.zeros(len(floor), dtype=torch.int64)])
+    codes = torch.cat([torch.full((len(cube),), 3), torch.where(ring, 3, 9)])
+    out = rescue_stuff(ids, codes, means, radius=0.08)
+    assert patch.sum() >= 5 and (out[:len(cube)] == 3).all()  # the patch joined the cube
+    assert (out[len(cube):] == 0).all()  # no floor Gaussian did
+    wide = rescue_stuff(ids, codes, means, radius=0.08, extent_quantile=None)
+    assert (wide[len(cube):][ring] == 3).sum() >= 10  # without the check the ring joins

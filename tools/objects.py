@@ -612,10 +612,10 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
 
     One render per training view (``segmentation.labels.label_votes``), as train.py does when it
     saves: the segment votes of the default decoding rule, and each Gaussian's thing/stuff decision.
-    ``things`` (``segmentation.labels.THING_RULES``): "union_fill_rescue" (train.py's default:
-    "union_fill", then a stuff Gaussian among an object's Gaussians that carries the object's code
-    joins it), "union_fill" ("union", then each Gaussian no training view sees takes the labels of its
-    seen neighbours), "union" (a thing when its own semantic feature or the pixels it is part of say
+    ``things`` (``segmentation.labels.THING_RULES``): "union_fill" (train.py's default: "union", then
+    each Gaussian no training view sees takes the labels of its seen neighbours), "union_fill_rescue"
+    ("union_fill", then a stuff Gaussian among and inside an object's Gaussians that carries the
+    object's code joins it), "union" (a thing when its own semantic feature or the pixels it is part of say
     so), "vote" (the pixels decide for seen Gaussians) or "own" (each Gaussian's own feature: the rule
     of models saved before the vote).
     Models saved by an older version get the current labels this way; the parameters are copied
@@ -935,10 +935,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="model folder to write (not -m)")
     p.add_argument("--things", default=DEFAULT_THING_RULE, choices=THING_RULES,
                    help="union: a thing when its own semantic feature or the pixels it is part of say so; "
-                        "union_fill: union, and a Gaussian no training view sees takes the labels of its 8 "
-                        "nearest seen ones; union_fill_rescue (train.py's default): union_fill, and a stuff "
-                        "Gaussian whose own code most of its 8 nearest object Gaussians carry joins that "
-                        "object; vote: the pixels decide for seen Gaussians; own: each Gaussian's own "
+                        "union_fill (train.py's default): union, and a Gaussian no training view sees takes "
+                        "the labels of its 8 nearest seen ones; union_fill_rescue: union_fill, and a stuff "
+                        "Gaussian inside an object's extent whose own code most of its 8 nearest object "
+                        "Gaussians carry joins that object; vote: the pixels decide for seen Gaussians; own: each Gaussian's own "
                         "feature (models saved before the vote)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,15 +1,17 @@
 # Next lease (`device` tool, carry .whl/), from the repository root. Stages, one `run` call each:
-#   bash benchmarks/device_round15.sh A      build, scenes, GPU tests; starts the background chain
-#   WAIT=540 bash benchmarks/device_round15.sh poll   wait for the chain, pack results into $OUT
-# CHAIN=labels (default): issue 9 at the full schedule with the new defaults (decoding N = 5, thing rule
-# union_fill_rescue): a fresh 25-object Messy-Rooms scene (old_room, seed 91) and again the 100-object one of
-# RESULTS 11b / 12b (large_corridor, seed 72), side by side: things_ab.py first (union against union_fill_rescue; where the 100-object
-# precision goes), then PQ^scene, extraction, the decode sweep. About 20 minutes.
+#   bash benchmarks/device_round16.sh A      build, scenes, GPU tests (labels chain); starts the background chain
+#   WAIT=540 bash benchmarks/device_round16.sh poll   wait for the chain, pack results into $OUT
+# CHAIN=labels (default): issue 9, the thing rules at the full schedule on the two Messy-Rooms scenes of
+# RESULTS.md 13 (old_room seed 91, 25 objects; large_corridor seed 72, 100 objects), side by side:
+# things_ab.py scores union, union_fill (the default again), union_fill_rescue (the rescue kept to each
+# object's extent) and union_fill_rescue_ungated (13b's rule), and breaks the rescue's precision down;
+# then PQ^scene, the default's extraction, the decode sweep. About 20 minutes.
 # CHAIN=timing: issue 10's own measurement, alone on the GPU: plain 3DGS and UniC-Lift, 30 000 iterations,
-# every default (the tile_sparse feature backward), bench scene. About 11 minutes with stage A.
+# every default, bench scene, no GPU tests. About 11 minutes (plain alone took 249 s in 13c).
+# The two chains do not fit in one lease's 30 minutes.
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
-W=/tmp/w; R=/tmp/r15; D=/tmp/data
+W=/tmp/w; R=/tmp/r16; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 ITERS=${ITERS:-30000}
 CHAIN=${CHAIN:-labels}
@@ -38,17 +40,17 @@ if [ "$stage" = A ]; then
     python3 tools/make_scene.py --out $D/messy100 --objects 100 --views 186 --size 480x360 --noise realistic \
       --layout large_corridor --seed 72 --format messy --workers 5 --quiet > $R/make_messy100.log 2>&1 &
   fi
-  gpu_tests
+  [ "$CHAIN" = timing ] || gpu_tests
   wait; echo "scenes ready at ${SECONDS}s"
   start_chain
-  sleep 5; pack_results speed r15
+  sleep 5; pack_results speed r16
 fi
 
 if [ "$stage" = poll ]; then
   if [ "$CHAIN" = timing ]; then
     while [ ! -f $R/speed.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
-    grep -h "it/s" $R/speed.log | tail -3; pack_results speed r15
+    grep -h "it/s" $R/speed.log | tail -3; pack_results speed r16
   else
-    poll_labels speed r15
+    poll_labels speed r16
   fi
 fi
