@@ -104,6 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iteration", type=int, default=-1)
     ap.add_argument("--json", default=None)
     ap.add_argument("--rules", nargs="+", default=None, choices=RULES, help="score only these rules (default: all)")
+    ap.add_argument("--dump", default=None,
+                    help="also write the rescue's inputs for benchmarks/rescue_gates.py (npz, the object boxes included)")
     ap.add_argument("--diagnose", default=DEFAULT_THING_RULE, choices=RULES[3:],
                     help="the rule whose precision and recall losses are broken down (default: train.py's)")
     args = ap.parse_args(argv)
@@ -192,6 +194,13 @@ def main(argv=None) -> int:
     print("| rule | thing Gaussians | surface, every Gaussian: P / R | surface, stray filter: P / R | box, stray filter: P / R | unmatched | missed as stuff |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
+    if args.dump:
+        from benchmarks.rescue_gates import write_dump
+
+        out["dump"] = write_dump(args.dump, ids_fill=ids_f, codes=codes, own=own, means=means, opac=opac,
+                                 scales=scales, votes=tv, boxes=boxes)
+        print(f"rescue dump: {out['dump']['kept']} of {out['dump']['of']} Gaussians, {out['dump']['bytes'] / 2**20:.1f} MiB "
+              f"-> {args.dump}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)

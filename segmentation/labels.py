@@ -214,10 +214,12 @@ class ThingVotes:
     """Per Gaussian, how much of its blending weight over the training views fell on thing pixels.
 
     ``seen`` [N]: the weight summed over views and pixels (sum of T_i alpha_i, in pixels);
-    ``thing`` [N]: the part of it on pixels the model's own render decodes as a thing."""
+    ``thing`` [N]: the part of it on pixels the model's own render decodes as a thing;
+    ``masked`` [N] or None: the part on pixels the input masks give an object (instance id > 0, inside
+    the valid region), over the views that have a mask: what the 2D segmenter said, view by view."""
 
-    def __init__(self, seen: Tensor, thing: Tensor):
-        self.seen, self.thing = seen, thing
+    def __init__(self, seen: Tensor, thing: Tensor, masked: Optional[Tensor] = None):
+        self.seen, self.thing, self.masked = seen, thing, masked
 
     def decide(self, own: Tensor, *, rule: str = "union", share: float = THING_VOTE_SHARE,
                min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
@@ -261,9 +263,10 @@ def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes:
     Per view, one render of the embedding (and semantic feature) with the geometry held fixed:
     - its decoded codes vote for the codes that win the view's mask segments
       (``postprocess.segment_winners``, the default decoding rule);
-    - with ``things`` and a semantic head, its pixels decoded as things (``decode_pixels``) are
-      sent back through a constant 2-channel feature, so one backward gives every Gaussian its
-      blending weight on all pixels and on thing pixels (``ThingVotes``).
+    - with ``things`` and a semantic head, its pixels decoded as things (``decode_pixels``) and its
+      pixels inside an input mask segment are sent back through a constant 3-channel feature, so one
+      backward gives every Gaussian its blending weight on all pixels, on thing pixels and on masked
+      pixels (``ThingVotes``).
 
     A Gaussian's own semantic feature says little when it contributes little to any pixel: the
     render is right where the big contributors are, and the small ones inherit nothing. The vote
@@ -279,7 +282,7 @@ def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes:
     if with_sem:
         feats["semantic"] = model.params["semantic"].detach()
     things = things and with_sem
-    ones = torch.ones(emb.shape[0], 2, device=emb.device, dtype=emb.dtype, requires_grad=things)
+    ones = torch.ones(emb.shape[0], 3, device=emb.device, dtype=emb.dtype, requires_grad=things)
     if things:
         feats["vote"] = ones
     fixed = GeometryDetached(model)
@@ -288,6 +291,7 @@ def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes:
         with torch.set_grad_enabled(things):
             out = render(view.camera, fixed, features=feats, with_rgb=False, backend=backend)
         valid = getattr(view, "valid", None)
+        seg = None
         if view.instance is not None:
             codes = pixel_codes(out.features["embedding"].detach(), sigmoid_where)  # [H, W]
             seg = view.instance.to(codes.device)
@@ -299,13 +303,17 @@ def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes:
             with torch.no_grad():
                 semantic = semantic_classes(out.features["semantic"], decoder)  # [H, W]
                 thing_px = thing_mask(semantic, thing_classes).to(ones.dtype)  # [H, W]
-            v = out.features["vote"]  # [H, W, 2]
-            (v[..., 0].sum() + (v[..., 1] * thing_px).sum()).backward()
+            v = out.features["vote"]  # [H, W, 3]
+            loss = v[..., 0].sum() + (v[..., 1] * thing_px).sum()
+            if seg is not None:
+                loss = loss + (v[..., 2] * (seg > 0).to(ones.dtype)).sum()
+            loss.backward()
     votes = CodeVotes.from_winners(winners, n_views, **vote_settings)
     if not things:
         return votes, None
     grad = ones.grad if ones.grad is not None else torch.zeros_like(ones)
-    return votes, ThingVotes(grad[:, 0].detach().clone(), grad[:, 1].detach().clone())
+    masked = grad[:, 2].detach().clone() if n_views else None
+    return votes, ThingVotes(grad[:, 0].detach().clone(), grad[:, 1].detach().clone(), masked)
 
 
 def training_views(cfg, info, device, *, masked_only: bool = False):

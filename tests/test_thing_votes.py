@@ -56,6 +56,24 @@ def test_votes_are_blending_weights_on_thing_pixels():
     assert votes.views == 0  # no view had a mask: no segment votes
 
 
+def test_masked_weight_is_the_weight_on_mask_segments_of_masked_views():
+    """The third vote channel: the blending weight on pixels whose input mask names an object, over the
+    views with a mask. A mask over the object's half of the image: the object's Gaussian puts most of its
+    weight there, the wall's little; the flipped mask the reverse; a view without a mask adds nothing."""
+    model, cam = _scene()
+    h, w = cam.height, cam.width
+    inst = torch.zeros(h, w, dtype=torch.int64)
+    inst[:, : w // 2] = 4  # the object (x = -0.3) projects left of centre
+    _, none = label_votes(model, [_view(cam)], thing_classes=THINGS, backend="torch")
+    assert none.masked is None  # no view had a mask
+    _, one = label_votes(model, [_view(cam, inst), _view(cam)], thing_classes=THINGS, backend="torch")
+    _, both = label_votes(model, [_view(cam, inst), _view(cam, inst.flip(1))], thing_classes=THINGS, backend="torch")
+    seen1 = one.seen / 2  # the weight of one view (both views see the same)
+    assert (one.masked <= seen1 + 1e-9).all() and (one.masked >= 0).all()
+    assert one.masked[0] > 0.55 * seen1[0] and one.masked[1] < 0.2 * seen1[1]  # 63 % and 11 % here
+    torch.testing.assert_close(both.masked, both.seen / 2, rtol=1e-9, atol=1e-9)  # the halves add to one view
+
+
 def test_rules_union_vote_own():
     own = torch.tensor([True, False, False, True, False, True])
     seen = torch.tensor([10.0, 10.0, 10.0, 10.0, 0.5, 0.5])

@@ -1,0 +1,135 @@
+"""The stuff rescue's gates, studied offline on a GPU model's dump (issue 9, extraction precision).
+
+    python benchmarks/things_ab.py -m MODEL --dump rescue.npz     # on the GPU machine, with the model
+    python benchmarks/rescue_gates.py rescue.npz [--json out.json]  # anywhere, in seconds
+
+``things_ab.py --dump`` keeps every Gaussian that can change the measurement of any rescue variant: the
+thing Gaussians of ``union_fill`` (the default rule; the rescue's neighbours and the stray filter's
+input), the stuff Gaussians that the widest rescue (``object_radius`` factor 8, no gate) would take,
+and every Gaussian inside an object's box grown by ``extraction_eval.GROW`` (recall's reference and the
+matching). ``measure_extraction`` on that subset gives the numbers it gives on the whole model
+(``test_extraction_eval.py`` checks the premise). The object boxes travel in the same file, so the
+scene is not needed.
+
+Variants (box reference, stray filter on, median over objects, P / R): union_fill; the rescue at radius
+factor 4 and 8 without a gate, with the extent gate (``visibility.id_extents``, quantiles 0 / 0.01 /
+0.03), with a mask gate (the candidate's blending weight on input-mask object pixels, ``ThingVotes.masked``,
+at least a share of its weight in masked views), and with both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+DUMP_VERSION = 1
+
+
+def write_dump(path: str, *, ids_fill: torch.Tensor, codes: torch.Tensor, own: torch.Tensor, means: torch.Tensor,
+               opac: torch.Tensor, scales: torch.Tensor, votes, boxes) -> dict:
+    """The subset of Gaussians described in the module docstring, and the boxes, as one npz."""
+    from segmentation.visibility import object_radius, rescue_stuff
+    from tools import extraction_eval as ev
+
+    P = means.to(torch.float64).cpu().numpy()
+    r8 = object_radius(means, ids_fill, 8.0, scales=scales)
+    wide = rescue_stuff(ids_fill, codes, means, r8, extent_quantile=None)
+    keep = (ids_fill > 0) | (wide > 0)
+    g, _ = ev.box_pairs(P, boxes, ev.GROW)
+    keep = keep.numpy().copy()
+    keep[g] = True
+    seen = votes.seen.cpu()
+    masked = votes.masked.cpu() if votes.masked is not None else torch.full_like(seen, float("nan"))
+    out = {"version": np.int64(DUMP_VERSION), "gaussians": np.int64(len(P)),
+           "means": P[keep].astype(np.float32), "opacity": opac.numpy()[keep].astype(np.float32),
+           "max_scale": scales.max(dim=1).values.numpy()[keep].astype(np.float32),
+           "ids_fill": ids_fill.numpy()[keep].astype(np.int32), "codes": codes.numpy()[keep].astype(np.int32),
+           "own": own.numpy()[keep], "seen": seen.numpy()[keep].astype(np.float32),
+           "thing": votes.thing.cpu().numpy()[keep].astype(np.float32), "masked": masked.numpy()[keep].astype(np.float32),
+           "box_ids": boxes.ids, "box_classes": boxes.classes, "box_centre": boxes.centre, "box_half": boxes.half,
+           "box_yaw": boxes.yaw}
+    np.savez_compressed(path, **out)
+    return {"kept": int(keep.sum()), "of": int(len(P)), "bytes": os.path.getsize(path)}
+
+
+def load_dump(path: str) -> dict:
+    d = dict(np.load(path))
+    if int(d.get("version", -1)) != DUMP_VERSION:
+        raise SystemExit(f"error: {path}: not a rescue dump of version {DUMP_VERSION}; write it again with "
+                         f"things_ab.py --dump")
+    return d
+
+
+def study(d: dict) -> list:
+    """[(name, P, R, rescued)] for every variant of the module docstring."""
+    from segmentation.visibility import id_extents, object_radius, rescue_stuff
+    from tools import extraction_eval as ev
+    from tools.objects import default_radius, stray_filter
+
+    boxes = ev.ObjectBoxes(ids=d["box_ids"], kinds=["?"] * len(d["box_ids"]), classes=d["box_classes"],
+                           centre=d["box_centre"], half=d["box_half"], yaw=d["box_yaw"])
+    means = torch.from_numpy(d["means"].astype(np.float64))
+    opac = torch.from_numpy(d["opacity"].astype(np.float64))
+    scales = torch.from_numpy(d["max_scale"].astype(np.float64))[:, None].expand(-1, 3)
+    ids_f = torch.from_numpy(d["ids_fill"].astype(np.int64))
+    codes = torch.from_numpy(d["codes"].astype(np.int64))
+    seen = d["seen"].astype(np.float64)
+    masked = d["masked"].astype(np.float64)
+    mask_share = np.where(seen > 0, masked / np.maximum(seen, 1e-12), 0.0)
+
+    def score(ids):
+        keep = stray_filter(ids, means, opac, radius=default_radius(means, ids, scales=scales))
+        r = ev.measure_extraction(ids, keep, means, opac, boxes, grow=ev.GROW, inner=ev.INNER)
+        return r.median_precision, r.median_recall
+
+    rows = [("union_fill",) + score(ids_f) + (0,)]
+    for factor in (4.0, 8.0):
+        r = object_radius(means, ids_f, factor, scales=scales)
+        base = rescue_stuff(ids_f, codes, means, r, extent_quantile=None)
+        new = ((base > 0) & (ids_f == 0)).numpy()
+        gates = {"no gate": np.ones(len(new), bool)}
+        for q in (0.0, 0.01, 0.03):
+            lo, hi = id_extents(ids_f, means, q)
+            c = np.minimum(base.numpy(), len(lo) - 1)
+            P = d["means"].astype(np.float64)
+            gates[f"extent {q}"] = (P >= lo[c]).all(1) & (P <= hi[c]).all(1)
+        if np.isfinite(masked).all():
+            for tau in (0.1, 0.25, 0.5):
+                gates[f"mask {tau}"] = mask_share >= tau
+            lo, hi = id_extents(ids_f, means, 0.01)
+            c = np.minimum(base.numpy(), len(lo) - 1)
+            P = d["means"].astype(np.float64)
+            gates["extent 0.01 + mask 0.25"] = (P >= lo[c]).all(1) & (P <= hi[c]).all(1) & (mask_share >= 0.25)
+        for name, ok in gates.items():
+            take = new & ok
+            ids = torch.where(torch.from_numpy(take), base, ids_f)
+            rows.append((f"rescue x{factor:g}, {name}",) + score(ids) + (int(take.sum()),))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dump", help="npz written by things_ab.py --dump")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    d = load_dump(args.dump)
+    rows = study(d)
+    print(f"{args.dump}: {len(d['means'])} of {int(d['gaussians'])} Gaussians, {len(d['box_ids'])} objects")
+    print("| variant | box, stray filter: P / R | rescued |")
+    print("|---|---:|---:|")
+    for name, p, r, n in rows:
+        print(f"| {name} | {p:.3f} / {r:.3f} | {n} |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump([{"variant": n, "P": p, "R": r, "rescued": k} for n, p, r, k in rows], fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
