@@ -10,7 +10,7 @@ acc_job() {
   { echo "stage start $(date +%s)"
     python3 train.py -s $scene -m $M --eval --quiet --test_iterations $ITERS --save_iterations $ITERS "$@" &&
     echo "stage trained $(date +%s)" &&
-    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --diagnose ${DIAGNOSE:-union_fill_rescue} --rules ${THING_RULES:-union union_fill union_fill_rescue union_fill_rescue_ungated}
+    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --dump $R/acc/${name}_rescue.npz --diagnose ${DIAGNOSE:-union_fill_rescue} --rules ${THING_RULES:-union union_fill union_fill_rescue union_fill_rescue_ungated}
     echo "stage things_ab $(date +%s)"
     python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
     python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
@@ -45,12 +45,14 @@ label_jobs() {
 }
 
 # pack_results SPEED TAG: the bench_train table of R/SPEED, the GPU test log and R (without models or
-# images; with the decode dumps, about 1 MB each, for decode_sweep.py --from_dump) as TAG.tgz into OUT.
+# images; with the decode dumps, about 1 MB each, for decode_sweep.py --from_dump) as TAG.tgz into OUT;
+# the rescue dumps (things_ab.py --dump, two files of up to ~12 MB per scene) beside it, one file each.
 pack_results() {
   cp $R/$1/bench.md $OUT/$1.md 2>/dev/null; cp $R/$1/bench.json $OUT/$1.json 2>/dev/null
   cp $R/gpu_tests.log $OUT/ 2>/dev/null
+  cp $R/acc/*_rescue*.npz $OUT/ 2>/dev/null
   tar czf $OUT/$2.tgz -C $R --exclude='*.ply' --exclude='*.pt' --exclude='*.pth' --exclude='renders' --exclude='gt' \
-      --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' . 2>/dev/null
+      --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' --exclude='*_rescue*.npz' . 2>/dev/null
   ls -la $OUT
 }
 

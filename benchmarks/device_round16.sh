@@ -5,7 +5,9 @@
 # RESULTS.md 13 (old_room seed 91, 25 objects; large_corridor seed 72, 100 objects), side by side:
 # things_ab.py scores union, union_fill (the default again), union_fill_rescue (the rescue kept to each
 # object's extent) and union_fill_rescue_ungated (13b's rule), and breaks the rescue's precision down;
-# then PQ^scene, the default's extraction, the decode sweep. About 20 minutes.
+# then PQ^scene, the default's extraction, the decode sweep. About 20 minutes. Each scene's rescue dump
+# (things_ab.py --dump: MESSY_rescue.npz and MESSY_rescue_means.npz) comes back beside r16.tgz: score
+# the rescue's gates from it here with `python benchmarks/rescue_gates.py messy100_rescue.npz`.
 # CHAIN=timing: issue 10's own measurement, alone on the GPU: plain 3DGS and UniC-Lift, 30 000 iterations,
 # every default, bench scene, no GPU tests. About 11 minutes (plain alone took 249 s in 13c).
 # The two chains do not fit in one lease's 30 minutes.

@@ -8,7 +8,7 @@ thing Gaussians of ``union_fill`` (the default rule; the rescue's neighbours and
 input), the stuff Gaussians that the widest rescue (``object_radius`` factor 8, no gate) would take,
 and every Gaussian inside an object's box grown by ``extraction_eval.GROW`` (recall's reference and the
 matching). ``measure_extraction`` on that subset gives the numbers it gives on the whole model
-(``test_extraction_eval.py`` checks the premise). The object boxes travel in the same file, so the
+(``tests/test_rescue_gates.py`` checks the premise). The centres go to a second file, ``*_means.npz``. The object boxes travel in the same file, so the
 scene is not needed.
 
 Variants (box reference, stray filter on, median over objects, P / R): union_fill; the rescue at radius
@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-DUMP_VERSION = 1
+DUMP_VERSION = 2
 
 
-def write_dump(path: str, *, ids_fill: torch.Tensor, codes: torch.Tensor, own: torch.Tensor, means: torch.Tensor,
+def write_dump(path: str, *, ids_fill: torch.Tensor, codes: torch.Tensor, means: torch.Tensor,
                opac: torch.Tensor, scales: torch.Tensor, votes, boxes) -> dict:
     """The subset of Gaussians described in the module docstring, and the boxes, as one npz."""
     from segmentation.visibility import object_radius, rescue_stuff
@@ -44,18 +44,32 @@ def write_dump(path: str, *, ids_fill: torch.Tensor, codes: torch.Tensor, own: t
     g, _ = ev.box_pairs(P, boxes, ev.GROW)
     keep = keep.numpy().copy()
     keep[g] = True
-    seen = votes.seen.cpu()
-    masked = votes.masked.cpu() if votes.masked is not None else torch.full_like(seen, float("nan"))
+    seen = votes.seen.cpu().double()
+    if votes.masked is not None:
+        share = torch.where(seen > 0, votes.masked.cpu().double() / seen.clamp_min(1e-12), torch.zeros_like(seen))
+    else:
+        share = torch.full_like(seen, float("nan"))
+    # two files, each under the device machine's 16 MiB per returned file for ~1 M kept Gaussians: the
+    # centres (float32, as the model holds them) apart from the rest
     out = {"version": np.int64(DUMP_VERSION), "gaussians": np.int64(len(P)),
-           "means": P[keep].astype(np.float32), "opacity": opac.numpy()[keep].astype(np.float32),
+           "opacity": opac.numpy()[keep].astype(np.float32),
            "max_scale": scales.max(dim=1).values.numpy()[keep].astype(np.float32),
-           "ids_fill": ids_fill.numpy()[keep].astype(np.int32), "codes": codes.numpy()[keep].astype(np.int32),
-           "own": own.numpy()[keep], "seen": seen.numpy()[keep].astype(np.float32),
-           "thing": votes.thing.cpu().numpy()[keep].astype(np.float32), "masked": masked.numpy()[keep].astype(np.float32),
+           "ids_fill": ids_fill.numpy()[keep].astype(np.int16), "codes": codes.numpy()[keep].astype(np.int16),
+           "mask_share": share.numpy()[keep].astype(np.float16),
            "box_ids": boxes.ids, "box_classes": boxes.classes, "box_centre": boxes.centre, "box_half": boxes.half,
            "box_yaw": boxes.yaw}
+    if int(max(ids_fill.max(), codes.max())) > np.iinfo(np.int16).max:
+        raise ValueError("write_dump: ids above 32767 do not fit the dump's int16 columns")
     np.savez_compressed(path, **out)
-    return {"kept": int(keep.sum()), "of": int(len(P)), "bytes": os.path.getsize(path)}
+    np.savez_compressed(means_path(path), means=P[keep].astype(np.float32))
+    return {"kept": int(keep.sum()), "of": int(len(P)),
+            "bytes": os.path.getsize(path) + os.path.getsize(means_path(path))}
+
+
+def means_path(path: str) -> str:
+    """The dump's second file: the kept Gaussians' centres."""
+    stem = path[:-4] if path.endswith(".npz") else path
+    return stem + "_means.npz"
 
 
 def load_dump(path: str) -> dict:
@@ -63,6 +77,13 @@ def load_dump(path: str) -> dict:
     if int(d.get("version", -1)) != DUMP_VERSION:
         raise SystemExit(f"error: {path}: not a rescue dump of version {DUMP_VERSION}; write it again with "
                          f"things_ab.py --dump")
+    mp = means_path(path)
+    if not os.path.isfile(mp):
+        raise SystemExit(f"error: {mp}: missing (things_ab.py --dump writes it beside {path}); copy both files")
+    d["means"] = np.load(mp)["means"]
+    if len(d["means"]) != len(d["opacity"]):
+        raise SystemExit(f"error: {mp}: {len(d['means'])} centres for {len(d['opacity'])} Gaussians in {path}; "
+                         f"the two files come from different dumps")
     return d
 
 
@@ -79,9 +100,7 @@ def study(d: dict) -> list:
     scales = torch.from_numpy(d["max_scale"].astype(np.float64))[:, None].expand(-1, 3)
     ids_f = torch.from_numpy(d["ids_fill"].astype(np.int64))
     codes = torch.from_numpy(d["codes"].astype(np.int64))
-    seen = d["seen"].astype(np.float64)
-    masked = d["masked"].astype(np.float64)
-    mask_share = np.where(seen > 0, masked / np.maximum(seen, 1e-12), 0.0)
+    mask_share = d["mask_share"].astype(np.float64)
 
     def score(ids):
         keep = stray_filter(ids, means, opac, radius=default_radius(means, ids, scales=scales))
@@ -99,7 +118,7 @@ def study(d: dict) -> list:
             c = np.minimum(base.numpy(), len(lo) - 1)
             P = d["means"].astype(np.float64)
             gates[f"extent {q}"] = (P >= lo[c]).all(1) & (P <= hi[c]).all(1)
-        if np.isfinite(masked).all():
+        if np.isfinite(mask_share).all():
             for tau in (0.1, 0.25, 0.5):
                 gates[f"mask {tau}"] = mask_share >= tau
             lo, hi = id_extents(ids_f, means, 0.01)

@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     if args.dump:
         from benchmarks.rescue_gates import write_dump
 
-        out["dump"] = write_dump(args.dump, ids_fill=ids_f, codes=codes, own=own, means=means, opac=opac,
+        out["dump"] = write_dump(args.dump, ids_fill=ids_f, codes=codes, means=means, opac=opac,
                                  scales=scales, votes=tv, boxes=boxes)
         print(f"rescue dump: {out['dump']['kept']} of {out['dump']['of']} Gaussians, {out['dump']['bytes'] / 2**20:.1f} MiB "
               f"-> {args.dump}")

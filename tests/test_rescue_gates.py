@@ -49,7 +49,7 @@ def _full_score(ids, s):
 def test_dump_scores_as_the_whole_model(tmp_path):
     s = _scene()
     path = str(tmp_path / "d.npz")
-    info = write_dump(path, ids_fill=s["ids"], codes=s["codes"], own=s["own"], means=s["means"], opac=s["opac"],
+    info = write_dump(path, ids_fill=s["ids"], codes=s["codes"], means=s["means"], opac=s["opac"],
                       scales=s["scales"], votes=s["votes"], boxes=s["boxes"])
     assert 0 < info["kept"] < info["of"]  # far floor left out
     rows = {name: (p, r, n) for name, p, r, n in study(load_dump(path))}
