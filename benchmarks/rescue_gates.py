@@ -11,7 +11,8 @@ matching). ``measure_extraction`` on that subset gives the numbers it gives on t
 (``tests/test_rescue_gates.py`` checks the premise). The centres go to a second file, ``*_means.npz``. The object boxes travel in the same file, so the
 scene is not needed.
 
-Variants (box reference, stray filter on, median over objects, P / R): union_fill; the rescue at radius
+Variants (box reference, stray filter on, median over objects, P / R): union_fill, also with other
+stray-filter radii (``default_radius`` factor) and minimum shares; the rescue at radius
 factor 4 and 8 without a gate, with the extent gate (``visibility.id_extents``, quantiles 0 / 0.01 /
 0.03), with a mask gate (the candidate's blending weight on input-mask object pixels, ``ThingVotes.masked``,
 at least a share of its weight in masked views), and with both.
@@ -108,6 +109,12 @@ def study(d: dict) -> list:
         return r.median_precision, r.median_recall
 
     rows = [("union_fill",) + score(ids_f) + (0,)]
+    for factor, share in ((4.0, 0.2), (16.0, 0.2), (8.0, 0.1), (8.0, 0.5), (8.0, 0.8)):  # the stray filter's knobs
+        keep = stray_filter(ids_f, means, opac, radius=default_radius(means, ids_f, factor, scales=scales),
+                            min_share=share)
+        r = ev.measure_extraction(ids_f, keep, means, opac, boxes, grow=ev.GROW, inner=ev.INNER)
+        rows.append((f"union_fill, stray filter x{factor:g}, min share {share:g}", r.median_precision,
+                     r.median_recall, 0))
     for factor in (4.0, 8.0):
         r = object_radius(means, ids_f, factor, scales=scales)
         base = rescue_stuff(ids_f, codes, means, r, extent_quantile=None)
