@@ -34,7 +34,7 @@ DUMP_VERSION = 2
 
 def write_dump(path: str, *, ids_fill: torch.Tensor, codes: torch.Tensor, means: torch.Tensor,
                opac: torch.Tensor, scales: torch.Tensor, votes, boxes) -> dict:
-    """The subset of Gaussians described in the module docstring, and the boxes, as one npz."""
+    """``votes``: ``segmentation.labels.ThingVotes``. The subset of Gaussians described in the module docstring, and the boxes, as one npz."""
     from segmentation.visibility import object_radius, rescue_stuff
     from tools import extraction_eval as ev
 
@@ -45,11 +45,8 @@ def write_dump(path: str, *, ids_fill: torch.Tensor, codes: torch.Tensor, means:
     g, _ = ev.box_pairs(P, boxes, ev.GROW)
     keep = keep.numpy().copy()
     keep[g] = True
-    seen = votes.seen.cpu().double()
-    if votes.masked is not None:
-        share = torch.where(seen > 0, votes.masked.cpu().double() / seen.clamp_min(1e-12), torch.zeros_like(seen))
-    else:
-        share = torch.full_like(seen, float("nan"))
+    share = votes.mask_share()
+    share = share.cpu().double() if share is not None else torch.full((len(P),), float("nan"), dtype=torch.float64)
     # two files, each under the device machine's 16 MiB per returned file for ~1 M kept Gaussians: the
     # centres (float32, as the model holds them) apart from the rest
     out = {"version": np.int64(DUMP_VERSION), "gaussians": np.int64(len(P)),

@@ -16,12 +16,14 @@ generator's exact geometry (surface and box references), without and with the de
   takes the majority id of its 8 nearest seen Gaussians (by their union decision), or its own code when
   they say stuff and its own feature says thing;
   train.py's default;
-- union_rescue (``visibility.rescue_stuff``): union, then a stuff Gaussian whose own (snapped) code is the majority id of its 8
-  nearest thing Gaussians (at least 5 of them, all within half the stray filter's radius) and that lies
-  inside that id's extent becomes a thing of that id: object surface the fg/bg decision missed, recognised
-  by its code and its place;
+- union_rescue (``visibility.rescue_stuff``): union, then a stuff Gaussian whose own (snapped) code is the
+  majority id of its 8 nearest thing Gaussians (at least 5 of them, all within the stray filter's radius),
+  and at least a tenth of whose weight in the masked views fell on the input masks' object pixels, becomes
+  a thing of that id: object surface the fg/bg decision missed, recognised by its code, its place and the
+  masks;
 - union_fill_rescue: union_fill, then the rescue;
-- union_fill_rescue_ungated: the same without the extent check (the rule as measured in RESULTS.md 13b).
+- union_fill_rescue_ungated: union_fill, then the rescue as measured in RESULTS.md 13b (half that radius,
+  no mask gate). ``benchmarks/rescue_gates.py`` scores more variants from ``--dump``.
 
 Then, for one rule (``--diagnose``, default train.py's), where its precision goes (``outside``: the
 extracted opacity outside each object's grown box, split into stuff surfaces, other objects' surfaces
@@ -94,7 +96,8 @@ def main(argv=None) -> int:
     from scene.model_folder import find_iteration, load_model
     from segmentation.labels import (DEFAULT_THING_RULE, gaussian_label_columns, label_votes, load_semantic_decoder,
                                      semantic_classes, thing_mask, training_views)
-    from segmentation.visibility import DEFAULT_RESCUE_RADIUS_FACTOR, fill_unseen, object_radius, rescue_stuff
+    from segmentation.visibility import (DEFAULT_RESCUE_MASK_SHARE, DEFAULT_RESCUE_RADIUS_FACTOR, fill_unseen,
+                                         object_radius, rescue_stuff)
     from tools import extraction_eval as ev
     from tools.objects import default_radius, stray_filter
     from utils.general_utils import pick_device
@@ -138,15 +141,17 @@ def main(argv=None) -> int:
     ids_u = torch.where(union, codes, torch.zeros_like(codes))
     rule_ids = {"union": ids_u}
     r_rescue = object_radius(means, ids_u, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales)
-    ids_r = rescue_stuff(ids_u, codes, means, r_rescue)  # the rescue without the fill (not a library rule)
+    share = tv.mask_share()
+    allowed = None if share is None else share.cpu() >= DEFAULT_RESCUE_MASK_SHARE
+    ids_r = rescue_stuff(ids_u, codes, means, r_rescue, allowed=allowed)  # the rescue without the fill (not a library rule)
     rules["union_rescue"], rule_ids["union_rescue"] = ids_r > 0, ids_r
     for name in ("union_fill", "union_fill_rescue"):  # the library's rules, exactly as train.py saves them
         ids = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=votes.valid(), thing_votes=tv,
                                      thing_rule=name)["instance_label"].cpu()
         rules[name], rule_ids[name] = ids > 0, ids
     ids_f = rule_ids["union_fill"]
-    r_fill = object_radius(means, ids_f, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales)
-    ids_w = rescue_stuff(ids_f, codes, means, r_fill, extent_quantile=None)  # the rescue of 13b (no extent check)
+    r_fill = object_radius(means, ids_f, 4.0, scales=scales)
+    ids_w = rescue_stuff(ids_f, codes, means, r_fill)  # the rescue of 13b: radius factor 4, no gate
     rules["union_fill_rescue_ungated"], rule_ids["union_fill_rescue_ungated"] = ids_w > 0, ids_w
     ids_fr = rule_ids[args.diagnose]
     scene = cfg.source_path

@@ -55,8 +55,9 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
     thing by the vote gets the most likely thing class of its own logits as ``semantic_label``, so
     the two columns agree. ``thing_rule``: ``ThingVotes.decide``'s rule; "union_fill" (the default,
     ``DEFAULT_THING_RULE``) then gives each unseen Gaussian the labels of its seen neighbours
-    (``ThingVotes.fill_unseen``); "union_fill_rescue" then gives stuff Gaussians inside an object that
-    carries their own code back to it (``visibility.rescue_stuff``).
+    (``ThingVotes.fill_unseen``); "union_fill_rescue" then gives stuff Gaussians among an object's
+    Gaussians that carry its code, and on pixels the input masks give an object, back to it
+    (``visibility.rescue_stuff``; only when the votes carry the masks' share).
     Without votes, each Gaussian's own feature decides (the former rule)."""
     thing_rule = DEFAULT_THING_RULE if thing_rule is None else thing_rule
     cols: Dict[str, Tensor] = {}
@@ -76,11 +77,14 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
             if thing_votes is not None and thing_rule in ("union_fill", "union_fill_rescue"):
                 means = model.get_means().detach()
                 inst = thing_votes.fill_unseen(inst, codes + 1, own, means)
-                if thing_rule == "union_fill_rescue":
-                    from segmentation.visibility import DEFAULT_RESCUE_RADIUS_FACTOR, object_radius, rescue_stuff
+                share = thing_votes.mask_share()
+                if thing_rule == "union_fill_rescue" and share is not None:  # without masks, nothing to gate on
+                    from segmentation.visibility import (DEFAULT_RESCUE_MASK_SHARE, DEFAULT_RESCUE_RADIUS_FACTOR,
+                                                         object_radius, rescue_stuff)
 
                     radius = object_radius(means, inst, DEFAULT_RESCUE_RADIUS_FACTOR, scales=model.get_scales())
-                    inst = rescue_stuff(inst, codes + 1, means, radius)
+                    inst = rescue_stuff(inst, codes + 1, means, radius,
+                                        allowed=share.to(inst.device) >= DEFAULT_RESCUE_MASK_SHARE)
                 things = inst > 0
             promoted = things & ~own  # [N] things by the vote whose own argmax is a stuff class
             if bool(promoted.any()):  # their class: the most likely thing class of their own logits
@@ -203,9 +207,10 @@ THING_VOTE_MIN_WEIGHT = 1.0
 # The default rule adds a neighbourhood step to the union (gaussian_label_columns): unseen Gaussians take
 # their seen neighbours' id (COLMAP 100, full schedule: box recall 0.927 -> 0.972, precision 0.991 both,
 # RESULTS.md 12b). "union_fill_rescue" then gives stuff Gaussians among an object's Gaussians that carry its
-# code back to it: on CPU models recall 0.886 -> 0.951 at precision 0.995 (12c), but on the full-schedule
-# Messy-Rooms models, before the rescue kept to the object's extent, precision fell 0.992 -> 0.919 (25
-# objects) and 0.926 -> 0.826 (100) against the union (13b). It was the default from e700021 to this change.
+# code back to it, where the input masks put at least a tenth of their weight on object pixels: on CPU
+# models recall 0.886 -> 0.985 at precision 0.995 (13d). Without that gate, on the full-schedule Messy-Rooms
+# models, precision fell 0.992 -> 0.919 (25 objects) and 0.926 -> 0.826 (100) against the union (13b):
+# it was the default from e700021 to 0493122, and is not again until the gate is measured there.
 THING_RULES = ("union_fill", "union_fill_rescue", "union", "vote", "own")
 DEFAULT_THING_RULE = THING_RULES[0]
 
@@ -216,10 +221,20 @@ class ThingVotes:
     ``seen`` [N]: the weight summed over views and pixels (sum of T_i alpha_i, in pixels);
     ``thing`` [N]: the part of it on pixels the model's own render decodes as a thing;
     ``masked`` [N] or None: the part on pixels the input masks give an object (instance id > 0, inside
-    the valid region), over the views that have a mask: what the 2D segmenter said, view by view."""
+    the valid region), what the 2D segmenter said view by view; ``masked_seen`` [N] or None: the weight
+    over the views that have a mask (all their pixels), its reference (``mask_share``)."""
 
-    def __init__(self, seen: Tensor, thing: Tensor, masked: Optional[Tensor] = None):
-        self.seen, self.thing, self.masked = seen, thing, masked
+    def __init__(self, seen: Tensor, thing: Tensor, masked: Optional[Tensor] = None,
+                 masked_seen: Optional[Tensor] = None):
+        self.seen, self.thing, self.masked, self.masked_seen = seen, thing, masked, masked_seen
+
+    def mask_share(self) -> Optional[Tensor]:
+        """[N] the share of each Gaussian's weight in the views with a mask that fell on object pixels of
+        those masks (0 where it has none); None without masks."""
+        if self.masked is None:
+            return None
+        ref = self.masked_seen if self.masked_seen is not None else self.seen
+        return torch.where(ref > 0, self.masked / ref.clamp_min(1e-12), torch.zeros_like(ref))
 
     def decide(self, own: Tensor, *, rule: str = "union", share: float = THING_VOTE_SHARE,
                min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
@@ -264,9 +279,9 @@ def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes:
     - its decoded codes vote for the codes that win the view's mask segments
       (``postprocess.segment_winners``, the default decoding rule);
     - with ``things`` and a semantic head, its pixels decoded as things (``decode_pixels``) and its
-      pixels inside an input mask segment are sent back through a constant 3-channel feature, so one
-      backward gives every Gaussian its blending weight on all pixels, on thing pixels and on masked
-      pixels (``ThingVotes``).
+      pixels inside an input mask segment are sent back through a constant 4-channel feature, so one
+      backward gives every Gaussian its blending weight on all pixels, on thing pixels, on masked
+      pixels and on all pixels of masked views (``ThingVotes``).
 
     A Gaussian's own semantic feature says little when it contributes little to any pixel: the
     render is right where the big contributors are, and the small ones inherit nothing. The vote
@@ -282,7 +297,7 @@ def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes:
     if with_sem:
         feats["semantic"] = model.params["semantic"].detach()
     things = things and with_sem
-    ones = torch.ones(emb.shape[0], 3, device=emb.device, dtype=emb.dtype, requires_grad=things)
+    ones = torch.ones(emb.shape[0], 4, device=emb.device, dtype=emb.dtype, requires_grad=things)
     if things:
         feats["vote"] = ones
     fixed = GeometryDetached(model)
@@ -303,17 +318,17 @@ def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes:
             with torch.no_grad():
                 semantic = semantic_classes(out.features["semantic"], decoder)  # [H, W]
                 thing_px = thing_mask(semantic, thing_classes).to(ones.dtype)  # [H, W]
-            v = out.features["vote"]  # [H, W, 3]
+            v = out.features["vote"]  # [H, W, 4]
             loss = v[..., 0].sum() + (v[..., 1] * thing_px).sum()
             if seg is not None:
-                loss = loss + (v[..., 2] * (seg > 0).to(ones.dtype)).sum()
+                loss = loss + (v[..., 2] * (seg > 0).to(ones.dtype)).sum() + v[..., 3].sum()
             loss.backward()
     votes = CodeVotes.from_winners(winners, n_views, **vote_settings)
     if not things:
         return votes, None
     grad = ones.grad if ones.grad is not None else torch.zeros_like(ones)
-    masked = grad[:, 2].detach().clone() if n_views else None
-    return votes, ThingVotes(grad[:, 0].detach().clone(), grad[:, 1].detach().clone(), masked)
+    masked, masked_seen = (grad[:, 2].detach().clone(), grad[:, 3].detach().clone()) if n_views else (None, None)
+    return votes, ThingVotes(grad[:, 0].detach().clone(), grad[:, 1].detach().clone(), masked, masked_seen)
 
 
 def training_views(cfg, info, device, *, masked_only: bool = False):

@@ -24,7 +24,7 @@ from torch import Tensor
 
 __all__ = ["gaussian_visibility", "fill_unseen", "rescue_stuff", "object_radius", "DEFAULT_MIN_WEIGHT",
            "DEFAULT_FILL_NEIGHBOURS", "DEFAULT_RESCUE_AGREE", "DEFAULT_RESCUE_RADIUS_FACTOR",
-           "DEFAULT_RESCUE_EXTENT_QUANTILE", "id_extents", "DEFAULT_RADIUS_FACTOR",
+           "DEFAULT_RESCUE_MASK_SHARE", "DEFAULT_RESCUE_EXTENT_QUANTILE", "id_extents", "DEFAULT_RADIUS_FACTOR",
            "DEFAULT_SCALE_FACTOR"]
 
 # A Gaussian whose blending weights over all training views sum to less than one pixel never
@@ -34,15 +34,18 @@ DEFAULT_FILL_NEIGHBOURS = 8
 # rescue_stuff: a stuff Gaussian joins the object its own code names when at least this many of its
 # DEFAULT_FILL_NEIGHBOURS nearest thing Gaussians carry that id ...
 DEFAULT_RESCUE_AGREE = 5
-# ... within object_radius with this factor: half the stray filter's. With 8, on the sparse 600-iteration
-# quick-start model (10k Gaussians, wide spacing), floor and table Gaussians that L_3D gave an object's
-# code joined it: median precision 1.000 -> 0.918 (box); with 4 it stays 1.000, and a CPU Messy room
-# keeps most of the gain (recall 0.886 -> 0.951, 0.985 with 8; RESULTS.md 12c)
-DEFAULT_RESCUE_RADIUS_FACTOR = 4.0
-# ... and only inside the object's extent: per axis, this quantile to 1 - it of the centres of the Gaussians
-# that already carry its id. Without it, on the full-schedule Messy-Rooms models (1.3-2.3 M Gaussians) the
-# rescue took floor, wall and table around objects: median precision 0.992 -> 0.919 (25 objects) and
-# 0.926 -> 0.826 (100), box reference (RESULTS.md 13b).
+# ... within object_radius with this factor (the stray filter's) ...
+DEFAULT_RESCUE_RADIUS_FACTOR = 8.0
+# ... when at least this share of its blending weight in the views with a mask fell on pixels the input masks
+# give an object (``labels.ThingVotes.mask_share``). Floor, wall and table around an object, which L_3D gives
+# the object's code, lie on pixels the masks call background. Without a gate, on the full-schedule
+# Messy-Rooms models (1.3-2.3 M Gaussians) the rescue (factor 4) took them: median precision 0.992 -> 0.919
+# (25 objects) and 0.926 -> 0.826 (100), box reference (RESULTS.md 13b). With it, on the CPU models of 12c:
+# the quick start's failure at factor 8 (0.918) is gone (1.000 / 0.957) and the Messy room keeps the whole
+# gain (0.886 -> 0.985) (RESULTS.md 13d).
+DEFAULT_RESCUE_MASK_SHARE = 0.1
+# id_extents, the other gate studied (benchmarks/rescue_gates.py): per axis, this quantile to 1 - it of the
+# centres of the Gaussians that already carry the id. It halved the quick start's loss only.
 DEFAULT_RESCUE_EXTENT_QUANTILE = 0.01
 DEFAULT_RADIUS_FACTOR = 8.0  # object_radius: this x the median nearest-neighbour spacing (4 cuts objects apart)
 DEFAULT_SCALE_FACTOR = 2.0  # object_radius: at least this x the object Gaussians' median largest scale
@@ -157,17 +160,17 @@ def id_extents(ids: Tensor, means: Tensor, q: float = DEFAULT_RESCUE_EXTENT_QUAN
 
 
 def rescue_stuff(ids: Tensor, own_ids: Tensor, means: Tensor, radius: float, *, k: int = DEFAULT_FILL_NEIGHBOURS,
-                 min_agree: int = DEFAULT_RESCUE_AGREE,
-                 extent_quantile: Optional[float] = DEFAULT_RESCUE_EXTENT_QUANTILE, chunk: int = 1 << 16) -> Tensor:
+                 min_agree: int = DEFAULT_RESCUE_AGREE, allowed: Optional[Tensor] = None,
+                 extent_quantile: Optional[float] = None, chunk: int = 1 << 16) -> Tensor:
     """Give stuff Gaussians (``ids`` == 0) back to the object their own code names.
 
     A stuff Gaussian becomes a thing of id ``own_ids[i]`` when at least ``min_agree`` of its ``k``
-    nearest thing Gaussians, all within ``radius``, carry that id, and (``extent_quantile`` not None)
-    its centre lies inside that id's extent (``id_extents``). Object surface whose pixels the fg/bg
-    head rendered as stuff (a segmenter's thing/stuff flips) still carries the object's code, and lies
-    among and inside that object's Gaussians. Floor, wall and table Gaussians touching an object may
-    carry its code too (L_3D smooths codes across the contact): they lie around its extent, not in it,
-    and the radius stays small against the spacing (``DEFAULT_RESCUE_RADIUS_FACTOR``).
+    nearest thing Gaussians, all within ``radius``, carry that id; only where ``allowed`` ([N] bool,
+    e.g. ``ThingVotes.mask_share() >= DEFAULT_RESCUE_MASK_SHARE``) when given, and only inside that
+    id's extent (``id_extents``) when ``extent_quantile`` is given. Object surface whose pixels the
+    fg/bg head rendered as stuff (a segmenter's thing/stuff flips) still carries the object's code and
+    lies among that object's Gaussians. Floor, wall and table Gaussians touching an object may carry
+    its code too (L_3D smooths codes across the contact): the gates keep them out.
 
     Args:
         ids: [N] int64, 0 = stuff. own_ids: [N] int64, each Gaussian's own (snapped) code + 1.
@@ -183,7 +186,8 @@ def rescue_stuff(ids: Tensor, own_ids: Tensor, means: Tensor, radius: float, *, 
     if thing.sum() < k:
         return ids.clone()
     pts = means.detach().reshape(-1, 3).to(torch.float64).cpu().numpy()
-    cand = np.nonzero(~thing & (own_np > 0))[0]  # [U]
+    ok_np = np.ones(len(ids_np), bool) if allowed is None else allowed.reshape(-1).cpu().numpy().astype(bool)
+    cand = np.nonzero(~thing & (own_np > 0) & ok_np)[0]  # [U]
     if extent_quantile is not None:  # only candidates inside the extent of the id they would join
         lo, hi = id_extents(ids, means, extent_quantile)
         c_id = own_np[cand]

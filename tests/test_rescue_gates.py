@@ -1,12 +1,11 @@
 """benchmarks/rescue_gates.py: a model's rescue dump scores exactly as the whole model does."""
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import torch
 
 from benchmarks.rescue_gates import load_dump, study, write_dump
+from segmentation.labels import ThingVotes
 from segmentation.visibility import object_radius, rescue_stuff
 from tools import extraction_eval as ev
 from tools.objects import default_radius, stray_filter
@@ -33,8 +32,8 @@ def _scene(seed=0):
     ids[n_obj:n_obj + n_floor] = 0  # floor: stuff
     ids[:n_obj][g.random(n_obj) < 0.1] = 0  # misses on the objects
     seen = g.uniform(5, 50, len(P)).astype(np.float32).astype(np.float64)
-    votes = types.SimpleNamespace(seen=torch.from_numpy(seen), thing=torch.from_numpy(seen * 0.2),
-                                  masked=torch.from_numpy(seen * np.where(np.arange(len(P)) < n_obj, 0.8, 0.05)))
+    votes = ThingVotes(torch.from_numpy(seen), torch.from_numpy(seen * 0.2),
+                       torch.from_numpy(seen * np.where(np.arange(len(P)) < n_obj, 0.8, 0.05)))
     t = lambda a: torch.from_numpy(np.asarray(a))  # noqa: E731
     return dict(ids=t(ids).long(), codes=t(code + 1).long(), own=t(ids > 0), means=t(P),
                 opac=t(g.uniform(0.2, 1.0, len(P)).astype(np.float32).astype(np.float64)), scales=t(np.full((len(P), 3), 0.01)), votes=votes, boxes=boxes)

@@ -72,6 +72,11 @@ def test_masked_weight_is_the_weight_on_mask_segments_of_masked_views():
     assert (one.masked <= seen1 + 1e-9).all() and (one.masked >= 0).all()
     assert one.masked[0] > 0.55 * seen1[0] and one.masked[1] < 0.2 * seen1[1]  # 63 % and 11 % here
     torch.testing.assert_close(both.masked, both.seen / 2, rtol=1e-9, atol=1e-9)  # the halves add to one view
+    # the share's reference is the weight in the masked views only: the view without a mask does not dilute it
+    torch.testing.assert_close(one.masked_seen, seen1, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(one.mask_share(), one.masked / seen1, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(both.mask_share(), torch.full_like(both.seen, 0.5), rtol=1e-9, atol=1e-9)
+    assert none.mask_share() is None
 
 
 def test_rules_union_vote_own():
@@ -145,7 +150,8 @@ def test_fill_and_rescue_give_object_gaussians_the_objects_id():
     thing class; u2 inside the object, own thing with another code -> the object's id; u3 in the wall, own
     thing -> keeps its own code (its neighbours are stuff); u4 in the wall, own stuff -> stays stuff.
     Two seen Gaussians whose pixels and own feature both say stuff but whose code is the object's: r1 among
-    the object's Gaussians -> rescued into the object (union_fill_rescue); r2 in the wall -> stays stuff."""
+    the object's Gaussians and on the masks' object pixels -> rescued into the object (union_fill_rescue);
+    r2 in the wall -> stays stuff."""
     g = torch.Generator().manual_seed(0)
     obj = torch.randn(8, 3, generator=g, dtype=torch.float64) * 0.2
     wall = torch.randn(8, 3, generator=g, dtype=torch.float64) * 0.2 + torch.tensor([10.0, 0, 0], dtype=torch.float64)
@@ -168,7 +174,8 @@ def test_fill_and_rescue_give_object_gaussians_the_objects_id():
                                   get_scales=lambda: torch.full((22, 3), 0.01, dtype=torch.float64))
     seen = torch.tensor([20.0] * 16 + [0.0, 0.5, 0.0, 0.2, 20.0, 20.0], dtype=torch.float64)
     thing = torch.cat([torch.full((8,), 19.0), torch.full((8,), 1.0), torch.zeros(4), torch.full((2,), 1.0)])
-    tv = ThingVotes(seen, thing.to(torch.float64))
+    masked = seen * torch.tensor([0.9] * 8 + [0.0] * 8 + [0.0] * 4 + [0.5, 0.05], dtype=torch.float64)
+    tv = ThingVotes(seen, thing.to(torch.float64), masked)  # r1 on object pixels of the masks, r2 not
     union = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union")
     filled = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill")
     default = gaussian_label_columns(model, THINGS, thing_votes=tv)
@@ -177,6 +184,15 @@ def test_fill_and_rescue_give_object_gaussians_the_objects_id():
     assert union["instance_label"][16:].tolist() == [0, 4, 7, 0, 0, 0]  # the own feature alone decides unseen ones
     assert filled["instance_label"][16:].tolist() == [6, 6, 7, 0, 0, 0]
     assert rescued["instance_label"][16:].tolist() == [6, 6, 7, 0, 6, 0]  # r1 rescued, r2 (in the wall) not
+    # r1 on background pixels of the masks: the mask gate keeps it stuff; without the masks' share no rescue
+    masked_bg = masked.clone()
+    masked_bg[20] = 0.02 * seen[20]
+    gated = gaussian_label_columns(model, THINGS, thing_votes=ThingVotes(seen, thing.to(torch.float64), masked_bg),
+                                   thing_rule="union_fill_rescue")
+    assert gated["instance_label"][16:].tolist() == [6, 6, 7, 0, 0, 0]
+    no_masks = gaussian_label_columns(model, THINGS, thing_votes=ThingVotes(seen, thing.to(torch.float64)),
+                                      thing_rule="union_fill_rescue")
+    assert torch.equal(no_masks["instance_label"], filled["instance_label"])
     for cols in (filled, rescued):
         assert torch.equal(cols["instance_label"][:16], union["instance_label"][:16])  # seen ones unchanged
     assert rescued["instance_label"][:8].tolist() == [6] * 8 and (rescued["instance_label"][8:16] == 0).all()

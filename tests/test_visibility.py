@@ -93,7 +93,7 @@ def test_rescue_promotes_only_stuff_whose_code_its_thing_neighbours_carry():
                        torch.tensor([[0.01, 0.0, 0.0]], dtype=torch.float64)])
     ids_m = torch.tensor([3] * 4 + [7] * 4 + [0])
     codes_m = torch.tensor([3] * 4 + [7] * 4 + [3])
-    assert int(rescue_stuff(ids_m, codes_m, mixed, radius=0.1, extent_quantile=None)[-1]) == 0
+    assert int(rescue_stuff(ids_m, codes_m, mixed, radius=0.1)[-1]) == 0
 
 
 def test_id_extents_are_the_nearest_rank_quantiles_of_each_id():
@@ -113,8 +113,8 @@ def test_id_extents_are_the_nearest_rank_quantiles_of_each_id():
 
 def test_rescue_keeps_to_the_objects_extent():
     """A 0.2 m cube of object Gaussians (id 3) on a floor grid: a floor ring around its footprint carries
-    the cube's code (as L_3D leaves it) and a patch of the cube's side is stuff. Only the patch joins the
-    cube; without the extent check the ring joins too."""
+    the cube's code (as L_3D leaves it) and a patch of the cube's side is stuff. With the extent check or
+    the mask gate (``allowed``) only the patch joins the cube; without either the ring joins too."""
     s = torch.linspace(-0.1, 0.1, 11, dtype=torch.float64)
     a, b = torch.meshgrid(s, s, indexing="ij")
     a, b = a.reshape(-1), b.reshape(-1)
@@ -131,8 +131,10 @@ def test_rescue_keeps_to_the_objects_extent():
     means = torch.cat([cube, floor])
     ids = torch.cat([torch.where(patch, 0, 3), torch.zeros(len(floor), dtype=torch.int64)])
     codes = torch.cat([torch.full((len(cube),), 3), torch.where(ring, 3, 9)])
-    out = rescue_stuff(ids, codes, means, radius=0.08)
-    assert patch.sum() >= 5 and (out[:len(cube)] == 3).all()  # the patch joined the cube
-    assert (out[len(cube):] == 0).all()  # no floor Gaussian did
-    wide = rescue_stuff(ids, codes, means, radius=0.08, extent_quantile=None)
-    assert (wide[len(cube):][ring] == 3).sum() >= 10  # without the check the ring joins
+    masked = torch.cat([torch.ones(len(cube), dtype=torch.bool), torch.zeros(len(floor), dtype=torch.bool)])
+    for gate in ({"extent_quantile": 0.01}, {"allowed": masked}):
+        out = rescue_stuff(ids, codes, means, radius=0.08, **gate)
+        assert patch.sum() >= 5 and (out[:len(cube)] == 3).all()  # the patch joined the cube
+        assert (out[len(cube):] == 0).all()  # no floor Gaussian did
+    wide = rescue_stuff(ids, codes, means, radius=0.08)
+    assert (wide[len(cube):][ring] == 3).sum() >= 10  # without a gate the ring joins
