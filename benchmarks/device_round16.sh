@@ -10,7 +10,8 @@
 # the rescue's gates from it here with `python benchmarks/rescue_gates.py messy100_rescue.npz`.
 # CHAIN=timing: issue 10's own measurement, alone on the GPU: plain 3DGS and UniC-Lift, 30 000 iterations,
 # every default, bench scene, no GPU tests. About 11 minutes (plain alone took 249 s in 13c).
-# The two chains do not fit in one lease's 30 minutes.
+# The two chains do not fit in one lease's 30 minutes. ACC_STEPS=ab stops each label job after things_ab
+# (the decoding and PQ^scene of these two scenes are in RESULTS.md 13a): about 4 minutes less.
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r16; D=/tmp/data
