@@ -8,7 +8,8 @@ thing Gaussians of ``union_fill`` (the default rule; the rescue's neighbours and
 input), the stuff Gaussians that the widest rescue (``object_radius`` factor 8, no gate) would take,
 and every Gaussian inside an object's box grown by ``extraction_eval.GROW`` (recall's reference and the
 matching). ``measure_extraction`` on that subset gives the numbers it gives on the whole model
-(``tests/test_rescue_gates.py`` checks the premise). The centres go to a second file, ``*_means.npz``. The object boxes travel in the same file, so the
+(``tests/test_rescue_gates.py`` checks the premise). The centres go to a second file, ``*_means.npz``, and
+more per-Gaussian columns for later studies to a third, ``*_extra.npz``. The object boxes travel in the same file, so the
 scene is not needed.
 
 Variants (box reference, stray filter on, median over objects, P / R): union_fill, also with other
@@ -24,64 +25,80 @@ import json
 import os
 import sys
 
+from typing import Optional
+
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-DUMP_VERSION = 2
+DUMP_VERSION = 3
 
 
 def write_dump(path: str, *, ids_fill: torch.Tensor, codes: torch.Tensor, means: torch.Tensor,
-               opac: torch.Tensor, scales: torch.Tensor, votes, boxes) -> dict:
-    """``votes``: ``segmentation.labels.ThingVotes``. The subset of Gaussians described in the module docstring, and the boxes, as one npz."""
+               opac: torch.Tensor, scales: torch.Tensor, votes, boxes, own: Optional[torch.Tensor] = None) -> dict:
+    """The subset of Gaussians described in the module docstring, and the boxes, in three files (each
+    under the device machine's 16 MiB per returned file for about a million kept Gaussians): ``path``
+    (what the study needs), ``*_means.npz`` (the centres, float32 as the model holds them) and
+    ``*_extra.npz`` (for later studies: the visibility weight, the vote's thing share, the own feature's
+    thing decision ``own``). ``votes``: ``segmentation.labels.ThingVotes``."""
     from segmentation.visibility import object_radius, rescue_stuff
     from tools import extraction_eval as ev
 
     P = means.to(torch.float64).cpu().numpy()
     r8 = object_radius(means, ids_fill, 8.0, scales=scales)
-    wide = rescue_stuff(ids_fill, codes, means, r8, extent_quantile=None)
+    wide = rescue_stuff(ids_fill, codes, means, r8)
     keep = (ids_fill > 0) | (wide > 0)
     g, _ = ev.box_pairs(P, boxes, ev.GROW)
     keep = keep.numpy().copy()
     keep[g] = True
-    share = votes.mask_share()
-    share = share.cpu().double() if share is not None else torch.full((len(P),), float("nan"), dtype=torch.float64)
-    # two files, each under the device machine's 16 MiB per returned file for ~1 M kept Gaussians: the
-    # centres (float32, as the model holds them) apart from the rest
-    out = {"version": np.int64(DUMP_VERSION), "gaussians": np.int64(len(P)),
-           "opacity": opac.numpy()[keep].astype(np.float32),
-           "max_scale": scales.max(dim=1).values.numpy()[keep].astype(np.float32),
-           "ids_fill": ids_fill.numpy()[keep].astype(np.int16), "codes": codes.numpy()[keep].astype(np.int16),
-           "mask_share": share.numpy()[keep].astype(np.float16),
-           "box_ids": boxes.ids, "box_classes": boxes.classes, "box_centre": boxes.centre, "box_half": boxes.half,
-           "box_yaw": boxes.yaw}
     if int(max(ids_fill.max(), codes.max())) > np.iinfo(np.int16).max:
         raise ValueError("write_dump: ids above 32767 do not fit the dump's int16 columns")
-    np.savez_compressed(path, **out)
-    np.savez_compressed(means_path(path), means=P[keep].astype(np.float32))
-    return {"kept": int(keep.sum()), "of": int(len(P)),
-            "bytes": os.path.getsize(path) + os.path.getsize(means_path(path))}
+    share = votes.mask_share()
+    share = share.cpu().double() if share is not None else torch.full((len(P),), float("nan"), dtype=torch.float64)
+    seen = votes.seen.cpu().double()
+    thing_share = torch.where(seen > 0, votes.thing.cpu().double() / seen.clamp_min(1e-12), torch.zeros_like(seen))
+    core = {"version": np.int64(DUMP_VERSION), "gaussians": np.int64(len(P)),
+            "opacity": opac.numpy()[keep].astype(np.float32),
+            "max_scale": scales.max(dim=1).values.numpy()[keep].astype(np.float32),
+            "ids_fill": ids_fill.numpy()[keep].astype(np.int16), "codes": codes.numpy()[keep].astype(np.int16),
+            "mask_share": share.numpy()[keep].astype(np.float16),
+            "box_ids": boxes.ids, "box_classes": boxes.classes, "box_centre": boxes.centre, "box_half": boxes.half,
+            "box_yaw": boxes.yaw}
+    extra = {"seen": seen.numpy()[keep].astype(np.float32), "thing_share": thing_share.numpy()[keep].astype(np.float16)}
+    if own is not None:
+        extra["own"] = own.cpu().numpy()[keep].astype(bool)
+    np.savez_compressed(path, **core)
+    np.savez_compressed(part_path(path, "means"), means=P[keep].astype(np.float32))
+    np.savez_compressed(part_path(path, "extra"), **extra)
+    sizes = [os.path.getsize(f) for f in (path, part_path(path, "means"), part_path(path, "extra"))]
+    return {"kept": int(keep.sum()), "of": int(len(P)), "bytes": sum(sizes), "largest_file": max(sizes)}
 
 
-def means_path(path: str) -> str:
-    """The dump's second file: the kept Gaussians' centres."""
+def part_path(path: str, part: str) -> str:
+    """One of the dump's other files: ``part`` "means" (the kept Gaussians' centres) or "extra"."""
     stem = path[:-4] if path.endswith(".npz") else path
-    return stem + "_means.npz"
+    return f"{stem}_{part}.npz"
 
 
 def load_dump(path: str) -> dict:
+    """The dump's files merged into one dict (the extra file only when present)."""
     d = dict(np.load(path))
     if int(d.get("version", -1)) != DUMP_VERSION:
         raise SystemExit(f"error: {path}: not a rescue dump of version {DUMP_VERSION}; write it again with "
                          f"things_ab.py --dump")
-    mp = means_path(path)
+    mp = part_path(path, "means")
     if not os.path.isfile(mp):
         raise SystemExit(f"error: {mp}: missing (things_ab.py --dump writes it beside {path}); copy both files")
-    d["means"] = np.load(mp)["means"]
-    if len(d["means"]) != len(d["opacity"]):
-        raise SystemExit(f"error: {mp}: {len(d['means'])} centres for {len(d['opacity'])} Gaussians in {path}; "
-                         f"the two files come from different dumps")
+    parts = [(mp, dict(np.load(mp)))]
+    if os.path.isfile(part_path(path, "extra")):
+        parts.append((part_path(path, "extra"), dict(np.load(part_path(path, "extra")))))
+    for p, more in parts:
+        for k, v in more.items():
+            if len(v) != len(d["opacity"]):
+                raise SystemExit(f"error: {p}: {len(v)} rows for {len(d['opacity'])} Gaussians in {path}; "
+                                 f"the files come from different dumps")
+            d[k] = v
     return d
 
 

@@ -203,8 +203,8 @@ def main(argv=None) -> int:
         from benchmarks.rescue_gates import write_dump
 
         out["dump"] = write_dump(args.dump, ids_fill=ids_f, codes=codes, means=means, opac=opac,
-                                 scales=scales, votes=tv, boxes=boxes)
-        print(f"rescue dump: {out['dump']['kept']} of {out['dump']['of']} Gaussians, {out['dump']['bytes'] / 2**20:.1f} MiB "
+                                 scales=scales, votes=tv, boxes=boxes, own=own)
+        print(f"rescue dump: {out['dump']['kept']} of {out['dump']['of']} Gaussians, {out['dump']['bytes'] / 2**20:.1f} MiB in three files "
               f"-> {args.dump}")
     if args.json:
         with open(args.json, "w") as fh:

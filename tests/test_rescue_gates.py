@@ -49,9 +49,11 @@ def test_dump_scores_as_the_whole_model(tmp_path):
     s = _scene()
     path = str(tmp_path / "d.npz")
     info = write_dump(path, ids_fill=s["ids"], codes=s["codes"], means=s["means"], opac=s["opac"],
-                      scales=s["scales"], votes=s["votes"], boxes=s["boxes"])
+                      scales=s["scales"], votes=s["votes"], boxes=s["boxes"], own=s["own"])
     assert 0 < info["kept"] < info["of"]  # far floor left out
-    rows = {name: (p, r, n) for name, p, r, n in study(load_dump(path))}
+    d = load_dump(path)
+    assert d["own"].sum() > 0 and len(d["seen"]) == info["kept"]
+    rows = {name: (p, r, n) for name, p, r, n in study(d)}
     full = _full_score(s["ids"], s)
     np.testing.assert_allclose(rows["union_fill"][:2], full, rtol=1e-6)
     for factor in (4.0, 8.0):
