@@ -10,6 +10,8 @@
 # the rescue's gates from it here with `python benchmarks/rescue_gates.py messy100_rescue.npz`.
 # CHAIN=timing: issue 10's own measurement, alone on the GPU: plain 3DGS and UniC-Lift, 30 000 iterations,
 # every default, bench scene, no GPU tests. About 11 minutes (plain alone took 249 s in 13c).
+# TIMING_VARIANTS="plain unic unic:--seg_interval=2" adds the features every second step (1.45x -> ? at
+# 4000 iterations in 11a; its quality at the full schedule is the question): about 5 minutes more.
 # The two chains do not fit in one lease's 30 minutes. ACC_STEPS=ab stops each label job after things_ab
 # (the decoding and PQ^scene of these two scenes are in RESULTS.md 13a): about 4 minutes less.
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
@@ -26,7 +28,7 @@ chain() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
   if [ "$CHAIN" = timing ]; then
     python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations $ITERS --seeds 0 \
-      --variants plain unic > $R/speed.log 2>&1
+      --variants ${TIMING_VARIANTS:-plain unic} > $R/speed.log 2>&1
     touch $R/speed.DONE
   else
     label_jobs
