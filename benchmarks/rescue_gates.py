@@ -1,7 +1,7 @@
 """The stuff rescue's gates, studied offline on a GPU model's dump (issue 9, extraction precision).
 
     python benchmarks/things_ab.py -m MODEL --dump rescue.npz     # on the GPU machine, with the model
-    python benchmarks/rescue_gates.py rescue.npz [--json out.json]  # anywhere, in seconds
+    python benchmarks/rescue_gates.py rescue.npz [more.npz ...] [--json out.json]  # anywhere, in seconds
 
 ``things_ab.py --dump`` keeps every Gaussian that can change the measurement of any rescue variant: the
 thing Gaussians of ``union_fill`` (the default rule; the rescue's neighbours and the stray filter's
@@ -12,8 +12,9 @@ matching). ``measure_extraction`` on that subset gives the numbers it gives on t
 more per-Gaussian columns for later studies to a third, ``*_extra.npz``. The object boxes travel in the same file, so the
 scene is not needed.
 
-Variants (box reference, stray filter on, median over objects, P / R): union_fill, also with other
-stray-filter radii (``default_radius`` factor) and minimum shares; the rescue at radius
+Variants (box reference, stray filter on, median over objects, P / R): union_fill; with the extra file
+the union before the fill and union_fill without the Gaussians that only their own feature makes things;
+union_fill with other stray-filter radii (``default_radius`` factor) and minimum shares; the rescue at radius
 factor 4 and 8 without a gate, with the extent gate (``visibility.id_extents``, quantiles 0 / 0.01 /
 0.03), with a mask gate (the candidate's blending weight on input-mask object pixels, ``ThingVotes.masked``,
 at least a share of its weight in masked views), and with both.
@@ -123,6 +124,16 @@ def study(d: dict) -> list:
         return r.median_precision, r.median_recall
 
     rows = [("union_fill",) + score(ids_f) + (0,)]
+    if "seen" in d and "own" in d:  # the base rule's parts, from the extra file
+        from segmentation.labels import THING_VOTE_MIN_WEIGHT, THING_VOTE_SHARE
+
+        seen = torch.from_numpy(d["seen"].astype(np.float64) >= THING_VOTE_MIN_WEIGHT)
+        own = torch.from_numpy(d["own"])
+        vote = torch.from_numpy(d["thing_share"].astype(np.float64) > THING_VOTE_SHARE) & seen
+        union = torch.where(seen, ids_f, torch.where(own, codes, torch.zeros_like(codes)))  # before the fill
+        rows.append(("union (no fill)",) + score(union) + (0,))
+        own_only = seen & own & ~vote  # things by their own feature though their pixels vote stuff
+        rows.append(("union_fill without own-only things",) + score(torch.where(own_only, 0, ids_f)) + (0,))
     for factor, share in ((4.0, 0.2), (16.0, 0.2), (8.0, 0.1), (8.0, 0.5), (8.0, 0.8)):  # the stray filter's knobs
         keep = stray_filter(ids_f, means, opac, radius=default_radius(means, ids_f, factor, scales=scales),
                             min_share=share)
@@ -155,19 +166,26 @@ def study(d: dict) -> list:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("dump", help="npz written by things_ab.py --dump")
+    ap.add_argument("dumps", nargs="+", help="npz files written by things_ab.py --dump (one per model)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    d = load_dump(args.dump)
-    rows = study(d)
-    print(f"{args.dump}: {len(d['means'])} of {int(d['gaussians'])} Gaussians, {len(d['box_ids'])} objects")
-    print("| variant | box, stray filter: P / R | rescued |")
-    print("|---|---:|---:|")
-    for name, p, r, n in rows:
-        print(f"| {name} | {p:.3f} / {r:.3f} | {n} |")
+    results = {}
+    for path in args.dumps:
+        d = load_dump(path)
+        results[path] = study(d)
+        print(f"{path}: {len(d['means'])} of {int(d['gaussians'])} Gaussians, {len(d['box_ids'])} objects")
+    names = [os.path.basename(p).removesuffix(".npz") for p in args.dumps]
+    print("| variant | " + " | ".join(f"{n}: P / R" for n in names) + " | worst of P, R |")
+    print("|---|" + "---:|" * (len(names) + 1))
+    for i, (variant, *_rest) in enumerate(results[args.dumps[0]]):
+        cells = [results[p][i] for p in args.dumps]
+        worst = min(min(c[1], c[2]) for c in cells)
+        print(f"| {variant} | " + " | ".join(f"{c[1]:.3f} / {c[2]:.3f} ({c[3]})" for c in cells) + f" | {worst:.3f} |")
+    print("(in brackets: Gaussians the rescue took)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump([{"variant": n, "P": p, "R": r, "rescued": k} for n, p, r, k in rows], fh, indent=1)
+            json.dump({p: [{"variant": n, "P": a, "R": b, "rescued": k} for n, a, b, k in rows]
+                       for p, rows in results.items()}, fh, indent=1)
     return 0
 
 
