@@ -14,7 +14,8 @@ scene is not needed.
 
 Variants (box reference, stray filter on, median over objects, P / R): union_fill; with the extra file
 the union before the fill and union_fill without the Gaussians that only their own feature makes things;
-union_fill with other stray-filter radii (``default_radius`` factor) and minimum shares; the rescue at radius
+union_fill kept to each id's quantile extent (grown by a share of its size: a floater filter); union_fill
+with other stray-filter radii (``default_radius`` factor) and minimum shares; the rescue at radius
 factor 4 and 8 without a gate, with the extent gate (``visibility.id_extents``, quantiles 0 / 0.01 /
 0.03), with a mask gate (the candidate's blending weight on input-mask object pixels, ``ThingVotes.masked``,
 at least a share of its weight in masked views), and with both.
@@ -134,6 +135,16 @@ def study(d: dict) -> list:
         rows.append(("union (no fill)",) + score(union) + (0,))
         own_only = seen & own & ~vote  # things by their own feature though their pixels vote stuff
         rows.append(("union_fill without own-only things",) + score(torch.where(own_only, 0, ids_f)) + (0,))
+    from segmentation.visibility import id_extents as _extents
+
+    P64 = d["means"].astype(np.float64)
+    for q, grow in ((0.02, 0.1), (0.02, 0.25), (0.05, 0.25)):  # extraction kept to each id's core extent
+        lo, hi = _extents(ids_f, means, q)
+        c = ids_f.numpy()
+        size = np.where(np.isfinite(hi - lo), hi - lo, 0.0)
+        inside = (P64 >= (lo - grow * size)[c]).all(1) & (P64 <= (hi + grow * size)[c]).all(1)
+        rows.append((f"union_fill, kept to the {q:g}-{1 - q:g} extent grown by {grow:g}",)
+                    + score(torch.where(torch.from_numpy(inside), ids_f, 0)) + (0,))
     for factor, share in ((4.0, 0.2), (16.0, 0.2), (8.0, 0.1), (8.0, 0.5), (8.0, 0.8)):  # the stray filter's knobs
         keep = stray_filter(ids_f, means, opac, radius=default_radius(means, ids_f, factor, scales=scales),
                             min_share=share)
