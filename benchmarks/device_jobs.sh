@@ -66,7 +66,7 @@ poll_labels() {
   while [ ! -f $R/acc/$last.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
   grep -h "it/s" $R/$1.log 2>/dev/null | tail -5
   for s in $LABEL_SCENES; do echo "== $s"
-    tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "PQ|median|missed|outside|exit|Error|\| union" | tail -10
+    tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "PQ|median|missed|outside|dump|exit|Error|\| union" | tail -10
     tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "it/s" | tail -1; done
   pack_results $1 $2
 }
