@@ -206,6 +206,9 @@ def main(argv=None) -> int:
                                  scales=scales, votes=tv, boxes=boxes, own=own)
         print(f"rescue dump: {out['dump']['kept']} of {out['dump']['of']} Gaussians, {out['dump']['bytes'] / 2**20:.1f} MiB in three files "
               f"-> {args.dump}")
+        if out["dump"]["largest_file"] > 15 * 2**20:
+            print(f"warning: a file of the rescue dump holds {out['dump']['largest_file'] / 2**20:.1f} MiB; the device "
+                  f"machine returns files of at most 16 MiB", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)
