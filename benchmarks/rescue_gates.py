@@ -119,10 +119,21 @@ def study(d: dict) -> list:
     codes = torch.from_numpy(d["codes"].astype(np.int64))
     mask_share = d["mask_share"].astype(np.float64)
 
-    def score(ids):
-        keep = stray_filter(ids, means, opac, radius=default_radius(means, ids, scales=scales))
+    P = d["means"].astype(np.float64)
+
+    def score(ids, factor=8.0, min_share=0.2):
+        keep = stray_filter(ids, means, opac, radius=default_radius(means, ids, factor, scales=scales),
+                            min_share=min_share)
         r = ev.measure_extraction(ids, keep, means, opac, boxes, grow=ev.GROW, inner=ev.INNER)
         return r.median_precision, r.median_recall
+
+    def inside_extent(which, q, grow=0.0):
+        """[K] bool: each Gaussian inside the extent (quantiles q to 1 - q of ids_f's Gaussians, grown
+        by ``grow`` x its size on every side) of the id ``which`` [K] names."""
+        lo, hi = id_extents(ids_f, means, q)
+        size = np.where(np.isfinite(hi - lo), hi - lo, 0.0)
+        c = np.minimum(which, len(lo) - 1)
+        return (P >= (lo - grow * size)[c]).all(1) & (P <= (hi + grow * size)[c]).all(1)
 
     rows = [("union_fill",) + score(ids_f) + (0,)]
     if "seen" in d and "own" in d:  # the base rule's parts, from the extra file
@@ -135,39 +146,23 @@ def study(d: dict) -> list:
         rows.append(("union (no fill)",) + score(union) + (0,))
         own_only = seen & own & ~vote  # things by their own feature though their pixels vote stuff
         rows.append(("union_fill without own-only things",) + score(torch.where(own_only, 0, ids_f)) + (0,))
-    from segmentation.visibility import id_extents as _extents
-
-    P64 = d["means"].astype(np.float64)
     for q, grow in ((0.02, 0.1), (0.02, 0.25), (0.05, 0.25)):  # extraction kept to each id's core extent
-        lo, hi = _extents(ids_f, means, q)
-        c = ids_f.numpy()
-        size = np.where(np.isfinite(hi - lo), hi - lo, 0.0)
-        inside = (P64 >= (lo - grow * size)[c]).all(1) & (P64 <= (hi + grow * size)[c]).all(1)
+        inside = torch.from_numpy(inside_extent(ids_f.numpy(), q, grow))
         rows.append((f"union_fill, kept to the {q:g}-{1 - q:g} extent grown by {grow:g}",)
-                    + score(torch.where(torch.from_numpy(inside), ids_f, 0)) + (0,))
-    for factor, share in ((4.0, 0.2), (16.0, 0.2), (8.0, 0.1), (8.0, 0.5), (8.0, 0.8)):  # the stray filter's knobs
-        keep = stray_filter(ids_f, means, opac, radius=default_radius(means, ids_f, factor, scales=scales),
-                            min_share=share)
-        r = ev.measure_extraction(ids_f, keep, means, opac, boxes, grow=ev.GROW, inner=ev.INNER)
-        rows.append((f"union_fill, stray filter x{factor:g}, min share {share:g}", r.median_precision,
-                     r.median_recall, 0))
+                    + score(torch.where(inside, ids_f, 0)) + (0,))
+    for factor, min_share in ((4.0, 0.2), (16.0, 0.2), (8.0, 0.1), (8.0, 0.5), (8.0, 0.8)):  # the stray filter
+        rows.append((f"union_fill, stray filter x{factor:g}, min share {min_share:g}",)
+                    + score(ids_f, factor, min_share) + (0,))
     for factor in (4.0, 8.0):
-        r = object_radius(means, ids_f, factor, scales=scales)
-        base = rescue_stuff(ids_f, codes, means, r, extent_quantile=None)
+        base = rescue_stuff(ids_f, codes, means, object_radius(means, ids_f, factor, scales=scales))
         new = ((base > 0) & (ids_f == 0)).numpy()
         gates = {"no gate": np.ones(len(new), bool)}
         for q in (0.0, 0.01, 0.03):
-            lo, hi = id_extents(ids_f, means, q)
-            c = np.minimum(base.numpy(), len(lo) - 1)
-            P = d["means"].astype(np.float64)
-            gates[f"extent {q}"] = (P >= lo[c]).all(1) & (P <= hi[c]).all(1)
+            gates[f"extent {q}"] = inside_extent(base.numpy(), q)
         if np.isfinite(mask_share).all():
             for tau in (0.1, 0.25, 0.5):
                 gates[f"mask {tau}"] = mask_share >= tau
-            lo, hi = id_extents(ids_f, means, 0.01)
-            c = np.minimum(base.numpy(), len(lo) - 1)
-            P = d["means"].astype(np.float64)
-            gates["extent 0.01 + mask 0.25"] = (P >= lo[c]).all(1) & (P <= hi[c]).all(1) & (mask_share >= 0.25)
+            gates["extent 0.01 + mask 0.25"] = inside_extent(base.numpy(), 0.01) & (mask_share >= 0.25)
         for name, ok in gates.items():
             take = new & ok
             ids = torch.where(torch.from_numpy(take), base, ids_f)
