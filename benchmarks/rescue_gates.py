@@ -8,9 +8,9 @@ thing Gaussians of ``union_fill`` (the default rule; the rescue's neighbours and
 input), the stuff Gaussians that the widest rescue (``object_radius`` factor 8, no gate) would take,
 and every Gaussian inside an object's box grown by ``extraction_eval.GROW`` (recall's reference and the
 matching). ``measure_extraction`` on that subset gives the numbers it gives on the whole model
-(``tests/test_rescue_gates.py`` checks the premise). The centres go to a second file, ``*_means.npz``, and
-more per-Gaussian columns for later studies to a third, ``*_extra.npz``. The object boxes travel in the same file, so the
-scene is not needed.
+(``tests/test_rescue_gates.py`` checks the premise). The centres go to a second file,
+``*_means.npz``, and more per-Gaussian columns for later studies to a third, ``*_extra.npz``. The
+object boxes travel in the first file, so the scene is not needed.
 
 Variants (box reference, stray filter on, median over objects, P / R): union_fill; with the extra file
 the union before the fill and union_fill without the Gaussians that only their own feature makes things;

@@ -108,7 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--rules", nargs="+", default=None, choices=RULES, help="score only these rules (default: all)")
     ap.add_argument("--dump", default=None,
-                    help="also write the rescue's inputs for benchmarks/rescue_gates.py (npz, the object boxes included)")
+                    help="also write the rescue's inputs for benchmarks/rescue_gates.py (npz, with the object "
+                         "boxes)")
     ap.add_argument("--diagnose", default=DEFAULT_THING_RULE, choices=RULES[3:],
                     help="the rule whose precision and recall losses are broken down (default: train.py's)")
     args = ap.parse_args(argv)
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
     r_rescue = object_radius(means, ids_u, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales)
     share = tv.mask_share()
     allowed = None if share is None else share.cpu() >= DEFAULT_RESCUE_MASK_SHARE
-    ids_r = rescue_stuff(ids_u, codes, means, r_rescue, allowed=allowed)  # the rescue without the fill (not a library rule)
+    ids_r = rescue_stuff(ids_u, codes, means, r_rescue, allowed=allowed)  # without the fill (not a library rule)
     rules["union_rescue"], rule_ids["union_rescue"] = ids_r > 0, ids_r
     for name in ("union_fill", "union_fill_rescue"):  # the library's rules, exactly as train.py saves them
         ids = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=votes.valid(), thing_votes=tv,

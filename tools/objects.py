@@ -615,9 +615,9 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
     ``things`` (``segmentation.labels.THING_RULES``): "union_fill" (train.py's default: "union", then
     each Gaussian no training view sees takes the labels of its seen neighbours), "union_fill_rescue"
     ("union_fill", then a stuff Gaussian among an object's Gaussians that carries the object's code,
-    and that the input masks put on object pixels, joins it), "union" (a thing when its own semantic feature or the pixels it is part of say
-    so), "vote" (the pixels decide for seen Gaussians) or "own" (each Gaussian's own feature: the rule
-    of models saved before the vote).
+    and that the input masks put on object pixels, joins it), "union" (a thing when its own semantic
+    feature or the pixels it is part of say so), "vote" (the pixels decide for seen Gaussians) or
+    "own" (each Gaussian's own feature: the rule of models saved before the vote).
     Models saved by an older version get the current labels this way; the parameters are copied
     unchanged.
 
@@ -938,8 +938,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "union_fill (train.py's default): union, and a Gaussian no training view sees takes "
                         "the labels of its 8 nearest seen ones; union_fill_rescue: union_fill, and a stuff "
                         "Gaussian whose own code most of its 8 nearest object Gaussians carry, and that the "
-                        "input masks put on object pixels, joins that object; vote: the pixels decide for seen Gaussians; own: each Gaussian's own "
-                        "feature (models saved before the vote)")
+                        "input masks put on object pixels, joins that object; vote: the pixels decide for "
+                        "seen Gaussians; own: each Gaussian's own feature (models saved before the vote)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
