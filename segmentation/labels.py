@@ -77,8 +77,8 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
             if thing_votes is not None and thing_rule in ("union_fill", "union_fill_rescue"):
                 means = model.get_means().detach()
                 inst = thing_votes.fill_unseen(inst, codes + 1, own, means)
-                share = thing_votes.mask_share()
-                if thing_rule == "union_fill_rescue" and share is not None:  # without masks, nothing to gate on
+                share = thing_votes.mask_share() if thing_rule == "union_fill_rescue" else None
+                if share is not None:  # the rescue; without masks there is nothing to gate it on
                     from segmentation.visibility import (DEFAULT_RESCUE_MASK_SHARE, DEFAULT_RESCUE_RADIUS_FACTOR,
                                                          object_radius, rescue_stuff)
 
