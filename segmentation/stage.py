@@ -167,7 +167,6 @@ class LossStages:
         self.buffers: Dict[Tuple[int, int], StageBuffers] = {}
         self.stages: Dict[tuple, torch.nn.Module] = {}
         self.graphed: Dict[tuple, object] = {}
-        self.accumulators: List[object] = []  # AccumulateGrad nodes of the stages' parameters (_graph)
 
     def _buffers(self, h: int, w: int) -> StageBuffers:
         if (h, w) not in self.buffers:
@@ -229,13 +228,6 @@ class LossStages:
             stale = (h, w, tuple(t for t in terms if t != "triplet"), conf)
             self.graphed.pop(stale, None)
             self.stages.pop(stale, None)
-        # make_graphed_callables warms the stage up and captures it on a side stream, and the captured
-        # outputs keep that autograd graph alive, with the AccumulateGrad nodes of W and the decoder made
-        # there: every later backward would accumulate their gradients across streams (torch warns). Nodes
-        # made here, on the current stream, and held, are the ones the warm-up and every step reuse.
-        with torch.enable_grad():
-            self.accumulators.extend(p.view_as(p).grad_fn.next_functions[0][0]
-                                     for p in stage.parameters() if p.requires_grad)
         torch.cuda.synchronize()
         graphed = torch.cuda.make_graphed_callables(stage, leaves,
                                                     num_warmup_iters=GRAPH_WARMUP, allow_unused_input=True)

@@ -185,51 +185,6 @@ def test_gpu_graphed_stage_equals_eager_stage_and_never_syncs():
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
-def test_held_accumulate_grad_nodes_are_the_ones_later_graphs_use():
-    """The premise of LossStages._graph's held nodes: while a parameter's AccumulateGrad node is alive,
-    every graph that uses the parameter routes its gradient through that same node."""
-    w = torch.nn.Parameter(torch.randn(3, 2))
-    held = w.view_as(w).grad_fn.next_functions[0][0]
-    assert type(held).__name__ == "AccumulateGrad"
-    for _ in range(2):
-        y = (torch.randn(4, 3) @ w).sum()
-        assert y.grad_fn.next_functions[0][0].next_functions[1][0] is held
-        y.backward()
-    assert w.grad is not None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_graphed_stage_accumulates_on_the_current_stream():
-    """No AccumulateGrad stream warning over graphed steps with W and the decoder (their nodes are made
-    on the current stream before the capture and held)."""
-    import warnings
-
-    dev = torch.device("cuda")
-    obj = _objective(semantic_head="embed", semantic_dim=3)
-    obj.device = dev
-    obj.generator = torch.Generator(device=dev).manual_seed(0)
-    obj.head = obj.head.to(dev)
-    obj.decoder = torch.nn.Linear(3, 4).to(dev)
-    views = [_view(0, 6)]
-    views[0].image = views[0].image.to(dev)
-    obj.prepare(views[0], dev)
-    stages = LossStages(views, lambda_dssim=0.2, objective=obj, device=dev, graphs=True, triplets=64)
-    torch.autograd.graph.set_warn_on_accumulate_grad_stream_mismatch(True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for step in range(4):
-            H, W = views[0].instance.shape
-            rgb = torch.rand(H, W, 3, device=dev, requires_grad=True)
-            emb = torch.randn(H, W, 4, device=dev, requires_grad=True)
-            sem = torch.randn(H, W, 3, device=dev, requires_grad=True)
-            out = stages(5, views[0], rgb, {"embedding": emb, "semantic": sem})
-            sum(out.values()).backward()
-        torch.cuda.synchronize()
-    assert len(stages.graphed) == 1 and obj.head.weight.grad is not None
-    assert not [w for w in caught if "AccumulateGrad" in str(w.message)]
-
-
 def test_neighbour_pairs_are_shuffled_once_and_sliced_per_step():
     """L_3D takes consecutive slices of the pairs shuffled when the graph is built: a full pass sees
     every pair once; the slice position is checkpointed."""
