@@ -13,7 +13,9 @@ matching). ``measure_extraction`` on that subset gives the numbers it gives on t
 object boxes travel in the first file, so the scene is not needed.
 
 Variants (box reference, stray filter on, median over objects, P / R): union_fill; with the extra file
-the union before the fill and union_fill without the Gaussians that only their own feature makes things;
+the union before the fill, union_fill without the Gaussians that only their own feature makes things,
+and union_fill_masks (train.py's default: those Gaussians kept only where the masks back them, at three
+shares, then the masked rescue);
 union_fill kept to each id's quantile extent (grown by a share of its size: a floater filter); union_fill
 with other stray-filter radii (``default_radius`` factor) and minimum shares; the rescue at radius
 factor 4 and 8 without a gate, with the extent gate (``visibility.id_extents``, quantiles 0 / 0.01 /
@@ -64,7 +66,7 @@ def write_dump(path: str, *, ids_fill: torch.Tensor, codes: torch.Tensor, means:
             "opacity": opac.numpy()[keep].astype(np.float32),
             "max_scale": scales.max(dim=1).values.numpy()[keep].astype(np.float32),
             "ids_fill": ids_fill.numpy()[keep].astype(np.int16), "codes": codes.numpy()[keep].astype(np.int16),
-            "mask_share": share.numpy()[keep].astype(np.float16),
+            "mask_share": share.numpy()[keep].astype(np.float32),
             "box_ids": boxes.ids, "box_classes": boxes.classes, "box_centre": boxes.centre, "box_half": boxes.half,
             "box_yaw": boxes.yaw}
     extra = {"seen": seen.numpy()[keep].astype(np.float32), "thing_share": thing_share.numpy()[keep].astype(np.float16)}
@@ -146,6 +148,18 @@ def study(d: dict) -> list:
         rows.append(("union (no fill)",) + score(union) + (0,))
         own_only = seen & own & ~vote  # things by their own feature though their pixels vote stuff
         rows.append(("union_fill without own-only things",) + score(torch.where(own_only, 0, ids_f)) + (0,))
+        if np.isfinite(mask_share).all():  # union_fill_masks: the masks settle the own-only things, then the rescue
+            from segmentation.labels import DEFAULT_DISPUTE_MASK_SHARE
+            from segmentation.visibility import DEFAULT_RESCUE_MASK_SHARE, DEFAULT_RESCUE_RADIUS_FACTOR
+
+            share_t = torch.from_numpy(mask_share)
+            for tau in sorted({0.1, DEFAULT_DISPUTE_MASK_SHARE, 0.5}):
+                ids = torch.where(own_only & (share_t < tau), 0, ids_f)
+                r = object_radius(means, ids, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales)
+                ids = rescue_stuff(ids, codes, means, r, allowed=share_t >= DEFAULT_RESCUE_MASK_SHARE)
+                name = "union_fill_masks" + (" (the default)" if tau == DEFAULT_DISPUTE_MASK_SHARE else "")
+                rows.append((f"{name}, own-only things kept at mask share >= {tau:g}",) + score(ids)
+                            + (int(((ids > 0) & (ids_f == 0)).sum()),))
     for q, grow in ((0.02, 0.1), (0.02, 0.25), (0.05, 0.25)):  # extraction kept to each id's core extent
         inside = torch.from_numpy(inside_extent(ids_f.numpy(), q, grow))
         rows.append((f"union_fill, kept to the {q:g}-{1 - q:g} extent grown by {grow:g}",)

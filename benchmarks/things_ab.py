@@ -15,13 +15,15 @@ generator's exact geometry (surface and box references), without and with the de
 - union_fill (``ThingVotes.fill_unseen``): union for seen Gaussians; an unseen one
   takes the majority id of its 8 nearest seen Gaussians (by their union decision), or its own code when
   they say stuff and its own feature says thing;
-  train.py's default;
 - union_rescue (``visibility.rescue_stuff``): union, then a stuff Gaussian whose own (snapped) code is the
   majority id of its 8 nearest thing Gaussians (at least 5 of them, all within the stray filter's radius),
   and at least a tenth of whose weight in the masked views fell on the input masks' object pixels, becomes
   a thing of that id: object surface the fg/bg decision missed, recognised by its code, its place and the
   masks;
 - union_fill_rescue: union_fill, then the rescue;
+- union_fill_masks (train.py's default): union_fill, then a seen Gaussian that only its own feature calls a
+  thing (its pixels render as stuff) stays one only when at least a quarter of its weight in the masked
+  views fell on the masks' object pixels (``ThingVotes.disputed``), then the rescue;
 - union_fill_rescue_ungated: union_fill, then the rescue as measured in RESULTS.md 13b (half that radius,
   no mask gate). ``benchmarks/rescue_gates.py`` scores more variants from ``--dump``.
 
@@ -46,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 RULES = ("own", "vote", "vote_fill", "union", "union_fill", "union_rescue", "union_fill_rescue",
-         "union_fill_rescue_ungated")
+         "union_fill_masks", "union_fill_rescue_ungated")
 
 
 def outside_mass(ids, means, opac, scales, boxes, pts, inst, seen, own, vote, filled) -> dict:
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
     allowed = None if share is None else share.cpu() >= DEFAULT_RESCUE_MASK_SHARE
     ids_r = rescue_stuff(ids_u, codes, means, r_rescue, allowed=allowed)  # without the fill (not a library rule)
     rules["union_rescue"], rule_ids["union_rescue"] = ids_r > 0, ids_r
-    for name in ("union_fill", "union_fill_rescue"):  # the library's rules, exactly as train.py saves them
+    for name in ("union_fill", "union_fill_rescue", "union_fill_masks"):  # the library's rules, exactly as train.py saves them
         ids = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=votes.valid(), thing_votes=tv,
                                      thing_rule=name)["instance_label"].cpu()
         rules[name], rule_ids[name] = ids > 0, ids

@@ -54,10 +54,14 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
     when most of its blending weight fell on thing pixels (``ThingVotes.decide``); a Gaussian made a
     thing by the vote gets the most likely thing class of its own logits as ``semantic_label``, so
     the two columns agree. ``thing_rule``: ``ThingVotes.decide``'s rule; "union_fill" (the default,
-    ``DEFAULT_THING_RULE``) then gives each unseen Gaussian the labels of its seen neighbours
-    (``ThingVotes.fill_unseen``); "union_fill_rescue" then gives stuff Gaussians among an object's
-    Gaussians that carry its code, and on pixels the input masks give an object, back to it
-    (``visibility.rescue_stuff``; only when the votes carry the masks' share).
+    ``DEFAULT_THING_RULE``) gives each unseen Gaussian the labels of its seen neighbours
+    (``ThingVotes.fill_unseen``), then lets the input masks settle two kinds of doubt: a seen Gaussian
+    that only its own feature calls a thing (its pixels render as stuff, ``ThingVotes.disputed``) stays
+    a thing only when at least ``DEFAULT_DISPUTE_MASK_SHARE`` of its weight fell on the masks' object
+    pixels, and a stuff Gaussian among an object's Gaussians that carry its code, on the masks' object
+    pixels, goes back to that object (``visibility.rescue_stuff`` gated by the same share). "union_fill"
+    stops after the fill; "union_fill_rescue" skips the first of the two. Both steps need the masks'
+    share in the votes; without it the rule is "union_fill".
     Without votes, each Gaussian's own feature decides (the former rule)."""
     thing_rule = DEFAULT_THING_RULE if thing_rule is None else thing_rule
     cols: Dict[str, Tensor] = {}
@@ -74,17 +78,20 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
         if own is not None:
             things = own if thing_votes is None else thing_votes.decide(own, rule=thing_rule)
             inst = torch.where(things, inst, torch.zeros_like(inst))
-            if thing_votes is not None and thing_rule in ("union_fill", "union_fill_rescue"):
+            if thing_votes is not None and thing_rule in FILL_RULES:
                 means = model.get_means().detach()
                 inst = thing_votes.fill_unseen(inst, codes + 1, own, means)
-                share = thing_votes.mask_share() if thing_rule == "union_fill_rescue" else None
-                if share is not None:  # the rescue; without masks there is nothing to gate it on
+                share = thing_votes.mask_share() if thing_rule in MASK_RULES else None
+                if share is not None:  # without masks there is nothing to settle disputes or gate the rescue on
                     from segmentation.visibility import (DEFAULT_RESCUE_MASK_SHARE, DEFAULT_RESCUE_RADIUS_FACTOR,
                                                          object_radius, rescue_stuff)
 
+                    share = share.to(inst.device)
+                    if thing_rule == "union_fill_masks":  # the masks settle what own feature and render dispute
+                        doubt = thing_votes.disputed(own).to(inst.device) & (share < DEFAULT_DISPUTE_MASK_SHARE)
+                        inst = torch.where(doubt, torch.zeros_like(inst), inst)
                     radius = object_radius(means, inst, DEFAULT_RESCUE_RADIUS_FACTOR, scales=model.get_scales())
-                    inst = rescue_stuff(inst, codes + 1, means, radius,
-                                        allowed=share.to(inst.device) >= DEFAULT_RESCUE_MASK_SHARE)
+                    inst = rescue_stuff(inst, codes + 1, means, radius, allowed=share >= DEFAULT_RESCUE_MASK_SHARE)
                 things = inst > 0
             promoted = things & ~own  # [N] things by the vote whose own argmax is a stuff class
             if bool(promoted.any()):  # their class: the most likely thing class of their own logits
@@ -204,15 +211,22 @@ def load_code_votes(folder: str):
 # alone; the vote alone reached 0.934 / 0.869. Median precision stays >= 0.985.
 THING_VOTE_SHARE = 0.5
 THING_VOTE_MIN_WEIGHT = 1.0
-# The default rule adds a neighbourhood step to the union (gaussian_label_columns): unseen Gaussians take
-# their seen neighbours' id (COLMAP 100, full schedule: box recall 0.927 -> 0.972, precision 0.991 both,
-# RESULTS.md 12b). "union_fill_rescue" then gives stuff Gaussians among an object's Gaussians that carry its
-# code back to it, where the input masks put at least a tenth of their weight on object pixels: on CPU
-# models recall 0.886 -> 0.985 at precision 0.995 (13d). Without that gate, on the full-schedule Messy-Rooms
-# models, precision fell 0.992 -> 0.919 (25 objects) and 0.926 -> 0.826 (100) against the union (13b):
-# it was the default from e700021 to 0493122, and is not again until the gate is measured there.
-THING_RULES = ("union_fill", "union_fill_rescue", "union", "vote", "own")
+# The rules that go on from the union (gaussian_label_columns). "union_fill": unseen Gaussians take their
+# seen neighbours' id (COLMAP 100, full schedule: box recall 0.927 -> 0.972, precision 0.991 both, RESULTS.md
+# 12b). "union_fill_rescue" then gives stuff Gaussians among an object's Gaussians that carry its code back to
+# it, where the input masks put at least a tenth of their weight on object pixels. Without that gate it cost
+# precision on the full-schedule Messy-Rooms models (0.992 -> 0.919 at 25 objects, 0.926 -> 0.826 at 100,
+# 13b); with it, on the same two rooms trained again (14a, box P / R): 0.994 / 0.973 and 0.931 / 0.984.
+# "union_fill_masks" (the default) first drops the disputed Gaussians (seen, a thing by their own feature
+# only) that the masks do not back (share < DEFAULT_DISPUTE_MASK_SHARE): on the same two models, offline from
+# their dumps (14b), 1.000 / 0.958 and 0.981 / 0.981. Every share from 0.1 to 0.5 met 0.95 / 0.95 on both;
+# the three CPU models kept their numbers (min P 0.996, min R 0.957). Chosen on these two rooms: unseen
+# rooms are the next lease's question.
+THING_RULES = ("union_fill_masks", "union_fill", "union_fill_rescue", "union", "vote", "own")
 DEFAULT_THING_RULE = THING_RULES[0]
+FILL_RULES = ("union_fill", "union_fill_rescue", "union_fill_masks")  # the rules that fill unseen Gaussians
+MASK_RULES = ("union_fill_rescue", "union_fill_masks")  # the rules that read the input masks' share
+DEFAULT_DISPUTE_MASK_SHARE = 0.25
 
 
 class ThingVotes:
@@ -240,9 +254,9 @@ class ThingVotes:
                min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
         """[N] bool thing decisions from ``own`` [N] bool (each Gaussian's own semantic feature).
 
-        ``rule``: "union" (own, or a seen Gaussian's vote; "union_fill" and "union_fill_rescue"
-        decide the same here, and ``gaussian_label_columns`` goes on from it), "vote" (the vote where
-        the Gaussian was seen, else own), "own" (the vote ignored)."""
+        ``rule``: "union" (own, or a seen Gaussian's vote; the FILL_RULES decide the same here, and
+        ``gaussian_label_columns`` goes on from it), "vote" (the vote where the Gaussian was seen, else
+        own), "own" (the vote ignored)."""
         if rule not in THING_RULES:
             raise ValueError(f"thing rule {rule!r}: use one of {', '.join(THING_RULES)}")
         if rule == "own":
@@ -250,6 +264,14 @@ class ThingVotes:
         seen = self.seen.to(own.device) >= min_weight
         vote = seen & (self.thing.to(own.device) > share * self.seen.to(own.device))
         return torch.where(seen, vote, own) if rule == "vote" else own | vote
+
+    def disputed(self, own: Tensor, *, share: float = THING_VOTE_SHARE,
+                 min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
+        """[N] bool: seen Gaussians that their own feature (``own`` [N] bool) calls a thing while their
+        pixels vote stuff, the part of the union that the vote does not back."""
+        seen = self.seen.to(own.device) >= min_weight
+        vote = seen & (self.thing.to(own.device) > share * self.seen.to(own.device))
+        return seen & own & ~vote
 
     def fill_unseen(self, ids: Tensor, own_ids: Tensor, own: Tensor, means: Tensor, *,
                     min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:

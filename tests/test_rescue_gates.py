@@ -66,3 +66,28 @@ def test_dump_scores_as_the_whole_model(tmp_path):
     assert rows["rescue x8, no gate"][0] < rows["union_fill"][0] - 0.02
     assert rows["rescue x8, mask 0.25"][0] >= rows["union_fill"][0] - 1e-9
     assert rows["rescue x8, extent 0.01"][0] > rows["rescue x8, no gate"][0]
+
+
+def test_dump_scores_train_py_default_rule_as_the_whole_model(tmp_path):
+    """union_fill_masks from the dump equals the same steps on every Gaussian: own-only things (here every
+    thing, since the scene's pixels vote stuff) kept where the masks back them, then the masked rescue.
+    The floaters carry object codes and lie off the masks: the rule drops them; the objects' misses lie on
+    the masks: the rescue gives them back."""
+    from segmentation.labels import DEFAULT_DISPUTE_MASK_SHARE
+    from segmentation.visibility import DEFAULT_RESCUE_MASK_SHARE, DEFAULT_RESCUE_RADIUS_FACTOR
+
+    s = _scene(1)
+    path = str(tmp_path / "d.npz")
+    write_dump(path, ids_fill=s["ids"], codes=s["codes"], means=s["means"], opac=s["opac"], scales=s["scales"],
+               votes=s["votes"], boxes=s["boxes"], own=s["own"])
+    rows = {name: (p, r, n) for name, p, r, n in study(load_dump(path))}
+    share = s["votes"].mask_share()
+    disputed = s["votes"].disputed(s["own"])
+    assert int(disputed.sum()) == int((s["ids"] > 0).sum())
+    ids = torch.where(disputed & (share < DEFAULT_DISPUTE_MASK_SHARE), 0, s["ids"])
+    r = object_radius(s["means"], ids, DEFAULT_RESCUE_RADIUS_FACTOR, scales=s["scales"])
+    ids = rescue_stuff(ids, s["codes"], s["means"], r, allowed=share >= DEFAULT_RESCUE_MASK_SHARE)
+    name = f"union_fill_masks (the default), own-only things kept at mask share >= {DEFAULT_DISPUTE_MASK_SHARE:g}"
+    np.testing.assert_allclose(rows[name][:2], _full_score(ids, s), rtol=1e-6)
+    assert not (ids[-30:] > 0).any() and (s["ids"][-30:] > 0).all()  # the floaters are gone
+    assert rows[name][1] > rows["union_fill"][1] + 0.05 and rows[name][0] >= rows["union_fill"][0]

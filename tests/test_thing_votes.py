@@ -180,7 +180,9 @@ def test_fill_and_rescue_give_object_gaussians_the_objects_id():
     filled = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill")
     default = gaussian_label_columns(model, THINGS, thing_votes=tv)
     rescued = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill_rescue")
-    assert DEFAULT_THING_RULE == "union_fill" and torch.equal(default["instance_label"], filled["instance_label"])
+    masks = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill_masks")
+    assert DEFAULT_THING_RULE == "union_fill_masks" and torch.equal(default["instance_label"], masks["instance_label"])
+    assert torch.equal(masks["instance_label"], rescued["instance_label"])  # nothing disputed in this scene
     assert union["instance_label"][16:].tolist() == [0, 4, 7, 0, 0, 0]  # the own feature alone decides unseen ones
     assert filled["instance_label"][16:].tolist() == [6, 6, 7, 0, 0, 0]
     assert rescued["instance_label"][16:].tolist() == [6, 6, 7, 0, 6, 0]  # r1 rescued, r2 (in the wall) not
@@ -199,3 +201,42 @@ def test_fill_and_rescue_give_object_gaussians_the_objects_id():
     assert rescued["semantic_label"][16:].tolist() == [2, 1, 2, 0, 1, 0]  # promoted with their best thing class
     things = torch.isin(rescued["semantic_label"], torch.tensor(THINGS))
     assert torch.equal(rescued["instance_label"] > 0, things)
+
+
+def test_masks_settle_gaussians_only_their_own_feature_calls_things():
+    """union_fill_masks: seen Gaussians whose own feature says thing while their pixels render as stuff (the
+    vote) stay things only where the input masks put at least DEFAULT_DISPUTE_MASK_SHARE of their weight on
+    object pixels. d1 on the object, backed by the masks -> keeps its id; d2 on the floor, a thing by its
+    own feature (the object's code smoothed onto it), masks say background -> stuff; d3 the same as d2 but
+    unseen -> the fill decides, the masks cannot. Undisputed Gaussians are untouched, and union_fill keeps
+    both disputed ones."""
+    from segmentation.labels import DEFAULT_DISPUTE_MASK_SHARE
+
+    g = torch.Generator().manual_seed(1)
+    obj = torch.randn(8, 3, generator=g, dtype=torch.float64) * 0.2
+    floor = torch.randn(8, 3, generator=g, dtype=torch.float64) * 0.2 + torch.tensor([10.0, 0, 0], dtype=torch.float64)
+    rest = torch.tensor([[0.03, 0.01, 0], [10.02, 0, 0.01], [10.0, 0.02, 0]], dtype=torch.float64)
+    means = torch.cat([obj, floor, rest])
+    codes = [5] * 8 + [2] * 8 + [5, 5, 5]
+    big = 8.0
+    sem = torch.full((19, 4), -big, dtype=torch.float64)
+    sem[:8, 1] = big  # object: thing
+    sem[8:16, 0] = big  # floor: stuff
+    sem[16:19, 1] = big  # d1, d2, d3: things by their own feature
+    model = types.SimpleNamespace(params={"embedding": torch.tensor([_bits(c) for c in codes], dtype=torch.float64),
+                                          "semantic": sem}, get_means=lambda: means,
+                                  get_scales=lambda: torch.full((19, 3), 0.01, dtype=torch.float64))
+    seen = torch.tensor([20.0] * 18 + [0.0], dtype=torch.float64)
+    thing = torch.cat([torch.full((8,), 19.0), torch.full((8,), 1.0), torch.full((3,), 2.0)])  # d1-d3 render stuff
+    share = torch.tensor([0.9] * 8 + [0.0] * 8 + [0.6, 0.05, 0.0], dtype=torch.float64)
+    assert share[17] < DEFAULT_DISPUTE_MASK_SHARE <= share[16]
+    tv = ThingVotes(seen, thing, seen * share)
+    assert tv.disputed(sem[:, 1] > 0).tolist() == [False] * 16 + [True, True, False]
+    masks = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill_masks")["instance_label"]
+    fill = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill")["instance_label"]
+    assert fill[16:].tolist() == [6, 6, 6]
+    assert masks[16:].tolist() == [6, 0, 6]
+    assert torch.equal(masks[:16], fill[:16])
+    # without the masks' share there is nothing to settle the dispute on: the rule is union_fill
+    bare = gaussian_label_columns(model, THINGS, thing_votes=ThingVotes(seen, thing), thing_rule="union_fill_masks")
+    assert torch.equal(bare["instance_label"], fill)

@@ -612,10 +612,12 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
 
     One render per training view (``segmentation.labels.label_votes``), as train.py does when it
     saves: the segment votes of the default decoding rule, and each Gaussian's thing/stuff decision.
-    ``things`` (``segmentation.labels.THING_RULES``): "union_fill" (train.py's default: "union", then
-    each Gaussian no training view sees takes the labels of its seen neighbours), "union_fill_rescue"
-    ("union_fill", then a stuff Gaussian among an object's Gaussians that carries the object's code,
-    and that the input masks put on object pixels, joins it), "union" (a thing when its own semantic
+    ``things`` (``segmentation.labels.THING_RULES``): "union_fill_masks" (train.py's default: "union_fill",
+    then the input masks settle the Gaussians in doubt: one that only its own feature calls a thing
+    stays one where the masks back it, and a stuff Gaussian among an object's Gaussians that carries the
+    object's code, and that the masks put on object pixels, joins it), "union_fill" ("union", then each
+    Gaussian no training view sees takes the labels of its seen neighbours), "union_fill_rescue"
+    ("union_fill_masks" without its first step), "union" (a thing when its own semantic
     feature or the pixels it is part of say so), "vote" (the pixels decide for seen Gaussians) or
     "own" (each Gaussian's own feature: the rule of models saved before the vote).
     Models saved by an older version get the current labels this way; the parameters are copied
@@ -935,11 +937,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="model folder to write (not -m)")
     p.add_argument("--things", default=DEFAULT_THING_RULE, choices=THING_RULES,
                    help="union: a thing when its own semantic feature or the pixels it is part of say so; "
-                        "union_fill (train.py's default): union, and a Gaussian no training view sees takes "
-                        "the labels of its 8 nearest seen ones; union_fill_rescue: union_fill, and a stuff "
-                        "Gaussian whose own code most of its 8 nearest object Gaussians carry, and that the "
-                        "input masks put on object pixels, joins that object; vote: the pixels decide for "
-                        "seen Gaussians; own: each Gaussian's own feature (models saved before the vote)")
+                        "union_fill: union, and a Gaussian no training view sees takes the labels of its 8 "
+                        "nearest seen ones; union_fill_masks (train.py's default): union_fill, then a Gaussian "
+                        "that only its own feature calls a thing stays one only where the input masks put a "
+                        "quarter of its weight on object pixels, and a stuff Gaussian whose own code most of "
+                        "its 8 nearest object Gaussians carry, and that the masks put on object pixels, joins "
+                        "that object; union_fill_rescue: union_fill_masks without its first step; vote: the "
+                        "pixels decide for seen Gaussians; own: each Gaussian's own feature (models saved "
+                        "before the vote)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
