@@ -3,7 +3,8 @@
 # surface and box references, with the default's precision diagnosis; each rule costs minutes on a 2 M
 # Gaussian model; --dump writes the rescue dump for rescue_gates.py), then with ACC_STEPS=full (the
 # default) labels, metrics, the default's extraction per object (box reference) and the decode sweep + dump
-# (ACC_STEPS=ab stops after things_ab: about 4 minutes less). Needs R (results) and W (tree).
+# (ACC_STEPS=eval leaves out the sweep, ACC_STEPS=ab stops after things_ab: about 4 minutes less each).
+# Needs R (results) and W (tree).
 acc_job() {
   local name=$1 scene=$2; shift 2
   local M=$R/acc/$name
@@ -11,12 +12,14 @@ acc_job() {
   { echo "stage start $(date +%s)"
     python3 train.py -s $scene -m $M --eval --quiet --test_iterations $ITERS --save_iterations $ITERS "$@" &&
     echo "stage trained $(date +%s)" &&
-    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --dump $R/acc/${name}_rescue.npz --diagnose ${DIAGNOSE:-union_fill_rescue} --rules ${THING_RULES:-union union_fill union_fill_rescue union_fill_rescue_ungated}
+    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --dump $R/acc/${name}_rescue.npz --diagnose ${DIAGNOSE:-union_fill_masks} --rules ${THING_RULES:-union union_fill union_fill_masks}
     echo "stage things_ab $(date +%s)"
-    if [ "${ACC_STEPS:-full}" = full ]; then
+    if [ "${ACC_STEPS:-full}" != ab ]; then
       python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
       python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
       echo "stage evaluated $(date +%s)"
+    fi
+    if [ "${ACC_STEPS:-full}" = full ]; then
       python3 benchmarks/decode_sweep.py -m $M --json $M/sweep.json --dump $R/acc/${name}_dump.npz --quiet
     fi
   } > $R/acc/$name.log 2>&1
@@ -42,7 +45,7 @@ bench_scene() {
 label_jobs() {
   for s in $LABEL_SCENES; do
     local extra=""; case $s in colmap*) extra="--seg_dir masks";; esac
-    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS ACC_STEPS=${ACC_STEPS:-full} THING_RULES='${THING_RULES:-union union_fill union_fill_rescue union_fill_rescue_ungated}'; acc_job $s $D/$s $extra" < /dev/null > /dev/null 2>&1 &
+    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS ACC_STEPS=${ACC_STEPS:-full} THING_RULES='${THING_RULES:-union union_fill union_fill_masks}' DIAGNOSE=${DIAGNOSE:-union_fill_masks}; acc_job $s $D/$s $extra" < /dev/null > /dev/null 2>&1 &
   done
   wait
 }

@@ -1,0 +1,62 @@
+# Next lease (`device` tool, carry .whl/), from the repository root. Stages, one `run` call each:
+#   bash benchmarks/device_round17.sh A      build, scenes, GPU tests (labels chain); starts the background chain
+#   WAIT=540 bash benchmarks/device_round17.sh poll   wait for the chain, pack results into $OUT
+# CHAIN=labels (default): issue 9, train.py's default thing rule union_fill_masks (chosen offline on the
+# dumps of RESULTS.md 14a) on two rooms it was not chosen on, side by side: replica_like seed 133 with 25
+# objects, old_room seed 134 with 100 (Messy-Rooms format, realistic noise, 480x360, 186 views). Per room:
+# train (30k), things_ab.py (union_fill, union_fill_rescue, union_fill_masks; the default's precision
+# diagnosis; the rescue dump), then with ACC_STEPS=eval (the default here) the saved labels' PQ^scene and
+# mIoU (render.py --labels, metrics.py) and tools/objects.py evaluate --reference box (the default's
+# extraction as a user gets it); ACC_STEPS=full adds the decode sweep (about 4 minutes), ACC_STEPS=ab
+# stops after things_ab. About 17 minutes with eval.
+# CHAIN=timing: issue 10's own measurement, alone on the GPU: plain 3DGS and UniC-Lift, 30 000 iterations,
+# every default, bench scene, no GPU tests. About 11 minutes (plain alone took 249 s in 13c).
+# TIMING_VARIANTS="plain unic unic:--seg_interval=2" adds the features every second step: about 5 minutes more.
+# The two chains together need about 28 of the lease's 30 minutes: run timing first (its result does not
+# depend on the other), then labels, or give the lease to one of them.
+# Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
+set -u
+W=/tmp/w; R=/tmp/r17; D=/tmp/data
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+ITERS=${ITERS:-30000}
+CHAIN=${CHAIN:-labels}
+LABEL_SCENES=${LABEL_SCENES:-"messy25c messy100c"}
+export ACC_STEPS=${ACC_STEPS:-eval} THING_RULES=${THING_RULES:-"union_fill union_fill_rescue union_fill_masks"} DIAGNOSE=${DIAGNOSE:-union_fill_masks}
+stage=${1:-A}
+source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene, label_jobs, gpu_tests, start_chain, ...
+
+chain() {
+  cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
+  if [ "$CHAIN" = timing ]; then
+    python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations $ITERS --seeds 0 \
+      --variants ${TIMING_VARIANTS:-plain unic} > $R/speed.log 2>&1
+    touch $R/speed.DONE
+  else
+    label_jobs
+  fi
+}
+
+if [ "$stage" = A ]; then
+  fresh_tree || exit 1
+  if [ "$CHAIN" = timing ]; then
+    bench_scene 10
+  else
+    python3 tools/make_scene.py --out $D/messy25c --objects 25 --views 186 --size 480x360 --noise realistic \
+      --layout replica_like --seed 133 --format messy --workers 5 --quiet > $R/make_messy25c.log 2>&1 &
+    python3 tools/make_scene.py --out $D/messy100c --objects 100 --views 186 --size 480x360 --noise realistic \
+      --layout old_room --seed 134 --format messy --workers 5 --quiet > $R/make_messy100c.log 2>&1 &
+  fi
+  [ "$CHAIN" = timing ] || gpu_tests
+  wait; echo "scenes ready at ${SECONDS}s"
+  start_chain
+  sleep 5; pack_results speed r17
+fi
+
+if [ "$stage" = poll ]; then
+  if [ "$CHAIN" = timing ]; then
+    while [ ! -f $R/speed.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
+    grep -h "it/s" $R/speed.log | tail -3; pack_results speed r17
+  else
+    poll_labels speed r17
+  fi
+fi
