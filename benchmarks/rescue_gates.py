@@ -69,7 +69,7 @@ def write_dump(path: str, *, ids_fill: torch.Tensor, codes: torch.Tensor, means:
             "mask_share": share.numpy()[keep].astype(np.float32),
             "box_ids": boxes.ids, "box_classes": boxes.classes, "box_centre": boxes.centre, "box_half": boxes.half,
             "box_yaw": boxes.yaw}
-    extra = {"seen": seen.numpy()[keep].astype(np.float32), "thing_share": thing_share.numpy()[keep].astype(np.float16)}
+    extra = {"seen": seen.numpy()[keep].astype(np.float32), "thing_share": thing_share.numpy()[keep].astype(np.float32)}
     if own is not None:
         extra["own"] = own.cpu().numpy()[keep].astype(bool)
     np.savez_compressed(path, **core)
