@@ -3,7 +3,8 @@
 # surface and box references, with the default's precision diagnosis; each rule costs minutes on a 2 M
 # Gaussian model; --dump writes the rescue dump for rescue_gates.py), then with ACC_STEPS=full (the
 # default) labels, metrics, the default's extraction per object (box reference) and the decode sweep + dump
-# (ACC_STEPS=eval leaves out the sweep, ACC_STEPS=ab stops after things_ab: about 4 minutes less each).
+# (ACC_STEPS=eval leaves out the sweep, ACC_STEPS=ab stops after things_ab: about 4 minutes less each;
+# AB_LATER=1 leaves things_ab to the calling chain, ab_step).
 # Needs R (results) and W (tree).
 acc_job() {
   local name=$1 scene=$2; shift 2
@@ -12,8 +13,7 @@ acc_job() {
   { echo "stage start $(date +%s)"
     python3 train.py -s $scene -m $M --eval --quiet --test_iterations $ITERS --save_iterations $ITERS "$@" &&
     echo "stage trained $(date +%s)" &&
-    python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --dump $R/acc/${name}_rescue.npz --diagnose ${DIAGNOSE:-union_fill_masks} --rules ${THING_RULES:-union union_fill union_fill_masks}
-    echo "stage things_ab $(date +%s)"
+    { [ "${AB_LATER:-0}" = 1 ] || ab_step $name; }
     if [ "${ACC_STEPS:-full}" != ab ]; then
       python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
       python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
@@ -24,6 +24,16 @@ acc_job() {
     fi
   } > $R/acc/$name.log 2>&1
   echo "exit $?" >> $R/acc/$name.log; touch $R/acc/$name.DONE
+}
+
+# ab_step NAME: things_ab.py on the trained model R/acc/NAME (acc_job runs it after training; with
+# AB_LATER=1 the calling chain runs it later, e.g. after a timing run that must have the GPU alone).
+ab_step() {
+  local M=$R/acc/$1
+  cd $W
+  python3 benchmarks/things_ab.py -m $M --json $M/things_ab.json --dump $R/acc/${1}_rescue.npz \
+    --diagnose ${DIAGNOSE:-union_fill_masks} --rules ${THING_RULES:-union union_fill union_fill_masks}
+  echo "stage things_ab $(date +%s)"
 }
 
 # fresh_tree: a copy of the sent tree in W (runs survive the next call's re-send), the carried wheels
@@ -45,7 +55,7 @@ bench_scene() {
 label_jobs() {
   for s in $LABEL_SCENES; do
     local extra=""; case $s in colmap*) extra="--seg_dir masks";; esac
-    setsid bash -c "$(declare -f acc_job); R=$R W=$W ITERS=$ITERS ACC_STEPS=${ACC_STEPS:-full} THING_RULES='${THING_RULES:-union union_fill union_fill_masks}' DIAGNOSE=${DIAGNOSE:-union_fill_masks}; acc_job $s $D/$s $extra" < /dev/null > /dev/null 2>&1 &
+    setsid bash -c "$(declare -f acc_job ab_step); R=$R W=$W ITERS=$ITERS ACC_STEPS=${ACC_STEPS:-full} AB_LATER=${AB_LATER:-0} THING_RULES='${THING_RULES:-union union_fill union_fill_masks}' DIAGNOSE=${DIAGNOSE:-union_fill_masks}; acc_job $s $D/$s $extra" < /dev/null > /dev/null 2>&1 &
   done
   wait
 }
@@ -80,9 +90,10 @@ gpu_tests() {
   grep -E "^FAILED|^E  " $R/gpu_tests.log | head -20
 }
 
-# start_chain: runs the calling script's chain() (with acc_job and label_jobs) in its own session, so it
-# outlives this call; its output goes to R/chain.log.
+# start_chain: runs the calling script's chain() (with acc_job, ab_step, label_jobs, bench_scene and, where
+# the script defines it, timing) in its own session, so it outlives this call; its output goes to
+# R/chain.log.
 start_chain() {
-  setsid bash -c "$(declare -f chain acc_job label_jobs); R=$R W=$W D=$D ITERS=$ITERS ACC_STEPS=${ACC_STEPS:-full} LABEL_SCENES='$LABEL_SCENES'; chain" \
+  setsid bash -c "$(declare -f chain acc_job ab_step label_jobs bench_scene; declare -f timing); R=$R W=$W D=$D ITERS=$ITERS ACC_STEPS=${ACC_STEPS:-full} LABEL_SCENES='$LABEL_SCENES'; chain" \
     < /dev/null > $R/chain.log 2>&1 &
 }

@@ -12,28 +12,39 @@
 # CHAIN=timing: issue 10's own measurement, alone on the GPU: plain 3DGS and UniC-Lift, 30 000 iterations,
 # every default, bench scene, no GPU tests. About 11 minutes (plain alone took 249 s in 13c).
 # TIMING_VARIANTS="plain unic unic:--seg_interval=2" adds the features every second step: about 5 minutes more.
-# The two chains together need about 28 of the lease's 30 minutes: run timing first (its result does not
-# depend on the other), then labels, or give the lease to one of them.
+# CHAIN=both: the labels chain with things_ab left out of it, then the timing alone on the GPU (the bench
+# scene is made on the CPU while the rooms train), then things_ab on both rooms: about 27 minutes to the
+# timing's end, things_ab 3 more. Poll until R/ab.DONE; each poll packs what has finished.
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r17; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 ITERS=${ITERS:-30000}
-CHAIN=${CHAIN:-labels}
+export CHAIN=${CHAIN:-labels}
 LABEL_SCENES=${LABEL_SCENES:-"messy25c messy100c"}
 export ACC_STEPS=${ACC_STEPS:-eval} THING_RULES=${THING_RULES:-"union_fill union_fill_rescue union_fill_masks"} DIAGNOSE=${DIAGNOSE:-union_fill_masks}
 stage=${1:-A}
 source benchmarks/device_jobs.sh  # acc_job, fresh_tree, bench_scene, label_jobs, gpu_tests, start_chain, ...
 
+timing() {
+  python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations $ITERS --seeds 0 \
+    --variants ${TIMING_VARIANTS:-plain unic} > $R/speed.log 2>&1
+  touch $R/speed.DONE
+}
+
 chain() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
-  if [ "$CHAIN" = timing ]; then
-    python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations $ITERS --seeds 0 \
-      --variants ${TIMING_VARIANTS:-plain unic} > $R/speed.log 2>&1
-    touch $R/speed.DONE
-  else
-    label_jobs
-  fi
+  case $CHAIN in
+    timing) timing ;;
+    labels) label_jobs ;;
+    both)  # the label rooms (side by side, things_ab left for later), then the timing alone, then things_ab
+      bench_scene 6 &
+      AB_LATER=1 label_jobs
+      for s in $LABEL_SCENES; do while [ ! -f $R/acc/$s.DONE ]; do sleep 5; done; done
+      wait; cd $W; timing
+      for s in $LABEL_SCENES; do ab_step $s >> $R/acc/$s.log 2>&1 & done
+      wait; touch $R/ab.DONE ;;
+  esac
 }
 
 if [ "$stage" = A ]; then
@@ -45,18 +56,24 @@ if [ "$stage" = A ]; then
       --layout replica_like --seed 133 --format messy --workers 5 --quiet > $R/make_messy25c.log 2>&1 &
     python3 tools/make_scene.py --out $D/messy100c --objects 100 --views 186 --size 480x360 --noise realistic \
       --layout old_room --seed 134 --format messy --workers 5 --quiet > $R/make_messy100c.log 2>&1 &
+    gpu_tests
   fi
-  [ "$CHAIN" = timing ] || gpu_tests
   wait; echo "scenes ready at ${SECONDS}s"
   start_chain
   sleep 5; pack_results speed r17
 fi
 
 if [ "$stage" = poll ]; then
-  if [ "$CHAIN" = timing ]; then
-    while [ ! -f $R/speed.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
-    grep -h "it/s" $R/speed.log | tail -3; pack_results speed r17
-  else
-    poll_labels speed r17
-  fi
+  case $CHAIN in
+    timing)
+      while [ ! -f $R/speed.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
+      grep -h "it/s" $R/speed.log | tail -3; pack_results speed r17 ;;
+    labels) poll_labels speed r17 ;;
+    both)  # returns when the labels are evaluated and the timing is done, or at WAIT
+      while [ ! -f $R/ab.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
+      for s in $LABEL_SCENES; do echo "== $s"
+        tr '\r' '\n' < $R/acc/$s.log 2>/dev/null | grep -E "PQ|median|outside|stage|exit|Error|\| union" | tail -12; done
+      tr '\r' '\n' < $R/speed.log 2>/dev/null | grep -E "it/s|plain|unic" | tail -4
+      pack_results speed r17 ;;
+  esac
 fi
