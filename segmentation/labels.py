@@ -52,9 +52,9 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
     snaps rare codes exactly as rendered label maps are snapped, so ids agree between the two.
     ``thing_votes`` (``label_votes``): a Gaussian is a thing when its own semantic feature says so or
     when most of its blending weight fell on thing pixels (``ThingVotes.decide``); a Gaussian made a
-    thing by the vote gets the most likely thing class of its own logits as ``semantic_label``, so
-    the two columns agree. ``thing_rule``: ``ThingVotes.decide``'s rule; "union_fill" (the default,
-    ``DEFAULT_THING_RULE``) gives each unseen Gaussian the labels of its seen neighbours
+    thing by the vote gets the most likely thing class of its own logits as ``semantic_label``, and one
+    made stuff its most likely stuff class, so the two columns agree. ``thing_rule``:
+    ``ThingVotes.decide``'s rule; "union_fill_masks" (the default, ``DEFAULT_THING_RULE``) gives each unseen Gaussian the labels of its seen neighbours
     (``ThingVotes.fill_unseen``), then lets the input masks settle two kinds of doubt: a seen Gaussian
     that only its own feature calls a thing (its pixels render as stuff, ``ThingVotes.disputed``) stays
     a thing only when at least ``DEFAULT_DISPUTE_MASK_SHARE`` of its weight fell on the masks' object
@@ -93,14 +93,29 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
                     radius = object_radius(means, inst, DEFAULT_RESCUE_RADIUS_FACTOR, scales=model.get_scales())
                     inst = rescue_stuff(inst, codes + 1, means, radius, allowed=share >= DEFAULT_RESCUE_MASK_SHARE)
                 things = inst > 0
-            promoted = things & ~own  # [N] things by the vote whose own argmax is a stuff class
-            if bool(promoted.any()):  # their class: the most likely thing class of their own logits
-                logits = (decoder(feat) if decoder is not None else feat)[:, list(thing_classes)]  # [N, T]
-                best = torch.as_tensor(list(thing_classes), device=sem.device)[logits.argmax(dim=1)]
-                sem = torch.where(promoted, best, sem)
+            sem = _agree_classes(sem, things, own, feat, decoder, thing_classes)
         cols["semantic_label"] = sem
     cols["instance_label"] = inst
     return cols
+
+
+def _agree_classes(sem: Tensor, things: Tensor, own: Tensor, feat: Tensor, decoder: Optional[torch.nn.Module],
+                   thing_classes: Sequence[int]) -> Tensor:
+    """``semantic_label`` [N] made to agree with the thing decisions ``things`` [N] bool: a Gaussian made a
+    thing whose own argmax (``own`` [N] bool: a thing class) is a stuff class gets the most likely thing
+    class of its own logits; one made stuff (``union_fill_masks``) whose own argmax is a thing class gets
+    the most likely stuff class (unchanged when every class is a thing)."""
+    promoted, demoted = things & ~own, ~things & own  # [N]
+    if not bool((promoted | demoted).any()):
+        return sem
+    logits = decoder(feat) if decoder is not None else feat  # [N, C]
+    is_thing = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    is_thing[list(thing_classes)] = True
+    for moved, allowed in ((promoted, is_thing), (demoted, ~is_thing)):
+        if bool(moved.any()) and bool(allowed.any()):
+            best = logits.masked_fill(~allowed, float("-inf")).argmax(dim=1)  # [N] the best allowed class
+            sem = torch.where(moved, best.to(sem.dtype), sem)
+    return sem
 
 
 def pixel_codes(embedding: Tensor, sigmoid_where: str) -> Tensor:

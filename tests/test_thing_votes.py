@@ -107,7 +107,8 @@ def test_columns_promote_voted_things_with_their_best_thing_class():
     assert after["instance_label"].tolist() == [2, 0, 3, 4, 0]
     vote_only = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="vote")
     assert vote_only["instance_label"].tolist() == [2, 0, 3, 0, 0]  # the vote alone drops the faint wall one
-    assert vote_only["semantic_label"].tolist() == [1, 0, 2, 1, 3]  # the class column keeps the own class
+    assert vote_only["semantic_label"].tolist() == [1, 0, 2, 0, 3]  # ... and gives it its best stuff class (0)
+    assert torch.equal(vote_only["instance_label"] > 0, torch.isin(vote_only["semantic_label"], torch.tensor(THINGS)))
     # the two columns agree: instance > 0 exactly where the class is a thing (default rule)
     things = torch.isin(after["semantic_label"], torch.tensor(THINGS))
     assert torch.equal(after["instance_label"] > 0, things)
@@ -237,6 +238,11 @@ def test_masks_settle_gaussians_only_their_own_feature_calls_things():
     assert fill[16:].tolist() == [6, 6, 6]
     assert masks[16:].tolist() == [6, 0, 6]
     assert torch.equal(masks[:16], fill[:16])
+    # the demoted one gets its most likely stuff class, so the PLY's two columns agree
+    sem[17, 3] = big / 2  # d2's logits: thing 1 first, then stuff 3, then stuff 0
+    cols = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill_masks")
+    assert cols["semantic_label"][16:].tolist() == [1, 3, 1]
+    assert torch.equal(cols["instance_label"] > 0, torch.isin(cols["semantic_label"], torch.tensor(THINGS)))
     # without the masks' share there is nothing to settle the dispute on: the rule is union_fill
     bare = gaussian_label_columns(model, THINGS, thing_votes=ThingVotes(seen, thing), thing_rule="union_fill_masks")
     assert torch.equal(bare["instance_label"], fill)
