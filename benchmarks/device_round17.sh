@@ -9,6 +9,9 @@
 # mIoU (render.py --labels, metrics.py) and tools/objects.py evaluate --reference box (the default's
 # extraction as a user gets it); ACC_STEPS=full adds the decode sweep (about 4 minutes), ACC_STEPS=ab
 # stops after things_ab. About 17 minutes with eval.
+# LABEL_SCENES="messy25c messy100c colmap50c" adds an instance-only COLMAP room (large_corridor, 50 objects,
+# seed 135): on a CPU COLMAP room (RESULTS.md 14c) the default's rescue cost precision (0.963 -> 0.904).
+# A third room shares the GPU and slows the other two: CHAIN=labels then, not both.
 # CHAIN=timing: issue 10's own measurement, alone on the GPU: plain 3DGS and UniC-Lift, 30 000 iterations,
 # every default, bench scene, no GPU tests. About 11 minutes (plain alone took 249 s in 13c).
 # TIMING_VARIANTS="plain unic unic:--seg_interval=2" adds the features every second step: about 5 minutes more.
@@ -56,6 +59,10 @@ if [ "$stage" = A ]; then
       --layout replica_like --seed 133 --format messy --workers 5 --quiet > $R/make_messy25c.log 2>&1 &
     python3 tools/make_scene.py --out $D/messy100c --objects 100 --views 186 --size 480x360 --noise realistic \
       --layout old_room --seed 134 --format messy --workers 5 --quiet > $R/make_messy100c.log 2>&1 &
+    case " $LABEL_SCENES " in *" colmap50c "*)  # instance-only COLMAP room (trained with --seg_dir masks)
+      python3 tools/make_scene.py --out $D/colmap50c --objects 50 --views 186 --size 480x360 --noise realistic \
+        --layout large_corridor --seed 135 --format colmap --workers 4 --quiet > $R/make_colmap50c.log 2>&1 & ;;
+    esac
     gpu_tests
   fi
   wait; echo "scenes ready at ${SECONDS}s"
