@@ -364,7 +364,8 @@ class Trainer:
             os.makedirs(folder, exist_ok=True)
             save_code_votes(votes, folder)
             labels = gaussian_label_columns(self.model, self.info.thing_classes, decoder=self.objective.decoder,
-                                            valid=votes.valid(), thing_votes=things)
+                                            valid=votes.valid(), thing_votes=things,
+                                            semantic_masks=not self.info.semantic_from_instances)
         if self.objective is not None:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))
         self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)  # last: a PLY means complete

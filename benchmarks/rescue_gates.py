@@ -153,11 +153,15 @@ def study(d: dict) -> list:
             from segmentation.visibility import DEFAULT_RESCUE_MASK_SHARE, DEFAULT_RESCUE_RADIUS_FACTOR
 
             share_t = torch.from_numpy(mask_share)
+            ids = torch.where(own_only & (share_t < DEFAULT_DISPUTE_MASK_SHARE), 0, ids_f)
+            rows.append(("union_fill_masks without the rescue (the default with instance masks only)",) + score(ids)
+                        + (0,))
             for tau in sorted({0.1, DEFAULT_DISPUTE_MASK_SHARE, 0.5}):
                 ids = torch.where(own_only & (share_t < tau), 0, ids_f)
                 r = object_radius(means, ids, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales)
                 ids = rescue_stuff(ids, codes, means, r, allowed=share_t >= DEFAULT_RESCUE_MASK_SHARE)
-                name = "union_fill_masks" + (" (the default)" if tau == DEFAULT_DISPUTE_MASK_SHARE else "")
+                name = "union_fill_masks" + (" (the default with semantic masks)" if tau == DEFAULT_DISPUTE_MASK_SHARE
+                                             else "")
                 rows.append((f"{name}, own-only things kept at mask share >= {tau:g}",) + score(ids)
                             + (int(((ids > 0) & (ids_f == 0)).sum()),))
     for q, grow in ((0.02, 0.1), (0.02, 0.25), (0.05, 0.25)):  # extraction kept to each id's core extent

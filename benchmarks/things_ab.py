@@ -150,7 +150,8 @@ def main(argv=None) -> int:
     rules["union_rescue"], rule_ids["union_rescue"] = ids_r > 0, ids_r
     for name in ("union_fill", "union_fill_rescue", "union_fill_masks"):  # the library's rules, exactly as train.py saves them
         ids = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=votes.valid(), thing_votes=tv,
-                                     thing_rule=name)["instance_label"].cpu()
+                                     thing_rule=name, semantic_masks=not info.semantic_from_instances)
+        ids = ids["instance_label"].cpu()
         rules[name], rule_ids[name] = ids > 0, ids
     ids_f = rule_ids["union_fill"]
     r_fill = object_radius(means, ids_f, 4.0, scales=scales)

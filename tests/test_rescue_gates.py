@@ -87,7 +87,8 @@ def test_dump_scores_train_py_default_rule_as_the_whole_model(tmp_path):
     ids = torch.where(disputed & (share < DEFAULT_DISPUTE_MASK_SHARE), 0, s["ids"])
     r = object_radius(s["means"], ids, DEFAULT_RESCUE_RADIUS_FACTOR, scales=s["scales"])
     ids = rescue_stuff(ids, s["codes"], s["means"], r, allowed=share >= DEFAULT_RESCUE_MASK_SHARE)
-    name = f"union_fill_masks (the default), own-only things kept at mask share >= {DEFAULT_DISPUTE_MASK_SHARE:g}"
+    name = (f"union_fill_masks (the default with semantic masks), own-only things kept at mask share >= "
+            f"{DEFAULT_DISPUTE_MASK_SHARE:g}")
     np.testing.assert_allclose(rows[name][:2], _full_score(ids, s), rtol=1e-6)
     assert not (ids[-30:] > 0).any() and (s["ids"][-30:] > 0).all()  # the floaters are gone
     assert rows[name][1] > rows["union_fill"][1] + 0.05 and rows[name][0] >= rows["union_fill"][0]

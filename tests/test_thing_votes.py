@@ -184,6 +184,11 @@ def test_fill_and_rescue_give_object_gaussians_the_objects_id():
     masks = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill_masks")
     assert DEFAULT_THING_RULE == "union_fill_masks" and torch.equal(default["instance_label"], masks["instance_label"])
     assert torch.equal(masks["instance_label"], rescued["instance_label"])  # nothing disputed in this scene
+    # instance masks only (the fg/bg target derived from them): union_fill_masks leaves out the rescue
+    bare = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill_masks", semantic_masks=False)
+    assert torch.equal(bare["instance_label"], filled["instance_label"])
+    forced = gaussian_label_columns(model, THINGS, thing_votes=tv, thing_rule="union_fill_rescue", semantic_masks=False)
+    assert torch.equal(forced["instance_label"], rescued["instance_label"])  # the explicit rule still rescues
     assert union["instance_label"][16:].tolist() == [0, 4, 7, 0, 0, 0]  # the own feature alone decides unseen ones
     assert filled["instance_label"][16:].tolist() == [6, 6, 7, 0, 0, 0]
     assert rescued["instance_label"][16:].tolist() == [6, 6, 7, 0, 6, 0]  # r1 rescued, r2 (in the wall) not

@@ -614,8 +614,9 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
     saves: the segment votes of the default decoding rule, and each Gaussian's thing/stuff decision.
     ``things`` (``segmentation.labels.THING_RULES``): "union_fill_masks" (train.py's default: "union_fill",
     then the input masks settle the Gaussians in doubt: one that only its own feature calls a thing
-    stays one where the masks back it, and a stuff Gaussian among an object's Gaussians that carries the
-    object's code, and that the masks put on object pixels, joins it), "union_fill" ("union", then each
+    stays one where the masks back it, and, where the scene has semantic masks, a stuff Gaussian among an
+    object's Gaussians that carries the object's code, and that the masks put on object pixels, joins
+    it), "union_fill" ("union", then each
     Gaussian no training view sees takes the labels of its seen neighbours), "union_fill_rescue"
     ("union_fill_masks" without its first step), "union" (a thing when its own semantic
     feature or the pixels it is part of say so), "vote" (the pixels decide for seen Gaussians) or
@@ -671,7 +672,8 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
                                      backend=getattr(cfg, "backend", "auto"), things=things != "own")
     valid = votes.valid()
     cols = gaussian_label_columns(model, info.thing_classes, decoder=decoder, valid=valid,
-                                  thing_votes=thing_votes, thing_rule=things)
+                                  thing_votes=thing_votes, thing_rule=things,
+                                  semantic_masks=not info.semantic_from_instances)
     dst = os.path.join(output, "point_cloud", f"iteration_{iteration}")
     os.makedirs(dst, exist_ok=True)
     for name in ("cfg_args", "cameras.json"):
@@ -942,9 +944,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "that only its own feature calls a thing stays one only where the input masks put a "
                         "quarter of its weight on object pixels, and a stuff Gaussian whose own code most of "
                         "its 8 nearest object Gaussians carry, and that the masks put on object pixels, joins "
-                        "that object; union_fill_rescue: union_fill_masks without its first step; vote: the "
-                        "pixels decide for seen Gaussians; own: each Gaussian's own feature (models saved "
-                        "before the vote)")
+                        "that object (only where the scene has semantic masks); union_fill_rescue: "
+                        "union_fill_masks without its first step, rescuing on every scene; vote: the pixels "
+                        "decide for seen Gaussians; own: each Gaussian's own feature (models saved before the "
+                        "vote)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
