@@ -10,8 +10,9 @@
 # extraction as a user gets it); ACC_STEPS=full adds the decode sweep (about 4 minutes), ACC_STEPS=ab
 # stops after things_ab. About 17 minutes with eval.
 # LABEL_SCENES="messy25c messy100c colmap50c" adds an instance-only COLMAP room (large_corridor, 50 objects,
-# seed 135): on a CPU COLMAP room (RESULTS.md 14c) the default's rescue cost precision (0.963 -> 0.904).
-# A third room shares the GPU and slows the other two: CHAIN=labels then, not both.
+# seed 135): the default leaves the rescue out with instance masks only, a rule found on a CPU COLMAP room
+# (RESULTS.md 14c) that needs a room of its own. A third room shares the GPU and slows the other two:
+# CHAIN=labels then, not both.
 # CHAIN=timing: issue 10's own measurement, alone on the GPU: plain 3DGS and UniC-Lift, 30 000 iterations,
 # every default, bench scene, no GPU tests. About 11 minutes (plain alone took 249 s in 13c).
 # TIMING_VARIANTS="plain unic unic:--seg_interval=2" adds the features every second step: about 5 minutes more.
