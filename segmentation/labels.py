@@ -54,8 +54,8 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
     when most of its blending weight fell on thing pixels (``ThingVotes.decide``); a Gaussian made a
     thing by the vote gets the most likely thing class of its own logits as ``semantic_label``, and one
     made stuff its most likely stuff class, so the two columns agree. ``thing_rule``:
-    ``ThingVotes.decide``'s rule; "union_fill_masks" (the default, ``DEFAULT_THING_RULE``) gives each unseen Gaussian the labels of its seen neighbours
-    (``ThingVotes.fill_unseen``), then lets the input masks settle two kinds of doubt: a seen Gaussian
+    ``ThingVotes.decide``'s rule; "union_fill_masks" (the default, ``DEFAULT_THING_RULE``) gives each
+    unseen Gaussian the labels of its seen neighbours (``ThingVotes.fill_unseen``), then lets the input masks settle two kinds of doubt: a seen Gaussian
     that only its own feature calls a thing (its pixels render as stuff, ``ThingVotes.disputed``) stays
     a thing only when at least ``DEFAULT_DISPUTE_MASK_SHARE`` of its weight fell on the masks' object
     pixels, and a stuff Gaussian among an object's Gaussians that carry its code, on the masks' object
@@ -282,17 +282,22 @@ class ThingVotes:
             raise ValueError(f"thing rule {rule!r}: use one of {', '.join(THING_RULES)}")
         if rule == "own":
             return own
-        seen = self.seen.to(own.device) >= min_weight
-        vote = seen & (self.thing.to(own.device) > share * self.seen.to(own.device))
+        seen, vote = self._vote(own.device, share, min_weight)
         return torch.where(seen, vote, own) if rule == "vote" else own | vote
 
     def disputed(self, own: Tensor, *, share: float = THING_VOTE_SHARE,
                  min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
         """[N] bool: seen Gaussians that their own feature (``own`` [N] bool) calls a thing while their
         pixels vote stuff, the part of the union that the vote does not back."""
-        seen = self.seen.to(own.device) >= min_weight
-        vote = seen & (self.thing.to(own.device) > share * self.seen.to(own.device))
+        seen, vote = self._vote(own.device, share, min_weight)
         return seen & own & ~vote
+
+    def _vote(self, device, share: float, min_weight: float):
+        """([N] bool seen: at least ``min_weight`` pixels of weight, [N] bool vote: seen and more than
+        ``share`` of it on thing pixels) on ``device``."""
+        seen_w = self.seen.to(device)
+        seen = seen_w >= min_weight
+        return seen, seen & (self.thing.to(device) > share * seen_w)
 
     def fill_unseen(self, ids: Tensor, own_ids: Tensor, own: Tensor, means: Tensor, *,
                     min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
