@@ -15,7 +15,8 @@ object boxes travel in the first file, so the scene is not needed.
 Variants (box reference, stray filter on, median over objects, P / R): union_fill; with the extra file
 the union before the fill, union_fill without the Gaussians that only their own feature makes things,
 and union_fill_masks (train.py's default: those Gaussians kept only where the masks back them, at three
-shares, then the masked rescue);
+shares, then the masked rescue, then the mask-backed pieces of a code that lie apart get ids of their
+own, ``pieces.separate_pieces``; each also without its last steps);
 union_fill kept to each id's quantile extent (grown by a share of its size: a floater filter); union_fill
 with other stray-filter radii (``default_radius`` factor) and minimum shares; the rescue at radius
 factor 4 and 8 without a gate, with the extent gate (``visibility.id_extents``, quantiles 0 / 0.01 /
@@ -152,18 +153,30 @@ def study(d: dict) -> list:
             from segmentation.labels import DEFAULT_DISPUTE_MASK_SHARE
             from segmentation.visibility import DEFAULT_RESCUE_MASK_SHARE, DEFAULT_RESCUE_RADIUS_FACTOR
 
+            from segmentation.pieces import separate_pieces
+
             share_t = torch.from_numpy(mask_share)
+            seen_px = torch.from_numpy(d["seen"].astype(np.float64))
+
+            def pieces(ids):  # the default's last step: mask-backed far pieces of a code get their own ids
+                return separate_pieces(ids, means, opac, seen_px, share_t, first_id=int(ids.max()) + 1,
+                                       radius=object_radius(means, ids, scales=scales))
+
             ids = torch.where(own_only & (share_t < DEFAULT_DISPUTE_MASK_SHARE), 0, ids_f)
-            rows.append(("union_fill_masks without the rescue (the default with instance masks only)",) + score(ids)
-                        + (0,))
+            rows.append(("union_fill_masks without the rescue or the pieces",) + score(ids) + (0,))
+            rows.append(("union_fill_masks without the rescue (the default with instance masks only)",)
+                        + score(pieces(ids)) + (0,))
             for tau in sorted({0.1, DEFAULT_DISPUTE_MASK_SHARE, 0.5}):
                 ids = torch.where(own_only & (share_t < tau), 0, ids_f)
                 r = object_radius(means, ids, DEFAULT_RESCUE_RADIUS_FACTOR, scales=scales)
                 ids = rescue_stuff(ids, codes, means, r, allowed=share_t >= DEFAULT_RESCUE_MASK_SHARE)
                 name = "union_fill_masks" + (" (the default with semantic masks)" if tau == DEFAULT_DISPUTE_MASK_SHARE
                                              else "")
-                rows.append((f"{name}, own-only things kept at mask share >= {tau:g}",) + score(ids)
-                            + (int(((ids > 0) & (ids_f == 0)).sum()),))
+                rescued = int(((ids > 0) & (ids_f == 0)).sum())
+                if tau == DEFAULT_DISPUTE_MASK_SHARE:
+                    rows.append((f"{name} without the pieces",) + score(ids) + (rescued,))
+                rows.append((f"{name}, own-only things kept at mask share >= {tau:g}",) + score(pieces(ids))
+                            + (rescued,))
     for q, grow in ((0.02, 0.1), (0.02, 0.25), (0.05, 0.25)):  # extraction kept to each id's core extent
         inside = torch.from_numpy(inside_extent(ids_f.numpy(), q, grow))
         rows.append((f"union_fill, kept to the {q:g}-{1 - q:g} extent grown by {grow:g}",)

@@ -65,7 +65,9 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
     thing/stuff target came from semantic masks of its own (False: the fg/bg derived from the instance
     masks, ``SceneInfo.semantic_from_instances``); without them "union_fill_masks" skips the rescue,
     which corrects a semantic segmenter's thing/stuff flips, and on an instance-only room only added
-    floor (RESULTS.md 14c).
+    floor (RESULTS.md 14c). Last, "union_fill_masks" gives a piece of an id that lies apart from its
+    object, and that the masks back, an id of its own (``separate_code_pieces``): a second object that
+    shares the code, which the stray filter would otherwise drop.
     Without votes, each Gaussian's own feature decides (the former rule)."""
     thing_rule = DEFAULT_THING_RULE if thing_rule is None else thing_rule
     cols: Dict[str, Tensor] = {}
@@ -97,11 +99,28 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
                     if thing_rule == "union_fill_rescue" or semantic_masks:
                         radius = object_radius(means, inst, DEFAULT_RESCUE_RADIUS_FACTOR, scales=model.get_scales())
                         inst = rescue_stuff(inst, codes + 1, means, radius, allowed=share >= DEFAULT_RESCUE_MASK_SHARE)
+                    if thing_rule == "union_fill_masks":  # a second object sharing a code gets its own id
+                        inst = separate_code_pieces(inst, model, thing_votes.seen, share)
                 things = inst > 0
             sem = _agree_classes(sem, things, own, feat, decoder, thing_classes)
         cols["semantic_label"] = sem
     cols["instance_label"] = inst
     return cols
+
+
+def separate_code_pieces(inst: Tensor, model, seen: Tensor, share: Tensor) -> Tensor:
+    """[N] ids with the mask-backed pieces that the stray filter would drop given ids of their own
+    (``pieces.separate_pieces`` at the filter's default radius, as ``tools/objects.py`` computes it), numbered
+    from 2^emb_dim + 1 so that they never collide with a code's id. On the three full-schedule rooms of
+    RESULTS.md 15a the stray filter dropped the second of two far-apart objects with one code (a ring
+    3 m from the object that shared its code): it could not be extracted under any id."""
+    from segmentation.pieces import separate_pieces
+    from segmentation.visibility import DEFAULT_RADIUS_FACTOR, object_radius
+
+    means = model.get_means().detach()
+    radius = object_radius(means, inst, DEFAULT_RADIUS_FACTOR, scales=model.get_scales())
+    first = 2 ** int(model.params["embedding"].shape[1]) + 1
+    return separate_pieces(inst, means, model.get_opacities().detach(), seen, share, radius=radius, first_id=first)
 
 
 def _agree_classes(sem: Tensor, things: Tensor, own: Tensor, feat: Tensor, decoder: Optional[torch.nn.Module],

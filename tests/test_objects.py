@@ -556,3 +556,40 @@ def test_sheet_renders_every_object_with_its_overlay_colour(tmp_path):
     # a model with nothing to show is a one-line error
     r = _cli("sheet", "-m", folder, "-o", out, "--min_gaussians", "1000")
     assert r.returncode == 2 and "no object" in r.stderr
+
+
+def test_a_second_object_with_the_same_code_is_listed_and_extracted_under_its_own_id(tmp_path):
+    """Code 1 on two blobs 3 m apart, both on the masks' object pixels: train.py's default rule gives the
+    lighter one the id 2^D + 1. ``list`` shows it with the colour the renders give it (its code's id, 2),
+    and ``extract`` returns exactly it; with one id for both, the stray filter drops it (60 of 460)."""
+    from segmentation.labels import ThingVotes
+
+    groups = [(1, 4, 400, (0.0, 0.0, 0.0)), (1, 4, 60, (3.0, 0.0, 0.0)), (0, 1, STUFF, (1.0, 1.0, -2.0))]
+    model = _model(groups, seed=4)
+    N = model.num_gaussians
+    seen = torch.full((N,), 20.0)
+    thing = torch.cat([torch.full((460,), 18.0), torch.zeros(STUFF)])  # the blobs render as things, stuff does not
+    votes = ThingVotes(seen, thing, seen * torch.cat([torch.full((460,), 0.9), torch.zeros(STUFF)]))
+    cols = gaussian_label_columns(model, THINGS, thing_votes=votes, thing_rule="union_fill_masks",
+                                  semantic_masks=False)
+    piece = 2 ** D + 1
+    assert (cols["instance_label"][400:460] == piece).all() and (cols["instance_label"][:400] == 2).all()
+    path = os.path.join(tmp_path, "m", "point_cloud", "iteration_1", "point_cloud.ply")
+    os.makedirs(os.path.dirname(path))
+    model.save_ply(path, cols)
+    save_cfg_args(str(tmp_path / "m"), argparse.Namespace(source_path="/no/such/scene", l3d_radius2=1e-2, eval=False))
+    labels = objects.load_labels(str(tmp_path / "m"))
+    rows = {r.id: r for r in objects.object_table(labels).rows}
+    assert sorted(rows) == [2, piece] and rows[piece].gaussians == 60 and rows[piece].render_id == 2
+    assert rows[piece].color == rows[2].color == "#" + "".join(f"{int(c):02x}" for c in colorize_ids(torch.tensor(2)))
+    assert "renders as id 2" in objects.format_table(objects.object_table(labels))
+    out = str(tmp_path / "second.ply")
+    assert objects.extract(labels, [piece], out) == 60
+    assert np.all(read_ply(out)["x"] > 2.5)
+    # the same model labelled without the pieces step: the second blob stays id 2 and the filter drops it
+    plain = gaussian_label_columns(model, THINGS, thing_votes=votes, thing_rule="union_fill")["instance_label"]
+    assert (plain[:460] == 2).all()
+    means = model.get_means().detach()
+    keep = objects.stray_filter(plain, means, model.get_opacities().detach(),
+                                radius=objects.default_radius(means, plain, scales=model.get_scales()))
+    assert keep[:400].all() and not keep[400:460].any()

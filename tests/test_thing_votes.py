@@ -172,7 +172,8 @@ def test_fill_and_rescue_give_object_gaussians_the_objects_id():
     sem[21, 0] = big  # r2: own stuff
     model = types.SimpleNamespace(params={"embedding": torch.tensor([_bits(c) for c in codes], dtype=torch.float64),
                                           "semantic": sem}, get_means=lambda: means,
-                                  get_scales=lambda: torch.full((22, 3), 0.01, dtype=torch.float64))
+                                  get_scales=lambda: torch.full((22, 3), 0.01, dtype=torch.float64),
+                                  get_opacities=lambda: torch.full((22,), 0.8, dtype=torch.float64))
     seen = torch.tensor([20.0] * 16 + [0.0, 0.5, 0.0, 0.2, 20.0, 20.0], dtype=torch.float64)
     thing = torch.cat([torch.full((8,), 19.0), torch.full((8,), 1.0), torch.zeros(4), torch.full((2,), 1.0)])
     masked = seen * torch.tensor([0.9] * 8 + [0.0] * 8 + [0.0] * 4 + [0.5, 0.05], dtype=torch.float64)
@@ -231,7 +232,8 @@ def test_masks_settle_gaussians_only_their_own_feature_calls_things():
     sem[16:19, 1] = big  # d1, d2, d3: things by their own feature
     model = types.SimpleNamespace(params={"embedding": torch.tensor([_bits(c) for c in codes], dtype=torch.float64),
                                           "semantic": sem}, get_means=lambda: means,
-                                  get_scales=lambda: torch.full((19, 3), 0.01, dtype=torch.float64))
+                                  get_scales=lambda: torch.full((19, 3), 0.01, dtype=torch.float64),
+                                  get_opacities=lambda: torch.full((19,), 0.8, dtype=torch.float64))
     seen = torch.tensor([20.0] * 18 + [0.0], dtype=torch.float64)
     thing = torch.cat([torch.full((8,), 19.0), torch.full((8,), 1.0), torch.full((3,), 2.0)])  # d1-d3 render stuff
     share = torch.tensor([0.9] * 8 + [0.0] * 8 + [0.6, 0.05, 0.0], dtype=torch.float64)

@@ -10,8 +10,9 @@
     python tools/objects.py evaluate -m output/room10 --decode plain          # ids by plain thresholding
     python tools/objects.py relabel  -m output/old_model -o output/old_model_relabelled  # current label rule
 
-Convention: an object id is the PLY's per-Gaussian ``instance_label`` column (code + 1, 0 = stuff)
-as train.py writes it; a PLY without that column is decoded from its embedding
+Convention: an object id is the PLY's per-Gaussian ``instance_label`` column (code + 1, 0 = stuff;
+ids above 2^emb_dim are second objects that share a code, ``segmentation.pieces.separate_pieces``,
+shown by the renders as their code's id) as train.py writes it; a PLY without that column is decoded from its embedding
 (``segmentation.decode.gaussian_labels`` + 1, no thing/stuff mask). Ids are the ones the renders
 use (``--decode plain``: the ids of ``render.py --decode plain``), and ``list`` prints each id's overlay colour (``colorize_ids``) so rows can be matched to the
 ``overlay/`` PNGs. ``--split_disconnected`` first gives spatially separate groups of one id their
@@ -52,6 +53,9 @@ from scene.cameras import SceneError  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from segmentation.decode import colorize_ids, gaussian_labels  # noqa: E402
 from segmentation.labels import DEFAULT_THING_RULE, THING_RULES  # noqa: E402
+# the stray filter lives in the package (train.py's label save uses it too); re-exported here
+from segmentation.pieces import (DEFAULT_MIN_OPACITY, DEFAULT_MIN_SHARE, DEFAULT_NEAR,  # noqa: E402,F401
+                                 _voxel_components, stray_filter)
 # the stray filter's radius: RADIUS_FACTOR x the median spacing of object Gaussians, at least SCALE_FACTOR x
 # their median largest scale (shared with the thing rule's rescue, hence in the package)
 from segmentation.visibility import DEFAULT_RADIUS_FACTOR  # noqa: E402
@@ -63,9 +67,6 @@ __all__ = ["ObjectsError", "ModelLabels", "OpenedModel", "ObjectRow", "ObjectTab
 
 DEFAULT_RADIUS2 = 1e-2  # neighbour radius^2 when cfg_args has no l3d_radius2 (the training default)
 NEIGHBOURS = 16  # k of the neighbour graph for --split_disconnected and the stray filter
-DEFAULT_MIN_SHARE = 0.2  # stray filter: components below this share of their id's opacity go (0.5 cuts real parts)
-DEFAULT_MIN_OPACITY = 0.0  # stray filter: object Gaussians below this opacity are strays
-DEFAULT_NEAR = 0.0  # stray filter: parts whose centre lies in the main part's box grown by this x its size stay
 SHEET_SAMPLE = 4096  # sheet: Gaussians per object used to score the views
 
 
@@ -274,110 +275,6 @@ def split_ids(ids: Tensor, means: Tensor, *, radius2: float = DEFAULT_RADIUS2, k
     return out
 
 
-def stray_filter(ids: Tensor, means: Tensor, opacities: Tensor, *, radius: float, k: int = NEIGHBOURS,
-                 min_share: float = DEFAULT_MIN_SHARE, min_opacity: float = 0.0,
-                 near: float = DEFAULT_NEAR) -> Tensor:
-    """Which Gaussians belong to their object: drop far-away stray groups of each id.
-
-    Per id, its Gaussians with opacity >= ``min_opacity`` are split into connected components at
-    scale ``radius`` (``_voxel_components``: any two of the id's Gaussians closer than ``radius`` are
-    connected; other ids never connect). A component is kept when it is the id's heaviest (most
-    opacity), holds at least ``min_share`` of the id's opacity, or has its centre of mass inside the
-    heaviest component's bounding box grown by ``near`` times that box's size on every side (a part
-    of the object cut off by a gap, not a far-away group; 0 turns this off); everything else of the
-    id is a stray. ``k`` is accepted for compatibility and unused. Vectorised over Gaussians.
-
-    Args:
-        ids: [N] int64 object ids, 0 = stuff.
-        means: [N, 3] centres; opacities: [N] in [0, 1].
-    Returns:
-        [N] bool: True for the Gaussians ``extract`` returns for their id (always False for id 0).
-    """
-    N = ids.shape[0]
-    if ids.dim() != 1 or means.shape != (N, 3) or opacities.reshape(-1).shape != (N,):
-        raise ValueError(f"stray_filter: expected ids [N], means [N,3], opacities [N], got {tuple(ids.shape)}, "
-                         f"{tuple(means.shape)}, {tuple(opacities.shape)}")
-    if not radius > 0 or not 0 <= min_share <= 1:
-        raise ValueError(f"stray_filter: need radius > 0 and min_share in [0, 1], got {radius}, {min_share}")
-    ids = ids.to(torch.int64).cpu()
-    w = opacities.detach().reshape(-1).to(torch.float64).cpu()  # [N]
-    cand = (ids > 0) & (w >= min_opacity)  # [N]
-    keep = torch.zeros(N, dtype=torch.bool)
-    idx = torch.nonzero(cand).squeeze(1)  # [M]
-    M = idx.numel()
-    if M == 0:
-        return keep
-    oid, ow = ids[idx], w[idx]  # [M]
-    comp = _voxel_components(means.detach()[idx].cpu().to(torch.float64), oid, radius)  # [M]
-    C = int(comp.max()) + 1
-    cmass = torch.zeros(C, dtype=torch.float64).index_add_(0, comp, ow)  # [C]
-    cid = torch.zeros(C, dtype=torch.int64).scatter_(0, comp, oid)  # [C] the id of each component
-    L = int(oid.max()) + 1
-    idmass = torch.zeros(L, dtype=torch.float64).index_add_(0, oid, ow)  # [L]
-    idbest = torch.full((L,), -1.0, dtype=torch.float64).scatter_reduce_(0, cid, cmass, "amax")  # [L]
-    is_best = cmass >= idbest[cid]  # [C]
-    keep_c = is_best | (cmass >= min_share * idmass[cid])  # [C]
-    if near > 0:
-        pts = means.detach()[idx].cpu().to(torch.float64)  # [M, 3]
-        # the heaviest component of each id (ties: the first), its box, and every component's centre
-        best_c = torch.full((L,), C, dtype=torch.int64).scatter_reduce_(
-            0, cid, torch.where(is_best, torch.arange(C), torch.full((C,), C)), "amin")  # [L]
-        in_best = comp == best_c[oid]  # [M]
-        lo = torch.full((L, 3), float("inf"), dtype=torch.float64).scatter_reduce_(
-            0, oid[in_best, None].expand(-1, 3), pts[in_best], "amin")
-        hi = torch.full((L, 3), float("-inf"), dtype=torch.float64).scatter_reduce_(
-            0, oid[in_best, None].expand(-1, 3), pts[in_best], "amax")
-        grow = near * (hi - lo)  # [L, 3]
-        wsum = torch.zeros(C, 3, dtype=torch.float64).index_add_(0, comp, pts * ow[:, None])
-        centre = wsum / cmass.clamp_min(1e-12)[:, None]  # [C, 3] opacity-weighted
-        inside = ((centre >= lo[cid] - grow[cid]) & (centre <= hi[cid] + grow[cid])).all(1)  # [C]
-        keep_c |= inside
-    keep[idx] = keep_c[comp]
-    return keep
-
-
-def _voxel_components(pts: Tensor, oid: Tensor, radius: float) -> Tensor:
-    """Connected components of each id's points at scale ``radius``: points are binned into cubic
-    voxels of side ``radius`` and two occupied voxels of the same id touch when they are 26-neighbours,
-    so any two points of one id closer than ``radius`` always share a component (a radius graph, not
-    a k-nearest graph: dense surfaces do not fall apart into clumps). O(N log N), no loop over points.
-
-    Args:
-        pts: [M, 3] float64 centres; oid: [M] int64 ids; radius: voxel side (> 0).
-    Returns:
-        [M] int64 component index (components never mix ids).
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    v = torch.floor((pts - pts.min(0).values) / radius).to(torch.int64) + 1  # [M, 3], >= 1
-    R = (v.max(0).values + 2).tolist()  # room for the -1 / +1 neighbours
-    _, ids_dense = torch.unique(oid, return_inverse=True)  # [M] in [0, L)
-    L = int(ids_dense.max()) + 1
-    if float(L) * R[0] * R[1] * R[2] >= 2.0 ** 62:
-        raise ValueError(f"stray filter: radius {radius:g} is too small for this scene's extent; raise --stray_radius")
-    key = ((ids_dense * R[0] + v[:, 0]) * R[1] + v[:, 1]) * R[2] + v[:, 2]  # [M] packed (id, voxel)
-    cells, point_cell = torch.unique(key, return_inverse=True)  # [V] sorted, [M]
-    cv = torch.stack([cells // (R[1] * R[2]) % R[0], cells // R[2] % R[1], cells % R[2]], 1)  # [V, 3]
-    cid = cells // (R[0] * R[1] * R[2])  # [V]
-    rows, cols = [], []
-    for dx in (-1, 0, 1):  # the 13 forward offsets of the 26-neighbourhood (a fixed loop, not over data)
-        for dy in (-1, 0, 1):
-            for dz in (-1, 0, 1):
-                if (dx, dy, dz) <= (0, 0, 0):
-                    continue
-                nk = ((cid * R[0] + cv[:, 0] + dx) * R[1] + cv[:, 1] + dy) * R[2] + cv[:, 2] + dz  # [V]
-                pos = torch.searchsorted(cells, nk).clamp_max(len(cells) - 1)
-                hit = cells[pos] == nk
-                rows.append(torch.nonzero(hit).squeeze(1))
-                cols.append(pos[hit])
-    r, c = torch.cat(rows).numpy(), torch.cat(cols).numpy()
-    V = len(cells)
-    graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(V, V))
-    _, cell_comp = connected_components(graph, directed=False)
-    return torch.from_numpy(cell_comp.astype(np.int64))[point_cell]
-
-
 # ----- class names ---------------------------------------------------------------------------
 def class_names_for(cfg, num_classes: Optional[int] = None) -> Optional[List[str]]:
     """Class names of the scene the model was trained on, or None (no cfg, scene gone, no names).
@@ -429,7 +326,8 @@ class ObjectRow:
     bbox_min: List[float]  # [3]
     bbox_max: List[float]  # [3]
     extent: List[float]  # [3] bbox_max - bbox_min
-    color: str  # "#rrggbb", colorize_ids(id)
+    color: str  # "#rrggbb", colorize_ids(render_id): its colour in the overlays
+    render_id: int = 0  # the id the renders give it: its own, or for a separated piece its code's id
 
 
 @dataclass
@@ -490,7 +388,8 @@ def object_table(labels: ModelLabels, *, min_gaussians: int = 50,
         C = int(sem.max()) + 1
         votes = torch.bincount(inv * C + sem, minlength=K * C).reshape(K, C)  # [K, C]
         semantic = votes.argmax(dim=1)  # [K] majority class (ties: the smaller class)
-    colours = colorize_ids(uniq)  # [K, 3] uint8
+    render_ids = _render_ids(model, uniq, inv, things)  # [K]
+    colours = colorize_ids(render_ids)  # [K, 3] uint8
     order = sorted(range(K), key=lambda i: (-int(counts[i]), int(uniq[i])))  # rows, not Gaussians
     for i in order:
         n = int(counts[i])
@@ -506,8 +405,29 @@ def object_table(labels: ModelLabels, *, min_gaussians: int = 50,
         table.rows.append(ObjectRow(
             id=int(uniq[i]), gaussians=n, semantic=cls, class_name=name,
             centroid=centroid[i].tolist(), bbox_min=lo[i].tolist(), bbox_max=hi[i].tolist(),
-            extent=(hi[i] - lo[i]).tolist(), color=_hex(colours[i].tolist())))
+            extent=(hi[i] - lo[i]).tolist(), color=_hex(colours[i].tolist()), render_id=int(render_ids[i])))
     return table
+
+
+def _render_ids(model, uniq: Tensor, inv: Tensor, things: Tensor) -> Tensor:
+    """[K] the id the renders give each id of ``uniq`` [K]: the id itself, except for pieces that train.py
+    gave an id of their own (``segmentation.pieces.separate_pieces``, ids from 2^emb_dim + 1), which
+    render with the id of their code (the most common code + 1 of their Gaussians). ``inv`` [M]: the
+    row of each thing Gaussian (``things`` [N] bool)."""
+    if "embedding" not in model.params:
+        return uniq.clone()
+    piece = uniq > 2 ** int(model.params["embedding"].shape[1])  # [K]
+    if not bool(piece.any()):
+        return uniq.clone()
+    code = gaussian_labels(model.params["embedding"].detach()[things].cpu()) + 1  # [M]
+    sel = piece[inv]  # [M]
+    pairs, count = torch.unique(torch.stack([inv[sel], code[sel]], 1), dim=0, return_counts=True)  # [P, 2], [P]
+    K = uniq.numel()
+    best = torch.zeros(K, dtype=count.dtype).scatter_reduce_(0, pairs[:, 0], count, "amax")  # [K]
+    top = count == best[pairs[:, 0]]  # [P] the most common code(s) of each piece
+    big = torch.iinfo(torch.int64).max
+    out = torch.full((K,), big, dtype=torch.int64).scatter_reduce_(0, pairs[top, 0], pairs[top, 1], "amin")
+    return torch.where(piece, out, uniq)  # ties: the smaller code
 
 
 def model_table(labels: ModelLabels, *, min_gaussians: int = 50) -> ObjectTable:
@@ -528,7 +448,8 @@ def format_table(table: ObjectTable) -> str:
         cls = "-" if r.semantic is None else (f"{r.class_name} ({r.semantic})" if r.class_name else str(r.semantic))
         c = ", ".join(f"{v:8.3f}" for v in r.centroid)
         e = ", ".join(f"{v:7.3f}" for v in r.extent)
-        lines.append(f"{r.id:>6}  {cls:<18} {r.gaussians:>9}  {c:<28} {e:<26} {r.color}")
+        shown = f" (renders as id {r.render_id}: a second object with its code)" if r.render_id != r.id else ""
+        lines.append(f"{r.id:>6}  {cls:<18} {r.gaussians:>9}  {c:<28} {e:<26} {r.color}{shown}")
     if table.small_ids:
         lines.append(f"{len(table.small_ids)} small ids ({table.small_gaussians} Gaussians)")
     lines.append(f"stuff (id 0): {table.stuff_gaussians} Gaussians"
