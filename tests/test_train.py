@@ -199,9 +199,11 @@ def test_gpu_training_step_waits_for_the_gpu_once(tiny_scene, tmp_path):
                 t.train_step(step, with_stats=False)
         finally:
             torch.cuda.set_sync_debug_mode(0)
-    other = [w for w in where if "isect_tiles" not in w]
+    # torch warns once per process that the sync debug mode is a prototype, from set_sync_debug_mode itself:
+    # run alone, this test sees that warning (in the whole GPU suite an earlier test took it)
+    other = [w for w in where if "isect_tiles" not in w and "__init__.py:set_sync_debug_mode" not in w.split(" <- ")[:2]]
     assert not other, "\n".join(other)
-    assert len(where) <= 5, where
+    assert len([w for w in where if "isect_tiles" in w]) <= 5, where
 
 
 @pytest.mark.parametrize("with_radii", [False, True])
