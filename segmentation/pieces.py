@@ -147,7 +147,9 @@ def separate_pieces(ids: Tensor, means: Tensor, opacities: Tensor, seen: Tensor,
     Gaussians at scale ``radius``) becomes a new object when it has at least ``min_gaussians``
     Gaussians and, opacity-weighted over the piece, at least ``min_seen`` pixels of blending weight in
     the training views and at least ``min_mask_share`` of that weight on the masks' object pixels.
-    Floaters and stray bits of surface (barely seen, or mostly on the masks' background) stay strays.
+    Floaters and stray bits of surface (barely seen, or mostly on the masks' background) stay strays, and
+    so does a piece whose opacity-weighted centre lies inside the box of what the filter keeps of its id
+    (a part of the same object cut off by a gap).
     What the filter keeps is never touched, so no object loses a Gaussian it had.
 
     Args:
@@ -184,6 +186,16 @@ def separate_pieces(ids: Tensor, means: Tensor, opacities: Tensor, seen: Tensor,
     share_w = torch.zeros(C, dtype=torch.float64).index_add_(
         0, comp, mask_share.detach().reshape(-1).to(torch.float64).cpu()[idx] * wd) / mass  # [C]
     new = (count >= min_gaussians) & (seen_w >= min_seen) & (share_w >= min_mask_share)  # [C]
+    # a piece whose centre lies inside the box of what the filter keeps of its id is a cut-off part of that
+    # object (a bed's far end), not a second object: it stays a stray
+    L = int(ids_c.max()) + 1
+    kept = keep & (ids_c > 0)  # [N]
+    k_ids, k_pts = ids_c[kept][:, None].expand(-1, 3), means_c[kept]
+    lo = torch.full((L, 3), float("inf"), dtype=torch.float64).scatter_reduce_(0, k_ids, k_pts, "amin")  # [L, 3]
+    hi = torch.full((L, 3), float("-inf"), dtype=torch.float64).scatter_reduce_(0, k_ids, k_pts, "amax")  # [L, 3]
+    parent = torch.zeros(C, dtype=torch.int64).scatter_(0, comp, ids_c[idx])  # [C]
+    centre = torch.zeros(C, 3, dtype=torch.float64).index_add_(0, comp, means_c[idx] * wd[:, None]) / mass[:, None]
+    new &= ~((centre >= lo[parent]) & (centre <= hi[parent])).all(1)
     if not bool(new.any()):
         return ids.clone()
     first = torch.full((C,), idx.numel(), dtype=torch.int64).scatter_reduce_(

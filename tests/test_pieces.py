@@ -98,3 +98,19 @@ def test_train_py_default_rule_separates_pieces_in_the_ply_column():
     assert (inst[parts[1]] == 2 ** 4 + 1).all()
     assert torch.equal(inst[inst != 2 ** 4 + 1], ids[inst != 2 ** 4 + 1])
     assert torch.equal(cols["semantic_label"], torch.ones(n, dtype=torch.int64))  # still things
+
+
+def test_a_cut_off_part_inside_the_object_stays_with_the_filter():
+    """A mask-backed group that the filter drops but whose centre lies inside the box of what it keeps of
+    the id (here between the two kept slabs of one object) is a part of that object, not a second one."""
+    g = torch.Generator().manual_seed(5)
+    slab_a, slab_b = _blob((0.0, 0.0, 0.0), 300, g), _blob((1.0, 0.0, 0.0), 300, g)  # both kept: 1/2 share each
+    middle, far = _blob((0.5, 0.02, 0.02), 60, g, spread=0.01), _blob((4.0, 0.0, 0.0), 60, g, spread=0.01)
+    means = torch.cat([slab_a, slab_b, middle, far])
+    ids = torch.full((720,), 3, dtype=torch.int64)
+    opac, seen, share = torch.full((720,), 0.8), torch.full((720,), 20.0), torch.full((720,), 0.9)
+    r = object_radius(means, ids)
+    keep = stray_filter(ids, means, opac, radius=r)
+    assert keep[:600].all() and not keep[600:].any()
+    out = separate_pieces(ids, means, opac, seen, share, radius=r, first_id=FIRST)
+    assert (out[:660] == 3).all() and (out[660:] == FIRST).all()
