@@ -585,6 +585,14 @@ def test_a_second_object_with_the_same_code_is_listed_and_extracted_under_its_ow
     assert "renders as id 2" in objects.format_table(objects.object_table(labels))
     out = str(tmp_path / "second.ply")
     assert objects.extract(labels, [piece], out) == 60
+    # the viewer's instance colours are the overlays' too: the second object shows its code's colour
+    from viewer.data import load_viewer_data
+
+    data = load_viewer_data(str(tmp_path / "m"))
+    colours = data.colours("Instance")  # [N, 3]
+    want = colorize_ids(torch.tensor(2)).numpy().astype(np.float32) / 255.0
+    np.testing.assert_allclose(colours[400:460], np.broadcast_to(want, (60, 3)), atol=1e-6)
+    assert data.rows[piece].render_id == 2 and int(data.column_ids[450]) == piece
     assert np.all(read_ply(out)["x"] > 2.5)
     # the same model labelled without the pieces step: the second blob stays id 2 and the filter drops it
     plain = gaussian_label_columns(model, THINGS, thing_votes=votes, thing_rule="union_fill")["instance_label"]

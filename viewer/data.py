@@ -82,12 +82,25 @@ class ViewerData:
 
     def colours(self, mode: str) -> np.ndarray:
         """[N, 3] colours of ``mode`` (cached). Instance mode colours by the PLY's ids, as the renders'
-        overlays do, so a stray Gaussian keeps its id's colour."""
+        overlays do, so a stray Gaussian keeps its id's colour, and a second object with its own id
+        (``segmentation.pieces``) shows its code's colour, as in the overlays and the object list."""
         if mode not in MODES:
             raise ValueError(f"unknown colour mode {mode!r}; expected one of {MODES}")
         if mode not in self._colours:
-            self._colours[mode] = mode_colours(mode, self.rgb, self.column_ids, self.semantic)
+            self._colours[mode] = mode_colours(mode, self.rgb, self.render_ids, self.semantic)
         return self._colours[mode]
+
+    @property
+    def render_ids(self) -> Optional[Tensor]:
+        """[N] ``column_ids`` with each id replaced by the id the renders show for it (``ObjectRow.render_id``)."""
+        ids = self.column_ids
+        moved = [(r.id, r.render_id) for r in self.table.rows if r.render_id != r.id] if self.table else []
+        if ids is None or not moved:
+            return ids
+        lut = torch.arange(int(ids.max()) + 1, dtype=torch.int64)  # [L] id -> rendered id
+        src, dst = torch.tensor(moved, dtype=torch.int64).T
+        lut[src] = dst
+        return lut[ids.clamp_min(0)]
 
     def scene_centre_and_size(self) -> tuple:
         """(centre [3], size): the median of the means and the 2-98 percentile box diagonal."""
