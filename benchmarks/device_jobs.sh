@@ -4,7 +4,8 @@
 # Gaussian model; --dump writes the rescue dump for rescue_gates.py), then with ACC_STEPS=full (the
 # default) labels, metrics, the default's extraction per object (box reference) and the decode sweep + dump
 # (ACC_STEPS=eval leaves out the sweep, ACC_STEPS=ab stops after things_ab: about 4 minutes less each;
-# AB_LATER=1 leaves things_ab to the calling chain, ab_step).
+# AB_LATER=1 leaves things_ab to the calling chain, ab_step). The extraction is measured twice: with the
+# default's ids and with plain thresholding's (`--decode plain`), as issue 9 asks.
 # Needs R (results) and W (tree).
 acc_job() {
   local name=$1 scene=$2; shift 2
@@ -17,6 +18,7 @@ acc_job() {
     if [ "${ACC_STEPS:-full}" != ab ]; then
       python3 render.py -m $M --skip_train --labels --quiet && python3 metrics.py -m $M
       python3 tools/objects.py evaluate -m $M --json $M/extract_box.json --reference box --quiet
+      python3 tools/objects.py evaluate -m $M --json $M/extract_box_plain.json --reference box --decode plain --quiet
       echo "stage evaluated $(date +%s)"
     fi
     if [ "${ACC_STEPS:-full}" = full ]; then

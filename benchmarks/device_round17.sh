@@ -20,6 +20,11 @@
 # CHAIN=both: the labels chain with things_ab left out of it, then the timing alone on the GPU (the bench
 # scene is made on the CPU while the rooms train), then things_ab on both rooms: about 27 minutes to the
 # timing's end, things_ab 3 more. Poll until R/ab.DONE; each poll packs what has finished.
+# CHAIN=timing_labels: the timing alone first, then LABEL_SCENES (all scenes made in stage A, before the
+# timing starts, so that it has the machine to itself). Session 13's plan: CHAIN=timing_labels
+# LABEL_SCENES=messy500c THING_RULES="union_fill union_fill_masks": issue 10's 30k ratio, then a 500-object
+# room at the full schedule with the default's and plain thresholding's extraction (issue 9's report).
+# About 2.5 + 12 + 14 minutes.
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r17; D=/tmp/data
@@ -42,6 +47,9 @@ chain() {
   case $CHAIN in
     timing) timing ;;
     labels) label_jobs ;;
+    timing_labels)  # the timing alone first, then the label rooms (made in stage A, before the timing)
+      timing
+      label_jobs ;;
     both)  # the label rooms (side by side, things_ab left for later), then the timing alone, then things_ab
       bench_scene 6 &
       AB_LATER=1 label_jobs
@@ -52,22 +60,27 @@ chain() {
   esac
 }
 
+# make_label_scene NAME: one label room of LABEL_SCENES in D (Messy-Rooms format unless named colmap*)
+make_label_scene() {
+  local args
+  case $1 in
+    messy25c)  args="--objects 25 --layout replica_like --seed 133 --format messy" ;;
+    messy100c) args="--objects 100 --layout old_room --seed 134 --format messy" ;;
+    colmap50c) args="--objects 50 --layout large_corridor --seed 135 --format colmap" ;;  # instance-only
+    messy500c) args="--objects 500 --layout large_corridor --seed 136 --format messy" ;;  # 11b's 500 was old_room
+    *) echo "unknown label scene $1"; return 1 ;;
+  esac
+  python3 tools/make_scene.py --out $D/$1 --views 186 --size 480x360 --noise realistic $args --workers 5 \
+    --quiet > $R/make_$1.log 2>&1
+}
+
 if [ "$stage" = A ]; then
   fresh_tree || exit 1
-  if [ "$CHAIN" = timing ]; then  # the GPU tests while the bench scene is made on the CPU, before the timing
-    bench_scene 10 &
-    [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests
-  else
-    python3 tools/make_scene.py --out $D/messy25c --objects 25 --views 186 --size 480x360 --noise realistic \
-      --layout replica_like --seed 133 --format messy --workers 5 --quiet > $R/make_messy25c.log 2>&1 &
-    python3 tools/make_scene.py --out $D/messy100c --objects 100 --views 186 --size 480x360 --noise realistic \
-      --layout old_room --seed 134 --format messy --workers 5 --quiet > $R/make_messy100c.log 2>&1 &
-    case " $LABEL_SCENES " in *" colmap50c "*)  # instance-only COLMAP room (trained with --seg_dir masks)
-      python3 tools/make_scene.py --out $D/colmap50c --objects 50 --views 186 --size 480x360 --noise realistic \
-        --layout large_corridor --seed 135 --format colmap --workers 4 --quiet > $R/make_colmap50c.log 2>&1 & ;;
-    esac
-    gpu_tests
+  case $CHAIN in timing|timing_labels) bench_scene 8 & ;; esac
+  if [ "$CHAIN" != timing ]; then
+    for s in $LABEL_SCENES; do make_label_scene $s & done
   fi
+  [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests  # on the GPU while the scenes are made on the CPU
   wait; echo "scenes ready at ${SECONDS}s"
   start_chain
   sleep 5; pack_results speed r17
@@ -78,7 +91,7 @@ if [ "$stage" = poll ]; then
     timing)
       while [ ! -f $R/speed.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
       grep -h "it/s" $R/speed.log | tail -3; pack_results speed r17 ;;
-    labels) poll_labels speed r17 ;;
+    labels|timing_labels) poll_labels speed r17 ;;
     both)  # returns when the labels are evaluated and the timing is done, or at WAIT
       while [ ! -f $R/ab.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
       for s in $LABEL_SCENES; do echo "== $s"
