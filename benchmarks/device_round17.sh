@@ -22,9 +22,10 @@
 # timing's end, things_ab 3 more. Poll until R/ab.DONE; each poll packs what has finished.
 # CHAIN=timing_labels: the timing alone first, then LABEL_SCENES (all scenes made in stage A, before the
 # timing starts, so that it has the machine to itself). Session 13's plan: CHAIN=timing_labels
-# LABEL_SCENES=messy500c THING_RULES="union_fill union_fill_masks": issue 10's 30k ratio, then a 500-object
-# room at the full schedule with the default's and plain thresholding's extraction (issue 9's report).
-# About 2.5 + 12 + 14 minutes.
+# LABEL_SCENES=messy500c AB_LATER=1: issue 10's 30k ratio, then a 500-object room at the full schedule
+# with PQ^scene, mIoU and the default's and plain thresholding's extraction (issue 9's report); AB_LATER=1
+# leaves out things_ab (about 3 minutes on a 2 M-Gaussian model), which would not fit. About 3 + 12 + 13
+# minutes: poll with WAIT near the lease's budget_left.
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r17; D=/tmp/data
