@@ -6,18 +6,22 @@
 * ``separate_pieces``: a piece that the stray filter would drop but that the input masks back (seen in
   the training views, most of its weight on the masks' object pixels) is a second object that shares the
   code, not a stray: it gets an id of its own, so it can be listed and extracted.
+* ``piece_features`` / ``piece_pixels``: render.py blends two more channels (is a piece, which piece) and
+  gives the pixels a piece draws its id, so the label maps and overlays agree with the PLY.
 
 Both work on the CPU, vectorised over Gaussians (one sparse connected-components call, no loop over
 points or ids).
 """
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["stray_filter", "separate_pieces", "DEFAULT_MIN_SHARE", "DEFAULT_MIN_OPACITY", "DEFAULT_NEAR",
-           "PIECE_MIN_GAUSSIANS", "PIECE_MIN_SEEN", "PIECE_MIN_MASK_SHARE"]
+__all__ = ["stray_filter", "separate_pieces", "piece_features", "piece_pixels", "DEFAULT_MIN_SHARE",
+           "DEFAULT_MIN_OPACITY", "DEFAULT_NEAR", "PIECE_MIN_GAUSSIANS", "PIECE_MIN_SEEN", "PIECE_MIN_MASK_SHARE"]
 
 DEFAULT_MIN_SHARE = 0.2  # stray filter: components below this share of their id's opacity go (0.5 cuts real parts)
 DEFAULT_MIN_OPACITY = 0.0  # stray filter: object Gaussians below this opacity are strays
@@ -207,3 +211,33 @@ def separate_pieces(ids: Tensor, means: Tensor, opacities: Tensor, seen: Tensor,
     take = new[comp]  # [D]
     out[idx[take]] = first_id + rank[comp[take]]
     return out.to(dev)
+
+
+def piece_features(instance: Tensor, first_id: int) -> Optional[Tuple[Tensor, Tensor]]:
+    """Per-Gaussian channels that let a render tell the separated pieces (ids >= ``first_id`` in the
+    PLY's ``instance_label``, ``separate_pieces``) from the rest of their code.
+
+    Returns None when the column has no piece, else ([N, 2] float32 features: 1 and the piece's rank
+    1..K for a piece's Gaussians, 0 and 0 for every other; [K] int64 the piece ids by rank).
+    """
+    inst = instance.reshape(-1).to(torch.int64)
+    is_piece = inst >= first_id  # [N]
+    if not bool(is_piece.any()):
+        return None
+    ids, rank = torch.unique(inst[is_piece], return_inverse=True)  # [K], [P]
+    feat = torch.zeros(inst.numel(), 2, dtype=torch.float32, device=inst.device)
+    feat[is_piece, 0] = 1.0
+    feat[is_piece, 1] = (rank + 1).to(torch.float32)
+    return feat, ids
+
+
+def piece_pixels(ids: Tensor, rendered: Tensor, alpha: Tensor, piece_ids: Tensor, *, share: float = 0.5) -> Tensor:
+    """[H, W] ids with every object pixel whose blending weight comes mostly (more than ``share`` of
+    ``alpha``) from one piece's Gaussians given that piece's id. ``rendered``: [H, W, 2] the blended
+    ``piece_features``; ``alpha``: [H, W, 1] or [H, W]. Pieces lie apart from the rest of their code,
+    so a pixel is either the piece's or not; a pixel that two pieces share takes the nearer rank."""
+    a = alpha.reshape(ids.shape).to(rendered.dtype)
+    weight, rank = rendered[..., 0], rendered[..., 1]  # [H, W]
+    mine = (ids > 0) & (weight > share * a.clamp_min(1e-6))
+    k = torch.round(rank / weight.clamp_min(1e-6)).to(torch.int64).clamp(1, piece_ids.numel()) - 1  # [H, W]
+    return torch.where(mine, piece_ids.to(ids.device)[k], ids)

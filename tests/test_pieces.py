@@ -1,6 +1,7 @@
 """``segmentation.pieces.separate_pieces``: a second object that shares a code gets an id of its own."""
 from __future__ import annotations
 
+import os
 import types
 
 import pytest
@@ -114,3 +115,59 @@ def test_a_cut_off_part_inside_the_object_stays_with_the_filter():
     assert keep[:600].all() and not keep[600:].any()
     out = separate_pieces(ids, means, opac, seen, share, radius=r, first_id=FIRST)
     assert (out[:660] == 3).all() and (out[660:] == FIRST).all()
+
+
+def test_piece_features_and_pixels():
+    from segmentation.pieces import piece_features, piece_pixels
+
+    inst = torch.tensor([2, 2, 4097, 4097, 4099, 0])
+    assert piece_features(torch.tensor([2, 3, 0]), 4097) is None
+    feat, ids = piece_features(inst, 4097)
+    assert ids.tolist() == [4097, 4099]
+    assert feat.tolist() == [[0, 0], [0, 0], [1, 1], [1, 1], [1, 2], [0, 0]]
+    # four pixels of code id 3: one mostly piece 1 (4097), one mostly piece 2, one mostly not a piece, one stuff
+    ids_px = torch.tensor([[3, 3], [3, 0]])
+    alpha = torch.tensor([[0.9, 0.8], [1.0, 1.0]])[..., None]
+    rendered = torch.tensor([[[0.8, 0.8], [0.7, 1.4]], [[0.3, 0.3], [0.9, 0.9]]])  # weight, rank x weight
+    got = piece_pixels(ids_px, rendered, alpha, ids)
+    assert got.tolist() == [[4097, 4099], [3, 0]]
+
+
+def test_render_gives_a_separated_piece_its_own_id(tiny_scene, tmp_path):
+    """render.py --labels --pieces: pixels drawn by the Gaussians that the PLY gives a piece id (above every
+    code) carry that id; every other pixel keeps the id it had. Without --pieces nothing moves."""
+    import numpy as np
+
+    import render
+    import train
+    from scene.gaussian_model import GaussianModel
+    from utils.image_io import load_label
+
+    out = str(tmp_path / "m")
+    train.training(train.prepare_args(["-s", tiny_scene, "-m", out, "--iterations", "150", "--test_iterations", "-1",
+                                       "--quiet", "--densify_from_iter", "1000", "--init_points", "1500",
+                                       "--no-use_semantic"]))  # every Gaussian's id is its code + 1
+    ply = os.path.join(out, "point_cloud", "iteration_150", "point_cloud.ply")
+    folder = render.render_model(out, skip_train=True, labels=True, quiet=True)["test"]
+    before = {n: load_label(os.path.join(folder, "pred_surrogateid", n))
+              for n in sorted(os.listdir(os.path.join(folder, "pred_surrogateid")))}
+    model = GaussianModel.load_ply(ply)
+    inst = model.labels["instance_label"]
+    x = model.get_means().detach()[:, 0]
+    mine = x > x.quantile(0.7)  # a region of the scene: the piece (after 150 iterations codes are still mixed)
+    piece = 2 ** model.params["embedding"].shape[1] + 1
+    model.labels["instance_label"] = torch.where(mine, torch.full_like(inst, piece), inst)
+    model.save_ply(ply, labels=model.labels)
+    folder = render.render_model(out, skip_train=True, labels=True, quiet=True)["test"]  # the default
+    assert all((load_label(os.path.join(folder, "pred_surrogateid", n)) == old).all() for n, old in before.items())
+    folder = render.render_model(out, skip_train=True, labels=True, quiet=True, pieces=True)["test"]
+    got = 0
+    for n, old in before.items():
+        new = load_label(os.path.join(folder, "pred_surrogateid", n))
+        changed = new != old
+        assert (new[changed] == piece).all() and (old[changed] > 0).all()  # object pixels become the piece
+        got += int(changed.sum())
+    assert got > 20
+    # the paper's plain thresholding does not read the PLY's ids: nothing moves there
+    folder = render.render_model(out, skip_train=True, labels=True, quiet=True, decode="plain", pieces=True)["test"]
+    assert not any((load_label(os.path.join(folder, "pred_surrogateid", n)) == piece).any() for n in before)

@@ -328,6 +328,7 @@ class ObjectRow:
     extent: List[float]  # [3] bbox_max - bbox_min
     color: str  # "#rrggbb", colorize_ids(render_id): its colour in the overlays
     render_id: int = 0  # the id the renders give it: its own, or for a separated piece its code's id
+    # (render.py --pieces gives a piece its own id in the label maps; the overlays' colour then differs)
 
 
 @dataclass
