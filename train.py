@@ -57,6 +57,18 @@ MIN_TRAIN_SIDE = 4  # training views smaller than this (a side, in pixels) are r
 
 
 
+def _label_summary(labels: Optional[Dict[str, torch.Tensor]], model) -> str:
+    """': N object ids on M Gaussians (K of them second objects that share a code, tools/objects.py list)'
+    for the save message, or '' without labels. Read back once per save, not per step."""
+    if not labels or "instance_label" not in labels:
+        return ""
+    inst = labels["instance_label"].reshape(-1)
+    ids = torch.unique(inst[inst > 0])
+    pieces = int((ids > 2 ** model.params["embedding"].shape[1]).sum()) if "embedding" in model.params else 0
+    more = f" ({pieces} of them second objects that share a code: tools/objects.py list)" if pieces else ""
+    return f": {ids.numel()} object ids on {int((inst > 0).sum())} of {inst.numel()} Gaussians{more}"
+
+
 class Trainer:
     def __init__(self, args: argparse.Namespace, scene_info: SceneInfo):
         self.args = args
@@ -370,7 +382,7 @@ class Trainer:
             atomic_torch_save(self.objective.state_dict(), os.path.join(folder, "segmentation.pt"))
         self.model.save_ply(os.path.join(folder, "point_cloud.ply"), labels=labels)  # last: a PLY means complete
         if not self.quiet:
-            print(f"\n[ITER {step}] Saved Gaussians to {folder}", flush=True)
+            print(f"\n[ITER {step}] Saved Gaussians to {folder}{_label_summary(labels, self.model)}", flush=True)
 
     def generators(self) -> Dict[str, torch.Generator]:
         return {"gen": self.gen, "seg_gen": self.seg_gen}

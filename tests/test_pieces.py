@@ -171,3 +171,14 @@ def test_render_gives_a_separated_piece_its_own_id(tiny_scene, tmp_path):
     # the paper's plain thresholding does not read the PLY's ids: nothing moves there
     folder = render.render_model(out, skip_train=True, labels=True, quiet=True, decode="plain", pieces=True)["test"]
     assert not any((load_label(os.path.join(folder, "pred_surrogateid", n)) == piece).any() for n in before)
+
+
+def test_the_save_message_counts_objects_and_pieces():
+    from train import _label_summary
+
+    model = types.SimpleNamespace(params={"embedding": torch.zeros(5, 12)})
+    inst = torch.tensor([0, 3, 3, 5, FIRST])
+    assert _label_summary({"instance_label": inst}, model) == (
+        ": 3 object ids on 4 of 5 Gaussians (1 of them second objects that share a code: tools/objects.py list)")
+    assert _label_summary({"instance_label": inst[:4]}, model) == ": 2 object ids on 3 of 4 Gaussians"
+    assert _label_summary(None, model) == ""
