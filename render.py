@@ -76,13 +76,11 @@ def _render_into(base: str, frames, model, cfg, *, labels: bool, device, quiet: 
         print(f"note: {model_path} has no segmentation embedding (trained without masks); no labels written",
               file=sys.stderr)
     sigmoid_where = getattr(cfg, "sigmoid_where", "rendered")
-    # --pieces: second objects with an id of their own in the PLY (segmentation.pieces) get it in the label maps
+    piece_feats = None  # --pieces: second objects with an id of their own in the PLY (segmentation.pieces)
     if pieces and with_labels and clusters is None and valid is not None and "instance_label" in model.labels:
-        from segmentation.pieces import piece_features
+        from segmentation.pieces import first_piece_id, piece_features, piece_pixels
 
-        pieces = piece_features(model.labels["instance_label"].to(device), 2 ** model.params["embedding"].shape[1] + 1)
-    else:
-        pieces = None
+        piece_feats = piece_features(model.labels["instance_label"].to(device), first_piece_id(model))
     for idx, frame in enumerate(tqdm(frames, desc=f"Rendering {split}", disable=quiet)):
         scale = resolution_scale(frame.camera.width, cfg.resolution)
         view = load_view(frame, scale, with_masks=False)
@@ -92,8 +90,8 @@ def _render_into(base: str, frames, model, cfg, *, labels: bool, device, quiet: 
             feats["embedding"] = torch.sigmoid(emb) if sigmoid_where == "gaussian" else emb
             if "semantic" in model.params:
                 feats["semantic"] = model.params["semantic"]
-            if pieces is not None:
-                feats["piece"] = pieces[0]
+            if piece_feats is not None:
+                feats["piece"] = piece_feats[0]
         out = render(view.camera, model, bg=bg, features=feats or None, backend=getattr(cfg, "backend", "auto"))
         rgb = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
         save_rgb(os.path.join(dirs["renders"], f"{idx:05d}.png"), rgb)
@@ -102,10 +100,8 @@ def _render_into(base: str, frames, model, cfg, *, labels: bool, device, quiet: 
             semantic, ids = decode_pixels(out.features, out.alpha, sigmoid_where=sigmoid_where,
                                           thing_classes=thing_classes, clusters=clusters, valid=valid,
                                           decoder=decoder)
-            if pieces is not None:
-                from segmentation.pieces import piece_pixels
-
-                ids = piece_pixels(ids, out.features["piece"], out.alpha, pieces[1])
+            if piece_feats is not None:
+                ids = piece_pixels(ids, out.features["piece"], out.alpha, piece_feats[1])
             name = frame.camera.name
             ids_np = ids.cpu().numpy()
             save_label_png(os.path.join(dirs["pred_surrogateid"], f"{name}.png"), ids_np.astype(np.uint16))
@@ -231,7 +227,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out_suffix", default="", help="write <split>/ours_N<suffix>/ (several decodings side by side)")
     parser.add_argument("--pieces", action="store_true",
                         help="give the pixels of a second object that shares a code (an id above 2^emb_dim in the "
-                             "PLY, tools/objects.py list) that id, as the PLY does; off by default: on four CPU "
+                             "PLY, tools/objects.py list) that id, as the PLY does (default decoding only); off by default: on four CPU "
                              "models it moved PQ^scene by +2.2 / 0 / -0.4 / -1.0 (RESULTS.md 15e)")
     args = parser.parse_args(argv)
     try:

@@ -64,7 +64,9 @@ def _label_summary(labels: Optional[Dict[str, torch.Tensor]], model) -> str:
         return ""
     inst = labels["instance_label"].reshape(-1)
     ids = torch.unique(inst[inst > 0])
-    pieces = int((ids > 2 ** model.params["embedding"].shape[1]).sum()) if "embedding" in model.params else 0
+    from segmentation.pieces import first_piece_id
+
+    pieces = int((ids >= first_piece_id(model)).sum()) if "embedding" in model.params else 0
     more = f" ({pieces} of them second objects that share a code: tools/objects.py list)" if pieces else ""
     return f": {ids.numel()} object ids on {int((inst > 0).sum())} of {inst.numel()} Gaussians{more}"
 

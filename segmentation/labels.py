@@ -114,13 +114,13 @@ def separate_code_pieces(inst: Tensor, model, seen: Tensor, share: Tensor) -> Te
     from 2^emb_dim + 1 so that they never collide with a code's id. On the three full-schedule rooms of
     RESULTS.md 15a the stray filter dropped the second of two far-apart objects with one code (a ring
     3 m from the object that shared its code): it could not be extracted under any id."""
-    from segmentation.pieces import separate_pieces
+    from segmentation.pieces import first_piece_id, separate_pieces
     from segmentation.visibility import DEFAULT_RADIUS_FACTOR, object_radius
 
     means = model.get_means().detach()
     radius = object_radius(means, inst, DEFAULT_RADIUS_FACTOR, scales=model.get_scales())
-    first = 2 ** int(model.params["embedding"].shape[1]) + 1
-    return separate_pieces(inst, means, model.get_opacities().detach(), seen, share, radius=radius, first_id=first)
+    return separate_pieces(inst, means, model.get_opacities().detach(), seen, share, radius=radius,
+                           first_id=first_piece_id(model))
 
 
 def _agree_classes(sem: Tensor, things: Tensor, own: Tensor, feat: Tensor, decoder: Optional[torch.nn.Module],

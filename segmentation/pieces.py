@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["stray_filter", "separate_pieces", "piece_features", "piece_pixels", "DEFAULT_MIN_SHARE",
+__all__ = ["stray_filter", "separate_pieces", "first_piece_id", "piece_features", "piece_pixels", "DEFAULT_MIN_SHARE",
            "DEFAULT_MIN_OPACITY", "DEFAULT_NEAR", "PIECE_MIN_GAUSSIANS", "PIECE_MIN_SEEN", "PIECE_MIN_MASK_SHARE"]
 
 DEFAULT_MIN_SHARE = 0.2  # stray filter: components below this share of their id's opacity go (0.5 cuts real parts)
@@ -192,12 +192,10 @@ def separate_pieces(ids: Tensor, means: Tensor, opacities: Tensor, seen: Tensor,
     new = (count >= min_gaussians) & (seen_w >= min_seen) & (share_w >= min_mask_share)  # [C]
     # a piece whose centre lies inside the box of what the filter keeps of its id is a cut-off part of that
     # object (a bed's far end), not a second object: it stays a stray
-    L = int(ids_c.max()) + 1
-    kept = keep & (ids_c > 0)  # [N]
-    k_ids, k_pts = ids_c[kept][:, None].expand(-1, 3), means_c[kept]
-    lo = torch.full((L, 3), float("inf"), dtype=torch.float64).scatter_reduce_(0, k_ids, k_pts, "amin")  # [L, 3]
-    hi = torch.full((L, 3), float("-inf"), dtype=torch.float64).scatter_reduce_(0, k_ids, k_pts, "amax")  # [L, 3]
-    parent = torch.zeros(C, dtype=torch.int64).scatter_(0, comp, ids_c[idx])  # [C]
+    from segmentation.visibility import id_extents
+
+    lo, hi = (torch.from_numpy(a) for a in id_extents(torch.where(keep, ids_c, 0), means_c, 0.0))  # [L, 3] kept box
+    parent = torch.zeros(C, dtype=torch.int64).scatter_(0, comp, ids_c[idx])  # [C]; every parent has a kept piece
     centre = torch.zeros(C, 3, dtype=torch.float64).index_add_(0, comp, means_c[idx] * wd[:, None]) / mass[:, None]
     new &= ~((centre >= lo[parent]) & (centre <= hi[parent])).all(1)
     if not bool(new.any()):
@@ -211,6 +209,12 @@ def separate_pieces(ids: Tensor, means: Tensor, opacities: Tensor, seen: Tensor,
     take = new[comp]  # [D]
     out[idx[take]] = first_id + rank[comp[take]]
     return out.to(dev)
+
+
+def first_piece_id(model) -> int:
+    """The first id ``separate_pieces`` gives a piece in ``model``'s PLY: 2^emb_dim + 1, above every code's
+    id (code + 1), so that no rendered id can collide with it."""
+    return 2 ** int(model.params["embedding"].shape[1]) + 1
 
 
 def piece_features(instance: Tensor, first_id: int) -> Optional[Tuple[Tensor, Tensor]]:

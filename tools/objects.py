@@ -55,7 +55,7 @@ from segmentation.decode import colorize_ids, gaussian_labels  # noqa: E402
 from segmentation.labels import DEFAULT_THING_RULE, THING_RULES  # noqa: E402
 # the stray filter lives in the package (train.py's label save uses it too); re-exported here
 from segmentation.pieces import (DEFAULT_MIN_OPACITY, DEFAULT_MIN_SHARE, DEFAULT_NEAR,  # noqa: E402,F401
-                                 _voxel_components, stray_filter)
+                                 first_piece_id, stray_filter)
 # the stray filter's radius: RADIUS_FACTOR x the median spacing of object Gaussians, at least SCALE_FACTOR x
 # their median largest scale (shared with the thing rule's rescue, hence in the package)
 from segmentation.visibility import DEFAULT_RADIUS_FACTOR  # noqa: E402
@@ -417,7 +417,7 @@ def _render_ids(model, uniq: Tensor, inv: Tensor, things: Tensor) -> Tensor:
     row of each thing Gaussian (``things`` [N] bool)."""
     if "embedding" not in model.params:
         return uniq.clone()
-    piece = uniq > 2 ** int(model.params["embedding"].shape[1])  # [K]
+    piece = uniq >= first_piece_id(model)  # [K]
     if not bool(piece.any()):
         return uniq.clone()
     code = gaussian_labels(model.params["embedding"].detach()[things].cpu()) + 1  # [M]
