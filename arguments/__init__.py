@@ -143,9 +143,10 @@ class SegmentationParams(GroupMixin):
     l3d_radius2: float = _f(1e-2, "tau: squared neighbour radius (scene units)")
     l3d_k: int = _f(16, "at most k nearest neighbours per Gaussian")
     l3d_refresh: int = _f(2000, "rebuild the neighbour graph every this many iterations")
-    l3d_rebuild_lag: int = _f(100, "a rebuild is computed in a background thread from the means of its "
-                                   "iteration and used from this many iterations later (0: in place). The "
-                                   "first graph, and any after the Gaussian count changed, is built in place")
+    l3d_rebuild_lag: int = _f(1000, "a rebuild is computed in a background thread from the means of its "
+                                    "iteration and used from this many iterations later (0: in place); the loop "
+                                    "waits there if it is not done (a 1.2 M-Gaussian graph takes about 3 s). The "
+                                    "first graph, and any after the Gaussian count changed, is built in place")
     l3d_max_edges: int = _f(200_000, "random subset of neighbour pairs per iteration")
     seg_geometry_grad: bool = _f(False, "let segmentation losses move geometry (means, scales, rotations, opacity)")
     seg_raster: str = _f("fused", "fused: one rasterisation for colour and features in which feature gradients never "
