@@ -35,7 +35,8 @@ from torch import Tensor
 from arguments import (ModelParams, OptimizationParams, PipelineParams, SegmentationParams,
                        save_cfg_args)
 from gaussian_renderer import GeometryDetached, render
-from scene import View, load_views, resolution_scale, resolve_data_device, select_mask_views, training_bytes
+from scene import (CameraTensors, View, load_views, resolution_scale, resolve_data_device, select_mask_views,
+                   training_bytes)
 from scene.cameras import SceneError, SceneInfo
 from scene.dataset_readers import read_scene_for  # noqa: F401  (re-exported for old imports)
 from scene.gaussian_model import GaussianModel
@@ -145,6 +146,8 @@ class Trainer:
         segmentation targets (relabelled ids, boundaries, triplet candidates) on the data device."""
         for view in views:
             view.to_device(self.data_device, camera_device=self.device)
+            if self.objective is not None and self.seg.seg_scale != 1.0:
+                view.seg_cam = CameraTensors.from_camera(view.camera.scaled(self.seg.seg_scale), self.device)
             if self.objective is not None and (view.instance is not None or view.semantic is not None):
                 self.objective.prepare(view, self.data_device)
 
@@ -261,7 +264,10 @@ class Trainer:
                 and (view.instance is not None or view.semantic is not None or step >= self.seg.l3d_from_iter))
 
     def raster_mode(self, step: int) -> str:
-        """How colour and features are rasterised this step: fused | separate | joint (see --seg_raster)."""
+        """How colour and features are rasterised this step: fused | separate | joint (see --seg_raster), or
+        scaled (--seg_scale below 1: two rasterisations, the features' smaller)."""
+        if self.seg.seg_scale != 1.0:
+            return "scaled"
         densifying = step < self.opt.densify_until_iter
         if self.seg.seg_geometry_grad:  # segmentation moves geometry: joint once densification is over
             return "joint" if self.seg.seg_raster == "joint" or not densifying else "separate"
@@ -274,6 +280,11 @@ class Trainer:
             return render(cam, self.model, bg=bg, backend=backend), None, "none"
         feats = self.objective.features(self.model)
         mode = self.raster_mode(step)
+        if mode == "scaled":  # colour alone at full size; the features of the detached model at --seg_scale
+            out = render(cam, self.model, bg=bg, backend=backend)
+            seg_out = render(view.seg_cam, GeometryDetached(self.model), features=feats, with_rgb=False,
+                             backend=backend, feature_geometry_grad=False)
+            return out, seg_out, mode
         if mode == "fused":
             out = render(cam, self.model, bg=bg, features=feats, backend=backend, feature_geometry_grad=False)
             return out, out, mode
@@ -693,6 +704,10 @@ def check_args(args: argparse.Namespace) -> None:
         (args.log_interval >= 1, f"--log_interval {args.log_interval}: must be at least 1; pass e.g. 100"),
         (args.seg_interval >= 1, f"--seg_interval {args.seg_interval}: must be at least 1; pass 1 (every "
          "iteration) or e.g. 2"),
+        (0.0 < args.seg_scale <= 1.0, f"--seg_scale {args.seg_scale}: must be in (0, 1] (the scale the features "
+         "and their masks are rendered at); pass e.g. 0.5, or 1 for full size"),
+        (args.seg_scale == 1.0 or not args.seg_geometry_grad, f"--seg_scale {args.seg_scale} renders the features "
+         "of the geometry-detached model; it does not combine with --seg_geometry_grad: drop one of the two"),
     ]
     for ok, message in checks:
         if not ok:

@@ -193,14 +193,16 @@ class _RasterizeSplitGrad(torch.autograd.Function):
         common = (width, height, tile_size, isect_offsets, flatten_ids, alphas, last_ids)
 
         v_means2d = v_conics = v_opacities = v_colors = v_background = None
+        v_geo_colors = None  # [1, N, >= G] the geo channels' colour gradient (G = 0: none)
         need_colors = ctx.needs_input_grad[3]
         tile_kernel = need_colors and _FEATURE_BACKWARD != "gsplat" and n_feat > 0 and tile_size == 16
         if tile_kernel:  # wider than this GPU's shared memory holds: gsplat's kernel for this render
             from gaussian_renderer.feature_backward import max_channels
 
             tile_kernel = n_feat <= max_channels(colors.device)
-        if any(ctx.needs_input_grad[:3]) or need_colors:
+        if any(ctx.needs_input_grad[:3]) or (need_colors and n_geo):
             # geometry and the geo channels: gsplat's backward of a render of those channels alone
+            # (skipped for a features-only render of a geometry-detached model: --seg_scale)
             _, v_means2d, v_conics, v_geo_colors, v_opacities = bwd(
                 means2d, conics, _pad_channels(colors[..., :n_geo]), opacities, _pad_channels(bg_geo), None,
                 *common, _pad_channels(v_render[..., :n_geo]), v_alphas.contiguous(), False,
@@ -212,7 +214,7 @@ class _RasterizeSplitGrad(torch.autograd.Function):
             v_feat = feature_backward(means2d, conics, opacities, isect_offsets, flatten_ids, v_render,
                                       n_geo, n_feat, width, height, tile_size,
                                       sparse=_FEATURE_BACKWARD == "tile_sparse")  # [N, F]
-            v_colors = torch.cat([v_geo_colors[..., :n_geo], v_feat[None]], dim=-1)
+            v_colors = _with_geo(v_geo_colors, v_feat[None], n_geo)
         elif need_colors and colors.shape[-1] in GSPLAT_CHANNELS:
             # the detached channels: their colour gradient only (the weights are constants for them).
             # The block is a width gsplat is compiled for: pass it whole with the geo channels' output
@@ -222,17 +224,23 @@ class _RasterizeSplitGrad(torch.autograd.Function):
             v_feat[..., :n_geo] = 0.0
             v_colors = bwd(means2d, conics, colors, opacities, None, None, *common, v_feat,
                            torch.zeros_like(v_alphas), False)[3]
-            v_colors[..., :n_geo] = v_geo_colors[..., :n_geo]
+            if n_geo:
+                v_colors[..., :n_geo] = v_geo_colors[..., :n_geo]
         elif need_colors:
             v_feat_colors = bwd(
                 means2d, conics, _pad_channels(colors[..., n_geo:]), opacities, None, None, *common,
                 _pad_channels(v_render[..., n_geo:]), torch.zeros_like(v_alphas), False,
             )[3]
-            v_colors = torch.cat([v_geo_colors[..., :n_geo], v_feat_colors[..., :n_feat]], dim=-1)
+            v_colors = _with_geo(v_geo_colors, v_feat_colors[..., :n_feat], n_geo)
         if ctx.needs_input_grad[5]:
             v_background = (v_render * (1.0 - alphas)).sum(dim=(-3, -2))  # [1, G + F]
         return (v_means2d, v_conics, v_opacities, v_colors, None, v_background,
                 None, None, None, None, None)
+
+
+def _with_geo(v_geo_colors: Optional[Tensor], v_feat: Tensor, n_geo: int) -> Tensor:
+    """[1, N, G + F]: the geo channels' colour gradient (none when G = 0) then the features'."""
+    return torch.cat([v_geo_colors[..., :n_geo], v_feat], dim=-1) if n_geo else v_feat.contiguous()
 
 
 def _rasterize_gsplat_split(

@@ -351,6 +351,7 @@ class _CompositeTiles(torch.autograd.Function):
         v_means2d, v_conics = torch.zeros_like(means2d), torch.zeros_like(conics)
         v_opacities, v_colors = torch.zeros_like(opacities), torch.zeros_like(colors)
         carry = trans * v_trans  # [n, P] R behind the last step: T_final dL/dT_final
+        geometry = any(ctx.needs_input_grad[:3])  # False: a features-only render of a detached model
         for active, gid, present, t_prev, st in reversed(ctx.steps):
             if st is None:
                 st = _blend_step(means2d, conics, opacities, gid, present, ctx.px[active], ctx.py[active], t_prev)
@@ -359,6 +360,8 @@ class _CompositeTiles(torch.autograd.Function):
             v_out = v_render[active]  # [a, P, D]
             color = _take(colors, gid)  # [a, kb, D]
             v_colors.index_add_(0, ids, (st.weights.transpose(1, 2) @ v_out).reshape(a * kb, -1))
+            if not geometry:
+                continue
             # [a, P, kb] g_i = c_i . v over the geometry channels (none: alpha alone)
             g = v_out[..., :n_geo] @ color[..., :n_geo].transpose(1, 2) if n_geo else torch.zeros_like(st.weights)
             wg = st.weights * g

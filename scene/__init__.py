@@ -58,6 +58,7 @@ class View:
     valid: Optional[Tensor] = None  # [H, W] bool, False outside the valid region
     cam: Optional[CameraTensors] = None  # camera tensors on the training device (to_device)
     targets: Optional[object] = None  # segmentation.objective.ViewTargets, prepared once
+    seg_cam: Optional[CameraTensors] = None  # the camera the features render with at --seg_scale below 1
 
     def image_float(self, device) -> Tensor:  # [H, W, 3] float in [0, 1]
         return self.image.to(device, non_blocking=True).float() / 255.0
@@ -78,6 +79,17 @@ class View:
         """Bytes of the image and masks held by this view."""
         return sum(t.numel() * t.element_size() for t in (self.image, self.instance, self.semantic,
                                                            self.confidence, self.valid) if t is not None)
+
+
+def nearest_resize(mask: Tensor, width: int, height: int) -> Tensor:
+    """[H, W] per-pixel labels (ids, classes, confidences, valid flags) at ``width`` x ``height``: each
+    pixel takes the source pixel under its centre, as ``load_view`` resizes masks (no blending of ids)."""
+    h, w = mask.shape[:2]
+    if (w, h) == (width, height):
+        return mask
+    ys = ((torch.arange(height, device=mask.device) + 0.5) * h / height).long().clamp_max(h - 1)
+    xs = ((torch.arange(width, device=mask.device) + 0.5) * w / width).long().clamp_max(w - 1)
+    return mask[ys[:, None], xs[None, :]]
 
 
 def resolution_scale(width: int, resolution: int) -> float:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from scene import nearest_resize
 from segmentation.losses import TripletHead, neighbor_loss, semantic_loss, triplet_hinge
 from segmentation.neighbors import neighbor_graph, neighbor_pairs
 from segmentation.targets import (SegmentTargets, prepare_semantic_target, prepare_targets,
@@ -111,13 +112,20 @@ class SegmentationObjective:
         """Builds ``view.targets`` from its raw masks on ``device`` (default: this objective's), once."""
         device = torch.device(device) if device is not None else self.device
         t = ViewTargets(ignore_id=self.ignore_id)
-        if view.instance is not None:
-            t.instance = prepare_targets(view.instance, view.valid, ignore_id=self.ignore_id, device=device)
-        if view.semantic is not None:
-            t.semantic = prepare_semantic_target(view.semantic, view.valid, device=device)
+        instance, semantic, confidence, valid = view.instance, view.semantic, view.confidence, view.valid
+        scale = getattr(self.cfg, "seg_scale", 1.0)
+        if scale != 1.0:  # the masks at the size the features render at (--seg_scale), nearest pixel
+            cam = view.camera.scaled(scale)
+            instance, semantic, confidence, valid = (
+                None if m is None else nearest_resize(m, cam.width, cam.height)
+                for m in (instance, semantic, confidence, valid))
+        if instance is not None:
+            t.instance = prepare_targets(instance, valid, ignore_id=self.ignore_id, device=device)
+        if semantic is not None:
+            t.semantic = prepare_semantic_target(semantic, valid, device=device)
             t.semantic_valid = int((t.semantic != -1).sum())
-            if view.confidence is not None:
-                t.confidence = view.confidence.to(device=device, dtype=torch.float32).reshape(-1)
+            if confidence is not None:
+                t.confidence = confidence.to(device=device, dtype=torch.float32).reshape(-1)
         view.targets = t
         return t
 

@@ -31,11 +31,12 @@ GRAPH_WARMUP = 3
 
 class StageBuffers:
     """The static inputs of one image size: a view's targets are copied in before each step.
-    Scalars: [K, kept pixels, anchor candidates M, pixels with a class]."""
+    Scalars: [K, kept pixels, anchor candidates M, pixels with a class]. ``pixels``: the per-pixel
+    targets' length, the feature render's pixel count (below H x W with --seg_scale)."""
 
-    def __init__(self, height: int, width: int, kmax: int, bmax: int, mmax: int, window: int, triplets: int,
-                 device: torch.device):
-        P = height * width
+    def __init__(self, height: int, width: int, pixels: int, kmax: int, bmax: int, mmax: int, window: int,
+                 triplets: int, device: torch.device):
+        P = pixels
         self.kmax = kmax
         self.image = torch.zeros(height, width, 3, dtype=torch.uint8, device=device)
         self.labels = torch.full((P,), kmax, dtype=torch.int32, device=device)
@@ -67,6 +68,17 @@ class StageBuffers:
             self.semantic.copy_(targets.semantic, non_blocking=True)
             if confidence:
                 self.confidence.copy_(targets.confidence, non_blocking=True)
+
+
+def _target_pixels(targets, default: int) -> int:
+    """The per-pixel length of a view's prepared targets (``default`` when it has none)."""
+    if targets is None:
+        return default
+    if getattr(targets, "instance", None) is not None:
+        return int(targets.instance.labels.shape[0])
+    if getattr(targets, "semantic", None) is not None:
+        return int(targets.semantic.shape[0])
+    return default
 
 
 def _view_scalars(targets, device) -> Tensor:
@@ -156,23 +168,25 @@ class LossStages:
         self.device = torch.empty(0, device=device).device
         self.graphs = bool(graphs) and self.device.type == "cuda"
         self.triplets = triplets
-        self.sizes: Dict[Tuple[int, int], Tuple[int, int, int, int]] = {}
-        for view in views:  # the scene's largest targets per image size
+        self.sizes: Dict[Tuple[int, int, int], Tuple[int, int, int, int]] = {}
+        for view in views:  # the scene's largest targets per image size (and feature pixel count)
             h, w = view.image.shape[:2]
-            t = getattr(getattr(view, "targets", None), "instance", None)
+            targets = getattr(view, "targets", None)
+            t = getattr(targets, "instance", None)
             k, b, m, q = (t.num_segments, t.boundary.shape[0], t.num_anchors, t.anchor_table.shape[1] - 4) \
                 if t is not None else (0, 0, 0, 0)
-            old = self.sizes.get((h, w), (0, 0, 0, 0))
-            self.sizes[(h, w)] = (max(old[0], k), max(old[1], b), max(old[2], m), max(old[3], q))
-        self.buffers: Dict[Tuple[int, int], StageBuffers] = {}
+            key = (h, w, _target_pixels(targets, h * w))
+            old = self.sizes.get(key, (0, 0, 0, 0))
+            self.sizes[key] = (max(old[0], k), max(old[1], b), max(old[2], m), max(old[3], q))
+        self.buffers: Dict[Tuple[int, int, int], StageBuffers] = {}
         self.stages: Dict[tuple, torch.nn.Module] = {}
         self.graphed: Dict[tuple, object] = {}
 
-    def _buffers(self, h: int, w: int) -> StageBuffers:
-        if (h, w) not in self.buffers:
-            k, b, m, q = self.sizes.get((h, w), (0, 0, 0, 0))
-            self.buffers[(h, w)] = StageBuffers(h, w, k, b, m, q, self.triplets, self.device)
-        return self.buffers[(h, w)]
+    def _buffers(self, h: int, w: int, p: int) -> StageBuffers:
+        if (h, w, p) not in self.buffers:
+            k, b, m, q = self.sizes.get((h, w, p), (0, 0, 0, 0))
+            self.buffers[(h, w, p)] = StageBuffers(h, w, p, k, b, m, q, self.triplets, self.device)
+        return self.buffers[(h, w, p)]
 
     def terms_for(self, step: int, view, features: Optional[dict]) -> Tuple[str, ...]:
         obj = self.objective
@@ -194,12 +208,14 @@ class LossStages:
         obj = self.objective
         terms = self.terms_for(step, view, features)
         h, w = rgb.shape[:2]
-        buf = self._buffers(h, w)
+        feature = next((v for v in (features or {}).values() if v is not None), None)  # [h', w', D]
+        p = feature.shape[0] * feature.shape[1] if feature is not None else h * w
+        buf = self._buffers(h, w, p)
         targets = obj.targets_of(view, self.device) if len(terms) > 1 else None
         conf = "semantic" in terms and targets.confidence is not None
         buf.load(view, targets, instance="cluster" in terms or "triplet" in terms, triplets="triplet" in terms,
                  semantic="semantic" in terms, confidence=conf, generator=obj.generator if obj else None)
-        key = (h, w, terms, conf)
+        key = (h, w, p, terms, conf)
         stage = self.stages.get(key)
         if stage is None:
             stage = LossStage(terms, lambda_dssim=self.lambda_dssim, cfg=obj.cfg if obj else None,
@@ -223,9 +239,9 @@ class LossStages:
         # the rendered inputs get leaves of their own; the buffers themselves are the graph's inputs
         # for the targets (no copy per call)
         leaves = tuple(a.detach().clone().requires_grad_(True) if a.requires_grad else a for a in args)
-        h, w, terms, conf = key
+        h, w, p, terms, conf = key
         if "triplet" in terms:  # the triplets never turn off again: the graph without them is freed
-            stale = (h, w, tuple(t for t in terms if t != "triplet"), conf)
+            stale = (h, w, p, tuple(t for t in terms if t != "triplet"), conf)
             self.graphed.pop(stale, None)
             self.stages.pop(stale, None)
         torch.cuda.synchronize()

@@ -138,3 +138,30 @@ def test_split_path_matches_torch_twin(fake_gsplat, n_geo, n_feat):
     torch.testing.assert_close(alpha_g, alpha_t, atol=1e-12, rtol=0)
     for name, ref in grads_t.items():
         torch.testing.assert_close(grads_g[name], ref, atol=1e-10, rtol=1e-8, msg=name)
+
+
+@pytest.mark.parametrize("n_feat", [29, 16])
+def test_split_path_features_of_a_detached_geometry(fake_gsplat, n_feat):
+    """--seg_scale's feature render: every channel detached and the geometry without gradients. The
+    split path then skips the geometry's backward kernel altogether and returns the features' colour
+    gradient, equal to the torch twin's (which skips its geometry work too) and to the twin's gradient
+    of the same render with geometry gradients on."""
+    sc = tiny_scene(19, n=40, channels=n_feat, opacity_range=(0.2, 0.99))
+    w_img = torch.randn(28, 40, n_feat, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def run(backend, geometry_grad=False):
+        colors = sc["colors"].clone().requires_grad_(True)
+        geo = {k: sc[k].clone().requires_grad_(geometry_grad) for k in ("means", "quats", "scales", "opacities")}
+        img, alpha, _ = rasterize(**{**sc, **geo, "colors": colors}, backend=backend, detached_channels=n_feat)
+        (img * w_img).sum().backward()
+        return img.detach(), colors.grad
+
+    img_g, grad_g = run("gsplat")
+    padded = next(c for c in SUPPORTED if c >= n_feat)
+    assert fake_gsplat == [("fwd", padded), ("bwd", padded)]  # no backward of the (absent) geo channels
+    img_t, grad_t = run("torch")
+    img_tg, grad_tg = run("torch", geometry_grad=True)
+    assert grad_t.abs().sum() > 0
+    torch.testing.assert_close(img_g, img_t, atol=1e-12, rtol=0)
+    torch.testing.assert_close(grad_g, grad_t, atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(grad_t, grad_tg, atol=0, rtol=0)

@@ -121,7 +121,7 @@ def test_loss_stage_equals_the_per_term_losses():
         torch.testing.assert_close(out["cluster"], prepared_cluster_total(emb, t.instance), rtol=1e-5, atol=1e-7)
         ref_sem = semantic_loss(feats["semantic"].reshape(-1, 4), t.semantic, t.confidence, n_valid=t.semantic_valid)
         torch.testing.assert_close(out["semantic"], ref_sem)
-        buf = stages.buffers[(H, W)]
+        buf = stages.buffers[(H, W, H * W)]
         trip = static_sample_triplets(buf.table, buf.boundary, buf.scalars[2], buf.rand)
         z = obj.head(emb.reshape(-1, 4)[trip.reshape(-1)]).reshape(-1, 3, 4)
         torch.testing.assert_close(out["triplet"], triplet_hinge(z))
