@@ -99,3 +99,22 @@ start_chain() {
   setsid bash -c "$(declare -f chain acc_job ab_step label_jobs bench_scene; declare -f timing); R=$R W=$W D=$D ITERS=$ITERS ACC_STEPS=${ACC_STEPS:-full} LABEL_SCENES='$LABEL_SCENES'; chain" \
     < /dev/null > $R/chain.log 2>&1 &
 }
+
+# tables_chain: paper_tables.py for each table of TABLES (device_tables.sh, device_round18.sh), results in R.
+# Needs R, W, D, TABLES, SEEDS, ITERS, JOBS, SIZE, VIEWS, GPUS (TABLE_ARGS optional).
+tables_chain() {
+  cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
+  mkdir -p $R/paper
+  for t in $TABLES; do
+    python3 benchmarks/paper_tables.py $t --out $R/paper/$t --runs $R/runs --scenes_dir $D/paper \
+      --figure $R/paper/$t.png --iterations $ITERS --seeds $SEEDS --gpus "$GPUS" --jobs_per_gpu $JOBS \
+      --size $SIZE --views $VIEWS --workers 8 ${TABLE_ARGS:-} > $R/$t.log 2>&1
+    echo "exit $?" >> $R/$t.log; touch $R/$t.DONE
+  done
+}
+
+# pack_tables: the tables (md, json), figures and logs, without models or scenes, as OUT/tables.tgz
+pack_tables() {
+  tar czf $OUT/tables.tgz -C $R --exclude='runs' paper $(cd $R && ls *.log 2>/dev/null) 2>/dev/null
+  ls -la $OUT
+}

@@ -19,24 +19,7 @@ SIZE=${SIZE:-480x360}
 VIEWS=${VIEWS:-186}
 GPUS=${GPUS:-0}
 stage=${1:-A}
-source benchmarks/device_jobs.sh  # fresh_tree
-
-tables_chain() {
-  cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
-  mkdir -p $R/paper
-  for t in $TABLES; do
-    python3 benchmarks/paper_tables.py $t --out $R/paper/$t --runs $R/runs --scenes_dir $D/paper \
-      --figure $R/paper/$t.png --iterations $ITERS --seeds $SEEDS --gpus "$GPUS" --jobs_per_gpu $JOBS \
-      --size $SIZE --views $VIEWS --workers 8 ${TABLE_ARGS:-} > $R/$t.log 2>&1
-    echo "exit $?" >> $R/$t.log; touch $R/$t.DONE
-  done
-}
-
-# pack_tables: the tables (md, json), figures and logs, without models or scenes, as OUT/tables.tgz
-pack_tables() {
-  tar czf $OUT/tables.tgz -C $R --exclude='runs' paper $(cd $R && ls *.log 2>/dev/null) 2>/dev/null
-  ls -la $OUT
-}
+source benchmarks/device_jobs.sh  # fresh_tree, tables_chain, pack_tables
 
 if [ "$stage" = A ]; then
   if [ "${SKIP_BUILD:-0}" = 1 ]; then rm -rf $R; mkdir -p $W $R $D; cp -r . $W; else fresh_tree || exit 1; fi

@@ -1,0 +1,58 @@
+# Session 14's lease (`device` tool, carry .whl/), from the repository root. Two stages, one `run` call each:
+#   bash benchmarks/device_round18.sh A            build; GPU tests while the bench scene is made; starts the chain
+#   WAIT=540 bash benchmarks/device_round18.sh poll   wait (repeat until it prints "chain done"), pack into $OUT
+# The chain, alone on the GPU first, then side by side:
+# 1. issue 10, a speed matrix at SPEED_ITERS (4000) on the bench scene, one run at a time: SPEED_VARIANTS
+#    (plain 3DGS, UniC-Lift, --seg_scale 0.5, and --seg_scale 0.5 with a 4-wide semantic embedding, so the
+#    feature pass holds 16 channels, a width gsplat is compiled for). About 4 minutes with their evaluations.
+# 2. issue 13, the tables of device_tables.sh (TABLES, default "tab4 tab6" at 10k iterations, two seeds, 8
+#    runs side by side; the captions must say 10k): about 17 minutes.
+# Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
+set -u
+W=/tmp/w; R=/tmp/r18; D=/tmp/data
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+SPEED_ITERS=${SPEED_ITERS:-4000}
+SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic unic:--seg_scale=0.5 unic:--seg_scale=0.5 --semantic_head=embed --semantic_dim=4"}
+stage=${1:-A}
+source benchmarks/device_jobs.sh  # fresh_tree, bench_scene, gpu_tests, tables_chain, pack_tables
+
+speed_matrix() {
+  local args=()
+  IFS='|' read -ra specs <<< "$(echo "$SPEED_VARIANTS" | sed 's/ \(plain\|unic\)/|\1/g')"
+  for v in "${specs[@]}"; do args+=("$v"); done
+  python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations $SPEED_ITERS --seeds 0 \
+    --variants "${args[@]}" > $R/speed.log 2>&1
+  touch $R/speed.DONE
+}
+
+chain18() {
+  cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
+  [ "${SPEED:-1}" = 1 ] && speed_matrix
+  tables_chain
+  touch $R/chain.DONE
+}
+
+if [ "$stage" = A ]; then
+  fresh_tree || exit 1
+  bench_scene 8 &
+  [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests  # on the GPU while the scene is made on the CPU
+  wait; echo "scene ready at ${SECONDS}s"
+  setsid bash -c "$(declare -f chain18 speed_matrix tables_chain); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
+    SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES:-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
+    ITERS=${ITERS:-10000} JOBS=${JOBS:-8} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
+    TABLE_ARGS='${TABLE_ARGS:-}'; chain18" < /dev/null > $R/chain.log 2>&1 &
+  sleep 5; cp $R/gpu_tests.log $OUT/ 2>/dev/null; ls -la $OUT
+fi
+
+if [ "$stage" = poll ]; then
+  while [ ! -f $R/chain.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
+  [ -f $R/chain.DONE ] && echo "chain done"
+  grep -h "it/s" $R/speed.log 2>/dev/null | tail -5
+  for t in ${TABLES:-tab4 tab6}; do echo "== $t"; tail -n 3 $R/$t.log 2>/dev/null; done
+  cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
+  cp $R/gpu_tests.log $OUT/ 2>/dev/null
+  pack_tables
+  tar czf $OUT/r18.tgz -C $R --exclude='runs' --exclude='*.ply' --exclude='*.pt' --exclude='renders' --exclude='gt' \
+    --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' speed $(cd $R && ls *.log 2>/dev/null) 2>/dev/null
+  ls -la $OUT
+fi
