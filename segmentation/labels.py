@@ -484,6 +484,11 @@ def fit_contrastive_lift_clusters(views, model, objective, folder: str, *, backe
         pick = torch.randperm(len(prob), generator=torch.Generator().manual_seed(len(samples)))[:per_view]
         samples.append(prob[pick.to(prob.device)].cpu())
     samples = torch.cat(samples)
+    if samples.shape[0] == 0:
+        from scene.cameras import SceneError
+
+        raise SceneError(f"{folder}: contrastive_lift has no embedding to cluster: no training-view pixel is covered "
+                         "(opacity above 0.5) by the model; train longer (more --iterations or --init_points)")
     t_samples = time.perf_counter() - t_all
     mode = getattr(cfg, "cluster_tune", "off")
     tuned = _tuning_views(views, int(getattr(cfg, "cluster_tune_views", 16))) if mode == "pseudo_pq" else []

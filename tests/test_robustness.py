@@ -397,3 +397,14 @@ def test_render_with_the_scene_gone_and_metrics_before_render_are_one_line(tmp_p
     err = _err(capsys)
     assert str(tmp_path / "scene") in err and "is gone" in err and "cfg_args" in err, err
     assert not os.path.exists(os.path.join(model, "test")) and not os.path.exists(os.path.join(model, "train"))
+
+
+def test_contrastive_lift_with_nothing_covered_is_one_line(tiny_scene, tmp_path, capsys):
+    """A Contrastive-Lift run too short to cover any training pixel (opacity above 0.5) has no embedding to
+    cluster: one line that names the folder and says to train longer, not HDBSCAN's traceback."""
+    out = tmp_path / "cl"
+    rc = train.main(["-s", tiny_scene, "-m", str(out), "--iterations", "40", "--test_iterations", "-1", "--quiet",
+                     "--init_points", "20", "--method", "contrastive_lift", "--cluster_tune", "off"])
+    err = _err(capsys)
+    assert rc == 2 and "contrastive_lift has no embedding to cluster" in err and "train longer" in err, err
+    assert str(out) in err
