@@ -379,6 +379,10 @@ class Trainer:
         from utils.general_utils import atomic_torch_save
 
         folder = self.point_cloud_dir(step)
+        if self.model.num_gaussians == 0:  # saved all the same (an empty PLY), but the user must hear of it
+            print(f"[unic-lift] warning: no Gaussians left at iteration {step}: densification pruned them all. "
+                  "The initial points may miss the views or be too few: check the scene's points, pass more "
+                  "--init_points (0: all), or train longer before pruning (--densify_from_iter)", file=sys.stderr)
         labels = None
         if self.objective is not None:  # snapped as render.py snaps by default, so the ids agree
             from segmentation.labels import label_votes, save_code_votes

@@ -404,7 +404,21 @@ def test_contrastive_lift_with_nothing_covered_is_one_line(tiny_scene, tmp_path,
     cluster: one line that names the folder and says to train longer, not HDBSCAN's traceback."""
     out = tmp_path / "cl"
     rc = train.main(["-s", tiny_scene, "-m", str(out), "--iterations", "40", "--test_iterations", "-1", "--quiet",
-                     "--init_points", "20", "--method", "contrastive_lift", "--cluster_tune", "off"])
+                     "--init_points", "300", "--method", "contrastive_lift", "--cluster_tune", "off"])
     err = _err(capsys)
     assert rc == 2 and "contrastive_lift has no embedding to cluster" in err and "train longer" in err, err
     assert str(out) in err
+
+
+def test_a_run_that_prunes_every_gaussian_saves_an_empty_model_and_says_so(tiny_scene, tmp_path, capsys):
+    """20 initial points on this scene are all pruned by iteration 40: the save still writes a (0-row) PLY
+    that reads back, and stderr says what happened and what to try."""
+    from utils.ply import read_ply
+
+    out = tmp_path / "empty"
+    rc = train.main(["-s", tiny_scene, "-m", str(out), "--iterations", "40", "--test_iterations", "-1", "--quiet",
+                     "--init_points", "20"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "no Gaussians left at iteration 40" in err and "--init_points" in err, err
+    cols = read_ply(str(out / "point_cloud" / "iteration_40" / "point_cloud.ply"))
+    assert all(len(v) == 0 for v in cols.values()) and {"x", "f_dc_0", "instance_label"} <= set(cols)
