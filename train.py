@@ -123,6 +123,11 @@ class Trainer:
                              f"{self.seg.mask_downscale} would train on {small.width}x{small.height} views (from "
                              f"{cam.width}x{cam.height}); keep at least {MIN_TRAIN_SIDE} pixels a side: pass a "
                              f"smaller -r or a larger --mask_downscale")
+        feat = small.scaled(self.seg.seg_scale)
+        if self.seg.seg_scale != 1.0 and min(feat.width, feat.height) < MIN_TRAIN_SIDE:
+            raise SceneError(f"{frames[0].image_path}: --seg_scale {self.seg.seg_scale} would render the features at "
+                             f"{feat.width}x{feat.height} (views {small.width}x{small.height}); keep at least "
+                             f"{MIN_TRAIN_SIDE} pixels a side: pass a larger --seg_scale, or 1")
         views = load_views(frames, scale, device="cpu", quiet=self.quiet, desc="Loading training views")
         if self.info.semantic_from_instances:  # instance masks only: fg/bg target, object where id > 0
             for view in views:

@@ -65,6 +65,9 @@ def test_views_too_small_to_train_are_refused(tiny_scene, tmp_path, capsys):
     assert train.main(["-s", tiny_scene, "-m", str(tmp_path / "m"), *FAST, "--mask_downscale", "0.01"]) == 2
     err = _err(capsys)
     assert "1x1 views" in err and "64x48" in err and "--mask_downscale" in err, err
+    assert train.main(["-s", tiny_scene, "-m", str(tmp_path / "s"), *FAST, "--seg_scale", "0.05"]) == 2
+    err = _err(capsys)
+    assert "--seg_scale 0.05" in err and "3x2" in err and "larger --seg_scale" in err, err
 
 
 def test_output_folder_under_a_file_readonly_or_the_scene_is_refused(tiny_scene, tmp_path, capsys):
