@@ -278,3 +278,33 @@ def test_auto_says_why_it_takes_gsplats_kernel():
         set_feature_backward("tile")
     with pytest.raises(ValueError, match="use one of auto, gsplat"):
         set_feature_backward("fast")
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("kind", ["gsplat", "tile", "tile_sparse"])
+@pytest.mark.parametrize("n,width,height,feat_dim,seed", [(3000, 160, 120, 29, 0), (2000, 80, 60, 16, 1)])
+def test_features_of_the_detached_geometry_on_every_kernel(kind, n, width, height, feat_dim, seed):
+    """--seg_scale's feature pass: a features-only render of the geometry-detached model. Its backward has no
+    geometry channels (the split path skips gsplat's geometry kernel); each kernel's feature gradient equals
+    the fused render's feature gradient (gsplat's kernel) to float32 rounding, and no geometry moves."""
+    from gaussian_renderer.rasterizer import set_feature_backward
+
+    model, cam, feat, w_rgb, w_feat = _setup(n, width, height, feat_dim, seed)
+    ref = _grads(model, cam, feat, w_rgb, w_feat, "gsplat")["feat"]
+    fused = render(cam, model, features={"f": feat}, backend="gsplat", feature_geometry_grad=False)
+    set_feature_backward(kind)
+    try:
+        for t in (*model.leaves().values(), feat):
+            t.grad = None
+        out = render(cam, GeometryDetached(model), features={"f": feat}, with_rgb=False, backend="gsplat",
+                     feature_geometry_grad=False)
+        (out.features["f"] * w_feat).sum().backward()
+        torch.cuda.synchronize()
+    finally:
+        set_feature_backward("gsplat")
+    assert out.rgb is None and all(t.grad is None for t in model.leaves().values())
+    torch.testing.assert_close(out.features["f"], fused.features["f"].detach(), rtol=1e-5, atol=1e-6)
+    assert ref.abs().sum() > 0
+    scale = float(ref.abs().max())
+    torch.testing.assert_close(feat.grad, ref, rtol=1e-3, atol=1e-4 * scale)
