@@ -87,9 +87,13 @@ def nearest_resize(mask: Tensor, width: int, height: int) -> Tensor:
     h, w = mask.shape[:2]
     if (w, h) == (width, height):
         return mask
-    ys = ((torch.arange(height, device=mask.device) + 0.5) * h / height).long().clamp_max(h - 1)
-    xs = ((torch.arange(width, device=mask.device) + 0.5) * w / width).long().clamp_max(w - 1)
+    ys, xs = (torch.from_numpy(_nearest_index(n, m)).to(mask.device) for n, m in ((h, height), (w, width)))
     return mask[ys[:, None], xs[None, :]]
+
+
+def _nearest_index(n: int, m: int) -> np.ndarray:
+    """[m] the source index (of n) under each of m resized pixels' centres."""
+    return np.minimum(((np.arange(m) + 0.5) * n / m).astype(np.int64), n - 1)
 
 
 def resolution_scale(width: int, resolution: int) -> float:
@@ -107,9 +111,7 @@ def _resize(arr: np.ndarray, size: tuple, nearest: bool) -> np.ndarray:
         return arr
     if nearest:
         h, w = arr.shape[:2]
-        ys = np.minimum(((np.arange(size[1]) + 0.5) * h / size[1]).astype(np.int64), h - 1)
-        xs = np.minimum(((np.arange(size[0]) + 0.5) * w / size[0]).astype(np.int64), w - 1)
-        return arr[ys[:, None], xs[None, :]]
+        return arr[_nearest_index(h, size[1])[:, None], _nearest_index(w, size[0])[None, :]]
     return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BOX if size[0] < arr.shape[1]
                                                   else Image.Resampling.BICUBIC))
 

@@ -147,8 +147,9 @@ class GaussianModel:
         for axis in ("nx", "ny", "nz"):
             cols[axis] = np.zeros(n, np.float32)
         # explicit widths: reshape(n, -1) cannot infer them for a model with no Gaussians left
-        f_dc = p["sh0"].transpose(0, 2, 1).reshape(n, int(np.prod(p["sh0"].shape[1:])))  # [N, 3]
-        f_rest = p["shN"].transpose(0, 2, 1).reshape(n, int(np.prod(p["shN"].shape[1:])))  # [N, 3 * K]: channel-major like 3DGS
+        width = {k: int(np.prod(p[k].shape[1:])) for k in ("sh0", "shN")}
+        f_dc = p["sh0"].transpose(0, 2, 1).reshape(n, width["sh0"])  # [N, 3]
+        f_rest = p["shN"].transpose(0, 2, 1).reshape(n, width["shN"])  # [N, 3 * K]: channel-major like 3DGS
         for i in range(f_dc.shape[1]):
             cols[f"f_dc_{i}"] = f_dc[:, i]
         for i in range(f_rest.shape[1]):

@@ -109,13 +109,13 @@ class SegmentationObjective:
     # ----- targets -------------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, view, device=None) -> ViewTargets:
-        """Builds ``view.targets`` from its raw masks on ``device`` (default: this objective's), once."""
+        """Builds ``view.targets`` from its raw masks on ``device`` (default: this objective's), once; at
+        ``view.seg_cam``'s size where the trainer set one (--seg_scale)."""
         device = torch.device(device) if device is not None else self.device
         t = ViewTargets(ignore_id=self.ignore_id)
         instance, semantic, confidence, valid = view.instance, view.semantic, view.confidence, view.valid
-        scale = getattr(self.cfg, "seg_scale", 1.0)
-        if scale != 1.0:  # the masks at the size the features render at (--seg_scale), nearest pixel
-            cam = view.camera.scaled(scale)
+        cam = getattr(view, "seg_cam", None)
+        if cam is not None:  # the masks at the size the features render at (--seg_scale), nearest pixel
             instance, semantic, confidence, valid = (
                 None if m is None else nearest_resize(m, cam.width, cam.height)
                 for m in (instance, semantic, confidence, valid))
