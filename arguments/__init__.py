@@ -162,8 +162,9 @@ class SegmentationParams(GroupMixin):
                               "speed (benchmarks/RESULTS.md); 1: every iteration, as the paper")
     seg_scale: float = _f(1.0, "render the segmentation features, and take their masks (nearest pixel), at this "
                                "scale of the training views, in a second rasterisation of the geometry-detached "
-                               "model; colour stays at full size, labels render at full size. 0.5: a quarter of the "
-                               "feature pixels (speed, benchmarks/RESULTS.md); 1: full size, one fused rasterisation")
+                               "model; colour stays at full size, labels render at full size. Saves memory only: slower than "
+                               "the one fused rasterisation on the GPU and the CPU (benchmarks/RESULTS.md 17a); 1: "
+                               "full size, one fused rasterisation")
     mask_fraction: float = _f(1.0, "use masks on only this fraction of training views (RGB on all)")
     mask_downscale: float = _f(1.0, "train masks and images at this scale (0.25, 0.5); labels render at full size")
     min_cluster_size: int = _f(100, "contrastive_lift: HDBSCAN min_cluster_size with --cluster_tune off")
