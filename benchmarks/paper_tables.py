@@ -4,6 +4,7 @@
     python benchmarks/paper_tables.py tab4 --seeds 0 1 --engine ray --address auto
     python benchmarks/paper_tables.py all --dry_run                               # runs and GPU minutes
     python benchmarks/paper_tables.py tab5 --collect                              # table + figure from disk
+    python benchmarks/paper_tables.py tab4 --variants unic all_noW                # some rows only
     python benchmarks/paper_tables.py fig8 --size 64x48 --views 8 --iterations 30 -- --init_points 2000  # CPU smoke
 
 For a table it (1) generates the scenes it needs with tools/make_scene.py into ``--scenes_dir``
@@ -137,11 +138,13 @@ TABLES: Dict[str, dict] = {
                     series=lambda sc, v: "UniC-Lift", y="PQ_scene")),
 }
 
-# GPU time model of the estimate (docs/GPU.md, H200): a 30k-iteration 480x360 run alone ~8 min, so
-# ~2.7 min per 10k; four side by side take ~2.5-4 min per 10k each; render + metrics ~0.5 min; the
-# baseline's sampling, HDBSCAN tuning (6 candidates) and fit a few minutes of mostly CPU work.
-MIN_PER_10K_ALONE = 2.7
-SIDE_BY_SIDE_SLOWDOWN = 0.08  # per extra job on the GPU: 4 side by side -> 1.24x the time alone
+# GPU time model of the estimate (H200, benchmarks/RESULTS.md 16a and 17c): a 30k-iteration 480x360 run
+# alone ~5.5 min, a 10k one ~1.4 min; side by side the GPU does only ~10 % more work (8 runs of 10k took
+# ~530 s each, 4 took ~265 s), so each extra job slows every job by ~0.8 of its time alone; render +
+# metrics ~0.5 min; the baseline's sampling, HDBSCAN tuning (6 candidates) and fit a few minutes of
+# mostly CPU work.
+MIN_PER_10K_ALONE = 1.5
+SIDE_BY_SIDE_SLOWDOWN = 0.8  # per extra job on the GPU: 4 side by side -> 3.4x the time alone each
 EVAL_MIN = 0.5
 CLUSTER_MIN = 3.0
 REF_PIXELS = 480 * 360
@@ -172,7 +175,12 @@ def scenes_of(args: argparse.Namespace, spec: dict) -> List[SceneSpec]:
 
 
 def table_spec(args: argparse.Namespace, name: str) -> dict:
-    return dict(TABLES[name], scenes=scenes_of(args, TABLES[name]))
+    """The table's spec with --views / --size applied to its scenes and --variants to its rows."""
+    spec = dict(TABLES[name], scenes=scenes_of(args, TABLES[name]))
+    only = getattr(args, "variants", None)
+    if only:
+        spec["variants"] = [v for v in spec["variants"] if v in only]
+    return spec
 
 
 def table_jobs(args: argparse.Namespace, spec: dict) -> List[rs.Job]:
@@ -438,6 +446,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--views", type=int, default=None, help="views per generated scene (default per table: 200 / 300)")
     p.add_argument("--size", default=None, metavar="WxH", help="image size of the generated scenes (default per "
                                                                  "table: 512x512 Messy, 640x480 Replica-like)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="ROW",
+                   help="run (and tabulate) only these rows of the table, e.g. the rows an interrupted sweep "
+                        "did not finish; --collect without it tabulates every row on disk")
     p.add_argument("--collect", action="store_true", help="rebuild table and figure from the runs on disk")
     p.add_argument("--dry_run", action="store_true", help="print the jobs and the GPU time estimate; run nothing")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -457,6 +468,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.views is not None and args.views < 2:
         print(f"paper_tables.py: error: --views {args.views}: give 2 or more", file=sys.stderr)
         raise SystemExit(2)
+    if args.variants:
+        rows = [] if args.table == "all" else TABLES[args.table]["variants"]
+        unknown = [v for v in args.variants if v not in rows]
+        if args.table == "all" or unknown:
+            print(f"paper_tables.py: error: --variants {' '.join(unknown or args.variants)}: not a row of "
+                  f"{args.table}" + (f" (its rows: {' '.join(rows)})" if rows else "; give a table, not all"),
+                  file=sys.stderr)
+            raise SystemExit(2)
     if args.table == "all" and (args.out or args.figure):
         print("paper_tables.py: error: --out / --figure name one table's files; give a table, not all",
               file=sys.stderr)

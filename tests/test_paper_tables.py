@@ -76,6 +76,10 @@ def test_tables_plan_the_right_jobs(tmp_path):
     assert pt.variant_flags("l3d_12k", None)[-1] == "12000" and pt.variant_flags("unic", 5000) == ["--method", "unic"]
     assert pt.table_jobs(a6, pt.table_spec(a6, "tab6"))[0].model_path.startswith(
         str(tmp_path / "runs" / "runs" / "it10000" / "replica_like_40_s2_480x360_100v_panopli"))
+    # --variants: only those rows are planned, in the table's order
+    av = _args(tmp_path, "tab4", "--variants", "unic", "all_noW")
+    assert [(j.method, j.seed) for j in pt.table_jobs(av, pt.table_spec(av, "tab4"))] == [
+        ("all_noW", 0), ("all_noW", 1), ("unic", 0), ("unic", 1)]
     # the scene command is the generator's CLI
     cmd = pt.MESSY_SCENES[-1].command("/x", 3)
     assert cmd[1].endswith(os.path.join("tools", "make_scene.py"))
@@ -87,8 +91,9 @@ def test_tables_plan_the_right_jobs(tmp_path):
 def test_estimate_counts_runs_and_shares(tmp_path, capsys):
     args = _args(tmp_path, "all", "--iterations", "10000", "--jobs_per_gpu", "4")
     e = pt.estimate(args, pt.table_spec(args, "tab4"))
-    # 12 runs at 640x480, 10k iterations, 4 side by side: 12 x (2.7 x 1.78 + 0.5) x 1.24 / 4
-    assert e["runs"] == 12 and e["gpu_minutes"] == pytest.approx(12 * (2.7 * 640 * 480 / 172800 + 0.5) * 1.24 / 4)
+    # 12 runs at 640x480, 10k iterations, 4 side by side: 12 x (1.5 x 1.78 + 0.5) x (1 + 3 x 0.8) / 4
+    assert (pt.MIN_PER_10K_ALONE, pt.SIDE_BY_SIDE_SLOWDOWN, pt.EVAL_MIN) == (1.5, 0.8, 0.5)
+    assert e["runs"] == 12 and e["gpu_minutes"] == pytest.approx(12 * (1.5 * 640 * 480 / 172800 + 0.5) * 3.4 / 4)
     total = pt.print_estimate(sorted(pt.TABLES), args)
     out = capsys.readouterr().out
     assert "| tab1 | 8 x 2 x 1 | 16 | 10000 | 1 |" in out and "distinct runs" in out
@@ -178,7 +183,9 @@ def test_every_figure_kind_is_drawn_from_results(tmp_path, name):
 def test_cli_errors_and_dry_run(tmp_path):
     script = os.path.join(REPO, "benchmarks", "paper_tables.py")
     for bad, what in ((["tab1", "--size", "big"], "--size big"), (["all", "--out", "x"], "give a table, not all"),
-                      (["tab4", "--engine", "ray", "--gpus", "0"], "--gpus is for --engine local")):
+                      (["tab4", "--engine", "ray", "--gpus", "0"], "--gpus is for --engine local"),
+                      (["tab4", "--variants", "unic", "l3d_7k"], "--variants l3d_7k: not a row of tab4 (its rows:"),
+                      (["all", "--variants", "unic"], "give a table, not all")):
         proc = subprocess.run([sys.executable, script, *bad], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and what in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = subprocess.run([sys.executable, script, "fig8", "--dry_run", "--runs", str(tmp_path)], cwd=REPO,
