@@ -37,7 +37,7 @@ PARTIAL = ".partial-"  # suffix of a split folder being written (metrics.py skip
 
 def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, *, labels: bool,
                device, quiet: bool, clusters=None, thing_classes=(), valid=None, decoder=None,
-               out_suffix: str = "", pieces: bool = False) -> str:
+               out_suffix: str = "", pieces: bool = False, fold_share: float = 0.0) -> str:
     """Render ``frames`` into ``<model>/<split>/ours_<iteration><suffix>`` (returned). Written to a
     ``.partial-<pid>`` folder first and renamed when complete, replacing an older folder: a failed or
     interrupted run leaves the previous output (or nothing), never a half-written folder."""
@@ -46,7 +46,7 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
     try:
         _render_into(base, frames, model, cfg, labels=labels, device=device, quiet=quiet, split=split,
                      model_path=model_path, clusters=clusters, thing_classes=thing_classes, valid=valid,
-                     decoder=decoder, pieces=pieces)
+                     decoder=decoder, pieces=pieces, fold_share=fold_share)
     except BaseException:
         shutil.rmtree(base, ignore_errors=True)  # nothing half-written is left behind
         raise
@@ -58,12 +58,12 @@ def render_set(model_path: str, split: str, iteration: int, frames, model, cfg, 
 
 @torch.no_grad()
 def _render_into(base: str, frames, model, cfg, *, labels: bool, device, quiet: bool, split: str, model_path: str,
-                 clusters, thing_classes, valid, decoder, pieces: bool = False) -> None:
+                 clusters, thing_classes, valid, decoder, pieces: bool = False, fold_share: float = 0.0) -> None:
     from tqdm import tqdm
 
     from gaussian_renderer import render
     from scene import load_view, resolution_scale
-    from segmentation.labels import decode_pixels
+    from segmentation.labels import decode_pixels, fold_fragments, gaussian_id_classes
     from utils.image_io import save_label_png, save_rgb
 
     dirs = {k: os.path.join(base, k) for k in ("renders", "gt", "pred_semantics", "pred_surrogateid", "overlay")}
@@ -81,6 +81,9 @@ def _render_into(base: str, frames, model, cfg, *, labels: bool, device, quiet: 
         from segmentation.pieces import first_piece_id, piece_features, piece_pixels
 
         piece_feats = piece_features(model.labels["instance_label"].to(device), first_piece_id(model))
+    id_classes = None  # each object id's classes over its Gaussians (--fold_share)
+    if with_labels and fold_share > 0 and piece_feats is None:
+        id_classes = gaussian_id_classes(model, thing_classes, valid=valid, clusters=clusters, decoder=decoder)
     for idx, frame in enumerate(tqdm(frames, desc=f"Rendering {split}", disable=quiet)):
         scale = resolution_scale(frame.camera.width, cfg.resolution)
         view = load_view(frame, scale, with_masks=False)
@@ -102,6 +105,8 @@ def _render_into(base: str, frames, model, cfg, *, labels: bool, device, quiet: 
                                           decoder=decoder)
             if piece_feats is not None:
                 ids = piece_pixels(ids, out.features["piece"], out.alpha, piece_feats[1])
+            if semantic is not None:  # an object's rim in a neighbour's class takes the object's class
+                semantic = fold_fragments(semantic, ids, id_classes, fold_share)
             name = frame.camera.name
             ids_np = ids.cpu().numpy()
             save_label_png(os.path.join(dirs["pred_surrogateid"], f"{name}.png"), ids_np.astype(np.uint16))
@@ -142,7 +147,7 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
                  labels: bool = False, quiet: bool = False, device: Optional[str] = None,
                  decode: str = "segments", snap_min_segments: Optional[int] = None,
                  snap_min_gaussians: Optional[int] = None, snap_fraction: Optional[float] = None,
-                 out_suffix: str = "", pieces: bool = False) -> dict:
+                 out_suffix: str = "", pieces: bool = False, fold_share: Optional[float] = None) -> dict:
     """Render every split of a trained model; returns {split: output folder}.
 
     Decoding (UniC-Lift labels only; ``segmentation.labels.decoding_valid_codes``): pixel codes outside a
@@ -154,10 +159,17 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
     ``out_suffix``: write to ``<split>/ours_N<suffix>`` so several decodings of one model sit side by
     side (metrics.py scores every folder). ``pieces``: pixels drawn by a second object that shares a
     code (its own id in the PLY, ``segmentation.pieces``) get that id (off by default, RESULTS.md 15e).
+    ``fold_share`` (None: ``DEFAULT_FOLD_SHARE``): the pixels of an object id whose class holds less than this
+    share of the id's Gaussians (opacity-weighted) take the id's main class (``segmentation.labels.
+    fold_fragments``); 0 leaves the semantic head's classes as they are. Not with ``pieces``.
     """
     from scene.dataset_readers import read_scene_for
-    from segmentation.labels import load_clusters
+    from segmentation.labels import DEFAULT_FOLD_SHARE, load_clusters
     from utils.general_utils import pick_device
+
+    fold_share = DEFAULT_FOLD_SHARE if fold_share is None else fold_share
+    if not 0 <= fold_share <= 1:
+        raise SceneError(f"--fold_share {fold_share}: give a share of an object's pixels in [0, 1]")
 
     cfg = require_model(model_path, ("resolution", "white_background"))  # else one line
     iteration = find_iteration(model_path, iteration)  # before any work: a missing iteration is one line
@@ -196,7 +208,7 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
             written[split] = render_set(model_path, split, iteration, frames, model, cfg, labels=labels,
                                         device=dev, quiet=quiet, clusters=clusters,
                                         thing_classes=info.thing_classes, valid=valid, decoder=decoder,
-                                        out_suffix=out_suffix, pieces=pieces)
+                                        out_suffix=out_suffix, pieces=pieces, fold_share=fold_share)
     return written
 
 
@@ -209,7 +221,7 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", action="store_true", help="also write instance / semantic label maps")
     parser.add_argument("--device", default=None, help="override the training device (cpu, cuda)")
     parser.add_argument("--quiet", action="store_true")
-    from segmentation.labels import DECODE_RULES
+    from segmentation.labels import DECODE_RULES, DEFAULT_FOLD_SHARE
     from segmentation.postprocess import DEFAULT_MIN_SEGMENTS, DEFAULT_SNAP_FRACTION
 
     parser.add_argument("--decode", default="segments", choices=DECODE_RULES,
@@ -229,13 +241,17 @@ def main(argv=None) -> int:
                         help="give the pixels of a second object that shares a code (an id above 2^emb_dim in the "
                              "PLY, tools/objects.py list) that id, as the PLY does (default decoding only); off by default: on four CPU "
                              "models it moved PQ^scene by +2.2 / 0 / -0.4 / -1.0 (RESULTS.md 15e)")
+    parser.add_argument("--fold_share", type=float, default=DEFAULT_FOLD_SHARE, metavar="S",
+                        help="an object's pixels of a class that holds less than S of the object's Gaussians (its rim "
+                             "in a neighbour's class) take the object's main class; a second object that shares the "
+                             "code and holds S or more keeps its own (default %(default)s; 0: off; not with --pieces)")
     args = parser.parse_args(argv)
     try:
         render_model(args.model_path, args.iteration, skip_train=args.skip_train, skip_test=args.skip_test,
                      labels=args.labels, quiet=args.quiet, device=args.device,
                      decode=args.decode, snap_min_segments=args.snap_min_segments,
                      snap_min_gaussians=args.snap_min_gaussians, snap_fraction=args.snap_fraction,
-                     out_suffix=args.out_suffix, pieces=args.pieces)
+                     out_suffix=args.out_suffix, pieces=args.pieces, fold_share=args.fold_share)
     except (SceneError, FileNotFoundError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

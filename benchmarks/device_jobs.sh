@@ -113,8 +113,11 @@ tables_chain() {
   done
 }
 
-# pack_tables: the tables (md, json), figures and logs, without models or scenes, as OUT/tables.tgz
+# pack_tables: the tables (md, json), figures and logs, without models or scenes, as OUT/tables.tgz; every
+# run's small JSON files (train_stats, results, extraction: rows of a table cut short by the lease can be
+# rebuilt here with paper_tables.py --collect) as OUT/runs_json.tgz
 pack_tables() {
   tar czf $OUT/tables.tgz -C $R --exclude='runs' paper $(cd $R && ls *.log 2>/dev/null) 2>/dev/null
+  [ -d $R/runs ] && (cd $R && find runs -name '*.json' -size -2M | tar czf $OUT/runs_json.tgz -T -)
   ls -la $OUT
 }

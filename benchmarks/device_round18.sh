@@ -1,12 +1,15 @@
-# Session 14's lease (`device` tool, carry .whl/), from the repository root. Two stages, one `run` call each:
+# Sessions 14 and 15 (`device` tool, carry .whl/), from the repository root. Two stages, one `run` call each:
 #   bash benchmarks/device_round18.sh A            build; GPU tests while the bench scene is made; starts the chain
 #   WAIT=540 bash benchmarks/device_round18.sh poll   wait (repeat until it prints "chain done"), pack into $OUT
 # The chain, alone on the GPU first, then side by side:
-# 1. issue 10, a speed matrix at SPEED_ITERS (4000) on the bench scene, one run at a time: SPEED_VARIANTS
-#    (plain 3DGS, UniC-Lift, --seg_scale 0.5, and --seg_scale 0.5 with a 4-wide semantic embedding, so the
-#    feature pass holds 16 channels, a width gsplat is compiled for). About 4 minutes with their evaluations.
-# 2. issue 13, the tables of device_tables.sh (TABLES, default "tab4 tab6" at 10k iterations, two seeds, 8
-#    runs side by side; the captions must say 10k): about 17 minutes.
+# 1. issue 10 (SPEED=1), a speed matrix at SPEED_ITERS (4000) on the bench scene, one run at a time:
+#    SPEED_VARIANTS (session 14: plain 3DGS, UniC-Lift and two --seg_scale 0.5 variants, RESULTS 17a).
+#    SPEED=0 leaves it out.
+# 2. issue 13, the tables of device_tables.sh (TABLES, default "tab4 tab6" at ITERS 10k, SEEDS "0 1", JOBS 2
+#    runs side by side: more add no throughput, RESULTS 17c; captions must say 10k). About 2 minutes of GPU per
+#    run with its evaluation; TABLE_ARGS="--variants ..." runs some rows only.
+# Session 15's plan: SPEED=0 SEEDS=0 bash benchmarks/device_round18.sh A (Tab. 4 and Tab. 6, one seed, with
+# the one-class-per-object labels of RESULTS 17d; about 20 minutes).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r18; D=/tmp/data
@@ -39,7 +42,7 @@ if [ "$stage" = A ]; then
   wait; echo "scene ready at ${SECONDS}s"
   setsid bash -c "$(declare -f chain18 speed_matrix tables_chain); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
     SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES:-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
-    ITERS=${ITERS:-10000} JOBS=${JOBS:-8} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
+    ITERS=${ITERS:-10000} JOBS=${JOBS:-2} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
     TABLE_ARGS='${TABLE_ARGS:-}'; chain18" < /dev/null > $R/chain.log 2>&1 &
   sleep 5; cp $R/gpu_tests.log $OUT/ 2>/dev/null; ls -la $OUT
 fi

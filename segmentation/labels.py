@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -161,6 +162,78 @@ def ids_from_codes(codes: Tensor, semantic: Optional[Tensor], alpha: Tensor, thi
     if keep is None:
         keep = alpha[..., 0] >= min_alpha  # no semantics: every covered pixel is a thing
     return torch.where(keep, ids, torch.zeros_like(ids))
+
+
+# fold_fragments' default share (render.py --fold_share): benchmarks/RESULTS.md 17d
+DEFAULT_FOLD_SHARE = 0.5
+
+
+@dataclass
+class IdClasses:
+    """Each object id's classes in 3D: ``share`` [K, C] float, the opacity share of the id's thing Gaussians
+    in each class (rows of ids without a thing Gaussian are 0); ``main`` [K] int64, its largest class."""
+    share: Tensor
+    main: Tensor
+
+
+@torch.no_grad()
+def id_class_table(ids: Tensor, classes: Tensor, weights: Tensor, thing_classes: Sequence[int],
+                   num_classes: int) -> IdClasses:
+    """``IdClasses`` from Gaussians: ``ids`` [N] int64 (0 = none), ``classes`` [N] int64, ``weights`` [N]
+    (opacities). Only Gaussians of a thing class count."""
+    num_ids = int(ids.max()) + 1 if ids.numel() else 1
+    is_thing = torch.zeros(num_classes, dtype=torch.bool, device=ids.device)
+    is_thing[[c for c in thing_classes if c < num_classes]] = True
+    keep = (ids > 0) & is_thing[classes.clamp(0, num_classes - 1)] & (classes < num_classes)
+    mass = torch.zeros(num_ids * num_classes, dtype=torch.float64, device=ids.device)
+    mass.index_add_(0, ids[keep] * num_classes + classes[keep], weights[keep].to(torch.float64))
+    mass = mass.reshape(num_ids, num_classes)  # [K, C]
+    share = (mass / mass.sum(dim=1, keepdim=True).clamp(min=1e-12)).float()
+    return IdClasses(share=share, main=mass.argmax(dim=1))
+
+
+@torch.no_grad()
+def gaussian_id_classes(model, thing_classes: Sequence[int], *, valid: Optional[Tensor] = None, clusters=None,
+                        decoder: Optional[torch.nn.Module] = None) -> Optional[IdClasses]:
+    """``IdClasses`` of a trained model: each Gaussian's id decoded as its pixels are (its code snapped to
+    ``valid`` + 1, or its nearest cluster), its class from its own semantic feature, weighted by opacity.
+    None without an embedding or a semantic feature."""
+    if "embedding" not in model.params or "semantic" not in model.params or not thing_classes:
+        return None
+    prob = torch.sigmoid(model.params["embedding"].detach())  # [N, d] what a pixel of this Gaussian alone decodes
+    if clusters is not None:
+        ids = clusters.assign(prob).long()
+    else:
+        from segmentation.postprocess import snap_to_valid
+
+        codes = decode_codes(prob)
+        ids = (snap_to_valid(codes, valid) if valid is not None else codes) + 1
+    logits_dim = decoder.out_features if decoder is not None else model.params["semantic"].shape[-1]
+    classes = semantic_classes(model.params["semantic"].detach(), decoder)
+    return id_class_table(ids, classes, model.get_opacities().detach().reshape(-1), thing_classes, logits_dim)
+
+
+@torch.no_grad()
+def fold_fragments(semantic: Tensor, ids: Tensor, table: Optional[IdClasses], max_share: float) -> Tensor:
+    """[H, W] classes in which each object's pixels of a class it hardly holds take the object's class.
+
+    A pixel of id ``i`` > 0 and thing class ``c`` moves to ``table.main[i]`` when class ``c`` holds less than
+    ``max_share`` of id ``i``'s Gaussians (``table.share[i, c]``, opacity-weighted, in 3D, so every view of
+    an object agrees). Where the semantic head and the code disagree at an object's rim (the neighbour's
+    class on a few of its pixels), PQ^scene counts the pair (c, i) as a segment of its own, a false
+    positive, and a user sees an object of two classes. A second object that shares the code and holds
+    ``max_share`` or more keeps its class. Ids without thing Gaussians, and ``max_share`` <= 0 or no
+    table, leave ``semantic`` unchanged. Every class of an id > 0 is a thing (``ids_from_codes``), so no
+    stuff pixel moves."""
+    if table is None or max_share <= 0 or ids.numel() == 0:
+        return semantic
+    num_ids, num_classes = table.share.shape
+    known = (ids > 0) & (ids < num_ids) & (semantic >= 0) & (semantic < num_classes)  # [H, W]
+    i = torch.where(known, ids, torch.zeros_like(ids))
+    c = torch.where(known, semantic, torch.zeros_like(semantic))
+    has_things = table.share.sum(dim=1) > 0  # [K]
+    move = known & has_things[i] & (table.share[i, c] < max_share)
+    return torch.where(move, table.main[i], semantic)
 
 
 @torch.no_grad()

@@ -144,3 +144,98 @@ def test_gaussian_label_columns_snap_like_pixels():
     assert torch.isin(cols["instance_label"] - 1, valid).all()
     plain = gaussian_label_columns(model, thing_classes=())
     assert torch.equal(plain["instance_label"], codes + 1)
+
+
+def _fold_scene():
+    """A 20x24 view: wall (stuff class 1); object A (class 5) whose rim column the semantic head calls
+    class 6; object B (class 6) and object C (class 4) that share one code (id 9). GT ids 1, 2, 3."""
+    from utils.panoptic_eval import Variant
+
+    gt_sem = torch.ones(20, 24, dtype=torch.long)
+    gt_ids = torch.zeros(20, 24, dtype=torch.long)
+    gt_sem[2:10, 2:10], gt_ids[2:10, 2:10] = 5, 1  # A, 64 px
+    gt_sem[11:19, 2:10], gt_ids[11:19, 2:10] = 6, 2  # B, 64 px
+    gt_sem[11:16, 12:20], gt_ids[11:16, 12:20] = 4, 3  # C, 40 px
+    sem, ids = gt_sem.clone(), torch.zeros_like(gt_ids)
+    ids[2:10, 2:10] = 7
+    sem[2:10, 9] = 6  # A's rim: 8 of its 64 pixels in B's class
+    ids[11:19, 2:10] = 9
+    ids[11:16, 12:20] = 9  # C shares B's code: 40 of id 9's 104 pixels
+    variant = Variant(name="toy", num_classes=7, thing_classes=(4, 5, 6), has_void=False)
+    return sem, ids, gt_sem, gt_ids, variant
+
+
+def test_fold_fragments_gives_an_objects_rim_its_class():
+    from segmentation.labels import fold_fragments, id_class_table
+    from utils.panoptic_eval import panoptic_quality
+
+    sem, ids, gt_sem, gt_ids, variant = _fold_scene()
+    # the Gaussians: id 7 all class 5 but a few of class 6 (10 % of its opacity); id 9 holds B (class 6,
+    # 0.6 of its opacity) and C (class 4, 0.4); a stuff Gaussian (class 1) and an id-0 one never count
+    g_ids = torch.tensor([7, 7, 7, 9, 9, 9, 7, 0])
+    g_cls = torch.tensor([5, 5, 6, 6, 6, 4, 1, 5])
+    g_w = torch.tensor([0.5, 0.4, 0.1, 0.3, 0.3, 0.4, 0.9, 0.9])
+    table = id_class_table(g_ids, g_cls, g_w, thing_classes=(4, 5, 6), num_classes=7)
+    assert table.share.shape == (10, 7) and table.main[7] == 5 and table.main[9] == 6
+    assert torch.allclose(table.share[7, [5, 6]], torch.tensor([0.9, 0.1])) and table.share[7, 1] == 0
+    assert torch.allclose(table.share[9, [4, 6]], torch.tensor([0.4, 0.6])) and table.share[0].sum() == 0
+
+    def pq(s):
+        return panoptic_quality(s.flatten(), ids.flatten(), gt_sem.flatten(), gt_ids.flatten(), variant)
+
+    before = pq(sem)
+    assert before["per_class"][6]["fp"] == 1  # the rim: segment (6, 7) matches nothing
+    folded = fold_fragments(sem, ids, table, max_share=0.25)
+    assert (folded[2:10, 9] == 5).all()  # the rim took A's class
+    assert torch.equal(folded[11:16, 12:20], sem[11:16, 12:20])  # C (0.4 of id 9) keeps its class
+    assert int((folded != sem).sum()) == 8
+    after = pq(folded)
+    totals = {k: sum(c[k] for c in after["per_class"].values()) for k in ("tp", "fp", "fn")}
+    assert totals == {"tp": 4, "fp": 0, "fn": 0}  # wall, A, B, C
+    assert after["pq"] > before["pq"] and after["per_class"][5]["sq"] == 100.0
+    # a share above C's folds C into B's class too: C is then lost (FN) and B's segment grows
+    over = fold_fragments(sem, ids, table, max_share=0.5)
+    assert (over[11:16, 12:20] == 6).all() and pq(over)["per_class"][4]["fn"] == 1
+    # stuff pixels never move; ids the table does not know (or without thing Gaussians) keep their classes
+    assert torch.equal(folded[ids == 0], sem[ids == 0])
+    unknown = fold_fragments(sem, torch.where(ids == 7, torch.full_like(ids, 12), ids), table, 0.25)
+    assert torch.equal(unknown[2:10, 2:10], sem[2:10, 2:10])
+    assert fold_fragments(sem, ids, table, max_share=0.0) is sem and fold_fragments(sem, ids, None, 0.5) is sem
+
+
+def test_render_folds_each_objects_classes_into_one(tmp_path):
+    """render.py --fold_share: with 1, every object id carries one class in every view, the one its
+    Gaussians mostly hold; ids, and the classes of stuff pixels, are those of the unfolded render."""
+    import train
+    from utils.image_io import load_label
+
+    from tests.conftest import make_scene
+
+    # a Replica-like room: the tiny scene's small objects are never predicted as things in 300 iterations
+    scene = make_scene(str(tmp_path / "room"), objects=8, views=16, size="80x60", extra=("--layout", "replica_like"))
+    out = str(tmp_path / "m")
+    train.training(train.prepare_args([
+        "-s", scene, "-m", out, "--iterations", "300", "--densify_from_iter", "100",
+        "--densification_interval", "100", "--densify_until_iter", "150", "--init_points", "2000",
+        "--test_iterations", "-1", "--quiet", "--no-use_3d", "--no-use_triplet"]))
+    for share in ("0", "1"):
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "render.py"), "-m", out, "--labels", "--skip_test",
+                            "--quiet", "--fold_share", share, "--out_suffix", f"_f{share}"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr
+    base = {f: os.path.join(out, "train", f"ours_300_f{s}") for f, s in (("raw", "0"), ("fold", "1"))}
+    names = sorted(os.listdir(os.path.join(base["raw"], "pred_semantics")))
+    assert names
+    raw_pairs, fold_pairs, moved = set(), set(), 0
+    for n in names:
+        ids = load_label(os.path.join(base["raw"], "pred_surrogateid", n))
+        assert np.array_equal(ids, load_label(os.path.join(base["fold"], "pred_surrogateid", n)))
+        s0 = load_label(os.path.join(base["raw"], "pred_semantics", n))
+        s1 = load_label(os.path.join(base["fold"], "pred_semantics", n))
+        assert np.array_equal(s0[ids == 0], s1[ids == 0])  # stuff never moves
+        moved += int((s0 != s1).sum())
+        raw_pairs |= set(zip(ids[ids > 0].tolist(), s0[ids > 0].tolist()))
+        fold_pairs |= set(zip(ids[ids > 0].tolist(), s1[ids > 0].tolist()))
+    objects = {i for i, _ in fold_pairs}
+    assert objects and len(fold_pairs) == len(objects)  # one class per object, over all views
+    assert len(raw_pairs) > len(objects) and moved > 0  # unfolded, some object showed a second class
