@@ -169,7 +169,8 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
 
     fold_share = DEFAULT_FOLD_SHARE if fold_share is None else fold_share
     if not 0 <= fold_share <= 1:
-        raise SceneError(f"--fold_share {fold_share}: give a share of an object's pixels in [0, 1]")
+        raise SceneError(f"--fold_share {fold_share}: a share of an object's Gaussians lies in [0, 1]; give e.g. "
+                         f"{DEFAULT_FOLD_SHARE} (the default) or 0 (off)")
 
     cfg = require_model(model_path, ("resolution", "white_background"))  # else one line
     iteration = find_iteration(model_path, iteration)  # before any work: a missing iteration is one line
