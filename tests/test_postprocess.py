@@ -204,18 +204,22 @@ def test_fold_fragments_gives_an_objects_rim_its_class():
 
 
 def test_render_folds_each_objects_classes_into_one(tmp_path):
-    """render.py --fold_share: with 1, every object id carries one class in every view, the one its
-    Gaussians mostly hold; ids, and the classes of stuff pixels, are those of the unfolded render."""
+    """render.py --fold_share: with 1, every object id whose Gaussians hold a thing class carries one class in
+    every view, the one its Gaussians mostly hold; ids, and the classes of stuff pixels, are those of the
+    unfolded render."""
+    import render
     import train
+    from scene.dataset_readers import read_scene_for
+    from scene.model_folder import load_model, require_model
+    from segmentation.labels import gaussian_id_classes, load_semantic_decoder
+    from tests.conftest import make_scene
     from utils.image_io import load_label
 
-    from tests.conftest import make_scene
-
-    # a Replica-like room: the tiny scene's small objects are never predicted as things in 300 iterations
-    scene = make_scene(str(tmp_path / "room"), objects=8, views=16, size="80x60", extra=("--layout", "replica_like"))
+    # a Replica-like room: the tiny scene's small objects are never predicted as things this early
+    scene = make_scene(str(tmp_path / "room"), objects=8, views=12, size="64x48", extra=("--layout", "replica_like"))
     out = str(tmp_path / "m")
     train.training(train.prepare_args([
-        "-s", scene, "-m", out, "--iterations", "300", "--densify_from_iter", "100",
+        "-s", scene, "-m", out, "--iterations", "200", "--densify_from_iter", "100",
         "--densification_interval", "100", "--densify_until_iter", "150", "--init_points", "2000",
         "--test_iterations", "-1", "--quiet", "--no-use_3d", "--no-use_triplet"]))
     for share in ("0", "1"):
@@ -223,7 +227,16 @@ def test_render_folds_each_objects_classes_into_one(tmp_path):
                             "--quiet", "--fold_share", share, "--out_suffix", f"_f{share}"],
                            cwd=ROOT, capture_output=True, text=True, timeout=180)
         assert r.returncode == 0, r.stderr
-    base = {f: os.path.join(out, "train", f"ours_300_f{s}") for f, s in (("raw", "0"), ("fold", "1"))}
+    # the ids the fold knows: those with thing Gaussians, decoded as render.py decodes them
+    cfg, model = require_model(out), load_model(out, 200, "cpu")
+    info = read_scene_for(cfg, allow_missing_masks=True)
+    valid = render._valid_codes(out, 200, model, cfg, info, "cpu", quiet=True, decode="segments",
+                                snap_min_segments=5, snap_min_gaussians=None, snap_fraction=None)
+    decoder = load_semantic_decoder(os.path.join(out, "point_cloud", "iteration_200"))  # the embed head's (auto)
+    table = gaussian_id_classes(model, info.thing_classes, valid=valid, decoder=decoder)
+    known = set(torch.nonzero(table.share.sum(dim=1) > 0).flatten().tolist())
+
+    base = {f: os.path.join(out, "train", f"ours_200_f{s}") for f, s in (("raw", "0"), ("fold", "1"))}
     names = sorted(os.listdir(os.path.join(base["raw"], "pred_semantics")))
     assert names
     raw_pairs, fold_pairs, moved = set(), set(), 0
@@ -234,8 +247,11 @@ def test_render_folds_each_objects_classes_into_one(tmp_path):
         s1 = load_label(os.path.join(base["fold"], "pred_semantics", n))
         assert np.array_equal(s0[ids == 0], s1[ids == 0])  # stuff never moves
         moved += int((s0 != s1).sum())
-        raw_pairs |= set(zip(ids[ids > 0].tolist(), s0[ids > 0].tolist()))
-        fold_pairs |= set(zip(ids[ids > 0].tolist(), s1[ids > 0].tolist()))
+        on = np.isin(ids, sorted(known))
+        assert np.array_equal(s0[~on], s1[~on])  # ids without thing Gaussians keep their pixels' classes
+        raw_pairs |= set(zip(ids[on].tolist(), s0[on].tolist()))
+        fold_pairs |= set(zip(ids[on].tolist(), s1[on].tolist()))
     objects = {i for i, _ in fold_pairs}
-    assert objects and len(fold_pairs) == len(objects)  # one class per object, over all views
+    assert len(objects) >= 2 and len(fold_pairs) == len(objects)  # one class per object, over all views
+    assert all(c == int(table.main[i]) for i, c in fold_pairs)  # the class its Gaussians mostly hold
     assert len(raw_pairs) > len(objects) and moved > 0  # unfolded, some object showed a second class
