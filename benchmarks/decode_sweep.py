@@ -8,7 +8,10 @@ Rows: ``plain`` (the paper's thresholding), ``segments N`` (codes that won >= N 
 the training views; the default rule is marked), ``gaussians K`` (codes held by >= K opaque Gaussians)
 and ``fraction F`` (K = F x the number of Gaussians, the former default). Every row is what
 ``render.py --labels`` + ``metrics.py`` would report for that setting (pixel-wise maps commute with the
-evaluator's nearest-neighbour resize, so codes are resized once). Prints a Markdown table, then JSON.
+evaluator's nearest-neighbour resize, so codes are resized once), one class per object included
+(``render.py --fold_share``, its default). Rows scored from dumps (``--from_dump``, ``--compare``) have no
+model to fold with: there each object's rim keeps its pixels' classes, as with ``--fold_share 0``.
+Prints a Markdown table, then JSON.
 """
 from __future__ import annotations
 
@@ -63,12 +66,17 @@ def rendered_test_codes(model, cfg, info, dev, decoder=None, size=None):
     return flat, variant
 
 
-def score(flat, variant, thing_classes, valid):
-    from segmentation.labels import ids_from_codes
+def score(flat, variant, thing_classes, valid, id_classes=None):
+    """PQ^scene, SQ, RQ, mIoU of the flattened test pixels decoded with ``valid``; ``id_classes``
+    (``segmentation.labels.IdClasses``): each object's classes fold as render.py folds them."""
+    from segmentation.labels import DEFAULT_FOLD_SHARE, fold_fragments, ids_from_codes
     from utils.panoptic_eval import mean_iou, panoptic_quality
 
     ids = ids_from_codes(flat["codes"], flat["sem"], flat["covered"][:, None], thing_classes, valid=valid)
-    sem = flat["sem"] if flat["sem"] is not None else (ids > 0).to(torch.int64)
+    if flat["sem"] is not None:
+        sem = fold_fragments(flat["sem"], ids, id_classes, DEFAULT_FOLD_SHARE)
+    else:
+        sem = (ids > 0).to(torch.int64)
     pq = panoptic_quality(sem, ids, flat["gt_sem"], flat["gt_inst"], variant)
     iou = mean_iou(sem, flat["gt_sem"], variant)
     return {"PQ_scene": pq["pq"], "SQ": pq["sq"], "RQ": pq["rq"], "mIoU": iou["miou"]}
@@ -82,8 +90,8 @@ def sweep(model_path: str, iteration: int = -1, *, segments=(1, 2, 3, 5, 8, 13, 
     from arguments import load_cfg_args
     from scene.dataset_readers import read_scene_for
     from scene.model_folder import find_iteration, load_model
-    from segmentation.labels import (decoding_valid_codes, load_code_votes, load_semantic_decoder,
-                                     save_code_votes, votes_for_model)
+    from segmentation.labels import (decoding_valid_codes, gaussian_id_classes, load_code_votes,
+                                     load_semantic_decoder, save_code_votes, votes_for_model)
     from segmentation.postprocess import DEFAULT_MIN_SEGMENTS
     from utils.general_utils import pick_device
 
@@ -125,7 +133,8 @@ def sweep(model_path: str, iteration: int = -1, *, segments=(1, 2, 3, 5, 8, 13, 
         kw = {"votes": default_votes, **kw}
         base = "gaussians" if rule == "fraction" else "segments" if rule.startswith("segments") else rule
         valid = decoding_valid_codes(base, model, **kw)
-        r = score(flat, variant, info.thing_classes, valid)
+        table = gaussian_id_classes(model, info.thing_classes, valid=valid, decoder=decoder)
+        r = score(flat, variant, info.thing_classes, valid, table)
         r.update({"rule": rule, "knob": knob, "valid_codes": None if valid is None else int(valid.numel()),
                   "default": rule == "segments" and knob == DEFAULT_MIN_SEGMENTS})
         rows.append(r)

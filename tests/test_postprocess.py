@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from segmentation.decode import decode_codes, gaussian_labels
@@ -221,7 +222,7 @@ def test_render_folds_each_objects_classes_into_one(tmp_path):
     train.training(train.prepare_args([
         "-s", scene, "-m", out, "--iterations", "200", "--densify_from_iter", "100",
         "--densification_interval", "100", "--densify_until_iter", "150", "--init_points", "2000",
-        "--test_iterations", "-1", "--quiet", "--no-use_3d", "--no-use_triplet"]))
+        "--test_iterations", "-1", "--quiet", "--no-use_3d", "--no-use_triplet", "--eval"]))
     for share in ("0", "1"):
         r = subprocess.run([sys.executable, os.path.join(ROOT, "render.py"), "-m", out, "--labels", "--skip_test",
                             "--quiet", "--fold_share", share, "--out_suffix", f"_f{share}"],
@@ -255,3 +256,20 @@ def test_render_folds_each_objects_classes_into_one(tmp_path):
     assert len(objects) >= 2 and len(fold_pairs) == len(objects)  # one class per object, over all views
     assert all(c == int(table.main[i]) for i, c in fold_pairs)  # the class its Gaussians mostly hold
     assert len(raw_pairs) > len(objects) and moved > 0  # unfolded, some object showed a second class
+
+
+
+def test_decode_sweep_scores_with_the_fold():
+    """benchmarks/decode_sweep.score folds each object's classes as render.py does when given the table."""
+    from benchmarks.decode_sweep import score
+    from segmentation.labels import id_class_table
+
+    sem, ids, gt_sem, gt_ids, variant = _fold_scene()
+    # id 9: B and C hold half its Gaussians each, so neither folds at the default share (0.5)
+    table = id_class_table(torch.tensor([7, 7, 9, 9]), torch.tensor([5, 5, 6, 4]), torch.tensor([1.0, 1.0, 0.5, 0.5]),
+                           thing_classes=(4, 5, 6), num_classes=7)
+    flat = {"codes": (ids - 1).clamp(min=0).flatten(), "sem": sem.flatten(), "covered": torch.ones(ids.numel()),
+            "gt_sem": gt_sem.flatten(), "gt_inst": gt_ids.flatten()}
+    raw, folded = score(flat, variant, (4, 5, 6), None), score(flat, variant, (4, 5, 6), None, table)
+    assert raw["RQ"] < 100.0 and folded["RQ"] == 100.0  # the rim's false positive is gone
+    assert folded["PQ_scene"] > raw["PQ_scene"]
