@@ -182,9 +182,8 @@ def id_class_table(ids: Tensor, classes: Tensor, weights: Tensor, thing_classes:
     """``IdClasses`` from Gaussians: ``ids`` [N] int64 (0 = none), ``classes`` [N] int64, ``weights`` [N]
     (opacities). Only Gaussians of a thing class count."""
     num_ids = int(ids.max()) + 1 if ids.numel() else 1
-    is_thing = torch.zeros(num_classes, dtype=torch.bool, device=ids.device)
-    is_thing[[c for c in thing_classes if c < num_classes]] = True
-    keep = (ids > 0) & is_thing[classes.clamp(0, num_classes - 1)] & (classes < num_classes)
+    things = thing_mask(classes, thing_classes)  # [N] bool, None without thing classes
+    keep = (ids > 0) & (things if things is not None else torch.zeros_like(ids, dtype=torch.bool))
     mass = torch.zeros(num_ids * num_classes, dtype=torch.float64, device=ids.device)
     mass.index_add_(0, ids[keep] * num_classes + classes[keep], weights[keep].to(torch.float64))
     mass = mass.reshape(num_ids, num_classes)  # [K, C]
