@@ -375,8 +375,9 @@ def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
         width = 0.8 / max(1, len(pts))
         for i, (series, by_x) in enumerate(pts.items()):
             ms = [_ms(by_x[c]) if c in by_x else (float("nan"), 0.0) for c in cats]
-            ax.bar([j + i * width for j in range(len(cats))], [m for m, _ in ms], width, yerr=[s for _, s in ms],
-                   capsize=3, label=series)
+            bars = ax.bar([j + i * width for j in range(len(cats))], [m for m, _ in ms], width,
+                          yerr=[s for _, s in ms], capsize=3, label=series)
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)  # rows often differ by less than a bar shows
         ax.set_xticks([j + width * (len(pts) - 1) / 2 for j in range(len(cats))], [str(c) for c in cats],
                       rotation=20 if len(cats) > 3 else 0)
         ax.set_ylabel(COLUMNS[fig_spec["y"]][0])
@@ -393,7 +394,9 @@ def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
     else:
         raise ValueError(f"figure kind {fig_spec['kind']!r}")
     ax.set_xlabel(fig_spec["xlabel"])
-    ax.set_title(spec["title"].split(":")[0] + f" ({header_line(results).split(';')[1].strip()})", fontsize=9)
+    head = [part.strip() for part in header_line(results).split(";")]
+    ax.set_title(spec["title"].split(":")[0] + f" ({', '.join(p for p in head[1:] if 'iterations' in p or 'device' in p)})",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
