@@ -38,6 +38,15 @@ ab_step() {
   echo "stage things_ab $(date +%s)"
 }
 
+# chain_alive: a poll's first step. The machine goes back after 30 s idle, and a later call gets a bare one:
+# then R is gone and waiting would only spend device time (session 15 lost 9 minutes so). Exits 3 with a
+# one-line reason; start again with stage A.
+chain_alive() {
+  [ -f $R/chain.log ] && return 0
+  echo "no chain on this machine ($R/chain.log missing): the machine was given back and this is a fresh one; run stage A again"
+  exit 3
+}
+
 # fresh_tree: a copy of the sent tree in W (runs survive the next call's re-send), the carried wheels
 # installed, gsplat built; R and D made. Run from the repository root.
 fresh_tree() {

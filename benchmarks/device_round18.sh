@@ -8,8 +8,10 @@
 # 2. issue 13, the tables of device_tables.sh (TABLES, default "tab4 tab6" at ITERS 10k, SEEDS "0 1", JOBS 2
 #    runs side by side: more add no throughput, RESULTS 17c; captions must say 10k). About 2 minutes of GPU per
 #    run with its evaluation; TABLE_ARGS="--variants ..." runs some rows only.
-# Session 15's plan: SPEED=0 SEEDS=0 bash benchmarks/device_round18.sh A (Tab. 4 and Tab. 6, one seed, with
-# the one-class-per-object labels of RESULTS 17d; about 20 minutes).
+# Session 15 ran Tab. 4 (one seed, RESULTS 18). Session 16's plan: SPEED=0 SEEDS=0 GPU_TESTS=0
+# TABLES="tab6 tab2" bash benchmarks/device_round18.sh A (Tab. 6, then Tab. 2 at 480x360: about 22 GPU
+# minutes with --dry_run's model, plus the scenes). Call poll at once after A: a machine idle for 30 s is
+# given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r18; D=/tmp/data
@@ -48,6 +50,7 @@ if [ "$stage" = A ]; then
 fi
 
 if [ "$stage" = poll ]; then
+  chain_alive
   while [ ! -f $R/chain.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
   [ -f $R/chain.DONE ] && echo "chain done"
   grep -h "it/s" $R/speed.log 2>/dev/null | tail -5

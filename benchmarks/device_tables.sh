@@ -29,6 +29,7 @@ if [ "$stage" = A ]; then
 fi
 
 if [ "$stage" = poll ]; then
+  chain_alive
   last=${TABLES##* }
   while [ ! -f $R/$last.DONE ] && [ $SECONDS -lt ${WAIT:-540} ]; do sleep 5; done
   for t in $TABLES; do echo "== $t"; tail -n 3 $R/$t.log 2>/dev/null; cat $R/paper/$t/table.md 2>/dev/null; done
