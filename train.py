@@ -184,6 +184,7 @@ class Trainer:
 
     def _init_model(self) -> GaussianModel:
         features: Dict[str, int] = {}
+        self.vote_classes = 0  # --semantic_head vote: C, the classes lifted from the masks when saving
         if self.has_masks:
             bad = emb_dim_problem(self.seg.emb_dim)  # also checked by check_args; Trainer can be built directly
             if bad:
@@ -195,10 +196,14 @@ class Trainer:
                     raise SceneError(f"min_cluster_size {min(sizes)}: HDBSCAN needs 2 or more; fix --cluster_tune_sizes "
                                      f"/ --min_cluster_size")
             if self.seg.use_semantic and self.info.num_classes and any(v.semantic is not None for v in self.views):
-                embed = self.seg.semantic_head == "embed"  # embed: semantic_dim channels, decoded by a Linear
+                embed = self.seg.semantic_head == "embed"
+                if self.seg.semantic_head == "vote":  # nothing rendered or trained: lifted at save (save())
+                    self.vote_classes = self.info.num_classes
+                    features.pop("semantic", None)  # embed: semantic_dim channels, decoded by a Linear
                 if embed and self.seg.semantic_dim < 1:
                     raise SceneError(f"--semantic_dim {self.seg.semantic_dim}: must be at least 1; pass e.g. --semantic_dim 8")
-                features["semantic"] = self.seg.semantic_dim if embed else self.info.num_classes
+                if not self.vote_classes:
+                    features["semantic"] = self.seg.semantic_dim if embed else self.info.num_classes
         points, colors = self.info.points, self.info.colors
         if points is None or len(points) == 0:
             rng = np.random.default_rng(self.args.seed)
@@ -380,14 +385,27 @@ class Trainer:
         return os.path.join(self.dataset.model_path, "point_cloud", f"iteration_{step}")
 
     def save(self, step: int) -> None:
-        from segmentation.labels import gaussian_label_columns
-        from utils.general_utils import atomic_torch_save
-
         folder = self.point_cloud_dir(step)
         if self.model.num_gaussians == 0:  # saved all the same (an empty PLY), but the user must hear of it
             print(f"[unic-lift] warning: no Gaussians left at iteration {step}: densification pruned them all. "
                   "The initial points may miss the views or be too few: check the scene's points, pass more "
                   "--init_points (0: all), or train longer before pruning (--densify_from_iter)", file=sys.stderr)
+        if self.vote_classes:  # --semantic_head vote: the classes the views' masks give each Gaussian, for this save
+            from segmentation.labels import semantic_votes
+
+            self.model.params["semantic"] = torch.nn.Parameter(
+                semantic_votes(self.model, self.views, self.vote_classes, backend=self.pipe.backend),
+                requires_grad=False)
+        try:
+            self._save_labelled(folder, step)
+        finally:
+            if self.vote_classes:  # the training model has no semantic parameter (optimisers, checkpoints)
+                del self.model.params["semantic"]
+
+    def _save_labelled(self, folder: str, step: int) -> None:
+        from segmentation.labels import gaussian_label_columns
+        from utils.general_utils import atomic_torch_save
+
         labels = None
         if self.objective is not None:  # snapped as render.py snaps by default, so the ids agree
             from segmentation.labels import label_votes, save_code_votes

@@ -116,7 +116,10 @@ class SegmentationParams(GroupMixin):
     semantic_head: str = _f("auto", "semantic head: per-Gaussian C logits (argmax) | a small per-Gaussian "
                                     "embedding + linear decoder to C logits | auto: logits when colour, embedding "
                                     "and C logits fit in 32 rendered channels, else embed with the channels left "
-                                    "(22 PanopLi classes: 17)", choices=["auto", "logits", "embed"])
+                                    "(22 PanopLi classes: 17) | vote: nothing semantic is rendered or trained; each "
+                                    "Gaussian's classes are the training masks' classes under its blending weight, "
+                                    "lifted when the model is saved (12 fewer or more rendered channels per step)",
+                    choices=["auto", "logits", "embed", "vote"])
     semantic_dim: int = _f(0, "width of the semantic embedding with --semantic_head embed (0: the channels "
                               "left in 32 after colour and embedding)")
     lambda_cluster: float = _f(0.1)

@@ -470,6 +470,52 @@ def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes:
     return votes, ThingVotes(grad[:, 0].detach().clone(), grad[:, 1].detach().clone(), masked, masked_seen)
 
 
+def semantic_votes(model, views, num_classes: int, *, backend: str = "auto",
+                   min_weight: float = THING_VOTE_MIN_WEIGHT) -> Tensor:
+    """[N, C] float: each Gaussian's class shares, read off the training views' 2D semantic masks
+    (``--semantic_head vote``: nothing semantic is trained, the classes are lifted after training).
+
+    Per view, one render of a constant C-channel feature with the geometry held fixed, sent back
+    through the view's one-hot class map (weighted by its confidence where the scene has one, 0
+    outside the valid region and on unlabelled pixels): one backward gives every Gaussian its
+    blending weight on each class's pixels, summed over views; the shares are those sums over their
+    total. A Gaussian with less than ``min_weight`` pixels of weight in all views takes the class
+    its 8 nearest seen Gaussians hold most often (``visibility.fill_unseen``), one-hot. Rendered
+    like logits, the shares blend into a per-pixel vote whose argmax is the pixel's class. No loop
+    over pixels, segments or Gaussians."""
+    from gaussian_renderer import GeometryDetached, render
+    from segmentation.visibility import fill_unseen
+
+    means = model.get_means().detach()
+    dev = means.device
+    ones = torch.ones(means.shape[0], num_classes, device=dev, dtype=means.dtype, requires_grad=True)
+    fixed = GeometryDetached(model)
+    for view in views:
+        if view.semantic is None:
+            continue
+        with torch.enable_grad():
+            out = render(view.camera, fixed, features={"vote": ones}, with_rgb=False, backend=backend)
+            sem = view.semantic.to(dev)
+            weight = ((sem >= 0) & (sem < num_classes)).to(ones.dtype)
+            if getattr(view, "valid", None) is not None:
+                weight = weight * view.valid.to(dev).to(ones.dtype)
+            if getattr(view, "confidence", None) is not None:
+                weight = weight * view.confidence.to(dev).to(ones.dtype)
+            target = torch.nn.functional.one_hot(sem.clamp(0, num_classes - 1), num_classes).to(ones.dtype)
+            (out.features["vote"] * target * weight[..., None]).sum().backward()
+    w = ones.grad if ones.grad is not None else torch.zeros_like(ones)
+    w = w.detach()
+    seen = w.sum(1)
+    shares = w / seen.clamp_min(1e-12)[:, None]
+    unseen = seen < min_weight
+    if bool(unseen.any()) and not bool(unseen.all()):
+        filled = fill_unseen(shares.argmax(1), means, seen, min_weight=min_weight).to(dev)
+        shares[unseen] = torch.nn.functional.one_hot(filled[unseen], num_classes).to(shares.dtype)
+    elif bool(unseen.all()):
+        shares.fill_(1.0 / num_classes)
+    return shares
+
+
 def training_views(cfg, info, device, *, masked_only: bool = False):
     """The training views of a saved model's scene, loaded one at a time (a generator) at the
     resolution it trained at (``-r``, ``--mask_downscale``), with their masks; ``masked_only``: only

@@ -253,3 +253,43 @@ def test_masks_settle_gaussians_only_their_own_feature_calls_things():
     # without the masks' share there is nothing to settle the dispute on: the rule is union_fill
     bare = gaussian_label_columns(model, THINGS, thing_votes=ThingVotes(seen, thing), thing_rule="union_fill_masks")
     assert torch.equal(bare["instance_label"], fill)
+
+
+def _sem_view(cam, semantic, confidence=None):
+    return types.SimpleNamespace(camera=cam, instance=None, valid=None, semantic=semantic, confidence=confidence)
+
+
+def test_semantic_votes_lift_each_gaussians_classes_from_the_masks():
+    """--semantic_head vote: the object's half of the image labelled class 1, the wall's class 0. Each seen
+    Gaussian's shares are its blending weight per class over its total: the object's Gaussians (0, 2) mostly 1,
+    the wall's (1, 3) mostly 0; pixels labelled -1 add nothing; the hidden Gaussian (4) takes its seen
+    neighbours' majority class, one-hot. Rows sum to one."""
+    from segmentation.labels import semantic_votes
+    from segmentation.visibility import fill_unseen
+
+    model, cam = _scene()
+    h, w = cam.height, cam.width
+    sem = torch.zeros(h, w, dtype=torch.int64)
+    sem[:, : w // 2] = 1
+    shares = semantic_votes(model, [_sem_view(cam, sem)], 4, backend="torch")
+    assert shares.shape == (5, 4)
+    torch.testing.assert_close(shares.sum(1), torch.ones(5, dtype=shares.dtype))
+    # the wide object disc spills past the image's middle: 63 % of its weight on class 1 (as in the test above)
+    assert shares[0, 1] > 0.55 and shares[2, 1] > 0.75 and shares[0].argmax() == 1
+    assert shares[1, 0] > 0.8 and shares[3, 0] > 0.99
+    assert shares[:, 2:].abs().max() < 1e-12  # no pixel of classes 2 and 3
+    seen = gaussian_visibility(model, [cam], backend="torch")
+    expect4 = fill_unseen(shares.argmax(1), model.get_means(), seen)[4]
+    assert shares[4].max() == 1.0 and shares[4].argmax() == expect4
+    # the wall's half unlabelled: the wall's Gaussian keeps only its tail on the object's pixels, all class 1
+    ign = sem.clone()
+    ign[:, w // 2:] = -1
+    only = semantic_votes(model, [_sem_view(cam, ign)], 4, backend="torch")
+    assert only[1, 1] > 0.99 and only[0, 1] > 0.99
+    # a confidence of 0 on the object's half leaves class 0 alone for everyone seen
+    conf = torch.ones(h, w, dtype=torch.float64)
+    conf[:, : w // 2] = 0.0
+    flat = semantic_votes(model, [_sem_view(cam, sem, conf)], 4, backend="torch")
+    assert (flat[:4, 0] > 0.99).all()
+    # two views add their weights: the same view twice gives the same shares
+    torch.testing.assert_close(semantic_votes(model, [_sem_view(cam, sem)] * 2, 4, backend="torch"), shares)

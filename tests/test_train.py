@@ -509,3 +509,24 @@ def test_seg_scale_renders_features_and_their_masks_smaller(tiny_scene, tmp_path
                        (["--seg_scale", "0.5", "--seg_geometry_grad"], "does not combine with --seg_geometry_grad")):
         r = _cli("-s", tiny_scene, "-m", str(tmp_path / "o"), "--iterations", "1", *bad)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_semantic_head_vote_renders_no_semantic_channel_and_saves_the_masks_classes(tiny_scene, tmp_path):
+    """--semantic_head vote: the model trains without a semantic parameter (no channel rendered, no loss term);
+    a save lifts each Gaussian's class shares from the training masks (segmentation.labels.semantic_votes)
+    into the PLY and leaves the training model as it was, so training goes on."""
+    from segmentation.labels import semantic_votes
+
+    t = _trainer(tiny_scene, tmp_path, "--semantic_head", "vote")
+    assert "semantic" not in t.model.params and t.vote_classes == t.info.num_classes > 1
+    assert set(t.objective.features(t.model)) == {"embedding"}
+    stats = t.train_step(1)
+    assert "cluster" in stats and "semantic" not in stats
+    t.save(1)
+    assert "semantic" not in t.model.params
+    m = GaussianModel.load_ply(os.path.join(t.point_cloud_dir(1), "point_cloud.ply"))
+    shares = m.params["semantic"]
+    assert shares.shape == (t.model.num_gaussians, t.info.num_classes)
+    torch.testing.assert_close(shares.sum(1), torch.ones(len(shares)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(shares, semantic_votes(t.model, t.views, t.info.num_classes).float(), atol=1e-6, rtol=0)
+    assert "cluster" in t.train_step(2)  # training goes on after the save
