@@ -3,21 +3,23 @@
 #   WAIT=540 bash benchmarks/device_round18.sh poll   wait (repeat until it prints "chain done"), pack into $OUT
 # The chain, alone on the GPU first, then side by side:
 # 1. issue 10 (SPEED=1), a speed matrix at SPEED_ITERS (4000) on the bench scene, one run at a time:
-#    SPEED_VARIANTS (session 14: plain 3DGS, UniC-Lift and two --seg_scale 0.5 variants, RESULTS 17a).
+#    SPEED_VARIANTS (session 14: plain 3DGS, UniC-Lift and two --seg_scale 0.5 variants, RESULTS 17a;
+#    session 16: the vote head, alone and with --seg_interval 2).
 #    SPEED=0 leaves it out.
 # 2. issue 13, the tables of device_tables.sh (TABLES, default "tab4 tab6" at ITERS 10k, SEEDS "0 1", JOBS 2
 #    runs side by side: more add no throughput, RESULTS 17c; captions must say 10k). About 2 minutes of GPU per
 #    run with its evaluation; TABLE_ARGS="--variants ..." runs some rows only.
-# Session 15 ran Tab. 4 (one seed, RESULTS 18). Session 16's plan: SPEED=0 SEEDS=0 GPU_TESTS=0
-# TABLES="tab6 tab2" bash benchmarks/device_round18.sh A (Tab. 6, then Tab. 2 at 480x360: about 22 GPU
-# minutes with --dry_run's model, plus the scenes). Call poll at once after A: a machine idle for 30 s is
-# given back with the chain on it (poll then exits 3 at once).
+# Session 15 ran Tab. 4 (one seed, RESULTS 18). Session 16's plan: SEEDS=0 TABLES="tab6" bash
+# benchmarks/device_round18.sh A: the GPU tests (the first GPU run of --semantic_head vote's test), the speed
+# matrix with the vote head (RESULTS 18b: no semantic channel in the step; about 5 minutes), then Tab. 6
+# (about 7 minutes). Call poll at once after A: a machine idle for 30 s is given back with the chain on it
+# (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r18; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 SPEED_ITERS=${SPEED_ITERS:-4000}
-SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic unic:--seg_scale=0.5 unic:--seg_scale=0.5 --semantic_head=embed --semantic_dim=4"}
+SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic unic:--semantic_head=vote unic:--semantic_head=vote --seg_interval=2"}
 stage=${1:-A}
 source benchmarks/device_jobs.sh  # fresh_tree, bench_scene, gpu_tests, tables_chain, pack_tables
 

@@ -303,3 +303,38 @@ def test_fused_timing_print():
         print(f"200k Gaussians 480x360, 3+12+2 channels, {name:11s}: forward+backward median {np.median(times):.3f} ms")
         for t in (*model.leaves().values(), *feats.values()):
             t.grad = None
+
+
+def test_semantic_votes_agree_across_backends():
+    """--semantic_head vote on the GPU: the class shares that gsplat's backward gives (22 channels, padded by
+    gsplat) match the torch twin's on Gaussians with a pixel or more of weight."""
+    import types
+
+    from segmentation.labels import semantic_votes
+
+    n, w, h, c = 3000, 160, 120, 22
+    scene = random_scene(n, w, h, seed=6, device="cuda", opacity_range=(0.05, 0.9))
+
+    class Model:
+        active_sh_degree, max_sh_degree = 0, 0
+
+        def get_means(self): return scene["means"]
+        def get_quats(self): return torch.nn.functional.normalize(scene["quats"], dim=-1)
+        def get_scales(self): return scene["scales"]
+        def get_opacities(self): return scene["opacities"]
+        def get_sh(self): return torch.zeros(n, 1, 3, device="cuda")
+
+    cam = Camera(0, "c", scene["K"].double().cpu().numpy(), scene["viewmat"].double().cpu().numpy(), w, h)
+    g = torch.Generator("cuda").manual_seed(2)
+    sem = torch.randint(-1, c, (h, w), device="cuda", generator=g)  # -1: unlabelled
+    sem[:, : w // 3] = 5  # a region of one class, so shares are far from uniform
+    view = types.SimpleNamespace(camera=cam, semantic=sem, valid=None,
+                                 confidence=torch.rand(h, w, device="cuda", generator=g))
+    out = {b: semantic_votes(Model(), [view, view], c, backend=b) for b in ("gsplat", "torch")}
+    from segmentation.visibility import gaussian_visibility
+
+    seen = gaussian_visibility(Model(), [cam], backend="torch") >= 1.0
+    d = (out["gsplat"] - out["torch"]).abs()[seen].max().item()
+    agree = (out["gsplat"].argmax(1) == out["torch"].argmax(1))[seen].float().mean().item()
+    print(f"\nsemantic_votes gsplat vs torch: {int(seen.sum())} seen Gaussians, max |diff| {d:.2e}, argmax agree {agree:.4f}")
+    assert int(seen.sum()) > 100 and d < 2e-2 and agree > 0.99
