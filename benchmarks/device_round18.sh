@@ -1,5 +1,6 @@
 # Sessions 14 and 15 (`device` tool, carry .whl/), from the repository root. Two stages, one `run` call each:
 #   bash benchmarks/device_round18.sh A            build; GPU tests while the bench scene is made; starts the chain
+#                                                  and waits in the call until A_WAIT (540) seconds
 #   WAIT=540 bash benchmarks/device_round18.sh poll   wait (repeat until it prints "chain done"), pack into $OUT
 # The chain, alone on the GPU first, then side by side:
 # 1. issue 10 (SPEED=1), a speed matrix at SPEED_ITERS (4000) on the bench scene, one run at a time:
@@ -48,7 +49,10 @@ if [ "$stage" = A ]; then
     SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES:-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
     ITERS=${ITERS:-10000} JOBS=${JOBS:-2} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
     TABLE_ARGS='${TABLE_ARGS:-}'; chain18" < /dev/null > $R/chain.log 2>&1 &
-  sleep 5; cp $R/gpu_tests.log $OUT/ 2>/dev/null; ls -la $OUT
+  # Stay in this call until A_WAIT seconds (default 540) have passed: fewer gaps between calls, and a gap over
+  # 30 s gives the machine, and the chain on it, back (session 15 lost a chain so).
+  while [ ! -f $R/chain.DONE ] && [ $SECONDS -lt ${A_WAIT:-540} ]; do sleep 5; done
+  cp $R/gpu_tests.log $OUT/ 2>/dev/null; tail -n 3 $R/speed.log $R/*.log 2>/dev/null | tail -n 20; ls -la $OUT
 fi
 
 if [ "$stage" = poll ]; then
