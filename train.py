@@ -196,13 +196,12 @@ class Trainer:
                     raise SceneError(f"min_cluster_size {min(sizes)}: HDBSCAN needs 2 or more; fix --cluster_tune_sizes "
                                      f"/ --min_cluster_size")
             if self.seg.use_semantic and self.info.num_classes and any(v.semantic is not None for v in self.views):
-                embed = self.seg.semantic_head == "embed"
-                if self.seg.semantic_head == "vote":  # nothing rendered or trained: lifted at save (save())
-                    self.vote_classes = self.info.num_classes
-                    features.pop("semantic", None)  # embed: semantic_dim channels, decoded by a Linear
+                embed = self.seg.semantic_head == "embed"  # embed: semantic_dim channels, decoded by a Linear
                 if embed and self.seg.semantic_dim < 1:
                     raise SceneError(f"--semantic_dim {self.seg.semantic_dim}: must be at least 1; pass e.g. --semantic_dim 8")
-                if not self.vote_classes:
+                if self.seg.semantic_head == "vote":  # nothing rendered or trained: lifted at each save (save())
+                    self.vote_classes = self.info.num_classes
+                else:
                     features["semantic"] = self.seg.semantic_dim if embed else self.info.num_classes
         points, colors = self.info.points, self.info.colors
         if points is None or len(points) == 0:

@@ -503,16 +503,16 @@ def semantic_votes(model, views, num_classes: int, *, backend: str = "auto",
                 weight = weight * view.confidence.to(dev).to(ones.dtype)
             target = torch.nn.functional.one_hot(sem.clamp(0, num_classes - 1), num_classes).to(ones.dtype)
             (out.features["vote"] * target * weight[..., None]).sum().backward()
-    w = ones.grad if ones.grad is not None else torch.zeros_like(ones)
-    w = w.detach()
+    w = ones.grad.detach() if ones.grad is not None else torch.zeros_like(ones).detach()
     seen = w.sum(1)
     shares = w / seen.clamp_min(1e-12)[:, None]
     unseen = seen < min_weight
-    if bool(unseen.any()) and not bool(unseen.all()):
+    n_unseen = int(unseen.sum())  # once per save, not in the training step
+    if n_unseen == len(unseen):  # no labelled pixel anywhere: no class is preferred
+        return shares.fill_(1.0 / num_classes)
+    if n_unseen:
         filled = fill_unseen(shares.argmax(1), means, seen, min_weight=min_weight).to(dev)
         shares[unseen] = torch.nn.functional.one_hot(filled[unseen], num_classes).to(shares.dtype)
-    elif bool(unseen.all()):
-        shares.fill_(1.0 / num_classes)
     return shares
 
 
