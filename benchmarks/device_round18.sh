@@ -52,7 +52,10 @@ if [ "$stage" = A ]; then
   # Stay in this call until A_WAIT seconds (default 540) have passed: fewer gaps between calls, and a gap over
   # 30 s gives the machine, and the chain on it, back (session 15 lost a chain so).
   while [ ! -f $R/chain.DONE ] && [ $SECONDS -lt ${A_WAIT:-540} ]; do sleep 5; done
-  cp $R/gpu_tests.log $OUT/ 2>/dev/null; tail -n 3 $R/speed.log $R/*.log 2>/dev/null | tail -n 20; ls -la $OUT
+  cp $R/gpu_tests.log $OUT/ 2>/dev/null; tail -n 3 $R/speed.log $R/*.log 2>/dev/null | tail -n 20
+  # Bring back what is finished: session 16 lost a finished speed matrix when the gap after A gave the machine back.
+  cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
+  pack_tables
 fi
 
 if [ "$stage" = poll ]; then
