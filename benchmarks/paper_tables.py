@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -349,6 +349,21 @@ def _ms(stats: Sequence[dict]):
     return s["mean"], s["std"] or 0.0
 
 
+MIN_SCORE_SPAN = 2.0  # score points: rows within the seed-to-seed noise (about 1, RESULTS 17b) must not look like a trend
+
+
+def score_limits(values: Sequence[float], min_span: float = MIN_SCORE_SPAN, pad: float = 0.15) -> Tuple[float, float]:
+    """y-limits of a line figure of scores (0..100): the values' range padded, at least ``min_span`` wide,
+    so that a 0.2-point spread is drawn as the flat line it is and not as a climb across the plot."""
+    lo, hi = min(values), max(values)
+    span = max(hi - lo, min_span)
+    mid = (lo + hi) / 2
+    lo, hi = mid - span * (0.5 + pad), mid + span * (0.5 + pad)
+    if hi > 100.0:
+        lo, hi = lo - (hi - 100.0), 100.0
+    return max(lo, 0.0), hi
+
+
 def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
     import matplotlib
 
@@ -359,10 +374,16 @@ def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
     entries = aggregate(spec, results.get("runs", []))
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     if fig_spec["kind"] == "line":
+        spans = []
         for series, by_x in _points(spec, entries, fig_spec["y"]).items():
             xs = sorted(by_x)
             ms = [_ms(by_x[x]) for x in xs]
             ax.errorbar(xs, [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3, label=series)
+            for x, (m, _) in zip(xs, ms):
+                ax.annotate(f"{m:.1f}", (x, m), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+            spans += [v for m, s in ms for v in (m - s, m + s)]
+        if spans and COLUMNS[fig_spec["y"]][1] == "score":
+            ax.set_ylim(*score_limits(spans))
         if fig_spec.get("xlog"):
             ax.set_xscale("log")
             ticks = sorted({fig_spec["x"](scene_of(spec, e["scene"]), e["variant"]) for e in entries})

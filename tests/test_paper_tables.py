@@ -193,3 +193,15 @@ def test_cli_errors_and_dry_run(tmp_path):
     assert proc.returncode == 0 and "| fig8 | 1 x 3 x 2 | 6 | 30000 | 1 |" in proc.stdout
     assert "fig8: replica_like_40_s2_640x480_300v_panopli/masks_0.25x/seed0 ->" in proc.stdout
     assert not os.listdir(tmp_path)  # a dry run writes nothing
+
+
+def test_line_figures_do_not_magnify_noise_into_a_trend():
+    """Tab. 6 on the H200 (RESULTS 19) spread 96.61..96.78: drawn on its own range, that 0.17-point
+    spread filled the plot. The limits span at least MIN_SCORE_SPAN points and stay within 0..100."""
+    lo, hi = pt.score_limits([96.61, 96.78])
+    assert hi - lo >= pt.MIN_SCORE_SPAN and lo < 96.61 and hi > 96.78
+    assert abs((lo + hi) / 2 - 96.695) < 1e-9  # centred on the data
+    lo, hi = pt.score_limits([99.5, 99.9])
+    assert hi == 100.0 and hi - lo >= pt.MIN_SCORE_SPAN
+    lo, hi = pt.score_limits([20.0, 90.0])  # a real spread keeps its own range, padded
+    assert lo < 20.0 and 90.0 < hi <= 100.0 and hi - lo < 100.0
