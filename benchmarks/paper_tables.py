@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import run_suite as rs  # noqa: E402
+from tools.synthetic.segmenter import PRESETS  # noqa: E402
 
 DEFAULT_ITERATIONS = 30_000
 
@@ -51,10 +52,12 @@ class SceneSpec:
     size: str  # WIDTHxHEIGHT
     views: int
     format: str  # messy | panopli
+    noise: str = "realistic"  # the simulated segmenter's preset (tools/synthetic/segmenter.py)
 
     @property
     def name(self) -> str:
-        return f"{self.layout}_{self.objects}_s{self.seed}_{self.size}_{self.views}v_{self.format}"
+        tail = "" if self.noise == "realistic" else f"_{self.noise}"  # names of realistic scenes are unchanged
+        return f"{self.layout}_{self.objects}_s{self.seed}_{self.size}_{self.views}v_{self.format}{tail}"
 
     @property
     def pixels(self) -> int:
@@ -64,7 +67,7 @@ class SceneSpec:
     def command(self, out: str, workers: int) -> List[str]:
         return [sys.executable, os.path.join(rs.REPO, "tools", "make_scene.py"), "--out", out, "--layout", self.layout,
                 "--objects", str(self.objects), "--seed", str(self.seed), "--size", self.size, "--views",
-                str(self.views), "--format", self.format, "--noise", "realistic", "--workers", str(workers), "--quiet"]
+                str(self.views), "--format", self.format, "--noise", self.noise, "--workers", str(workers), "--quiet"]
 
 
 def messy(layout: str, objects: int, seed: int) -> SceneSpec:
@@ -96,7 +99,7 @@ COLUMNS = {"PQ_scene": ("PQ^scene", "score"), "mIoU": ("mIoU", "score"), "PSNR":
 TABLES: Dict[str, dict] = {
     "tab1": dict(
         title="Tab. 1 analogue: scaling with the number of objects (Messy-Rooms format)",
-        scenes=MESSY_SCENES, variants=["unic", "contrastive_lift"], seeds=[0], timing=True,
+        scenes=MESSY_SCENES, variants=["unic", "contrastive_lift"], seeds=[0], timing=True, object_counts=True,
         columns=["PQ_scene", "mIoU", "train_seconds", "cluster_seconds", "cluster_tune_seconds", "peak_gpu_mem_mb"],
         figure=dict(kind="line", x=lambda sc, v: sc.objects, xlabel="objects in the room", xlog=True,
                     series=lambda sc, v: f"{v}, {sc.layout}", y="PQ_scene")),
@@ -170,8 +173,13 @@ def runs_root(args: argparse.Namespace, spec: dict) -> str:
 
 
 def scenes_of(args: argparse.Namespace, spec: dict) -> List[SceneSpec]:
-    """The table's scenes, with --views / --size applied (they are part of the scene's name)."""
-    return [replace(sc, views=args.views or sc.views, size=args.size or sc.size) for sc in spec["scenes"]]
+    """The table's scenes, with --views / --size / --noise applied, and --objects to tables of one object count
+    (they are all part of the scene's name)."""
+    objects = getattr(args, "objects", None)
+    return [replace(sc, views=args.views or sc.views, size=args.size or sc.size,
+                    noise=getattr(args, "noise", None) or sc.noise,
+                    objects=objects if objects and not spec.get("object_counts") else sc.objects)
+            for sc in spec["scenes"]]
 
 
 def table_spec(args: argparse.Namespace, name: str) -> dict:
@@ -470,6 +478,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--views", type=int, default=None, help="views per generated scene (default per table: 200 / 300)")
     p.add_argument("--size", default=None, metavar="WxH", help="image size of the generated scenes (default per "
                                                                  "table: 512x512 Messy, 640x480 Replica-like)")
+    p.add_argument("--noise", default=None, choices=sorted(PRESETS),
+                   help="the simulated segmenter's noise (default realistic); hard: more merges, splits, misses and "
+                        "wrong classes, for ablations that a realistic room cannot tell apart (RESULTS 18a, 19b)")
+    p.add_argument("--objects", type=int, default=None,
+                   help="objects per room, for the tables of one count (all but tab1; default 40)")
     p.add_argument("--variants", nargs="+", default=None, metavar="ROW",
                    help="run (and tabulate) only these rows of the table, e.g. the rows an interrupted sweep "
                         "did not finish; --collect without it tabulates every row on disk")
@@ -488,6 +501,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise SystemExit(2)
     if args.size is not None and not re.fullmatch(r"[1-9]\d*x[1-9]\d*", args.size):
         print(f"paper_tables.py: error: --size {args.size}: give WIDTHxHEIGHT, e.g. 480x360", file=sys.stderr)
+        raise SystemExit(2)
+    if args.objects is not None and (args.objects < 1 or args.table in ("tab1", "all")):
+        print(f"paper_tables.py: error: --objects {args.objects}: " + ("give 1 or more" if args.objects < 1 else
+              "tab1 sweeps its own counts (25 / 50 / 100 / 500); give one of the other tables"), file=sys.stderr)
         raise SystemExit(2)
     if args.views is not None and args.views < 2:
         print(f"paper_tables.py: error: --views {args.views}: give 2 or more", file=sys.stderr)

@@ -80,6 +80,14 @@ def test_tables_plan_the_right_jobs(tmp_path):
     av = _args(tmp_path, "tab4", "--variants", "unic", "all_noW")
     assert [(j.method, j.seed) for j in pt.table_jobs(av, pt.table_spec(av, "tab4"))] == [
         ("all_noW", 0), ("all_noW", 1), ("unic", 0), ("unic", 1)]
+    # --noise / --objects: a harder ablation room, named apart; tab1 keeps its own counts
+    ah = _args(tmp_path, "tab4", "--noise", "hard", "--objects", "100", "--size", "480x360", "--views", "186")
+    (hard,) = pt.table_spec(ah, "tab4")["scenes"]
+    assert hard.name == "replica_like_100_s2_480x360_186v_panopli_hard"
+    assert hard.command("/x", 2)[hard.command("/x", 2).index("--noise") + 1] == "hard"
+    assert pt.table_jobs(ah, pt.table_spec(ah, "tab4"))[0].name == hard.name
+    assert sorted({sc.objects for sc in pt.table_spec(_args(tmp_path, "tab1", "--noise", "hard"), "tab1")["scenes"]}) \
+        == [25, 50, 100, 500]
     # the scene command is the generator's CLI
     cmd = pt.MESSY_SCENES[-1].command("/x", 3)
     assert cmd[1].endswith(os.path.join("tools", "make_scene.py"))
@@ -185,7 +193,9 @@ def test_cli_errors_and_dry_run(tmp_path):
     for bad, what in ((["tab1", "--size", "big"], "--size big"), (["all", "--out", "x"], "give a table, not all"),
                       (["tab4", "--engine", "ray", "--gpus", "0"], "--gpus is for --engine local"),
                       (["tab4", "--variants", "unic", "l3d_7k"], "--variants l3d_7k: not a row of tab4 (its rows:"),
-                      (["all", "--variants", "unic"], "give a table, not all")):
+                      (["all", "--variants", "unic"], "give a table, not all"),
+                      (["tab1", "--objects", "60"], "tab1 sweeps its own counts"),
+                      (["tab4", "--objects", "0"], "--objects 0: give 1 or more")):
         proc = subprocess.run([sys.executable, script, *bad], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and what in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = subprocess.run([sys.executable, script, "fig8", "--dry_run", "--runs", str(tmp_path)], cwd=REPO,
