@@ -10,7 +10,8 @@
 # 2. issue 13, the tables of device_tables.sh (TABLES, default "tab4 tab6" at ITERS 10k, SEEDS "0 1", JOBS 2
 #    runs side by side: more add no throughput, RESULTS 17c; captions must say 10k). About 2 minutes of GPU per
 #    run with its evaluation; TABLE_ARGS="--variants ..." runs some rows only.
-# Session 15 ran Tab. 4 (one seed, RESULTS 18). Session 16's plan: SEEDS=0 TABLES="tab6" bash
+# Session 15 ran Tab. 4 (one seed, RESULTS 18); session 16 the vote head's speed and Tab. 6 (RESULTS 19).
+# Session 17's plan: PROFILE=1 SPEED=0 TABLES=... (see RESULTS 19c). Session 16's plan was: SEEDS=0 TABLES="tab6" bash
 # benchmarks/device_round18.sh A: the GPU tests (the first GPU run of --semantic_head vote's test), the speed
 # matrix with the vote head (RESULTS 18b: no semantic channel in the step; about 5 minutes), then Tab. 6
 # (about 7 minutes). Call poll at once after A: a machine idle for 30 s is given back with the chain on it
@@ -33,8 +34,16 @@ speed_matrix() {
   touch $R/speed.DONE
 }
 
+# profile_step (PROFILE=1): wall against host time and the kernels by GPU time, plain and UniC-Lift, after
+# densification on the bench scene (about a minute each): is the step bound by the host or by the GPU?
+profile_run() {
+  python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic > $R/profile.log 2>&1
+  touch $R/profile.DONE
+}
+
 chain18() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
+  [ "${PROFILE:-0}" = 1 ] && profile_run
   [ "${SPEED:-1}" = 1 ] && speed_matrix
   tables_chain
   touch $R/chain.DONE
@@ -45,7 +54,8 @@ if [ "$stage" = A ]; then
   bench_scene 8 &
   [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests  # on the GPU while the scene is made on the CPU
   wait; echo "scene ready at ${SECONDS}s"
-  setsid bash -c "$(declare -f chain18 speed_matrix tables_chain); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
+  setsid bash -c "$(declare -f chain18 speed_matrix profile_run tables_chain); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
+    PROFILE='${PROFILE:-0}' \
     SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES:-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
     ITERS=${ITERS:-10000} JOBS=${JOBS:-2} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
     TABLE_ARGS='${TABLE_ARGS:-}'; chain18" < /dev/null > $R/chain.log 2>&1 &
@@ -55,6 +65,7 @@ if [ "$stage" = A ]; then
   cp $R/gpu_tests.log $OUT/ 2>/dev/null; tail -n 3 $R/speed.log $R/*.log 2>/dev/null | tail -n 20
   # Bring back what is finished: session 16 lost a finished speed matrix when the gap after A gave the machine back.
   cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
+  cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
   pack_tables
 fi
 
@@ -66,6 +77,7 @@ if [ "$stage" = poll ]; then
   for t in ${TABLES:-tab4 tab6}; do echo "== $t"; tail -n 3 $R/$t.log 2>/dev/null; done
   cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
   cp $R/gpu_tests.log $OUT/ 2>/dev/null
+  cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
   pack_tables
   tar czf $OUT/r18.tgz -C $R --exclude='runs' --exclude='*.ply' --exclude='*.pt' --exclude='renders' --exclude='gt' \
     --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' speed $(cd $R && ls *.log 2>/dev/null) 2>/dev/null
