@@ -173,13 +173,16 @@ def runs_root(args: argparse.Namespace, spec: dict) -> str:
 
 
 def scenes_of(args: argparse.Namespace, spec: dict) -> List[SceneSpec]:
-    """The table's scenes, with --views / --size / --noise applied, and --objects to tables of one object count
-    (they are all part of the scene's name)."""
-    objects = getattr(args, "objects", None)
-    return [replace(sc, views=args.views or sc.views, size=args.size or sc.size,
-                    noise=getattr(args, "noise", None) or sc.noise,
-                    objects=objects if objects and not spec.get("object_counts") else sc.objects)
-            for sc in spec["scenes"]]
+    """The table's scenes, with --views / --size / --noise applied (all part of the scene's name). --objects
+    sets the count of a table of one count, and picks some counts of a table that sweeps them (tab1)."""
+    objects = getattr(args, "objects", None) or []
+    scenes = [replace(sc, views=args.views or sc.views, size=args.size or sc.size,
+                      noise=getattr(args, "noise", None) or sc.noise) for sc in spec["scenes"]]
+    if not objects:
+        return scenes
+    if spec.get("object_counts"):
+        return [sc for sc in scenes if sc.objects in objects]
+    return [replace(sc, objects=objects[0]) for sc in scenes]
 
 
 def table_spec(args: argparse.Namespace, name: str) -> dict:
@@ -481,8 +484,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--noise", default=None, choices=sorted(PRESETS),
                    help="the simulated segmenter's noise (default realistic); hard: more merges, splits, misses and "
                         "wrong classes, for ablations that a realistic room cannot tell apart (RESULTS 18a, 19b)")
-    p.add_argument("--objects", type=int, default=None,
-                   help="objects per room, for the tables of one count (all but tab1; default 40)")
+    p.add_argument("--objects", type=int, nargs="+", default=None,
+                   help="objects per room of the tables of one count (default 40); tab1: only these of its counts "
+                        "(25 50 100 500), e.g. to split it over several sessions")
     p.add_argument("--variants", nargs="+", default=None, metavar="ROW",
                    help="run (and tabulate) only these rows of the table, e.g. the rows an interrupted sweep "
                         "did not finish; --collect without it tabulates every row on disk")
@@ -502,10 +506,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.size is not None and not re.fullmatch(r"[1-9]\d*x[1-9]\d*", args.size):
         print(f"paper_tables.py: error: --size {args.size}: give WIDTHxHEIGHT, e.g. 480x360", file=sys.stderr)
         raise SystemExit(2)
-    if args.objects is not None and (args.objects < 1 or args.table in ("tab1", "all")):
-        print(f"paper_tables.py: error: --objects {args.objects}: " + ("give 1 or more" if args.objects < 1 else
-              "tab1 sweeps its own counts (25 / 50 / 100 / 500); give one of the other tables"), file=sys.stderr)
-        raise SystemExit(2)
+    if args.objects is not None:
+        counts = sorted({sc.objects for sc in TABLES["tab1"]["scenes"]})
+        sweep = args.table != "all" and TABLES[args.table].get("object_counts")
+        problem = ("give a table, not all" if args.table == "all" else
+                   "give 1 or more" if min(args.objects) < 1 else
+                   f"{args.table} sweeps {' / '.join(map(str, counts))}; give some of those"
+                   if sweep and set(args.objects) - set(counts) else
+                   f"{args.table} has rooms of one count; give one number" if not sweep and len(args.objects) > 1
+                   else None)
+        if problem:
+            print(f"paper_tables.py: error: --objects {' '.join(map(str, args.objects))}: {problem}", file=sys.stderr)
+            raise SystemExit(2)
     if args.views is not None and args.views < 2:
         print(f"paper_tables.py: error: --views {args.views}: give 2 or more", file=sys.stderr)
         raise SystemExit(2)

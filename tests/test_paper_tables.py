@@ -88,6 +88,9 @@ def test_tables_plan_the_right_jobs(tmp_path):
     assert pt.table_jobs(ah, pt.table_spec(ah, "tab4"))[0].name == hard.name
     assert sorted({sc.objects for sc in pt.table_spec(_args(tmp_path, "tab1", "--noise", "hard"), "tab1")["scenes"]}) \
         == [25, 50, 100, 500]
+    a1 = _args(tmp_path, "tab1", "--objects", "25", "100")  # tab1 split over sessions: some of its counts
+    assert [(sc.layout, sc.objects) for sc in pt.table_spec(a1, "tab1")["scenes"]] == [
+        ("old_room", 25), ("old_room", 100), ("large_corridor", 25), ("large_corridor", 100)]
     # the scene command is the generator's CLI
     cmd = pt.MESSY_SCENES[-1].command("/x", 3)
     assert cmd[1].endswith(os.path.join("tools", "make_scene.py"))
@@ -194,7 +197,8 @@ def test_cli_errors_and_dry_run(tmp_path):
                       (["tab4", "--engine", "ray", "--gpus", "0"], "--gpus is for --engine local"),
                       (["tab4", "--variants", "unic", "l3d_7k"], "--variants l3d_7k: not a row of tab4 (its rows:"),
                       (["all", "--variants", "unic"], "give a table, not all"),
-                      (["tab1", "--objects", "60"], "tab1 sweeps its own counts"),
+                      (["tab1", "--objects", "25", "60"], "--objects 25 60: tab1 sweeps 25 / 50 / 100 / 500"),
+                      (["tab4", "--objects", "40", "100"], "tab4 has rooms of one count; give one number"),
                       (["tab4", "--objects", "0"], "--objects 0: give 1 or more")):
         proc = subprocess.run([sys.executable, script, *bad], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and what in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
