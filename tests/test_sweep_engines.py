@@ -147,3 +147,36 @@ def test_ray_engine_starts_and_stops_its_own_instance(tmp_path):
                         warm_up=lambda gpu: None)
     assert outcomes[jobs[0]]["status"] == "ok" and outcomes[jobs[0]]["stages_run"] == ["train", "render", "metrics"]
     assert not ray.is_initialized()
+
+
+THREADS_STAGE = ("import os, sys; open(os.path.join(sys.argv[2], sys.argv[1] + '.threads'), 'w')"
+                 ".write(os.environ.get('OMP_NUM_THREADS', '-') + ' ' + os.environ.get('MKL_NUM_THREADS', '-'))")
+
+
+def _threads_commands(job):
+    os.makedirs(job.model_path, exist_ok=True)
+    return {s: [sys.executable, "-c", THREADS_STAGE, s, job.model_path] for s in ("train", "render", "metrics")}
+
+
+def _threads_of(job):
+    return open(os.path.join(job.model_path, "train.threads")).read()
+
+
+def test_cpu_jobs_side_by_side_split_the_cores(tmp_path, monkeypatch):
+    """Two CPU trainings side by side, each with the whole machine's thread pool, ran ~100x slower than one
+    (RESULTS 19c): the pool gives each CPU job its share of the cores, and leaves a user's setting alone."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    jobs = plan_jobs(_scenes(tmp_path, ["a", "b", "c"]), ["unic"], str(tmp_path / "out"))
+    outcomes = run_jobs(jobs[:2], _threads_commands, log=lambda m: None, jobs_per_gpu=2)
+    assert all(o["status"] == "ok" for o in outcomes.values())
+    assert [_threads_of(j) for j in jobs[:2]] == ["4 4", "4 4"]
+    run_jobs(jobs[2:], _threads_commands, log=lambda m: None)  # one at a time: torch's own default
+    assert _threads_of(jobs[2]) == "- -"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice wins
+    run_jobs(jobs[:2], _threads_commands, log=lambda m: None, jobs_per_gpu=2, force=True)
+    assert _threads_of(jobs[0]).startswith("3 ")
+    # GPU jobs keep every core: their CPU side is the neighbour graph's rebuild
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    run_jobs(jobs[:2], _threads_commands, gpus=["0"], log=lambda m: None, jobs_per_gpu=2, force=True)
+    assert _threads_of(jobs[0]) == "- -"
