@@ -77,8 +77,10 @@ class PipelineParams(GroupMixin):
     feature_backward: str = _f("auto", "kernel for the segmentation features' gradient on CUDA: auto (tile_sparse where nvcc "
                                "builds it, else gsplat) | tile (a weights-times-gradient product per tile, "
                                "gaussian_renderer/feature_backward.py; built with nvcc on first use) | tile_sparse (the same "
-                               "product over each batch's active pixels only, same result) | gsplat (its full backward, "
-                               "geometry gradients discarded)", choices=["auto", "tile", "tile_sparse", "gsplat"])
+                               "product over each batch's active pixels only, same result) | tile_stream (tile_sparse on a second CUDA "
+                               "stream, beside gsplat's geometry backward; same result) | gsplat (its full backward, "
+                               "geometry gradients discarded)", choices=["auto", "tile", "tile_sparse", "tile_stream",
+                                                                         "gsplat"])
 
 
 @dataclass
