@@ -154,6 +154,8 @@ class SegmentationParams(GroupMixin):
                                     "waits there if it is not done (a 1.2 M-Gaussian graph takes about 3 s). The "
                                     "first graph, and any after the Gaussian count changed, is built in place")
     l3d_max_edges: int = _f(200_000, "random subset of neighbour pairs per iteration")
+    l3d_stream: bool = _f(False, "CUDA: issue L_3D before the render on a second stream, so that its forward and "
+                                 "backward run beside the rasterisation (same loss; opt-in until measured)")
     seg_geometry_grad: bool = _f(False, "let segmentation losses move geometry (means, scales, rotations, opacity)")
     seg_raster: str = _f("fused", "fused: one rasterisation for colour and features in which feature gradients never "
                          "reach geometry and densification sees the colour's screen-space gradient only "
