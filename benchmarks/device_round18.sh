@@ -5,13 +5,16 @@
 # The chain, alone on the GPU first, then side by side:
 # 1. issue 10 (SPEED=1), a speed matrix at SPEED_ITERS (4000) on the bench scene, one run at a time:
 #    SPEED_VARIANTS (session 14: plain 3DGS, UniC-Lift and two --seg_scale 0.5 variants, RESULTS 17a;
-#    session 16: the vote head, alone and with --seg_interval 2).
+#    session 16: the vote head, alone and with --seg_interval 2; session 17: the two side streams,
+#    --feature_backward tile_stream and --l3d_stream, alone and together).
 #    SPEED=0 leaves it out.
 # 2. issue 13, the tables of device_tables.sh (TABLES, default "tab4 tab6" at ITERS 10k, SEEDS "0 1", JOBS 2
 #    runs side by side: more add no throughput, RESULTS 17c; captions must say 10k). About 2 minutes of GPU per
 #    run with its evaluation; TABLE_ARGS="--variants ..." runs some rows only.
 # Session 15 ran Tab. 4 (one seed, RESULTS 18); session 16 the vote head's speed and Tab. 6 (RESULTS 19).
-# Session 17's plan: PROFILE=1 SPEED=0 TABLES=... (see RESULTS 19c). Session 16's plan was: SEEDS=0 TABLES="tab6" bash
+# Session 17's plan (RESULTS 19e): PROFILE=1 SEEDS=0 TABLES=tab4 TABLE_ARGS="--noise hard --objects 100"
+# bash benchmarks/device_round18.sh A: GPU tests (the first run of both side streams' tests), profile_step,
+# the speed matrix with the side streams, then Tab. 4 on the hard room. Session 16's plan was: SEEDS=0 TABLES="tab6" bash
 # benchmarks/device_round18.sh A: the GPU tests (the first GPU run of --semantic_head vote's test), the speed
 # matrix with the vote head (RESULTS 18b: no semantic channel in the step; about 5 minutes), then Tab. 6
 # (about 7 minutes). Call poll at once after A: a machine idle for 30 s is given back with the chain on it
@@ -21,7 +24,7 @@ set -u
 W=/tmp/w; R=/tmp/r18; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 SPEED_ITERS=${SPEED_ITERS:-4000}
-SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic unic:--semantic_head=vote unic:--semantic_head=vote --seg_interval=2"}
+SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic unic:--feature_backward=tile_stream unic:--l3d_stream unic:--feature_backward=tile_stream --l3d_stream"}
 stage=${1:-A}
 source benchmarks/device_jobs.sh  # fresh_tree, bench_scene, gpu_tests, tables_chain, pack_tables
 
