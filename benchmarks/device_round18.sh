@@ -12,9 +12,9 @@
 #    runs side by side: more add no throughput, RESULTS 17c; captions must say 10k). About 2 minutes of GPU per
 #    run with its evaluation; TABLE_ARGS="--variants ..." runs some rows only.
 # Session 15 ran Tab. 4 (one seed, RESULTS 18); session 16 the vote head's speed and Tab. 6 (RESULTS 19).
-# Session 17's plan (RESULTS 19e): PROFILE=1 SEEDS=0 TABLES=tab4 TABLE_ARGS="--noise hard --objects 100"
-# bash benchmarks/device_round18.sh A: GPU tests (the first run of both side streams' tests), profile_step,
-# the speed matrix with the side streams, then Tab. 4 on the hard room. Session 16's plan was: SEEDS=0 TABLES="tab6" bash
+# Session 17's plan: PROFILE=1 SEEDS=0 TABLES=fig9 bash benchmarks/device_round18.sh A: GPU tests (the first
+# run of both side streams' tests), profile_step, the speed matrix with the side streams, then Fig. 9 (a harder
+# room did not separate Tab. 4's rows on the CPU, RESULTS 19d). Session 16's plan was: SEEDS=0 TABLES="tab6" bash
 # benchmarks/device_round18.sh A: the GPU tests (the first GPU run of --semantic_head vote's test), the speed
 # matrix with the vote head (RESULTS 18b: no semantic channel in the step; about 5 minutes), then Tab. 6
 # (about 7 minutes). Call poll at once after A: a machine idle for 30 s is given back with the chain on it
