@@ -507,14 +507,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         print(f"paper_tables.py: error: --size {args.size}: give WIDTHxHEIGHT, e.g. 480x360", file=sys.stderr)
         raise SystemExit(2)
     if args.objects is not None:
-        counts = sorted({sc.objects for sc in TABLES["tab1"]["scenes"]})
-        sweep = args.table != "all" and TABLES[args.table].get("object_counts")
-        problem = ("give a table, not all" if args.table == "all" else
-                   "give 1 or more" if min(args.objects) < 1 else
-                   f"{args.table} sweeps {' / '.join(map(str, counts))}; give some of those"
-                   if sweep and set(args.objects) - set(counts) else
-                   f"{args.table} has rooms of one count; give one number" if not sweep and len(args.objects) > 1
-                   else None)
+        problem = None
+        if args.table == "all":
+            problem = "give a table, not all"
+        elif min(args.objects) < 1:
+            problem = "give 1 or more"
+        elif TABLES[args.table].get("object_counts"):
+            counts = sorted({sc.objects for sc in TABLES[args.table]["scenes"]})
+            if set(args.objects) - set(counts):
+                problem = f"{args.table} sweeps {' / '.join(map(str, counts))}; give some of those"
+        elif len(args.objects) > 1:
+            problem = f"{args.table} has rooms of one count; give one number"
         if problem:
             print(f"paper_tables.py: error: --objects {' '.join(map(str, args.objects))}: {problem}", file=sys.stderr)
             raise SystemExit(2)

@@ -234,8 +234,7 @@ class _RasterizeSplitGrad(torch.autograd.Function):
         if side is not None:
             main.wait_stream(side)  # the rest of the backward reads v_feat on the main stream
             v_feat.record_stream(main)  # made on the side stream: its memory is reused after main's use only
-            for t in (means2d, conics, opacities, isect_offsets, flatten_ids, v_render):
-                t.record_stream(side)  # read on the side stream: not reused before it finished
+            # (the inputs the side stream read were made on main, which now waits for it: nothing to record)
         if tile_kernel:
             v_colors = _with_geo(v_geo_colors, v_feat[None], n_geo)
         elif need_colors and colors.shape[-1] in GSPLAT_CHANNELS:
