@@ -105,9 +105,6 @@ class Trainer:
         self.strategy_state = self.strategy.initialize_state(scene_scale=scene_info.extent)
         self.weights = {"render": 1.0, **(self.objective.weights() if self.objective is not None else {})}
         self.timer = PhaseTimer(getattr(args, "profile", False), self.device)
-        # --l3d_stream: L_3D's stream (CUDA only); its loss waits in compute_losses, its backward in autograd
-        self.l3d_stream = torch.cuda.Stream(self.device) if (self.seg.l3d_stream and self.device.type == "cuda"
-                                                               and self.objective is not None) else None
         self.stack: List[int] = []
         self.first_iter = 1
         self.train_seconds = 0.0
@@ -307,30 +304,14 @@ class Trainer:
         out = render(cam, self.model, bg=bg, backend=backend)
         return out, render(cam, seg_model, features=feats, with_rgb=False, backend=backend), mode
 
-    def neighbor_term_ahead(self, step: int, view: View) -> Optional[Tensor]:
-        """--l3d_stream: this step's L_3D issued on its own stream before the render, so that the GPU runs the
-        two side by side (None when the flag is off or L_3D is not due). It reads the Gaussians as they are
-        after the last optimiser step, as compute_losses would."""
-        if self.l3d_stream is None or not self.seg_active(view, step) or not self.objective.neighbor_due(step):
-            return None
-        self.l3d_stream.wait_stream(torch.cuda.current_stream(self.device))  # the last optimiser step is done
-        with torch.cuda.stream(self.l3d_stream), self.timer.phase("loss/3d"):
-            return self.objective.neighbor_term(step, self.model)
-
-    def compute_losses(self, step: int, view: View, out, seg_out, l3d_ahead: Optional[Tensor] = None
-                       ) -> Dict[str, Tensor]:
+    def compute_losses(self, step: int, view: View, out, seg_out) -> Dict[str, Tensor]:
         """The named loss terms of this step (weighted by ``self.weights``): the view's 2D terms in one
-        static-shape stage (a CUDA graph on the GPU), then L_3D (``l3d_ahead``: issued before the render on
-        the L_3D stream)."""
+        static-shape stage (a CUDA graph on the GPU), then L_3D."""
         with self.timer.phase("losses"):
             losses = self.stages(step, view, out.rgb, seg_out.features if seg_out is not None else None)
         if seg_out is not None and self.objective.neighbor_due(step):
-            if self.l3d_stream is not None:
-                torch.cuda.current_stream(self.device).wait_stream(self.l3d_stream)  # the sum below reads it
-                l3d = l3d_ahead
-            else:
-                with self.timer.phase("loss/3d"):
-                    l3d = self.objective.neighbor_term(step, self.model)
+            with self.timer.phase("loss/3d"):
+                l3d = self.objective.neighbor_term(step, self.model)
             if l3d is not None:
                 losses["3d"] = l3d
         return losses
@@ -361,12 +342,11 @@ class Trainer:
         with phase("data"):
             view = self.next_view()
             bg = self.background()
-        l3d_ahead = self.neighbor_term_ahead(step, view)
         with phase("render"):
             out, seg_out, mode = self.render_view(view, bg, step)
             if step < self.opt.densify_until_iter:  # the screen-space gradient is read while densifying only
                 self.strategy.step_pre_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
-        losses = self.compute_losses(step, view, out, seg_out, l3d_ahead)
+        losses = self.compute_losses(step, view, out, seg_out)
         total = sum(self.weights[k] * v for k, v in losses.items())
         with phase("backward"):
             self.backward(total, losses, out, mode, step)

@@ -77,10 +77,8 @@ class PipelineParams(GroupMixin):
     feature_backward: str = _f("auto", "kernel for the segmentation features' gradient on CUDA: auto (tile_sparse where nvcc "
                                "builds it, else gsplat) | tile (a weights-times-gradient product per tile, "
                                "gaussian_renderer/feature_backward.py; built with nvcc on first use) | tile_sparse (the same "
-                               "product over each batch's active pixels only, same result) | tile_stream (tile_sparse on a second CUDA "
-                               "stream, beside gsplat's geometry backward; same result) | gsplat (its full backward, "
-                               "geometry gradients discarded)", choices=["auto", "tile", "tile_sparse", "tile_stream",
-                                                                         "gsplat"])
+                               "product over each batch's active pixels only, same result) | gsplat (its full backward, "
+                               "geometry gradients discarded)", choices=["auto", "tile", "tile_sparse", "gsplat"])
 
 
 @dataclass
@@ -154,8 +152,6 @@ class SegmentationParams(GroupMixin):
                                     "waits there if it is not done (a 1.2 M-Gaussian graph takes about 3 s). The "
                                     "first graph, and any after the Gaussian count changed, is built in place")
     l3d_max_edges: int = _f(200_000, "random subset of neighbour pairs per iteration")
-    l3d_stream: bool = _f(False, "CUDA: issue L_3D before the render on a second stream, so that its forward and "
-                                 "backward run beside the rasterisation (same loss; opt-in until measured)")
     seg_geometry_grad: bool = _f(False, "let segmentation losses move geometry (means, scales, rotations, opacity)")
     seg_raster: str = _f("fused", "fused: one rasterisation for colour and features in which feature gradients never "
                          "reach geometry and densification sees the colour's screen-space gradient only "

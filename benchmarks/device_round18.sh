@@ -24,7 +24,7 @@ set -u
 W=/tmp/w; R=/tmp/r18; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 SPEED_ITERS=${SPEED_ITERS:-4000}
-SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic unic:--feature_backward=tile_stream unic:--l3d_stream unic:--feature_backward=tile_stream --l3d_stream"}
+SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic"}
 stage=${1:-A}
 source benchmarks/device_jobs.sh  # fresh_tree, bench_scene, gpu_tests, tables_chain, pack_tables
 

@@ -32,7 +32,7 @@ from torch import Tensor
 __all__ = ["FEATURE_BACKWARDS", "FeatureBackwardError", "feature_backward", "feature_backward_reference", "load_library",
            "max_channels"]
 
-FEATURE_BACKWARDS = ("gsplat", "tile", "tile_sparse", "tile_stream")  # --feature_backward ("auto" picks)
+FEATURE_BACKWARDS = ("gsplat", "tile", "tile_sparse")  # --feature_backward ("auto" picks)
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "feature_bwd.cu")
 MAX_CHANNELS = 64
 _lock = threading.Lock()

@@ -7,7 +7,6 @@ normalised inside both backends; scales and opacities are activated (scales > 0,
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from typing import Optional
@@ -105,17 +104,9 @@ GSPLAT_CHANNELS = (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 128, 129, 256, 2
 
 # Which kernel computes the detached channels' colour gradient in _RasterizeSplitGrad's backward:
 # "gsplat" (its full backward kernel, geometry gradients discarded), "tile" or "tile_sparse"
-# (feature_backward.py), or "tile_stream" (tile_sparse on a second CUDA stream, beside gsplat's geometry
-# backward: the two read the same forward outputs and neither fills an H200 at 480x360).
+# (feature_backward.py). The tile kernel on a second CUDA stream beside gsplat's geometry backward was
+# measured and dropped: the step is bound by the host, so the overlap hid nothing (RESULTS.md 20a).
 _FEATURE_BACKWARD = "gsplat"
-_SIDE_STREAMS: dict = {}  # device index -> the side stream of "tile_stream"
-
-
-def _side_stream(device: torch.device) -> "torch.cuda.Stream":
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SIDE_STREAMS:
-        _SIDE_STREAMS[index] = torch.cuda.Stream(device=index)
-    return _SIDE_STREAMS[index]
 
 
 def set_feature_backward(kind: str) -> Optional[str]:
@@ -211,19 +202,14 @@ class _RasterizeSplitGrad(torch.autograd.Function):
 
             tile_kernel = n_feat <= max_channels(colors.device)
         geo_backward = any(ctx.needs_input_grad[:3]) or (need_colors and n_geo)
-        v_feat, main, side = None, None, None
+        v_feat = None
         if tile_kernel:
-            # the detached channels: the tile kernel's weights-times-gradient product, no geometry work;
-            # "tile_stream" issues it first, on the side stream, so that it runs beside gsplat's kernel
+            # the detached channels: the tile kernel's weights-times-gradient product, no geometry work
             from gaussian_renderer.feature_backward import feature_backward
 
-            if _FEATURE_BACKWARD == "tile_stream" and geo_backward:
-                main, side = torch.cuda.current_stream(v_render.device), _side_stream(v_render.device)
-                side.wait_stream(main)  # the forward's outputs and v_render are ready
-            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-                v_feat = feature_backward(means2d, conics, opacities, isect_offsets, flatten_ids, v_render,
-                                          n_geo, n_feat, width, height, tile_size,
-                                          sparse=_FEATURE_BACKWARD != "tile")  # [N, F]
+            v_feat = feature_backward(means2d, conics, opacities, isect_offsets, flatten_ids, v_render,
+                                      n_geo, n_feat, width, height, tile_size,
+                                      sparse=_FEATURE_BACKWARD != "tile")  # [N, F]
         if geo_backward:
             # geometry and the geo channels: gsplat's backward of a render of those channels alone
             # (skipped for a features-only render of a geometry-detached model: --seg_scale)
@@ -231,10 +217,6 @@ class _RasterizeSplitGrad(torch.autograd.Function):
                 means2d, conics, _pad_channels(colors[..., :n_geo]), opacities, _pad_channels(bg_geo), None,
                 *common, _pad_channels(v_render[..., :n_geo]), v_alphas.contiguous(), False,
             )
-        if side is not None:
-            main.wait_stream(side)  # the rest of the backward reads v_feat on the main stream
-            v_feat.record_stream(main)  # made on the side stream: its memory is reused after main's use only
-            # (the inputs the side stream read were made on main, which now waits for it: nothing to record)
         if tile_kernel:
             v_colors = _with_geo(v_geo_colors, v_feat[None], n_geo)
         elif need_colors and colors.shape[-1] in GSPLAT_CHANNELS:

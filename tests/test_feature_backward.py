@@ -101,25 +101,6 @@ def test_tile_kernel_equals_gsplats_feature_gradient(n, width, height, feat_dim,
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("n,width,height,feat_dim,seed", [(200_000, 480, 360, 29, 0), (3000, 33, 47, 12, 1)])
-def test_the_side_stream_gives_the_same_gradients(n, width, height, feat_dim, seed):
-    """``tile_stream`` runs the sparse tile kernel on a second stream beside gsplat's geometry backward. Every
-    gradient equals ``tile_sparse``'s within the atomic adds' run-to-run noise, at a size where a missing wait
-    would let the main stream read the feature gradient before the kernel wrote it (zeros), and repeated
-    steps reuse the memory of the previous step's tensors."""
-    model, cam, feat, w_rgb, w_feat = _setup(n, width, height, feat_dim, seed)
-    ref = _grads(model, cam, feat, w_rgb, w_feat, "tile_sparse")
-    ref2 = _grads(model, cam, feat, w_rgb, w_feat, "tile_sparse")
-    assert (ref["feat"] != 0).any(dim=1).sum() > n // 20
-    for _ in range(3):
-        got = _grads(model, cam, feat, w_rgb, w_feat, "tile_stream")
-        for k in ref:
-            noise = float((ref2[k] - ref[k]).abs().max())
-            assert float((got[k] - ref[k]).abs().max()) <= 4 * noise + 1e-6 * float(ref[k].abs().max()), k
-
-
-@pytest.mark.gpu
-@needs_gpu
 @pytest.mark.parametrize("n,width,height,feat_dim,seed", [(3000, 96, 64, 29, 0), (2000, 70, 50, 40, 1)])
 def test_tile_kernel_equals_its_algorithm_in_float64(n, width, height, feat_dim, seed):
     """The kernel against ``feature_backward_reference`` (its algorithm, step for step) in float64 on
@@ -187,7 +168,7 @@ def test_the_kernel_knows_how_many_channels_this_gpu_takes():
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("kind", ["tile", "tile_sparse", "tile_stream"])
+@pytest.mark.parametrize("kind", ["tile", "tile_sparse"])
 def test_training_steps_with_the_tile_kernel(tiny_scene, tmp_path, kind):
     import train
 

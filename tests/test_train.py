@@ -371,8 +371,8 @@ def _nan_render_loss_from(first_step):
     """A Trainer.compute_losses whose render term turns NaN from ``first_step`` on."""
     real = train.Trainer.compute_losses
 
-    def poisoned(self, step, view, out, seg_out, *rest):
-        losses = real(self, step, view, out, seg_out, *rest)
+    def poisoned(self, step, view, out, seg_out):
+        losses = real(self, step, view, out, seg_out)
         if step >= first_step:
             losses["render"] = losses["render"] * float("nan")
         return losses
