@@ -36,7 +36,7 @@ from arguments import (ModelParams, OptimizationParams, PipelineParams, Segmenta
                        save_cfg_args)
 from gaussian_renderer import GeometryDetached, render
 from scene import (CameraTensors, View, load_views, resolution_scale, resolve_data_device, select_mask_views,
-                   training_bytes)
+                   training_bytes, view_draws)
 from scene.cameras import SceneError, SceneInfo
 from scene.dataset_readers import read_scene_for  # noqa: F401  (re-exported for old imports)
 from scene.gaussian_model import GaussianModel
@@ -98,6 +98,7 @@ class Trainer:
         self.model = self._init_model()
         self.objective = self._init_objective()
         self._prepare_views(self.views)
+        self.draws = view_draws(self.views, self.seg.mask_view_share if self.objective is not None else 0.0)
         self.stages = self._init_stages()
         self.optimizers = self._init_optimizers()
         self.strategy = make_strategy(self.opt)
@@ -255,8 +256,9 @@ class Trainer:
     update_learning_rate = schedule  # old name
 
     def next_view(self) -> View:
-        if not self.stack:
-            self.stack = torch.randperm(len(self.views), generator=self.gen).tolist()
+        if not self.stack:  # a shuffled epoch of self.draws (every view once, unless some lack masks)
+            order = torch.randperm(len(self.draws), generator=self.gen).tolist()
+            self.stack = order if len(self.draws) == len(self.views) else [self.draws[i] for i in order]
         return self.views[self.stack.pop()]
 
     def background(self) -> Tensor:
@@ -716,6 +718,8 @@ def check_args(args: argparse.Namespace) -> None:
     checks = [
         (0.0 < args.mask_fraction <= 1.0, f"--mask_fraction {args.mask_fraction}: must be in (0, 1] (the share of "
          "training views whose masks are used); pass e.g. 0.1, or --seg_dir '' to train colour only"),
+        (0.0 <= args.mask_view_share < 1.0, f"--mask_view_share {args.mask_view_share}: must be in [0, 1) (the "
+         "share of iterations drawn from views with masks); pass e.g. 0.5, or 0 to draw every view equally"),
         (0.0 < args.mask_downscale <= 1.0, f"--mask_downscale {args.mask_downscale}: must be in (0, 1] (the scale "
          "training views are loaded at); pass e.g. 0.5"),
         (not emb_dim_problem(args.emb_dim), emb_dim_problem(args.emb_dim)),

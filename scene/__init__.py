@@ -11,6 +11,7 @@ prepared once by ``segmentation.objective.SegmentationObjective.prepare`` (``Vie
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -185,6 +186,18 @@ def select_mask_views(n_views: int, fraction: float, seed: int) -> np.ndarray:
     mask = np.zeros(n_views, bool)
     mask[order[:keep]] = True
     return mask
+
+
+def view_draws(views: Sequence, share: float) -> List[int]:
+    """The view indices of one training epoch (``--mask_view_share``): every view once, and where only some
+    views have masks (``instance`` or ``semantic``), each of those ``r`` times in all, the least ``r`` with
+    which they make up at least ``share`` of the draws (0: every view once)."""
+    n = len(views)
+    masked = [i for i, v in enumerate(views) if v.instance is not None or v.semantic is not None]
+    if share <= 0.0 or not masked or len(masked) == n or len(masked) >= share * n:
+        return list(range(n))
+    r = math.ceil(share * (n - len(masked)) / ((1.0 - share) * len(masked)) - 1e-9)
+    return list(range(n)) + [i for i in masked for _ in range(r - 1)]
 
 
 DATA_DEVICE_FRACTION = 0.25  # --data_device auto: the training device if the data takes < 25 % of its free memory

@@ -37,6 +37,8 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GP
 @pytest.mark.parametrize("flag,value,words", [
     ("--mask_fraction", "0", ("(0, 1]", "--seg_dir ''")),
     ("--mask_fraction", "1.5", ("(0, 1]",)),
+    ("--mask_view_share", "1", ("[0, 1)", "pass e.g. 0.5")),
+    ("--mask_view_share", "-0.1", ("[0, 1)",)),
     ("--mask_downscale", "0", ("(0, 1]", "pass e.g. 0.5")),
     ("--mask_downscale", "-0.5", ("(0, 1]",)),
     ("--mask_downscale", "2", ("(0, 1]",)),
