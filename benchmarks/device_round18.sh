@@ -4,21 +4,18 @@
 #   WAIT=540 bash benchmarks/device_round18.sh poll   wait (repeat until it prints "chain done"), pack into $OUT
 # The chain, alone on the GPU first, then side by side:
 # 1. issue 10 (SPEED=1), a speed matrix at SPEED_ITERS (4000) on the bench scene, one run at a time:
-#    SPEED_VARIANTS (session 14: plain 3DGS, UniC-Lift and two --seg_scale 0.5 variants, RESULTS 17a;
-#    session 16: the vote head, alone and with --seg_interval 2; session 17: the two side streams,
-#    --feature_backward tile_stream and --l3d_stream, alone and together).
+#    SPEED_VARIANTS (default: plain and UniC-Lift; session 14 timed --seg_scale, 16 the vote head, 17 two side
+#    streams, since dropped: RESULTS 17a, 19a, 20a).
 #    SPEED=0 leaves it out.
 # 2. issue 13, the tables of device_tables.sh (TABLES, default "tab4 tab6" at ITERS 10k, SEEDS "0 1", JOBS 2
 #    runs side by side: more add no throughput, RESULTS 17c; captions must say 10k). About 2 minutes of GPU per
 #    run with its evaluation; TABLE_ARGS="--variants ..." runs some rows only.
 # Session 15 ran Tab. 4 (one seed, RESULTS 18); session 16 the vote head's speed and Tab. 6 (RESULTS 19).
-# Session 17's plan: PROFILE=1 SEEDS=0 TABLES=fig9 bash benchmarks/device_round18.sh A: GPU tests (the first
-# run of both side streams' tests), profile_step, the speed matrix with the side streams, then Fig. 9 (a harder
-# room did not separate Tab. 4's rows on the CPU, RESULTS 19d). Session 16's plan was: SEEDS=0 TABLES="tab6" bash
-# benchmarks/device_round18.sh A: the GPU tests (the first GPU run of --semantic_head vote's test), the speed
-# matrix with the vote head (RESULTS 18b: no semantic channel in the step; about 5 minutes), then Tab. 6
-# (about 7 minutes). Call poll at once after A: a machine idle for 30 s is given back with the chain on it
-# (poll then exits 3 at once).
+# Session 17 ran PROFILE=1 SEEDS=0 TABLES=fig9 (RESULTS 20a-b), then SPEED=0 GPU_TESTS=0 TABLES=fig8 (20c).
+# Session 18's plan: SPEED=0 SEEDS=0 TABLES="fig9 tab2" bash benchmarks/device_round18.sh A: the GPU tests, Fig. 9
+# again with --mask_view_share 0.5 (the default since 20b; about 8 minutes), then Tab. 2 (480x360 unless SIZE and
+# VIEWS say otherwise; captions say so). Call poll at once after A: a machine idle for 30 s is given back with
+# the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r18; D=/tmp/data
