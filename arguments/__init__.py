@@ -170,10 +170,11 @@ class SegmentationParams(GroupMixin):
                                "the one fused rasterisation on the GPU and the CPU (benchmarks/RESULTS.md 17a); 1: "
                                "full size, one fused rasterisation")
     mask_fraction: float = _f(1.0, "use masks on only this fraction of training views (RGB on all)")
-    mask_view_share: float = _f(0.5, "where only some training views have masks (--mask_fraction, or masks missing): "
+    mask_view_share: float = _f(0.0, "where only some training views have masks (--mask_fraction, or masks missing): "
                                       "draw views with masks at least this share of the iterations, each repeated in "
-                                      "the shuffled epoch (colour trains on every view, those more often); 0: every "
-                                      "view equally often")
+                                      "the shuffled epoch (colour trains on every view, those more often); e.g. 0.5 "
+                                      "(CPU pilots: more things found, 0.6-0.8 dB less test PSNR, benchmarks/"
+                                      "RESULTS.md 20d); 0: every view equally often, as the paper")
     mask_downscale: float = _f(1.0, "train masks and images at this scale (0.25, 0.5); labels render at full size")
     min_cluster_size: int = _f(100, "contrastive_lift: HDBSCAN min_cluster_size with --cluster_tune off")
     cluster_tune: str = _f("pseudo_pq", "contrastive_lift: how min_cluster_size is chosen: pseudo_pq (the candidate of "

@@ -12,9 +12,9 @@
 #    run with its evaluation; TABLE_ARGS="--variants ..." runs some rows only.
 # Session 15 ran Tab. 4 (one seed, RESULTS 18); session 16 the vote head's speed and Tab. 6 (RESULTS 19).
 # Session 17 ran PROFILE=1 SEEDS=0 TABLES=fig9 (RESULTS 20a-b), then SPEED=0 GPU_TESTS=0 TABLES=fig8 (20c).
-# Session 18's plan: SPEED=0 SEEDS=0 TABLES="fig9 tab2" bash benchmarks/device_round18.sh A: the GPU tests, Fig. 9
-# again with --mask_view_share 0.5 (the default since 20b; about 8 minutes), then Tab. 2 (480x360 unless SIZE and
-# VIEWS say otherwise; captions say so). Call poll at once after A: a machine idle for 30 s is given back with
+# Session 18's plan: SPEED=0 SEEDS=1 TABLES="fig9 tab2" bash benchmarks/device_round18.sh A: the GPU tests, Fig. 9
+# with both series (every view equally, and --mask_view_share 0.5: RESULTS 20d), seed 1 (seed 0's first series is in
+# 20b; about 11 minutes for 7 runs), then Tab. 2 (480x360 unless SIZE and VIEWS say otherwise; captions say so). Call poll at once after A: a machine idle for 30 s is given back with
 # the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u

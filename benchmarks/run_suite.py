@@ -67,6 +67,9 @@ VARIANTS: Dict[str, List[str]] = {
     **{f"l3d_{k}k": ["--method", "unic", "--l3d_from_iter", str(k * 1000)] for k in (7, 12, 15, 20)},
     # Sec. 4.1: masks on a fraction of the training views (RGB on all); masks and images downscaled
     **{f"masks_{p}pct": ["--method", "unic", "--mask_fraction", str(p / 100)] for p in (5, 10, 20)},
+    # the same, with the views that have masks drawn on half of the steps (--mask_view_share, RESULTS.md 20d)
+    **{f"masks_{p}pct_share": ["--method", "unic", "--mask_fraction", str(p / 100), "--mask_view_share", "0.5"]
+       for p in (5, 10, 20)},
     "masks_0.25x": ["--method", "unic", "--mask_downscale", "0.25"],
     "masks_0.5x": ["--method", "unic", "--mask_downscale", "0.5"],
 }
@@ -75,7 +78,8 @@ PAPER_TABLES = {
     "tab4": ["cl_only", "cl_3d", "cl_triplet", "cl_triplet_noW", "all_noW", "unic"],
     "tab5": ["unic", "contrastive_lift"],
     "tab6": ["l3d_7k", "l3d_12k", "l3d_15k", "l3d_20k"],
-    "sparse_masks": ["masks_5pct", "masks_10pct", "masks_20pct", "unic"],
+    "sparse_masks": ["masks_5pct", "masks_10pct", "masks_20pct", "unic", "masks_5pct_share", "masks_10pct_share",
+                     "masks_20pct_share"],
     "low_res_masks": ["masks_0.25x", "masks_0.5x", "unic"],
 }
 # Files whose presence tells what a scene folder is (docs/DATA.md).
