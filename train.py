@@ -154,7 +154,7 @@ class Trainer:
             view.to_device(self.data_device, camera_device=self.device)
             if self.objective is not None and self.seg.seg_scale != 1.0:
                 view.seg_cam = CameraTensors.from_camera(view.camera.scaled(self.seg.seg_scale), self.device)
-            if self.objective is not None and (view.instance is not None or view.semantic is not None):
+            if self.objective is not None and view.has_masks:
                 self.objective.prepare(view, self.data_device)
 
     def _select_feature_backward(self) -> None:
@@ -257,8 +257,7 @@ class Trainer:
 
     def next_view(self) -> View:
         if not self.stack:  # a shuffled epoch of self.draws (every view once, unless some lack masks)
-            order = torch.randperm(len(self.draws), generator=self.gen).tolist()
-            self.stack = order if len(self.draws) == len(self.views) else [self.draws[i] for i in order]
+            self.stack = [self.draws[i] for i in torch.randperm(len(self.draws), generator=self.gen).tolist()]
         return self.views[self.stack.pop()]
 
     def background(self) -> Tensor:
@@ -272,7 +271,7 @@ class Trainer:
         """Segmentation runs this step: a model with masks, a view with masks (or L_3D on), and a step
         that ``--seg_interval`` selects."""
         return (self.objective is not None and step % self.seg.seg_interval == 0
-                and (view.instance is not None or view.semantic is not None or step >= self.seg.l3d_from_iter))
+                and (view.has_masks or step >= self.seg.l3d_from_iter))
 
     def raster_mode(self, step: int) -> str:
         """How colour and features are rasterised this step: fused | separate | joint (see --seg_raster), or

@@ -14,8 +14,8 @@
 # Session 17 ran PROFILE=1 SEEDS=0 TABLES=fig9 (RESULTS 20a-b), then SPEED=0 GPU_TESTS=0 TABLES=fig8 (20c).
 # Session 18's plan: SPEED=0 SEEDS=1 TABLES="fig9 tab2" bash benchmarks/device_round18.sh A: the GPU tests, Fig. 9
 # with both series (every view equally, and --mask_view_share 0.5: RESULTS 20d), seed 1 (seed 0's first series is in
-# 20b; about 11 minutes for 7 runs), then Tab. 2 (480x360 unless SIZE and VIEWS say otherwise; captions say so). Call poll at once after A: a machine idle for 30 s is given back with
-# the chain on it (poll then exits 3 at once).
+# 20b; about 11 minutes for 7 runs), then Tab. 2 (480x360 unless SIZE and VIEWS say otherwise; captions say so).
+# Call poll at once after A: a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r18; D=/tmp/data

@@ -65,6 +65,11 @@ class View:
         return self.image.to(device, non_blocking=True).float() / 255.0
 
     @property
+    def has_masks(self) -> bool:
+        """The view carries instance or semantic masks (the segmentation's 2D losses can train on it)."""
+        return self.instance is not None or self.semantic is not None
+
+    @property
     def render_camera(self):
         """What to hand to ``render()``: the device camera when prepared, else the numpy camera."""
         return self.cam if self.cam is not None else self.camera
@@ -193,7 +198,7 @@ def view_draws(views: Sequence, share: float) -> List[int]:
     views have masks (``instance`` or ``semantic``), each of those ``r`` times in all, the least ``r`` with
     which they make up at least ``share`` of the draws (0: every view once)."""
     n = len(views)
-    masked = [i for i, v in enumerate(views) if v.instance is not None or v.semantic is not None]
+    masked = [i for i, v in enumerate(views) if v.has_masks]
     if share <= 0.0 or not masked or len(masked) == n or len(masked) >= share * n:
         return list(range(n))
     r = math.ceil(share * (n - len(masked)) / ((1.0 - share) * len(masked)) - 1e-9)
@@ -222,6 +227,6 @@ def training_bytes(views: Sequence[View]) -> int:
     total = 0
     for v in views:
         total += v.image.numel() * v.image.element_size()
-        if v.instance is not None or v.semantic is not None:
+        if v.has_masks:
             total += 16 * v.image.shape[0] * v.image.shape[1]
     return total

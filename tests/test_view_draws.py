@@ -1,17 +1,17 @@
 """--mask_view_share: where only some training views have masks, those are drawn at least that share of the
 iterations (Fig. 9's sparse masks trained the 2D losses on 1000 of 10k iterations at 10 %: RESULTS.md 20b)."""
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
+import torch
 
 import train
-from scene import view_draws
+from scene import View, view_draws
 
 
 def _views(n: int, masked: int, semantic_only: bool = False):
-    return [SimpleNamespace(instance=None if semantic_only or i >= masked else object(),
-                            semantic=object() if semantic_only and i < masked else None) for i in range(n)]
+    return [View(camera=None, image=None, instance=None if semantic_only or i >= masked else torch.zeros(1),
+                 semantic=torch.zeros(1) if semantic_only and i < masked else None) for i in range(n)]
 
 
 @pytest.mark.parametrize("n,masked,share", [(140, 7, 0.5), (140, 14, 0.5), (140, 28, 0.5), (140, 14, 0.25),
