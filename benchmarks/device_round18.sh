@@ -15,6 +15,8 @@
 # Session 18's plan: SPEED=0 SEEDS=1 TABLES="fig9 tab2" bash benchmarks/device_round18.sh A: the GPU tests, Fig. 9
 # with both series (every view equally, and --mask_view_share 0.5: RESULTS 20d), seed 1 (seed 0's first series is in
 # 20b; about 11 minutes for 7 runs), then Tab. 2 (480x360 unless SIZE and VIEWS say otherwise; captions say so).
+# Session 18 ran PROFILE=1 SEEDS=1 TABLES="fig9 tab2" (the speed matrix after the tile kernel wrote into the colour
+# gradient in place; profile_step --stacks names the lines behind each GPU operator).
 # Call poll at once after A: a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
@@ -37,7 +39,7 @@ speed_matrix() {
 # profile_step (PROFILE=1): wall against host time and the kernels by GPU time, plain and UniC-Lift, after
 # densification on the bench scene (about a minute each): is the step bound by the host or by the GPU?
 profile_run() {
-  python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic > $R/profile.log 2>&1
+  python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic --stacks > $R/profile.log 2>&1
   touch $R/profile.DONE
 }
 

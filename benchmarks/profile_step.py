@@ -88,7 +88,7 @@ def _syncs_and_allocations(t, step: int, out: dict, n: int = 10) -> int:
     return step
 
 
-def profile_variant(scene: str, flags: list, warmup: int, steps: int, trace: str = "") -> dict:
+def profile_variant(scene: str, flags: list, warmup: int, steps: int, trace: str = "", stacks: bool = False) -> dict:
     from training.profiling import PhaseTimer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,6 +144,14 @@ def profile_variant(scene: str, flags: list, warmup: int, steps: int, trace: str
                    "top_host": averages.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60),
                    "top_device": averages.table(sort_by="self_device_time_total", row_limit=20,
                                                 max_name_column_width=60)})
+            if stacks:  # which Python lines issue the GPU time: operators grouped by their call stack
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=True) as prof:
+                    for _ in range(10):
+                        step += 1
+                        t.train_step(step, with_stats=False)
+                    sync(dev)
+                gpu["by_stack"] = prof.key_averages(group_by_stack_n=6).table(
+                    sort_by="self_device_time_total", row_limit=40, max_name_column_width=40, max_src_column_width=90)
             if trace:  # a few iterations as a Chrome trace, to read the host/GPU timeline
                 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=False) as prof:
                     for _ in range(5):
@@ -177,6 +185,10 @@ def markdown(results: dict) -> str:
         if "top_host" in r:
             lines += ["", f"### {name}: operators by host time (20 iterations)", "```", r["top_host"], "```",
                       f"### {name}: operators by GPU time", "```", r["top_device"], "```"]
+    for name, r in results.items():
+        if "by_stack" in r:
+            lines += ["", f"### {name}: operators by GPU time, with the lines that issued them (10 iterations)", "```",
+                      r["by_stack"], "```"]
     return "\n".join(lines)
 
 
@@ -189,6 +201,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--densify_until", type=int, default=3000)
     p.add_argument("--trace", action="store_true", help="also write OUT/trace_VARIANT.json (5 iterations)")
+    p.add_argument("--stacks", action="store_true",
+                   help="also list the operators by GPU time with the Python lines that issued them (10 iterations)")
     p.add_argument("extra", nargs="*", help="train.py flags for every variant (after --)")
     a = p.parse_args(argv)
     results = {}
@@ -200,7 +214,7 @@ def main(argv=None) -> int:
         print(f"[profile_step] {spec}", flush=True)
         trace = os.path.join(a.out, f"trace_{name.strip()}.json") if a.trace else ""
         os.makedirs(a.out, exist_ok=True)
-        results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps, trace)
+        results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps, trace, stacks=a.stacks)
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "profile.json"), "w") as f:
             json.dump(results, f, indent=1)

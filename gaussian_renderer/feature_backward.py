@@ -89,7 +89,7 @@ def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
         fn = lib.unic_feature_bwd
         fn.restype = ctypes.c_int
         p, i = ctypes.c_void_p, ctypes.c_int
-        fn.argtypes = [p, p, p, p, p, i, p, i, i, p, i, i, i, i, i, p, i]
+        fn.argtypes = [p, p, p, p, p, i, p, i, i, p, i, i, i, i, i, i, p, i]
         lib.unic_feature_bwd_error.restype = ctypes.c_char_p
         lib.unic_feature_bwd_error.argtypes = [i]
         lib.unic_feature_bwd_max_channels.restype = ctypes.c_int
@@ -119,7 +119,7 @@ def _device_index(device: Optional[torch.device]) -> int:
 
 def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_offsets: Tensor,
                      flatten_ids: Tensor, v_render: Tensor, n_geo: int, n_feat: int, width: int, height: int,
-                     tile_size: int = 16, sparse: bool = False) -> Tensor:
+                     tile_size: int = 16, sparse: bool = False, out: Optional[Tensor] = None) -> Tensor:
     """[N, n_feat] gradient of channels ``n_geo .. n_geo + n_feat`` of one camera's render with the
     blending weights held constant: sum over pixels of w_gp * v_render[p, channel].
 
@@ -127,6 +127,9 @@ def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_o
         means2d [1, N, 2], conics [1, N, 3], opacities [1, N]; isect_offsets [1, th, tw];
         flatten_ids [n_isects]; v_render [1, H, W, D] (D >= n_geo + n_feat) the output gradient.
     ``sparse``: each batch's product over its active pixels only (``tile_sparse``; bit-identical result).
+    ``out``: a zeroed, contiguous float32 [..., N, D] (D >= n_geo + n_feat) to add the gradient into, at
+    columns ``n_geo ..`` (the whole colour gradient of the render, written in place: no concatenation
+    after); returned as given. None: a new [N, n_feat].
     """
     if not 1 <= n_feat <= MAX_CHANNELS:
         raise ValueError(f"feature_backward: 1..{MAX_CHANNELS} channels, got {n_feat}")
@@ -135,20 +138,27 @@ def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_o
     if v_render.shape[-3:-1] != (height, width) or D < n_geo + n_feat:
         raise ValueError(f"feature_backward: v_render {tuple(v_render.shape)} does not hold {n_geo} + {n_feat} "
                          f"channels of a {width}x{height} image")
+    if out is not None and (out.dtype != torch.float32 or not out.is_contiguous() or out.device != v_render.device
+                            or out.shape[-1] < n_geo + n_feat or out.numel() != n * out.shape[-1]):
+        raise ValueError(f"feature_backward: out {tuple(out.shape)} {out.dtype} must be a contiguous float32 "
+                         f"[N={n}, D >= {n_geo + n_feat}] on {v_render.device}")
     tensors = [t.contiguous() for t in (means2d, conics, opacities, isect_offsets, flatten_ids, v_render)]
     means2d, conics, opacities, isect_offsets, flatten_ids, v_render = tensors
     if any(t.dtype != torch.float32 for t in (means2d, conics, opacities, v_render)) or \
             any(t.dtype != torch.int32 for t in (isect_offsets, flatten_ids)):
         raise ValueError("feature_backward: float32 geometry and gradient, int32 tile offsets and ids")
     lib = load_library(v_render.device)
-    out = torch.zeros(n, n_feat, device=v_render.device, dtype=torch.float32)
+    if out is None:
+        out, offset = torch.zeros(n, n_feat, device=v_render.device, dtype=torch.float32), 0
+    else:
+        offset = n_geo
     th, tw = isect_offsets.shape[-2], isect_offsets.shape[-1]
     with torch.cuda.device(v_render.device):  # the kernel launches on the thread's current device
         stream = torch.cuda.current_stream(v_render.device).cuda_stream
         code = lib.unic_feature_bwd(
             means2d.data_ptr(), conics.data_ptr(), opacities.data_ptr(), isect_offsets.data_ptr(),
             flatten_ids.data_ptr(), int(flatten_ids.numel()), v_render.data_ptr() + 4 * n_geo, D, n_feat,
-            out.data_ptr(), int(width), int(height), int(tile_size), int(tw), int(th), stream, int(bool(sparse)))
+            out.data_ptr() + 4 * offset, int(out.shape[-1]), int(width), int(height), int(tile_size), int(tw), int(th), stream, int(bool(sparse)))
     if code != 0:
         raise FeatureBackwardError(f"feature_backward: {lib.unic_feature_bwd_error(code).decode()}")
     return out

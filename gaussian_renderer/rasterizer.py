@@ -202,14 +202,15 @@ class _RasterizeSplitGrad(torch.autograd.Function):
 
             tile_kernel = n_feat <= max_channels(colors.device)
         geo_backward = any(ctx.needs_input_grad[:3]) or (need_colors and n_geo)
-        v_feat = None
         if tile_kernel:
-            # the detached channels: the tile kernel's weights-times-gradient product, no geometry work
+            # the detached channels: the tile kernel's weights-times-gradient product, no geometry work,
+            # written straight into their columns of the colour gradient (no concatenation after)
             from gaussian_renderer.feature_backward import feature_backward
 
-            v_feat = feature_backward(means2d, conics, opacities, isect_offsets, flatten_ids, v_render,
-                                      n_geo, n_feat, width, height, tile_size,
-                                      sparse=_FEATURE_BACKWARD != "tile")  # [N, F]
+            v_colors = torch.zeros_like(colors)  # [1, N, G + F]
+            feature_backward(means2d, conics, opacities, isect_offsets, flatten_ids, v_render,
+                             n_geo, n_feat, width, height, tile_size, sparse=_FEATURE_BACKWARD != "tile",
+                             out=v_colors)
         if geo_backward:
             # geometry and the geo channels: gsplat's backward of a render of those channels alone
             # (skipped for a features-only render of a geometry-detached model: --seg_scale)
@@ -218,7 +219,8 @@ class _RasterizeSplitGrad(torch.autograd.Function):
                 *common, _pad_channels(v_render[..., :n_geo]), v_alphas.contiguous(), False,
             )
         if tile_kernel:
-            v_colors = _with_geo(v_geo_colors, v_feat[None], n_geo)
+            if n_geo:
+                v_colors[..., :n_geo] = v_geo_colors[..., :n_geo]
         elif need_colors and colors.shape[-1] in GSPLAT_CHANNELS:
             # the detached channels: their colour gradient only (the weights are constants for them).
             # The block is a width gsplat is compiled for: pass it whole with the geo channels' output

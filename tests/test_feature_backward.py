@@ -38,6 +38,9 @@ def test_bad_arguments_are_one_line_errors():
         feature_backward(x, x, x, x, x, torch.zeros(1, 8, 8, 3), 3, 0, 8, 8)
     with pytest.raises(ValueError, match="does not hold"):
         feature_backward(x, x, x, x, x, torch.zeros(1, 8, 8, 3), 3, 4, 8, 8)
+    for out in (torch.zeros(1, 4, 6)[..., :5], torch.zeros(1, 4, 4), torch.zeros(1, 3, 5), torch.zeros(1, 4, 5).double()):
+        with pytest.raises(ValueError, match="contiguous float32"):  # strided, too narrow, wrong N, float64
+            feature_backward(x, x, x, x, x, torch.zeros(1, 8, 8, 5), 3, 2, 8, 8, out=out)
     if not torch.cuda.is_available():
         from gaussian_renderer.feature_backward import load_library
 
@@ -152,6 +155,39 @@ def test_the_sparse_product_equals_the_dense_one_bit_for_bit(n, width, height, f
     assert float(dense.abs().sum()) > 0 and int((dense != 0).any(dim=1).sum()) > n // 10
     noise = float((dense2 - dense).abs().max())  # the atomic adds' order, run to run
     assert float((sparse - dense).abs().max()) <= 4 * noise + 1e-6 * float(dense.abs().max())
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("sparse", [False, True])
+def test_out_writes_the_feature_columns_of_the_whole_colour_gradient_in_place(sparse):
+    """``out=``: the gradient lands in columns n_geo.. of the [1, N, D] buffer (the same values as the
+    [N, F] result, up to the atomic adds' order), the geometry columns stay as they were, and no copy
+    is made (the buffer itself is returned)."""
+    from gaussian_renderer.rasterizer import rasterize
+    from tests.test_gpu_parity import random_scene
+
+    n, width, height, feat_dim = 3000, 130, 90, 29
+    sc = random_scene(n, width, height, seed=5, device="cuda", opacity_range=(0.05, 0.99), spread=1.2)
+    g = torch.Generator("cuda").manual_seed(13)
+    with torch.no_grad():
+        _, _, meta = rasterize(sc["means"], torch.nn.functional.normalize(sc["quats"], dim=-1), sc["scales"],
+                               sc["opacities"], torch.rand(n, 3 + feat_dim, device="cuda", generator=g),
+                               sc["viewmat"], sc["K"], width, height, backend="gsplat", detached_channels=feat_dim)
+    v = torch.randn(1, height, width, 3 + feat_dim, device="cuda", generator=g)
+    args = (meta["means2d"].contiguous(), meta["conics"].contiguous(), meta["opacities"].contiguous(),
+            meta["isect_offsets"].contiguous(), meta["flatten_ids"].contiguous(), v, 3, feat_dim, width, height)
+    alone, alone2 = feature_backward(*args, sparse=sparse), feature_backward(*args, sparse=sparse)
+    buf = torch.zeros(1, n, 3 + feat_dim, device="cuda")
+    buf[..., :3] = 7.0
+    got = feature_backward(*args, sparse=sparse, out=buf)
+    assert got is buf
+    assert bool((buf[..., :3] == 7.0).all())
+    noise = float((alone2 - alone).abs().max())
+    assert float(alone.abs().sum()) > 0
+    assert float((buf[0, :, 3:] - alone).abs().max()) <= 4 * noise + 1e-6 * float(alone.abs().max())
+    with pytest.raises(ValueError, match="contiguous float32"):
+        feature_backward(*args, out=torch.zeros(n, 3 + feat_dim, device="cuda")[:, :20])
 
 
 @pytest.mark.gpu

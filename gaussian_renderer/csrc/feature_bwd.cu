@@ -20,7 +20,9 @@
 // Layout (one camera): means2d [N, 2], conics [N, 3], opacities [N] float32; tile_offsets
 // [tile_height * tile_width] int32 and flatten_ids [n_isects] int32 from gsplat's isect_tiles /
 // isect_offset_encode; v_render: the output gradient, pixel p's channel c at v_render[p * v_stride + c]
-// (c < C); v_feat [N, C] float32, zeroed by the caller, receives the gradient.
+// (c < C); v_feat float32, zeroed by the caller, receives the gradient: Gaussian g's channel c at
+// v_feat[g * out_stride + c] (out_stride >= C; C for an [N, C] block, wider to write the feature columns of
+// the whole colour gradient in place, so the caller never concatenates).
 #include <cstdint>
 #include <cuda_runtime.h>
 
@@ -37,7 +39,7 @@ __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const floa
                                    const float *__restrict__ opacities, const int32_t *__restrict__ tile_offsets,
                                    const int32_t *__restrict__ flatten_ids, int n_isects,
                                    const float *__restrict__ v_render, int v_stride, int C,
-                                   float *__restrict__ v_feat, int width, int height, int tile_width,
+                                   float *__restrict__ v_feat, int out_stride, int width, int height, int tile_width,
                                    int tile_height) {
     extern __shared__ float smem[];
     float *W = smem;                                  // [BATCH][WSTRIDE] weights of the batch on each pixel
@@ -144,7 +146,7 @@ __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const floa
             }
         }
         if (r < n) {
-            float *out = v_feat + (size_t)gid[r] * C;
+            float *out = v_feat + (size_t)gid[r] * out_stride;
 #pragma unroll
             for (int k = 0; k < PER; ++k) {
                 if (c0 + k < C && acc[k] != 0.f) {
@@ -166,7 +168,8 @@ constexpr size_t STATIC_SHARED = sizeof(int) * (BLOCK + BLOCK / 32);
 template <int CP, bool SPARSE>
 cudaError_t launch(const float *means2d, const float *conics, const float *opacities, const int32_t *tile_offsets,
                    const int32_t *flatten_ids, int n_isects, const float *v_render, int v_stride, int C,
-                   float *v_feat, int width, int height, int tile_width, int tile_height, cudaStream_t stream) {
+                   float *v_feat, int out_stride, int width, int height, int tile_width, int tile_height,
+                   cudaStream_t stream) {
     const size_t shared = dynamic_shared(CP);
     cudaError_t err = cudaFuncSetAttribute(feature_bwd_kernel<CP, SPARSE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            (int)shared);
@@ -174,9 +177,9 @@ cudaError_t launch(const float *means2d, const float *conics, const float *opaci
         return err;
     }
     const dim3 grid(tile_width, tile_height), block(TILE, TILE);
-    feature_bwd_kernel<CP, SPARSE><<<grid, block, shared, stream>>>(means2d, conics, opacities, tile_offsets, flatten_ids,
-                                                            n_isects, v_render, v_stride, C, v_feat, width,
-                                                            height, tile_width, tile_height);
+    feature_bwd_kernel<CP, SPARSE><<<grid, block, shared, stream>>>(
+        means2d, conics, opacities, tile_offsets, flatten_ids, n_isects, v_render, v_stride, C, v_feat, out_stride,
+        width, height, tile_width, tile_height);
     return cudaGetLastError();
 }
 
@@ -186,9 +189,10 @@ cudaError_t launch(const float *means2d, const float *conics, const float *opaci
 // sparse != 0: the product over each batch's active pixels only (bit-identical result).
 extern "C" int unic_feature_bwd(const float *means2d, const float *conics, const float *opacities,
                                 const int32_t *tile_offsets, const int32_t *flatten_ids, int n_isects,
-                                const float *v_render, int v_stride, int C, float *v_feat, int width, int height,
+                                const float *v_render, int v_stride, int C, float *v_feat, int out_stride,
+                                int width, int height,
                                 int tile_size, int tile_width, int tile_height, void *stream, int sparse) {
-    if (tile_size != TILE || C < 1 || C > 64 || v_stride < C) {
+    if (tile_size != TILE || C < 1 || C > 64 || v_stride < C || out_stride < C) {
         return 1000;
     }
     if (n_isects == 0 || tile_width * tile_height == 0) {
@@ -197,7 +201,7 @@ extern "C" int unic_feature_bwd(const float *means2d, const float *conics, const
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
 #define UNIC_LAUNCH(CP, SP)                                                                                       \
     return (int)launch<CP, SP>(means2d, conics, opacities, tile_offsets, flatten_ids, n_isects, v_render, v_stride, \
-                               C, v_feat, width, height, tile_width, tile_height, s)
+                               C, v_feat, out_stride, width, height, tile_width, tile_height, s)
     if (C <= 32) {
         if (sparse) {
             UNIC_LAUNCH(32, true);
