@@ -173,8 +173,9 @@ class SegmentationParams(GroupMixin):
     mask_view_share: float = _f(0.0, "where only some training views have masks (--mask_fraction, or masks missing): "
                                       "draw views with masks at least this share of the iterations, each repeated in "
                                       "the shuffled epoch (colour trains on every view, those more often); e.g. 0.5 "
-                                      "(CPU pilots: more things found, 0.6-0.8 dB less test PSNR, benchmarks/"
-                                      "RESULTS.md 20d); 0: every view equally often, as the paper")
+                                      "(on the GPU at 10k iterations it found no more objects and cost 0.2-0.7 dB "
+                                      "test PSNR, benchmarks/RESULTS.md 21b); 0: every view equally often, as the "
+                                      "paper")
     mask_downscale: float = _f(1.0, "train masks and images at this scale (0.25, 0.5); labels render at full size")
     min_cluster_size: int = _f(100, "contrastive_lift: HDBSCAN min_cluster_size with --cluster_tune off")
     cluster_tune: str = _f("pseudo_pq", "contrastive_lift: how min_cluster_size is chosen: pseudo_pq (the candidate of "

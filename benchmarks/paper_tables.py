@@ -353,6 +353,20 @@ def _points(spec: dict, entries: Sequence[dict], key: str) -> Dict[str, Dict[obj
     return out
 
 
+def series_seeds(spec: dict, entries: Sequence[dict]) -> Dict[str, str]:
+    """series -> " (seed 1)" / " (seeds 0, 1)" when the figure's series were run on different seeds, so a
+    two-seed mean is never drawn beside a one-seed point unmarked; "" for each series when they agree."""
+    fig, seeds = spec["figure"], {}
+    for e in entries:
+        if e.get("seeds"):
+            sc = scene_of(spec, e["scene"])
+            series = fig["series"](sc, e["variant"]) if "series" in fig else e["variant"]
+            seeds.setdefault(series, set()).update(e["seeds"])
+    if len({frozenset(v) for v in seeds.values()}) <= 1:
+        return {k: "" for k in seeds}
+    return {k: f" (seed{'s' if len(v) > 1 else ''} {', '.join(str(x) for x in sorted(v))})" for k, v in seeds.items()}
+
+
 def _ms(stats: Sequence[dict]):
     """Mean and error bar of a figure point: one scene -> its mean ± std over seeds; several
     scenes -> the mean over scenes ± the std of the scene means."""
@@ -387,11 +401,12 @@ def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
     entries = aggregate(spec, results.get("runs", []))
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     if fig_spec["kind"] == "line":
-        spans = []
+        spans, marks = [], series_seeds(spec, entries)
         for series, by_x in _points(spec, entries, fig_spec["y"]).items():
             xs = sorted(by_x)
             ms = [_ms(by_x[x]) for x in xs]
-            ax.errorbar(xs, [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3, label=series)
+            ax.errorbar(xs, [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3,
+                        label=series + marks.get(series, ""))
             for x, (m, _) in zip(xs, ms):
                 ax.annotate(f"{m:.1f}", (x, m), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
             spans += [v for m, s in ms for v in (m - s, m + s)]
@@ -407,10 +422,11 @@ def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
         pts = _points(spec, entries, fig_spec["y"])
         cats = list(dict.fromkeys(x for by_x in pts.values() for x in by_x))
         width = 0.8 / max(1, len(pts))
+        marks = series_seeds(spec, entries)
         for i, (series, by_x) in enumerate(pts.items()):
             ms = [_ms(by_x[c]) if c in by_x else (float("nan"), 0.0) for c in cats]
             bars = ax.bar([j + i * width for j in range(len(cats))], [m for m, _ in ms], width,
-                          yerr=[s for _, s in ms], capsize=3, label=series)
+                          yerr=[s for _, s in ms], capsize=3, label=series + marks.get(series, ""))
             ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)  # rows often differ by less than a bar shows
         ax.set_xticks([j + width * (len(pts) - 1) / 2 for j in range(len(cats))], [str(c) for c in cats],
                       rotation=20 if len(cats) > 3 else 0)

@@ -145,7 +145,15 @@ def profile_variant(scene: str, flags: list, warmup: int, steps: int, trace: str
                    "top_device": averages.table(sort_by="self_device_time_total", row_limit=20,
                                                 max_name_column_width=60)})
             if stacks:  # which Python lines issue the GPU time: operators grouped by their call stack
-                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=True) as prof:
+                try:  # Python stacks are recorded only in the verbose mode (torch 2.x); ops the autograd engine
+                    # runs in the backward have none, but their names say which backward they are
+                    from torch._C._profiler import _ExperimentalConfig
+
+                    verbose = {"experimental_config": _ExperimentalConfig(verbose=True)}
+                except ImportError:
+                    verbose = {}
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=True,
+                             **verbose) as prof:
                     for _ in range(10):
                         step += 1
                         t.train_step(step, with_stats=False)

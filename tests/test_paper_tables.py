@@ -219,3 +219,20 @@ def test_line_figures_do_not_magnify_noise_into_a_trend():
     assert hi == 100.0 and hi - lo >= pt.MIN_SCORE_SPAN
     lo, hi = pt.score_limits([20.0, 90.0])  # a real spread keeps its own range, padded
     assert lo < 20.0 and 90.0 < hi <= 100.0 and hi - lo < 100.0
+
+
+def test_series_run_on_different_seeds_say_so_in_the_legend():
+    """Fig. 9 of RESULTS 21b: the first series had seeds 0 and 1, the second only seed 1; drawn side by side
+    unmarked, a one-seed point looks like a gain over a two-seed mean. Series that agree get no mark."""
+    spec = pt.TABLES["fig9"]
+    sc = spec["scenes"][0]
+    entries = [{"scene": sc.name, "variant": "masks_10pct", "seeds": [0, 1]},
+               {"scene": sc.name, "variant": "masks_20pct", "seeds": [1]},
+               {"scene": sc.name, "variant": "masks_10pct_share", "seeds": [1]},
+               {"scene": sc.name, "variant": "masks_5pct_share", "seeds": []}]  # a failed row adds no seed
+    marks = pt.series_seeds(spec, entries)
+    plain = spec["figure"]["series"](sc, "masks_10pct")
+    share = spec["figure"]["series"](sc, "masks_10pct_share")
+    assert plain != share and marks == {plain: " (seeds 0, 1)", share: " (seed 1)"}
+    entries[0]["seeds"] = [1]
+    assert pt.series_seeds(spec, entries) == {plain: "", share: ""}
