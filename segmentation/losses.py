@@ -388,7 +388,7 @@ def triplet_loss(z: Tensor, triplets: Tensor, margin: float = 1.0) -> Tensor:
     if triplets.shape[0] == 0:
         return _zero_like_graph(z)
     # one gather (its backward is one index_add_, not three accumulating index_put_s)
-    return triplet_hinge(zf.index_select(0, triplets.reshape(-1)).reshape(-1, 3, zf.shape[-1]), margin)
+    return triplet_hinge(gather_rows(zf, triplets.reshape(-1)).reshape(-1, 3, zf.shape[-1]), margin)
 
 
 def triplet_hinge(z3: Tensor, margin: float = 1.0) -> Tensor:
@@ -403,6 +403,30 @@ def triplet_hinge(z3: Tensor, margin: float = 1.0) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # 3D neighbour loss (Eq. 6) and semantic loss
 # --------------------------------------------------------------------------------------------
+
+
+FLAT_GATHER_MAX_ROW_BYTES = 128  # narrower rows are gathered element by element on CUDA (gather_rows)
+
+
+def gather_rows(table: Tensor, index: Tensor) -> Tensor:
+    """``table.index_select(0, index)`` for a 2D ``table`` [N, D]: [len(index), D], differentiable.
+
+    On CUDA, rows narrower than ``FLAT_GATHER_MAX_ROW_BYTES`` are gathered element by element from the
+    flat view. PyTorch gathers 16-byte-aligned rows with one thread block per row, which for 12 floats
+    leaves 3 of 32 threads busy: on the H200 such gathers of 0.17-0.4 M rows (each pixel's segment mean,
+    L_3D's neighbour pairs) took 0.1-0.24 ms each (benchmarks/RESULTS.md 21a). The values are the same
+    bits; elsewhere (CPU, wide rows) this is ``index_select`` itself."""
+    if not (table.is_cuda and table.dim() == 2 and table.shape[1] * table.element_size() < FLAT_GATHER_MAX_ROW_BYTES):
+        return table.index_select(0, index)
+    return _gather_rows_flat(table, index)
+
+
+def _gather_rows_flat(table: Tensor, index: Tensor) -> Tensor:
+    """``gather_rows`` through the flat view, on any device (the CPU tests compare it bit for bit)."""
+    D = table.shape[1]
+    dtype = torch.int32 if table.numel() < 2 ** 31 else torch.int64
+    flat = index.to(dtype)[:, None] * D + torch.arange(D, device=index.device, dtype=dtype)  # [M, D]
+    return table.contiguous().view(-1).index_select(0, flat.view(-1)).view(-1, D)
 
 
 def neighbor_loss(
@@ -436,7 +460,7 @@ def neighbor_loss(
     # activation runs on the gathered rows only, not on every Gaussian.
     if activation is None or activation is torch.sigmoid:
         return _NeighborLoss.apply(v, edges.reshape(-1), activation is torch.sigmoid)
-    x = activation(v.index_select(0, edges.reshape(-1)))  # [2E, D]
+    x = activation(gather_rows(v, edges.reshape(-1)))  # [2E, D]
     x = x.reshape(-1, 2, x.shape[-1])
     return (x[:, 0] - x[:, 1]).square().sum(-1).mean()
 
@@ -449,7 +473,7 @@ class _NeighborLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v, idx, sigmoid):
-        x = v.index_select(0, idx)  # [2E, D]
+        x = gather_rows(v, idx)  # [2E, D]
         if sigmoid:
             x = torch.sigmoid(x)
         pairs = x.reshape(-1, 2, x.shape[-1])

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from scene import nearest_resize
-from segmentation.losses import TripletHead, neighbor_loss, semantic_loss, triplet_hinge
+from segmentation.losses import TripletHead, gather_rows, neighbor_loss, semantic_loss, triplet_hinge
 from segmentation.neighbors import neighbor_graph, neighbor_pairs
 from segmentation.targets import (SegmentTargets, prepare_semantic_target, prepare_targets,
                                   prepared_cluster_total, prepared_sample_triplets)
@@ -163,7 +163,7 @@ class SegmentationObjective:
                 with phase("loss/triplet"):
                     trip = prepared_sample_triplets(t, cfg.triplet_max, generator=self.generator)  # [T, 3]
                     # W acts per pixel: project only the 3T sampled pixels, not all P
-                    x = emb.reshape(-1, emb.shape[-1]).index_select(0, trip.reshape(-1))  # [3T, d]
+                    x = gather_rows(emb.reshape(-1, emb.shape[-1]), trip.reshape(-1))  # [3T, d]
                     out["triplet"] = triplet_hinge(self.head(x).reshape(-1, 3, x.shape[-1]), cfg.triplet_margin)
         if self.num_classes and SEMANTIC in features and targets.semantic is not None:
             with phase("loss/semantic"):

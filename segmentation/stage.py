@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from segmentation.losses import semantic_loss, triplet_hinge
+from segmentation.losses import gather_rows, semantic_loss, triplet_hinge
 from segmentation.targets import static_cluster_total, static_sample_triplets
 from utils.loss_utils import photometric_loss
 
@@ -146,7 +146,7 @@ class LossStage(torch.nn.Module):
             if "triplet" in self.terms:
                 m = x["scalars"][2]
                 trip = static_sample_triplets(x["table"], x["boundary"], m, x["rand"])  # [T, 3]
-                z = e.index_select(0, trip.reshape(-1))  # W acts per pixel: the 3T sampled ones only
+                z = gather_rows(e, trip.reshape(-1))  # W acts per pixel: the 3T sampled ones only
                 z = self.head(z).reshape(-1, 3, e.shape[-1])
                 out["triplet"] = triplet_hinge(z, cfg.triplet_margin) * (m > 0).to(e.dtype)
         if "semantic" in self.terms:

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from segmentation.losses import PUSH_MODES, _zero_like_graph, boundary_mask, relabel
+from segmentation.losses import PUSH_MODES, _zero_like_graph, boundary_mask, gather_rows, relabel
 
 __all__ = ["SegmentTargets", "prepare_targets", "prepare_semantic_target", "prepared_cluster_loss",
            "prepared_cluster_total", "prepared_sample_triplets", "static_cluster_total", "static_sample_triplets"]
@@ -152,7 +152,7 @@ def _cluster_terms(e: Tensor, t: SegmentTargets, push: str, push_scale: float):
     K = t.num_segments
     sums = e.new_zeros(K + 1, e.shape[1]).index_add_(0, t.labels, e)  # [K+1, D]
     means_all = sums / t.counts[:, None]  # [K+1, D]
-    r = e - means_all.index_select(0, t.labels)  # [P, D]
+    r = e - gather_rows(means_all, t.labels)  # [P, D]
     kept = t.labels < K  # [P]
     pull = (r.square().sum(-1) * kept).sum() / t.num_kept
     if K < 2:
@@ -225,7 +225,7 @@ class _ClusterLoss(torch.autograd.Function):
             S = S * (1.0 - torch.eye(K, dtype=means.dtype, device=means.device))  # f'(dd_ij), i != j
             g_m = (S.sum(1, keepdim=True) * means - S @ means) * (2.0 / (K * (K - 1) / 2))  # [K, D]
             g_m = torch.cat([g_m / t.counts[:K, None], g_m.new_zeros(1, g_m.shape[1])]) * grad  # [K+1, D]
-            g = g + g_m.index_select(0, t.labels)
+            g = g + gather_rows(g_m, t.labels)
         return g, None, None, None
 
 
@@ -301,7 +301,7 @@ def _static_cluster_terms(e: Tensor, labels: Tensor, counts: Tensor, k: Tensor, 
     rows = labels + (kmax + 1) * (torch.arange(P, device=e.device) // SUM_CHUNK)  # [P]
     sums = e.new_zeros(chunks * (kmax + 1), D).index_add_(0, rows, e).view(chunks, kmax + 1, D).sum(0)
     means_all = sums / counts[:, None]
-    r = e - means_all.index_select(0, labels)  # [P, D]
+    r = e - gather_rows(means_all, labels)  # [P, D]
     kept = labels < kmax  # [P]
     pull = (r.square().sum(-1) * kept).sum() / num_kept.clamp_min(1.0)
     real = torch.arange(kmax, device=e.device) < k  # [K_max] the view's segments
@@ -332,7 +332,7 @@ class _StaticClusterLoss(torch.autograd.Function):
         S = slope * (pair + pair.T)  # f'(dd_ij) on the view's pairs, both orders
         g_m = (S.sum(1, keepdim=True) * means - S @ means) * (2.0 * grad / n_pairs)  # [K_max, D]
         g_m = torch.cat([g_m / counts[:kmax, None], g_m.new_zeros(1, g_m.shape[1])])  # [K_max + 1, D]
-        return g + g_m.index_select(0, labels), None, None, None, None, None, None
+        return g + gather_rows(g_m, labels), None, None, None, None, None, None
 
 
 def static_cluster_total(emb: Tensor, labels: Tensor, counts: Tensor, k: Tensor, num_kept: Tensor, *,

@@ -343,3 +343,43 @@ def test_neighbor_graph_duplicates_and_degenerate():
     assert neighbor_graph(far, radius2=1e-2).shape == (0, 2)
     with pytest.raises(ValueError):
         neighbor_graph(torch.rand(4, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_the_flat_row_gather_is_index_select_bit_for_bit_with_the_same_gradient(dtype):
+    """``gather_rows``'s CUDA path (``_gather_rows_flat``), run here on the CPU: the same rows, the same
+    bits, repeated and unsorted indices included, and the same gradient (an index_add over the flat view)."""
+    from segmentation.losses import _gather_rows_flat, gather_rows
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(500, 12, generator=g, dtype=torch.float32).requires_grad_(True)
+    idx = torch.randint(0, 500, (3000,), generator=g).to(dtype)  # many repeats
+    ref = table.index_select(0, idx)
+    got = _gather_rows_flat(table, idx)
+    assert got.shape == (3000, 12) and torch.equal(got, ref)
+    w = torch.randn(3000, 12, generator=g)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), table)
+    (g_got,) = torch.autograd.grad((got * w).sum(), table)
+    assert torch.allclose(g_got, g_ref, rtol=1e-6, atol=1e-6) and float(g_ref.abs().sum()) > 0
+    assert torch.equal(gather_rows(table, idx), ref)  # on the CPU: index_select itself
+    wide = torch.randn(40, 64, generator=g)  # 256-byte rows; an empty index gives [0, D]
+    assert torch.equal(_gather_rows_flat(wide, idx[:50] % 40), wide.index_select(0, idx[:50] % 40))
+    assert _gather_rows_flat(table, idx[:0]).shape == (0, 12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gather_rows_on_the_gpu_equals_index_select():
+    from segmentation.losses import gather_rows
+
+    g = torch.Generator("cuda").manual_seed(1)
+    table = torch.randn(300_000, 12, device="cuda", generator=g).requires_grad_(True)
+    idx = torch.randint(0, 300_000, (400_000,), device="cuda", generator=g, dtype=torch.int32)
+    got, ref = gather_rows(table, idx), table.index_select(0, idx)
+    assert torch.equal(got, ref)
+    w = torch.randn(400_000, 12, device="cuda", generator=g)
+    (g_got,) = torch.autograd.grad((got * w).sum(), table)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), table)
+    assert torch.allclose(g_got, g_ref, rtol=1e-5, atol=1e-5)
+    wide = torch.randn(1000, 64, device="cuda", generator=g)  # 256-byte rows: index_select's own path
+    assert torch.equal(gather_rows(wide, idx[:10] % 1000), wide.index_select(0, idx[:10] % 1000))
