@@ -17,6 +17,9 @@
 # 20b; about 11 minutes for 7 runs), then Tab. 2 (480x360 unless SIZE and VIEWS say otherwise; captions say so).
 # Session 18 ran PROFILE=1 SEEDS=1 TABLES="fig9 tab2" (the speed matrix after the tile kernel wrote into the colour
 # gradient in place; profile_step --stacks names the lines behind each GPU operator).
+# Session 19's plan: PROFILE=1 SEEDS="1" TABLES="tab2" TABLE_ARGS="--variants contrastive_lift" bash ... A (GPU tests;
+# bench_ops.py: row gathers and channel packing, about 10 s; the profile with Python stacks; the speed matrix after
+# gather_rows; then Tab. 2's missing baseline run), then seed 0 of Tab. 2 or Tab. 5 alone on the GPU.
 # Call poll at once after A: a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
@@ -45,6 +48,7 @@ profile_run() {
 
 chain18() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
+  [ "${OPS:-1}" = 1 ] && python3 benchmarks/bench_ops.py --out $R/ops.md > $R/ops.log 2>&1  # about 10 s
   [ "${PROFILE:-0}" = 1 ] && profile_run
   [ "${SPEED:-1}" = 1 ] && speed_matrix
   tables_chain
@@ -57,7 +61,7 @@ if [ "$stage" = A ]; then
   [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests  # on the GPU while the scene is made on the CPU
   wait; echo "scene ready at ${SECONDS}s"
   setsid bash -c "$(declare -f chain18 speed_matrix profile_run tables_chain); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
-    PROFILE='${PROFILE:-0}' \
+    PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' \
     SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES:-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
     ITERS=${ITERS:-10000} JOBS=${JOBS:-2} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
     TABLE_ARGS='${TABLE_ARGS:-}'; chain18" < /dev/null > $R/chain.log 2>&1 &
@@ -67,7 +71,7 @@ if [ "$stage" = A ]; then
   cp $R/gpu_tests.log $OUT/ 2>/dev/null; tail -n 3 $R/speed.log $R/*.log 2>/dev/null | tail -n 20
   # Bring back what is finished: session 16 lost a finished speed matrix when the gap after A gave the machine back.
   cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
-  cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
+  cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null; cp $R/ops.md $OUT/ 2>/dev/null
   pack_tables
 fi
 
@@ -78,7 +82,7 @@ if [ "$stage" = poll ]; then
   grep -h "it/s" $R/speed.log 2>/dev/null | tail -5
   for t in ${TABLES:-tab4 tab6}; do echo "== $t"; tail -n 3 $R/$t.log 2>/dev/null; done
   cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
-  cp $R/gpu_tests.log $OUT/ 2>/dev/null
+  cp $R/gpu_tests.log $OUT/ 2>/dev/null; cp $R/ops.md $OUT/ 2>/dev/null
   cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
   pack_tables
   tar czf $OUT/r18.tgz -C $R --exclude='runs' --exclude='*.ply' --exclude='*.pt' --exclude='renders' --exclude='gt' \

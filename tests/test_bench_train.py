@@ -56,3 +56,18 @@ def test_profile_step_reports_wall_host_stages(tiny_scene, tmp_path):
     assert "losses" in res["plain"]["host_phases_ms"] and "loss/3d" not in res["plain"]["host_phases_ms"]
     md = open(os.path.join(out, "profile.md")).read()
     assert "| unic |" in md and "| loss/3d |" in md
+
+
+def test_bench_ops_runs_every_variant_and_they_agree(tmp_path, capsys):
+    """benchmarks/bench_ops.py on tiny sizes: each gather and packing variant runs, gives the rows and
+    gradients of today's operation (asserted inside), and lands in the table."""
+    from benchmarks import bench_ops
+
+    out = str(tmp_path / "ops.md")
+    assert bench_ops.main(["--device", "cpu", "--n", "3000", "--pixels", "900", "--segments", "7", "--edges", "500",
+                           "--repeats", "2", "--warmup", "1", "--out", out]) == 0
+    text = open(out).read()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| operation")]
+    assert len(rows) == 2 * 3 + 3 * 2
+    assert all(float(r.rstrip(" |").rsplit("|", 1)[1]) >= 0 for r in rows)
+    assert "flat view (gather_rows)" in text and "one autograd function" in text

@@ -1,0 +1,154 @@
+"""Times the small tensor operations of a UniC-Lift step at the bench scene's sizes; prints Markdown.
+
+    python benchmarks/bench_ops.py [--n 528000] [--pixels 172800] [--edges 200000] [--out ops.md]
+
+Two families, each against the alternatives the training step could use (issue 10, RESULTS.md 21a):
+
+* **row gathers** of 12-float rows: every pixel's segment mean (``--pixels`` rows of a small table) and
+  L_3D's neighbour pairs (2 x ``--edges`` rows of an [N, 12] table): ``index_select``, advanced indexing,
+  and ``segmentation.losses.gather_rows`` (element by element through the flat view);
+* **packing the channels** blended in one rasterisation, rgb [N, 3] + sigmoid(embedding) [N, 12] +
+  semantic logits [N, 17] -> [N, 32], forward and backward: ``torch.cat`` (today), slice assignment into
+  one buffer, and the packing done in one autograd function.
+
+Each row is the median of ``--repeats`` timings with CUDA events after ``--warmup`` calls. On the CPU
+the numbers only check that every variant runs and agrees (the test suite does so).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from typing import Callable, Dict, List
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from segmentation.losses import _gather_rows_flat  # noqa: E402
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+    """Median milliseconds of ``fn()`` (CUDA events on a GPU, perf_counter on the CPU)."""
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+class _Pack(torch.autograd.Function):
+    """[rgb | sigmoid(emb) | sem] into one [N, 3 + De + Ds] buffer, written by slices; the backward
+    returns contiguous gradients (the sigmoid's derivative applied), with no concatenation."""
+
+    @staticmethod
+    def forward(ctx, rgb, emb, sem):
+        n, a, b = rgb.shape[0], rgb.shape[1], emb.shape[1]
+        out = rgb.new_empty(n, a + b + sem.shape[1])
+        out[:, :a] = rgb
+        out[:, a:a + b] = torch.sigmoid(emb)
+        out[:, a + b:] = sem
+        ctx.save_for_backward(out)
+        ctx.widths = (a, b)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        a, b = ctx.widths
+        s = out[:, a:a + b]
+        return grad[:, :a].contiguous(), grad[:, a:a + b] * s * (1.0 - s), grad[:, a + b:].contiguous()
+
+
+def pack_variants() -> Dict[str, Callable]:
+    def cat(rgb, emb, sem):
+        return torch.cat([rgb, torch.sigmoid(emb), sem], dim=-1)
+
+    def slices(rgb, emb, sem):
+        out = rgb.new_empty(rgb.shape[0], rgb.shape[1] + emb.shape[1] + sem.shape[1])
+        a, b = rgb.shape[1], emb.shape[1]
+        out[:, :a] = rgb
+        out[:, a:a + b] = torch.sigmoid(emb)
+        out[:, a + b:] = sem
+        return out
+
+    return {"torch.cat (today)": cat, "slice assignment": slices, "one autograd function": _Pack.apply}
+
+
+def bench(args) -> List[str]:
+    device = torch.device(args.device)
+    g = torch.Generator(device).manual_seed(0)
+    rows: List[str] = ["| operation | variant | ms |", "|---|---|---:|"]
+
+    def add(op: str, variant: str, fn):
+        rows.append(f"| {op} | {variant} | {time_ms(fn, device, args.repeats, args.warmup):.3f} |")
+
+    # row gathers
+    n, d = args.n, 12
+    table = torch.randn(n, d, device=device, generator=g)
+    pairs = torch.randint(0, n, (2 * args.edges,), device=device, generator=g, dtype=torch.int32)
+    means = torch.randn(args.segments + 1, d, device=device, generator=g)
+    labels = torch.randint(0, args.segments + 1, (args.pixels,), device=device, generator=g, dtype=torch.int32)
+    for op, src, idx in ((f"L_3D pairs: {2 * args.edges} rows of [{n}, 12]", table, pairs),
+                         (f"segment means: {args.pixels} rows of [{args.segments + 1}, 12]", means, labels)):
+        ref = src.index_select(0, idx)
+        assert torch.equal(_gather_rows_flat(src, idx), ref) and torch.equal(src[idx.long()], ref)
+        add(op, "index_select", lambda: src.index_select(0, idx))
+        add(op, "advanced indexing", lambda: src[idx.long()])
+        add(op, "flat view (gather_rows)", lambda: _gather_rows_flat(src, idx))
+
+    # channel packing, forward and backward
+    rgb = torch.rand(n, 3, device=device, generator=g).requires_grad_(True)
+    emb = torch.randn(n, 12, device=device, generator=g).requires_grad_(True)
+    sem = torch.randn(n, 17, device=device, generator=g).requires_grad_(True)
+    w = torch.randn(n, 32, device=device, generator=g)
+    variants = pack_variants()
+    ref = variants["torch.cat (today)"](rgb, emb, sem)
+    ref_grads = torch.autograd.grad(ref, (rgb, emb, sem), w)
+    for name, fn in variants.items():
+        out = fn(rgb, emb, sem)
+        grads = torch.autograd.grad(out, (rgb, emb, sem), w)
+        assert torch.equal(out, ref) and all(torch.allclose(a, b) for a, b in zip(grads, ref_grads)), name
+        add(f"pack [N, 3 + 12 + 17], N = {n}: forward", name, lambda: fn(rgb, emb, sem))
+        add(f"pack [N, 3 + 12 + 17], N = {n}: forward + backward", name,
+            lambda: torch.autograd.grad(fn(rgb, emb, sem), (rgb, emb, sem), w))
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=528_000, help="Gaussians (the bench scene after densification)")
+    p.add_argument("--pixels", type=int, default=480 * 360)
+    p.add_argument("--segments", type=int, default=40)
+    p.add_argument("--edges", type=int, default=200_000, help="L_3D pairs per step (--l3d_max_edges)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--out", default=None, help="also write the table here")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    text = "\n".join([f"device: {name}; torch {torch.__version__}; median of {args.repeats}", "", *bench(args)])
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
