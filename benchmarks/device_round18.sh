@@ -71,7 +71,8 @@ if [ "$stage" = A ]; then
   cp $R/gpu_tests.log $OUT/ 2>/dev/null; tail -n 3 $R/speed.log $R/*.log 2>/dev/null | tail -n 20
   # Bring back what is finished: session 16 lost a finished speed matrix when the gap after A gave the machine back.
   cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
-  cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null; cp $R/ops.md $OUT/ 2>/dev/null
+  cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
+  cp $R/ops.md $OUT/ 2>/dev/null
   pack_tables
 fi
 
