@@ -413,8 +413,9 @@ def gather_rows(table: Tensor, index: Tensor) -> Tensor:
 
     On CUDA, rows narrower than ``FLAT_GATHER_MAX_ROW_BYTES`` are gathered element by element from the
     flat view. PyTorch gathers 16-byte-aligned rows with one thread block per row, which for 12 floats
-    leaves 3 of 32 threads busy: on the H200 such gathers of 0.17-0.4 M rows (each pixel's segment mean,
-    L_3D's neighbour pairs) took 0.1-0.24 ms each (benchmarks/RESULTS.md 21a). The values are the same
+    leaves 3 of 32 threads busy: the H200 profile of a step shows three such gathers of 0.1-0.24 ms each,
+    about 0.45 ms in all, which by their sizes are each pixel's segment mean (forward and backward of the
+    cluster term) and L_3D's neighbour pairs (benchmarks/RESULTS.md 21a, 21d). The values are the same
     bits; elsewhere (CPU, wide rows) this is ``index_select`` itself."""
     if not (table.is_cuda and table.dim() == 2 and table.shape[1] * table.element_size() < FLAT_GATHER_MAX_ROW_BYTES):
         return table.index_select(0, index)
