@@ -108,7 +108,7 @@ TABLES: Dict[str, dict] = {
         title="Tab. 2 analogue: Replica-like PanopLi scenes (many classes, 640x480)",
         scenes=REPLICA_SCENES, variants=["unic", "contrastive_lift"], seeds=[0],
         columns=["PQ_scene", "mIoU", "PSNR"],
-        figure=dict(kind="bars", x=lambda sc, v: f"seed {sc.seed}", xlabel="scene", series=lambda sc, v: v,
+        figure=dict(kind="bars", x=lambda sc, v: f"scene seed {sc.seed}", xlabel="scene", series=lambda sc, v: v,
                     y="PQ_scene")),
     "tab4": dict(
         title="Tab. 4: which losses, with and without the linear layer W",
@@ -316,8 +316,10 @@ def header_line(results: dict) -> str:
     cfg = results.get("config", {})
     devices = sorted({r["device"] for r in results.get("runs", []) if r.get("device")})
     k = cfg.get("jobs_per_gpu") or 1
+    sizes = sorted({m.group(1) for sc in cfg.get("scenes", []) if (m := re.search(r"_(\d+x\d+)_", sc))})
     return (f"{cfg.get('finished', '?')[:10]}; device: {', '.join(devices) or 'unknown'}; commit {cfg.get('commit', '?')}; "
-            f"{cfg.get('iterations') or DEFAULT_ITERATIONS} iterations; seeds {cfg.get('seeds')}; "
+            f"{cfg.get('iterations') or DEFAULT_ITERATIONS} iterations; "
+            + (f"images {', '.join(sizes)}; " if sizes else "") + f"seeds {cfg.get('seeds')}; "
             + (f"{k} runs side by side per GPU (times not comparable)" if k > 1 else "one run per GPU (times alone)")
             + (f"; extra train args `{' '.join(cfg['extra_train_args'])}`" if cfg.get("extra_train_args") else ""))
 
@@ -445,8 +447,8 @@ def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
         raise ValueError(f"figure kind {fig_spec['kind']!r}")
     ax.set_xlabel(fig_spec["xlabel"])
     head = [part.strip() for part in header_line(results).split(";")]
-    ax.set_title(spec["title"].split(":")[0] + f" ({', '.join(p for p in head[1:] if 'iterations' in p or 'device' in p)})",
-                 fontsize=9)
+    shown = [p for p in head[1:] if "iterations" in p or "device" in p or p.startswith("images")]
+    ax.set_title(spec["title"].split(":")[0] + f" ({', '.join(shown)})", fontsize=9)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)

@@ -179,11 +179,12 @@ def test_every_figure_kind_is_drawn_from_results(tmp_path, name):
                              "cluster_tune_seconds": 200.0 if v == "contrastive_lift" else None, "device": "FakeGPU"})
     runs[0] = dict(runs[0], status="failed", error="train failed (exit 1)", PQ_scene=None)
     results = {"config": {"finished": "2026-12-01T10:00:00", "commit": "abc1234", "seeds": spec["seeds"],
-                          "iterations": 30000, "jobs_per_gpu": 1}, "runs": runs}
+                          "iterations": 30000, "jobs_per_gpu": 1, "scenes": [sc.name for sc in spec["scenes"]]},
+               "runs": runs}
     fig = str(tmp_path / f"{name}.png")
     written = pt.write_outputs(name, spec, results, str(tmp_path / name), fig)
     md = written["markdown"]
-    assert "2026-12-01; device: FakeGPU; commit abc1234; 30000 iterations" in md
+    assert "2026-12-01; device: FakeGPU; commit abc1234; 30000 iterations; images 640x480; seeds" in md
     assert "(train failed (exit 1))" in md
     if name == "tab5":
         assert "| contrastive_lift | 15.0 | 1.0 | 3.3 | 16.0 | 51.0 | 40.0 | 1/1 |" in md  # one seed: no ±; total = 15 + 1 min
