@@ -77,8 +77,10 @@ class PipelineParams(GroupMixin):
     feature_backward: str = _f("auto", "kernel for the segmentation features' gradient on CUDA: auto (tile_sparse where nvcc "
                                "builds it, else gsplat) | tile (a weights-times-gradient product per tile, "
                                "gaussian_renderer/feature_backward.py; built with nvcc on first use) | tile_sparse (the same "
-                               "product over each batch's active pixels only, same result) | gsplat (its full backward, "
-                               "geometry gradients discarded)", choices=["auto", "tile", "tile_sparse", "gsplat"])
+                               "product over each batch's active pixels only, same result) | fused (one kernel for the "
+                               "geometry's and the features' backward: the weights are computed once; 3 colour + at most "
+                               "32 feature channels, else tile_sparse) | gsplat (its full backward, geometry gradients "
+                               "discarded)", choices=["auto", "tile", "tile_sparse", "fused", "gsplat"])
 
 
 @dataclass

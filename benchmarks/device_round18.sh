@@ -4,8 +4,8 @@
 #   WAIT=540 bash benchmarks/device_round18.sh poll   wait (repeat until it prints "chain done"), pack into $OUT
 # The chain, alone on the GPU first, then side by side:
 # 1. issue 10 (SPEED=1), a speed matrix at SPEED_ITERS (4000) on the bench scene, one run at a time:
-#    SPEED_VARIANTS (default: plain and UniC-Lift; session 14 timed --seg_scale, 16 the vote head, 17 two side
-#    streams, since dropped: RESULTS 17a, 19a, 20a).
+#    SPEED_VARIANTS (default: plain, UniC-Lift and --feature_backward fused; session 14 timed --seg_scale, 16 the
+#    vote head, 17 two side streams, since dropped: RESULTS 17a, 19a, 20a).
 #    SPEED=0 leaves it out.
 # 2. issue 13, the tables of device_tables.sh (TABLES, default "tab4 tab6" at ITERS 10k, SEEDS "0 1", JOBS 2
 #    runs side by side: more add no throughput, RESULTS 17c; captions must say 10k). About 2 minutes of GPU per
@@ -17,16 +17,17 @@
 # 20b; about 11 minutes for 7 runs), then Tab. 2 (480x360 unless SIZE and VIEWS say otherwise; captions say so).
 # Session 18 ran PROFILE=1 SEEDS=1 TABLES="fig9 tab2" (the speed matrix after the tile kernel wrote into the colour
 # gradient in place; profile_step --stacks names the lines behind each GPU operator).
-# Session 19's plan: PROFILE=1 SEEDS="1" TABLES="tab2" TABLE_ARGS="--variants contrastive_lift" bash ... A (GPU tests;
-# bench_ops.py: row gathers and channel packing, about 10 s; the profile with Python stacks; the speed matrix after
-# gather_rows; then Tab. 2's missing baseline run), then seed 0 of Tab. 2 or Tab. 5 alone on the GPU.
+# Session 19's plan: PROFILE=1 SEEDS="1" TABLES="tab2" TABLE_ARGS="--variants contrastive_lift" bash ... A (GPU tests,
+# the fused backward's among them; bench_ops.py: row gathers and channel packing, about 10 s; the profile with
+# Python stacks, plain / UniC-Lift / --feature_backward fused; the speed matrix of the same three after gather_rows;
+# then Tab. 2's missing baseline run), then seed 0 of Tab. 2 or Tab. 5 alone on the GPU.
 # Call poll at once after A: a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r18; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 SPEED_ITERS=${SPEED_ITERS:-4000}
-SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic"}
+SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic unic:--feature_backward fused"}
 stage=${1:-A}
 source benchmarks/device_jobs.sh  # fresh_tree, bench_scene, gpu_tests, tables_chain, pack_tables
 
@@ -42,7 +43,8 @@ speed_matrix() {
 # profile_step (PROFILE=1): wall against host time and the kernels by GPU time, plain and UniC-Lift, after
 # densification on the bench scene (about a minute each): is the step bound by the host or by the GPU?
 profile_run() {
-  python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic --stacks > $R/profile.log 2>&1
+  python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic "unic:--feature_backward fused" \
+    --stacks > $R/profile.log 2>&1
   touch $R/profile.DONE
 }
 

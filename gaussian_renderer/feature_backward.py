@@ -29,10 +29,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["FEATURE_BACKWARDS", "FeatureBackwardError", "feature_backward", "feature_backward_reference", "load_library",
-           "max_channels"]
+__all__ = ["FEATURE_BACKWARDS", "FeatureBackwardError", "feature_backward", "feature_backward_reference",
+           "fused_backward", "fused_supported", "load_library", "max_channels"]
 
-FEATURE_BACKWARDS = ("gsplat", "tile", "tile_sparse")  # --feature_backward ("auto" picks)
+FEATURE_BACKWARDS = ("gsplat", "tile", "tile_sparse", "fused")  # --feature_backward ("auto" picks)
+FUSED_GEO, FUSED_MAX_FEATURES = 3, 32  # the fused kernel: 3 geometry colour channels, then at most 32 features
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "feature_bwd.cu")
 MAX_CHANNELS = 64
 _lock = threading.Lock()
@@ -90,6 +91,9 @@ def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
         fn.restype = ctypes.c_int
         p, i = ctypes.c_void_p, ctypes.c_int
         fn.argtypes = [p, p, p, p, p, i, p, i, i, p, i, i, i, i, i, i, p, i]
+        fused = lib.unic_fused_bwd
+        fused.restype = ctypes.c_int
+        fused.argtypes = [p, p, p, p, i, i, p, p, p, i, p, p, p, p, p, p, p, p, i, i, i, i, i, p]
         lib.unic_feature_bwd_error.restype = ctypes.c_char_p
         lib.unic_feature_bwd_error.argtypes = [i]
         lib.unic_feature_bwd_max_channels.restype = ctypes.c_int
@@ -158,10 +162,69 @@ def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_o
         code = lib.unic_feature_bwd(
             means2d.data_ptr(), conics.data_ptr(), opacities.data_ptr(), isect_offsets.data_ptr(),
             flatten_ids.data_ptr(), int(flatten_ids.numel()), v_render.data_ptr() + 4 * n_geo, D, n_feat,
-            out.data_ptr() + 4 * offset, int(out.shape[-1]), int(width), int(height), int(tile_size), int(tw), int(th), stream, int(bool(sparse)))
+            out.data_ptr() + 4 * offset, int(out.shape[-1]), int(width), int(height), int(tile_size), int(tw), int(th),
+            stream, int(bool(sparse)))
     if code != 0:
         raise FeatureBackwardError(f"feature_backward: {lib.unic_feature_bwd_error(code).decode()}")
     return out
+
+
+def fused_supported(n_geo: int, n_feat: int, tile_size: int) -> bool:
+    """Whether ``fused_backward`` takes this render (else the rasterizer uses the tile kernel)."""
+    return n_geo == FUSED_GEO and 1 <= n_feat <= FUSED_MAX_FEATURES and tile_size == 16
+
+
+def fused_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor, background: Optional[Tensor],
+                   isect_offsets: Tensor, flatten_ids: Tensor, render_alphas: Tensor, last_ids: Tensor,
+                   v_render: Tensor, v_render_alphas: Tensor, width: int, height: int,
+                   tile_size: int = 16) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """gsplat's rasterize-to-pixels backward for the first 3 colour channels (and alpha) and the tile
+    kernel's product for the other ``D - 3`` (their blending weights held constant), in ONE kernel that
+    computes each (pixel, Gaussian) weight once (``csrc/feature_bwd.cu``, ``fused_bwd_kernel``).
+
+    Args (gsplat's one-camera layout): means2d [1, N, 2], conics [1, N, 3], opacities [1, N], colors
+    [1, N, D] (geometry colour first), background [1, 3] or None; isect_offsets [1, th, tw], flatten_ids
+    [n_isects] int32; render_alphas [1, H, W, 1] and last_ids [1, H, W] int32 from gsplat's forward;
+    v_render [1, H, W, D], v_render_alphas [1, H, W, 1].
+    Returns (v_means2d [1, N, 2], v_conics [1, N, 3], v_opacities [1, N], v_colors [1, N, D])."""
+    n, D = colors.shape[-2], colors.shape[-1]
+    n_feat = D - FUSED_GEO
+    if not fused_supported(FUSED_GEO, n_feat, tile_size):
+        raise ValueError(f"fused_backward: 3 geometry + 1..{FUSED_MAX_FEATURES} feature channels and 16 px tiles, "
+                         f"got {D} channels and {tile_size} px tiles")
+    if v_render.shape[-1] != D or v_render.shape[-3:-1] != (height, width):
+        raise ValueError(f"fused_backward: v_render {tuple(v_render.shape)} is not a {width}x{height} image of {D} "
+                         "channels")
+    floats = [t.contiguous() for t in (means2d, conics, opacities, colors, render_alphas, v_render, v_render_alphas)]
+    ints = [t.contiguous() for t in (isect_offsets, flatten_ids, last_ids)]
+    if any(t.dtype != torch.float32 for t in floats) or any(t.dtype != torch.int32 for t in ints):
+        raise ValueError("fused_backward: float32 geometry, colours and gradients; int32 tile offsets, ids, last ids")
+    means2d, conics, opacities, colors, render_alphas, v_render, v_render_alphas = floats
+    isect_offsets, flatten_ids, last_ids = ints
+    bg = None
+    if background is not None:
+        bg = background.reshape(-1).contiguous()
+        if bg.numel() != FUSED_GEO or bg.dtype != torch.float32:
+            raise ValueError(f"fused_backward: background must hold {FUSED_GEO} float32 values, "
+                             f"got {tuple(background.shape)}")
+    lib = load_library(v_render.device)
+    dev = v_render.device
+    v_means2d = torch.zeros(1, n, 2, device=dev)
+    v_conics = torch.zeros(1, n, 3, device=dev)
+    v_opacities = torch.zeros(1, n, device=dev)
+    v_colors = torch.zeros(1, n, D, device=dev)
+    th, tw = isect_offsets.shape[-2], isect_offsets.shape[-1]
+    with torch.cuda.device(dev):
+        stream = torch.cuda.current_stream(dev).cuda_stream
+        code = lib.unic_fused_bwd(
+            means2d.data_ptr(), conics.data_ptr(), opacities.data_ptr(), colors.data_ptr(), D, n_feat,
+            None if bg is None else bg.data_ptr(), isect_offsets.data_ptr(), flatten_ids.data_ptr(),
+            int(flatten_ids.numel()), render_alphas.data_ptr(), last_ids.data_ptr(), v_render.data_ptr(),
+            v_render_alphas.data_ptr(), v_means2d.data_ptr(), v_conics.data_ptr(), v_opacities.data_ptr(),
+            v_colors.data_ptr(), int(width), int(height), int(tile_size), int(tw), int(th), stream)
+    if code != 0:
+        raise FeatureBackwardError(f"fused_backward: {lib.unic_feature_bwd_error(code).decode()}")
+    return v_means2d, v_conics, v_opacities, v_colors
 
 
 @torch.no_grad()

@@ -104,14 +104,15 @@ GSPLAT_CHANNELS = (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 128, 129, 256, 2
 
 # Which kernel computes the detached channels' colour gradient in _RasterizeSplitGrad's backward:
 # "gsplat" (its full backward kernel, geometry gradients discarded), "tile" or "tile_sparse"
-# (feature_backward.py). The tile kernel on a second CUDA stream beside gsplat's geometry backward was
-# measured and dropped: the step is bound by the host, so the overlap hid nothing (RESULTS.md 20a).
+# (feature_backward.py), or "fused" (one kernel for the geometry's backward and the features' product).
+# The tile kernel on a second CUDA stream beside gsplat's geometry backward was measured on a machine
+# whose host held the step back, and dropped: the overlap hid nothing there (RESULTS.md 20a, 21a).
 _FEATURE_BACKWARD = "gsplat"
 
 
 def set_feature_backward(kind: str) -> Optional[str]:
     """Selects the detached channels' backward kernel (``--feature_backward``): "gsplat" | "tile" |
-    "tile_sparse" | "auto". The tile kernels are built here and now (one-line ``FeatureBackwardError``
+    "tile_sparse" | "fused" | "auto". The tile kernels are built here and now (one-line ``FeatureBackwardError``
     when they cannot be); "auto" takes "tile_sparse" where it can and otherwise "gsplat", returning why.
 
     "tile_sparse" rather than "tile" (H200, 4000 iterations, RESULTS.md 12a): backward 3.77 -> 3.09 ms
@@ -196,12 +197,25 @@ class _RasterizeSplitGrad(torch.autograd.Function):
         v_means2d = v_conics = v_opacities = v_colors = v_background = None
         v_geo_colors = None  # [1, N, >= G] the geo channels' colour gradient (G = 0: none)
         need_colors = ctx.needs_input_grad[3]
-        tile_kernel = need_colors and _FEATURE_BACKWARD != "gsplat" and n_feat > 0 and tile_size == 16
+        fused = need_colors and _FEATURE_BACKWARD == "fused" and any(ctx.needs_input_grad[:3])
+        if fused:  # 3 colour + at most 32 feature channels; other renders take the tile kernel
+            from gaussian_renderer.feature_backward import fused_supported
+
+            fused = fused_supported(n_geo, n_feat, tile_size)
+        tile_kernel = (not fused and need_colors and _FEATURE_BACKWARD != "gsplat" and n_feat > 0
+                       and tile_size == 16)
         if tile_kernel:  # wider than this GPU's shared memory holds: gsplat's kernel for this render
             from gaussian_renderer.feature_backward import max_channels
 
             tile_kernel = n_feat <= max_channels(colors.device)
-        geo_backward = any(ctx.needs_input_grad[:3]) or (need_colors and n_geo)
+        geo_backward = not fused and (any(ctx.needs_input_grad[:3]) or (need_colors and n_geo))
+        if fused:
+            # geometry, the geo channels and the detached features from one walk over the tiles
+            from gaussian_renderer.feature_backward import fused_backward
+
+            v_means2d, v_conics, v_opacities, v_colors = fused_backward(
+                means2d, conics, opacities, colors, bg_geo, isect_offsets, flatten_ids, alphas, last_ids,
+                v_render, v_alphas, width, height, tile_size)
         if tile_kernel:
             # the detached channels: the tile kernel's weights-times-gradient product, no geometry work,
             # written straight into their columns of the colour gradient (no concatenation after)
@@ -218,7 +232,9 @@ class _RasterizeSplitGrad(torch.autograd.Function):
                 means2d, conics, _pad_channels(colors[..., :n_geo]), opacities, _pad_channels(bg_geo), None,
                 *common, _pad_channels(v_render[..., :n_geo]), v_alphas.contiguous(), False,
             )
-        if tile_kernel:
+        if fused:
+            pass  # v_colors holds every channel already
+        elif tile_kernel:
             if n_geo:
                 v_colors[..., :n_geo] = v_geo_colors[..., :n_geo]
         elif need_colors and colors.shape[-1] in GSPLAT_CHANNELS:

@@ -27,7 +27,8 @@ def test_kernel_source_builds_for_hopper_without_spills(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert out.stat().st_size > 0
     spills = [int(m) for m in re.findall(r"(\d+) bytes spill stores", r.stderr)]
-    assert len(spills) == 4 and max(spills) == 0, r.stderr  # both widths (32, 64 channels), dense and sparse
+    # the tile kernel at both widths (32, 64 channels), dense and sparse, and the fused backward
+    assert len(spills) == 5 and max(spills) == 0, r.stderr
     regs = [int(m) for m in re.findall(r"Used (\d+) registers", r.stderr)]
     assert regs and max(regs) <= 64, regs  # 256 threads a block: several blocks fit on a multiprocessor
 
@@ -38,7 +39,19 @@ def test_bad_arguments_are_one_line_errors():
         feature_backward(x, x, x, x, x, torch.zeros(1, 8, 8, 3), 3, 0, 8, 8)
     with pytest.raises(ValueError, match="does not hold"):
         feature_backward(x, x, x, x, x, torch.zeros(1, 8, 8, 3), 3, 4, 8, 8)
-    for out in (torch.zeros(1, 4, 6)[..., :5], torch.zeros(1, 4, 4), torch.zeros(1, 3, 5), torch.zeros(1, 4, 5).double()):
+    from gaussian_renderer.feature_backward import fused_backward, fused_supported
+
+    assert fused_supported(3, 29, 16) and not fused_supported(4, 29, 16) and not fused_supported(3, 33, 16)
+    assert not fused_supported(3, 0, 16) and not fused_supported(3, 12, 8)
+    n, i32 = 4, torch.zeros(1, dtype=torch.int32)
+    geo = (torch.zeros(1, n, 2), torch.zeros(1, n, 3), torch.zeros(1, n))
+    for colors, v, what in ((torch.zeros(1, n, 40), torch.zeros(1, 8, 8, 40), "3 geometry \\+ 1..32 feature"),
+                            (torch.zeros(1, n, 32), torch.zeros(1, 8, 8, 31), "is not a 8x8 image of 32"),
+                            (torch.zeros(1, n, 32).double(), torch.zeros(1, 8, 8, 32), "float32")):
+        with pytest.raises(ValueError, match=what):
+            fused_backward(*geo, colors, None, i32, i32, torch.zeros(1, 8, 8, 1), i32, v, torch.zeros(1, 8, 8, 1), 8, 8)
+    outs = (torch.zeros(1, 4, 6)[..., :5], torch.zeros(1, 4, 4), torch.zeros(1, 3, 5), torch.zeros(1, 4, 5).double())
+    for out in outs:
         with pytest.raises(ValueError, match="contiguous float32"):  # strided, too narrow, wrong N, float64
             feature_backward(x, x, x, x, x, torch.zeros(1, 8, 8, 5), 3, 2, 8, 8, out=out)
     if not torch.cuda.is_available():
@@ -192,6 +205,44 @@ def test_out_writes_the_feature_columns_of_the_whole_colour_gradient_in_place(sp
 
 @pytest.mark.gpu
 @needs_gpu
+@pytest.mark.parametrize("n,width,height,feat_dim", [(3000, 160, 120, 29), (5000, 250, 170, 14), (800, 33, 47, 12)])
+@pytest.mark.parametrize("seed,with_bg", [(0, True), (1, False)])
+def test_the_fused_backward_equals_gsplat_for_every_gradient(n, width, height, feat_dim, seed, with_bg):
+    """``--feature_backward fused``: one kernel for the geometry's backward (gsplat's algorithm, back to front)
+    and the features' product. Against gsplat's two-call path, with and without a background, partial tiles
+    and opacities up to 0.99: the feature gradient to float32 rounding (as the tile kernel), and every
+    geometry gradient within float32 rounding of gsplat's (the same formulas, in another order)."""
+    from gaussian_renderer.rasterizer import set_feature_backward
+
+    model, cam, feat, w_rgb, w_feat = _setup(n, width, height, feat_dim, seed)
+    bg = torch.tensor([0.2, 0.5, 0.8], device="cuda") if with_bg else None
+
+    def grads(kind):
+        set_feature_backward(kind)
+        try:
+            for t in (*model.leaves().values(), feat):
+                t.grad = None
+            out = render(cam, model, bg=bg, features={"f": feat}, backend="gsplat", feature_geometry_grad=False)
+            out.info["means2d"].retain_grad()
+            ((out.rgb * w_rgb).sum() + (out.features["f"] * w_feat).sum() + out.alpha.sum()).backward()
+            torch.cuda.synchronize()
+        finally:
+            set_feature_backward("gsplat")
+        return {"feat": feat.grad.clone(), "means2d": out.info["means2d"].grad.clone(),
+                **{k: v.grad.clone() for k, v in model.leaves().items()}}
+
+    ref, ref2, got = grads("gsplat"), grads("gsplat"), grads("fused")
+    assert ref["feat"].abs().sum() > 0 and (ref["feat"] != 0).any(dim=1).sum() > n // 10
+    for k in ("feat", "means2d", "means", "quats", "scales", "opacities", "sh"):
+        scale = float(ref[k].abs().max())
+        assert scale > 0, k
+        noise = float((ref2[k] - ref[k]).abs().max())  # gsplat's own atomic-add order, run to run
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-3, atol=4 * noise + 1e-4 * scale, msg=k)
+        assert float((got[k] - ref[k]).norm() / ref[k].norm()) < 1e-3, k
+
+
+@pytest.mark.gpu
+@needs_gpu
 def test_the_kernel_knows_how_many_channels_this_gpu_takes():
     from gaussian_renderer.feature_backward import max_channels
 
@@ -204,7 +255,7 @@ def test_the_kernel_knows_how_many_channels_this_gpu_takes():
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("kind", ["tile", "tile_sparse"])
+@pytest.mark.parametrize("kind", ["tile", "tile_sparse", "fused"])
 def test_training_steps_with_the_tile_kernel(tiny_scene, tmp_path, kind):
     import train
 
@@ -318,7 +369,7 @@ def test_auto_says_why_it_takes_gsplats_kernel():
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("kind", ["gsplat", "tile", "tile_sparse"])
+@pytest.mark.parametrize("kind", ["gsplat", "tile", "tile_sparse", "fused"])
 @pytest.mark.parametrize("n,width,height,feat_dim,seed", [(3000, 160, 120, 29, 0), (2000, 80, 60, 16, 1)])
 def test_features_of_the_detached_geometry_on_every_kernel(kind, n, width, height, feat_dim, seed):
     """--seg_scale's feature pass: a features-only render of the geometry-detached model. Its backward has no
