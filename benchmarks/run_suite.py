@@ -67,7 +67,7 @@ VARIANTS: Dict[str, List[str]] = {
     **{f"l3d_{k}k": ["--method", "unic", "--l3d_from_iter", str(k * 1000)] for k in (7, 12, 15, 20)},
     # Sec. 4.1: masks on a fraction of the training views (RGB on all); masks and images downscaled
     **{f"masks_{p}pct": ["--method", "unic", "--mask_fraction", str(p / 100)] for p in (5, 10, 20)},
-    # the same, with the views that have masks drawn on half of the steps (--mask_view_share, RESULTS.md 20d)
+    # the same, with the views that have masks drawn on half of the steps (--mask_view_share, RESULTS.md 20d, 21b)
     **{f"masks_{p}pct_share": ["--method", "unic", "--mask_fraction", str(p / 100), "--mask_view_share", "0.5"]
        for p in (5, 10, 20)},
     "masks_0.25x": ["--method", "unic", "--mask_downscale", "0.25"],

@@ -144,6 +144,23 @@ def test_tile_kernel_equals_its_algorithm_in_float64(n, width, height, feat_dim,
     assert float((got.double() - ref).norm() / ref.norm()) < 1e-5
 
 
+def _tile_kernel_args(n, width, height, feat_dim, scene_seed, seed):
+    """``feature_backward``'s positional arguments on gsplat's own projection and tile lists of a random
+    scene, with a random [1, H, W, 3 + feat_dim] output gradient (3 geometry channels first)."""
+    from gaussian_renderer.rasterizer import rasterize
+    from tests.test_gpu_parity import random_scene
+
+    sc = random_scene(n, width, height, seed=scene_seed, device="cuda", opacity_range=(0.05, 0.99), spread=1.2)
+    g = torch.Generator("cuda").manual_seed(seed)
+    with torch.no_grad():
+        _, _, meta = rasterize(sc["means"], torch.nn.functional.normalize(sc["quats"], dim=-1), sc["scales"],
+                               sc["opacities"], torch.rand(n, 3 + feat_dim, device="cuda", generator=g),
+                               sc["viewmat"], sc["K"], width, height, backend="gsplat", detached_channels=feat_dim)
+    v = torch.randn(1, height, width, 3 + feat_dim, device="cuda", generator=g)
+    return (meta["means2d"].contiguous(), meta["conics"].contiguous(), meta["opacities"].contiguous(),
+            meta["isect_offsets"].contiguous(), meta["flatten_ids"].contiguous(), v, 3, feat_dim, width, height)
+
+
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("n,width,height,feat_dim,seed", [(3000, 160, 120, 29, 0), (5000, 250, 170, 14, 1),
@@ -151,18 +168,7 @@ def test_tile_kernel_equals_its_algorithm_in_float64(n, width, height, feat_dim,
 def test_the_sparse_product_equals_the_dense_one_bit_for_bit(n, width, height, feat_dim, seed):
     """``tile_sparse`` skips only exact zeros and keeps the order of the other terms: each tile's partial
     sums are the same bits; only the order of the atomic adds across tiles differs between any two runs."""
-    from gaussian_renderer.rasterizer import rasterize
-    from tests.test_gpu_parity import random_scene
-
-    sc = random_scene(n, width, height, seed=seed, device="cuda", opacity_range=(0.05, 0.99), spread=1.2)
-    g = torch.Generator("cuda").manual_seed(seed + 11)
-    with torch.no_grad():
-        _, _, meta = rasterize(sc["means"], torch.nn.functional.normalize(sc["quats"], dim=-1), sc["scales"],
-                               sc["opacities"], torch.rand(n, 3 + feat_dim, device="cuda", generator=g),
-                               sc["viewmat"], sc["K"], width, height, backend="gsplat", detached_channels=feat_dim)
-    v = torch.randn(1, height, width, 3 + feat_dim, device="cuda", generator=g)
-    args = (meta["means2d"].contiguous(), meta["conics"].contiguous(), meta["opacities"].contiguous(),
-            meta["isect_offsets"].contiguous(), meta["flatten_ids"].contiguous(), v, 3, feat_dim, width, height)
+    args = _tile_kernel_args(n, width, height, feat_dim, seed, seed + 11)
     dense, dense2 = feature_backward(*args), feature_backward(*args)
     sparse = feature_backward(*args, sparse=True)
     assert float(dense.abs().sum()) > 0 and int((dense != 0).any(dim=1).sum()) > n // 10
@@ -177,19 +183,8 @@ def test_out_writes_the_feature_columns_of_the_whole_colour_gradient_in_place(sp
     """``out=``: the gradient lands in columns n_geo.. of the [1, N, D] buffer (the same values as the
     [N, F] result, up to the atomic adds' order), the geometry columns stay as they were, and no copy
     is made (the buffer itself is returned)."""
-    from gaussian_renderer.rasterizer import rasterize
-    from tests.test_gpu_parity import random_scene
-
-    n, width, height, feat_dim = 3000, 130, 90, 29
-    sc = random_scene(n, width, height, seed=5, device="cuda", opacity_range=(0.05, 0.99), spread=1.2)
-    g = torch.Generator("cuda").manual_seed(13)
-    with torch.no_grad():
-        _, _, meta = rasterize(sc["means"], torch.nn.functional.normalize(sc["quats"], dim=-1), sc["scales"],
-                               sc["opacities"], torch.rand(n, 3 + feat_dim, device="cuda", generator=g),
-                               sc["viewmat"], sc["K"], width, height, backend="gsplat", detached_channels=feat_dim)
-    v = torch.randn(1, height, width, 3 + feat_dim, device="cuda", generator=g)
-    args = (meta["means2d"].contiguous(), meta["conics"].contiguous(), meta["opacities"].contiguous(),
-            meta["isect_offsets"].contiguous(), meta["flatten_ids"].contiguous(), v, 3, feat_dim, width, height)
+    n, feat_dim = 3000, 29
+    args = _tile_kernel_args(n, 130, 90, feat_dim, 5, 13)
     alone, alone2 = feature_backward(*args, sparse=sparse), feature_backward(*args, sparse=sparse)
     buf = torch.zeros(1, n, 3 + feat_dim, device="cuda")
     buf[..., :3] = 7.0

@@ -34,6 +34,64 @@ constexpr int BATCH = 32;           // Gaussians per shared-memory batch
 constexpr int WSTRIDE = BLOCK + 1;  // padded row of the weight matrix: no bank conflicts in the product
 constexpr float ALPHA_MIN = 1.f / 255.f;
 
+// After a batch's weights are in W (and each thread knows whether its pixel had a nonzero one, ``any``):
+// the batch's rows of W^T times the tile's output gradient V, added to out[gid[r] * out_stride + c] for the
+// C channels. Thread tr computes row r = tr / 8, channels c0 .. c0 + CP / 8 - 1. SPARSE: over the pixels with
+// a nonzero weight only (compacted in pixel order with warp ballots; the skipped terms are exact zeros).
+// Every thread of the block calls it (it holds barriers).
+template <int CP, bool SPARSE>
+__device__ __forceinline__ void add_batch_product(const float *W, const float *V, int *active, int *warp_active,
+                                                  bool any, const int32_t *gid, int n, float *out, int out_stride,
+                                                  int C, int tr) {
+    constexpr int PER = CP / 8;
+    const int r = tr >> 3;
+    const int c0 = (tr & 7) * PER;
+    int n_active = BLOCK;
+    if (SPARSE) {
+        const int lane = tr & 31, warp = tr >> 5;
+        const unsigned ballot = __ballot_sync(0xffffffffu, any);
+        if (lane == 0) {
+            warp_active[warp] = __popc(ballot);
+        }
+        __syncthreads();
+        int offset = 0;
+        n_active = 0;
+#pragma unroll
+        for (int k = 0; k < BLOCK / 32; ++k) {
+            offset += k < warp ? warp_active[k] : 0;
+            n_active += warp_active[k];
+        }
+        if (any) {
+            active[offset + __popc(ballot & ((1u << lane) - 1u))] = tr;
+        }
+    }
+    __syncthreads();
+    float acc[PER];
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+        acc[k] = 0.f;
+    }
+    const float *wrow = W + r * WSTRIDE;
+    for (int q = 0; q < n_active; ++q) {
+        const int p = SPARSE ? active[q] : q;
+        const float w = wrow[p];
+        const float *v = V + p * CP + c0;
+#pragma unroll
+        for (int k = 0; k < PER; ++k) {
+            acc[k] = fmaf(w, v[k], acc[k]);
+        }
+    }
+    if (r < n) {
+        float *row = out + (size_t)gid[r] * out_stride;
+#pragma unroll
+        for (int k = 0; k < PER; ++k) {
+            if (c0 + k < C && acc[k] != 0.f) {
+                atomicAdd(row + c0 + k, acc[k]);
+            }
+        }
+    }
+}
+
 template <int CP, bool SPARSE>
 __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const float *__restrict__ conics,
                                    const float *__restrict__ opacities, const int32_t *__restrict__ tile_offsets,
@@ -66,11 +124,6 @@ __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const floa
     const int range_end = tile_id == tile_width * tile_height - 1 ? n_isects : tile_offsets[tile_id + 1];
     float T = 1.f;
     bool done = !inside;
-
-    // the product: thread tr computes outputs (row r, channels c0 .. c0 + PER - 1) of the batch
-    constexpr int PER = CP / 8;
-    const int r = tr >> 3;
-    const int c0 = (tr & 7) * PER;
 
     for (int batch_start = range_start; batch_start < range_end; batch_start += BATCH) {
         if (__syncthreads_count(done) >= BLOCK) {
@@ -110,50 +163,7 @@ __global__ void feature_bwd_kernel(const float *__restrict__ means2d, const floa
             W[t * WSTRIDE + tr] = w;
             any |= w != 0.f;
         }
-        int n_active = BLOCK;
-        if (SPARSE) {
-            const int lane = tr & 31, warp = tr >> 5;
-            const unsigned ballot = __ballot_sync(0xffffffffu, any);
-            if (lane == 0) {
-                warp_active[warp] = __popc(ballot);
-            }
-            __syncthreads();
-            int offset = 0;
-            n_active = 0;
-#pragma unroll
-            for (int k = 0; k < BLOCK / 32; ++k) {
-                offset += k < warp ? warp_active[k] : 0;
-                n_active += warp_active[k];
-            }
-            if (any) {
-                active[offset + __popc(ballot & ((1u << lane) - 1u))] = tr;
-            }
-        }
-        __syncthreads();
-        float acc[PER];
-#pragma unroll
-        for (int k = 0; k < PER; ++k) {
-            acc[k] = 0.f;
-        }
-        const float *wrow = W + r * WSTRIDE;
-        for (int q = 0; q < n_active; ++q) {
-            const int p = SPARSE ? active[q] : q;
-            const float w = wrow[p];
-            const float *v = V + p * CP + c0;
-#pragma unroll
-            for (int k = 0; k < PER; ++k) {
-                acc[k] = fmaf(w, v[k], acc[k]);
-            }
-        }
-        if (r < n) {
-            float *out = v_feat + (size_t)gid[r] * out_stride;
-#pragma unroll
-            for (int k = 0; k < PER; ++k) {
-                if (c0 + k < C && acc[k] != 0.f) {
-                    atomicAdd(out + c0 + k, acc[k]);
-                }
-            }
-        }
+        add_batch_product<CP, SPARSE>(W, V, active, warp_active, any, gid, n, v_feat, out_stride, C, tr);
         // the next batch's __syncthreads_count orders these reads before W, gid and active are rewritten
     }
 }
@@ -206,7 +216,7 @@ __global__ void fused_bwd_kernel(const float *__restrict__ means2d, const float 
 
     const int tile_id = blockIdx.y * tile_width + blockIdx.x;
     const int tr = threadIdx.y * TILE + threadIdx.x;
-    const int lane = tr & 31, warp = tr >> 5;
+    const int lane = tr & 31;
     const int i = blockIdx.y * TILE + threadIdx.y;
     const int j = blockIdx.x * TILE + threadIdx.x;
     const bool inside = i < height && j < width;
@@ -230,10 +240,6 @@ __global__ void fused_bwd_kernel(const float *__restrict__ means2d, const float 
 
     const int range_start = tile_offsets[tile_id];
     const int range_end = tile_id == tile_width * tile_height - 1 ? n_isects : tile_offsets[tile_id + 1];
-    constexpr int PER = CP / 8;
-    const int r = tr >> 3;
-    const int c0 = (tr & 7) * PER;
-
     // batches of 32 from the back: slot t of a batch holds isect index batch_end - t
     for (int batch_end = range_end - 1; batch_end >= range_start; batch_end -= BATCH) {
         const int n = min(BATCH, batch_end + 1 - range_start);
@@ -324,45 +330,7 @@ __global__ void fused_bwd_kernel(const float *__restrict__ means2d, const float 
             }
         }
         // the features: the batch's weights times the tile's output gradient, over the active pixels
-        const unsigned ballot = __ballot_sync(0xffffffffu, any);
-        if (lane == 0) {
-            warp_active[warp] = __popc(ballot);
-        }
-        __syncthreads();
-        int offset = 0, n_active = 0;
-#pragma unroll
-        for (int k = 0; k < BLOCK / 32; ++k) {
-            offset += k < warp ? warp_active[k] : 0;
-            n_active += warp_active[k];
-        }
-        if (any) {
-            active[offset + __popc(ballot & ((1u << lane) - 1u))] = tr;
-        }
-        __syncthreads();
-        float acc[PER];
-#pragma unroll
-        for (int k = 0; k < PER; ++k) {
-            acc[k] = 0.f;
-        }
-        const float *wrow = W + r * WSTRIDE;
-        for (int q = 0; q < n_active; ++q) {
-            const int p = active[q];
-            const float wp = wrow[p];
-            const float *v = V + p * CP + c0;
-#pragma unroll
-            for (int k = 0; k < PER; ++k) {
-                acc[k] = fmaf(wp, v[k], acc[k]);
-            }
-        }
-        if (r < n) {
-            float *out = v_colors + (size_t)gid[r] * D + GEO;
-#pragma unroll
-            for (int k = 0; k < PER; ++k) {
-                if (c0 + k < F && acc[k] != 0.f) {
-                    atomicAdd(out + c0 + k, acc[k]);
-                }
-            }
-        }
+        add_batch_product<CP, true>(W, V, active, warp_active, any, gid, n, v_colors + GEO, D, F, tr);
         __syncthreads();  // W, gid and active are rewritten by the next batch
     }
 }
