@@ -56,6 +56,35 @@ def _cache_dir() -> str:
     return os.environ.get("UNIC_LIFT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "unic_lift")
 
 
+def build_library(source: str, arch: str, what: str, flag: str, fallback: str) -> str:
+    """The shared library of ``source`` for sm_``arch``: built with nvcc into the cache folder once (the file name
+    holds a hash of the source), then reused. ``what`` / ``flag`` / ``fallback`` word the one-line errors."""
+    with open(source, "rb") as fh:
+        key = hashlib.sha1(fh.read() + arch.encode()).hexdigest()[:12]
+    folder = _cache_dir()
+    stem = os.path.splitext(os.path.basename(source))[0]
+    so = os.path.join(folder, f"{stem}_{key}_sm{arch}.so")
+    if os.path.isfile(so):
+        return so
+    nvcc = _nvcc()
+    if nvcc is None:
+        raise FeatureBackwardError(f"{flag}: nvcc not found (set CUDA_HOME or put nvcc on PATH, as for gsplat's "
+                                   f"build), or use {fallback}")
+    os.makedirs(folder, exist_ok=True)
+    print(f"[unic-lift] building {what} for sm_{arch} into {folder} (once)", file=sys.stderr)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)  # parallel first builds never clash
+    os.close(fd)
+    cmd = [nvcc, "-O3", "-std=c++17", f"-gencode=arch=compute_{arch},code=sm_{arch}", "-shared",
+           "-Xcompiler", "-fPIC", source, "-o", tmp]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        os.unlink(tmp)
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise FeatureBackwardError(f"{source}: nvcc failed ({last}); use {fallback}")
+    os.replace(tmp, so)
+    return so
+
+
 def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
     """The compiled kernel for ``device``'s compute capability (built once, then cached on disk)."""
     if not torch.cuda.is_available():
@@ -65,27 +94,7 @@ def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
     with _lock:
         if arch in _libs:
             return _libs[arch]
-        with open(SOURCE, "rb") as fh:
-            key = hashlib.sha1(fh.read() + arch.encode()).hexdigest()[:12]
-        folder = _cache_dir()
-        so = os.path.join(folder, f"feature_bwd_{key}_sm{arch}.so")
-        if not os.path.isfile(so):
-            nvcc = _nvcc()
-            if nvcc is None:
-                raise FeatureBackwardError("--feature_backward tile: nvcc not found (set CUDA_HOME or put nvcc on "
-                                           "PATH, as for gsplat's build), or use --feature_backward gsplat")
-            os.makedirs(folder, exist_ok=True)
-            print(f"[unic-lift] building the tile kernel for sm_{arch} into {folder} (once)", file=sys.stderr)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)  # parallel first builds never clash
-            os.close(fd)
-            cmd = [nvcc, "-O3", "-std=c++17", f"-gencode=arch=compute_{arch},code=sm_{arch}", "-shared",
-                   "-Xcompiler", "-fPIC", SOURCE, "-o", tmp]
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                os.unlink(tmp)
-                last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-                raise FeatureBackwardError(f"{SOURCE}: nvcc failed ({last}); use --feature_backward gsplat")
-            os.replace(tmp, so)
+        so = build_library(SOURCE, arch, "the tile kernel", "--feature_backward tile", "--feature_backward gsplat")
         lib = ctypes.CDLL(so)
         fn = lib.unic_feature_bwd
         fn.restype = ctypes.c_int

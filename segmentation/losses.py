@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gaussian_renderer.step_ops import neighbor_loss_cuda
+
 __all__ = [
     "relabel",
     "segment_means",
@@ -460,7 +462,9 @@ def neighbor_loss(
     # unlike advanced indexing, whose index_put_ made resumed runs drift in the last bits); the
     # activation runs on the gathered rows only, not on every Gaussian.
     if activation is None or activation is torch.sigmoid:
-        return _NeighborLoss.apply(v, edges.reshape(-1), activation is torch.sigmoid)
+        idx = edges.reshape(-1)
+        fast = neighbor_loss_cuda(v, idx, activation is torch.sigmoid)  # one kernel on CUDA (step_ops.py)
+        return fast if fast is not None else _NeighborLoss.apply(v, idx, activation is torch.sigmoid)
     x = activation(gather_rows(v, edges.reshape(-1)))  # [2E, D]
     x = x.reshape(-1, 2, x.shape[-1])
     return (x[:, 0] - x[:, 1]).square().sum(-1).mean()

@@ -1,0 +1,171 @@
+"""Small CUDA kernels of the training step (``csrc/step_ops.cu``), each in place of a chain of PyTorch operators:
+
+* ``pack_columns(parts)``: ``torch.cat(parts, dim=-1)`` for [N, w_k] float32 blocks (the render's SH colour,
+  embedding and semantic logits), one kernel forward and one backward, which writes every part's gradient
+  contiguous (torch.cat's backward hands out column views, and their AccumulateGrad copies are strided).
+* ``neighbor_loss_cuda(v, idx, sigmoid)``: L_3D, mean over pairs of ||f(v_i) - f(v_j)||^2, as one kernel that
+  also adds the gradient into a buffer; the backward multiplies it by the incoming gradient.
+
+Both are used on CUDA where the kernels build (nvcc, as for the tile kernel: ``feature_backward.build_library``);
+elsewhere, or with ``UNIC_LIFT_STEP_OPS=0``, the callers keep PyTorch's operators, which the GPU tests compare
+them with. The choice is made once per process: ``step_ops_available()`` says which and why.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["MAX_PARTS", "neighbor_loss_cuda", "pack_columns", "step_ops_available", "step_ops_status"]
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "step_ops.cu")
+MAX_PARTS = 4  # csrc/step_ops.cu
+_lock = threading.Lock()
+_libs: dict = {}
+_status: dict = {}  # arch -> None (ready) or the one-line reason it is not
+
+
+def _load(device: torch.device) -> Optional[ctypes.CDLL]:
+    """The kernels for ``device``'s architecture, or None (the reason is in ``step_ops_status``)."""
+    major, minor = torch.cuda.get_device_capability(device)
+    arch = f"{major}{minor}"
+    if arch in _libs or arch in _status:
+        return _libs.get(arch)
+    with _lock:
+        if arch in _libs or arch in _status:
+            return _libs.get(arch)
+        from gaussian_renderer.feature_backward import FeatureBackwardError, build_library
+
+        try:
+            so = build_library(SOURCE, arch, "the step kernels", "step kernels", "UNIC_LIFT_STEP_OPS=0")
+        except FeatureBackwardError as e:
+            _status[arch] = f"{e}; PyTorch's operators are used instead"
+            print(f"[unic-lift] {_status[arch]}", file=sys.stderr)
+            return None
+        lib = ctypes.CDLL(so)
+        p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+        lib.unic_pack_fwd.restype = lib.unic_pack_bwd.restype = lib.unic_neighbor_loss.restype = i
+        lib.unic_pack_fwd.argtypes = [p, p, i, i64, i, p, p]
+        lib.unic_pack_bwd.argtypes = [p, i64, i, p, p, i, p]
+        lib.unic_neighbor_loss.argtypes = [p, i, p, i64, i, p, p, p]
+        lib.unic_step_ops_error.restype = ctypes.c_char_p
+        lib.unic_step_ops_error.argtypes = [i]
+        _libs[arch], _status[arch] = lib, None
+        return lib
+
+
+def step_ops_available(device: torch.device) -> bool:
+    """Whether the kernels run on ``device`` (CUDA, built, and not turned off with ``UNIC_LIFT_STEP_OPS=0``)."""
+    device = torch.device(device)
+    if device.type != "cuda" or os.environ.get("UNIC_LIFT_STEP_OPS", "1") == "0":
+        return False
+    return _load(device) is not None
+
+
+def step_ops_status(device: torch.device) -> str:
+    """One line: whether the step kernels are used on ``device``, and if not, why."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "step kernels: CUDA only; PyTorch's operators on this device"
+    if os.environ.get("UNIC_LIFT_STEP_OPS", "1") == "0":
+        return "step kernels: off (UNIC_LIFT_STEP_OPS=0)"
+    if _load(device) is not None:
+        return "step kernels: on"
+    return "step kernels: " + _status[f"{torch.cuda.get_device_capability(device)[0]}"
+                                      f"{torch.cuda.get_device_capability(device)[1]}"]
+
+
+def _check(code: int, lib: ctypes.CDLL, what: str) -> None:
+    if code != 0:
+        raise RuntimeError(f"{what}: {lib.unic_step_ops_error(code).decode()}")
+
+
+def _pointers(tensors: Sequence[Optional[Tensor]]):
+    arr = (ctypes.c_void_p * MAX_PARTS)()
+    for k, t in enumerate(tensors):
+        arr[k] = None if t is None else t.data_ptr()
+    return arr
+
+
+def _widths(widths: Sequence[int]):
+    arr = (ctypes.c_int * MAX_PARTS)()
+    for k, w in enumerate(widths):
+        arr[k] = int(w)
+    return arr
+
+
+def _stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+class _PackColumns(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *parts):
+        lib = _load(parts[0].device)
+        n, widths = parts[0].shape[0], [p.shape[1] for p in parts]
+        out = parts[0].new_empty(n, sum(widths))
+        with torch.cuda.device(out.device):
+            _check(lib.unic_pack_fwd(_pointers(parts), _widths(widths), len(parts), n, out.shape[1], out.data_ptr(),
+                                     _stream(out.device)), lib, "pack_columns")
+        ctx.widths = widths
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        n = grad.shape[0]
+        grads: List[Optional[Tensor]] = [grad.new_empty(n, w) if need else None
+                                         for w, need in zip(ctx.widths, ctx.needs_input_grad)]
+        lib = _load(grad.device)
+        with torch.cuda.device(grad.device):
+            _check(lib.unic_pack_bwd(grad.data_ptr(), n, grad.shape[1], _pointers(grads), _widths(ctx.widths),
+                                     len(grads), _stream(grad.device)), lib, "pack_columns backward")
+        return tuple(grads)
+
+
+def pack_columns(parts: Sequence[Tensor]) -> Tensor:
+    """``torch.cat(parts, dim=-1)`` of 2D [N, w_k] tensors, differentiable. With the step kernels (CUDA, float32,
+    contiguous, 2 to 4 parts) one kernel each way; otherwise ``torch.cat`` itself."""
+    parts = list(parts)
+    if (2 <= len(parts) <= MAX_PARTS and all(p.is_cuda and p.dtype == torch.float32 and p.dim() == 2
+                                             and p.is_contiguous() for p in parts)
+            and len({p.shape[0] for p in parts}) == 1 and len({p.device for p in parts}) == 1
+            and step_ops_available(parts[0].device)):
+        return _PackColumns.apply(*parts)
+    return torch.cat(parts, dim=-1)
+
+
+class _NeighborLossCUDA(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v, idx, sigmoid):
+        lib = _load(v.device)
+        E = idx.shape[0] // 2
+        loss = v.new_zeros(())
+        grad = v.new_zeros(v.shape) if ctx.needs_input_grad[0] else None
+        with torch.cuda.device(v.device):
+            _check(lib.unic_neighbor_loss(v.data_ptr(), v.shape[1], idx.data_ptr(), E, int(bool(sigmoid)),
+                                          loss.data_ptr(), None if grad is None else grad.data_ptr(),
+                                          _stream(v.device)), lib, "neighbor_loss")
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return grad * g, None, None
+
+
+def neighbor_loss_cuda(v: Tensor, idx: Tensor, sigmoid: bool) -> Optional[Tensor]:
+    """L_3D on the pairs ``idx`` [2E] (i0, j0, i1, j1, ...) as one kernel: mean over pairs of
+    ||f(v_i) - f(v_j)||^2, f = sigmoid or the identity; the gradient is computed in the same pass. None where the
+    kernel does not apply (not CUDA float32, int32 pairs, or not built): the caller then uses PyTorch's operators."""
+    if not (v.is_cuda and v.dtype == torch.float32 and v.dim() == 2 and v.is_contiguous() and idx.dtype == torch.int32
+            and idx.is_contiguous() and idx.device == v.device and idx.numel() >= 2 and idx.numel() % 2 == 0
+            and step_ops_available(v.device)):
+        return None
+    return _NeighborLossCUDA.apply(v, idx, bool(sigmoid))
