@@ -105,6 +105,7 @@ class Trainer:
         self.strategy.check_sanity(self.model.params, self.optimizers)
         self.strategy_state = self.strategy.initialize_state(scene_scale=scene_info.extent)
         self.weights = {"render": 1.0, **(self.objective.weights() if self.objective is not None else {})}
+        self._weight_vectors: Dict[tuple, Tensor] = {}  # weighted_total: the terms' weights, per set of terms
         self.timer = PhaseTimer(getattr(args, "profile", False), self.device)
         self.stack: List[int] = []
         self.first_iter = 1
@@ -317,6 +318,20 @@ class Trainer:
                 losses["3d"] = l3d
         return losses
 
+    def weighted_total(self, losses: Dict[str, Tensor]) -> Tensor:
+        """sum_k weights[k] * losses[k] as ONE dot product of the stacked terms with a weight vector made once per
+        set of terms: two autograd nodes and kernels instead of a multiplication and an addition per term (the
+        step is bound by the host on an H200, RESULTS.md 22a). A single term is weighted as it is."""
+        keys = tuple(losses)
+        if len(keys) == 1:
+            return self.weights[keys[0]] * losses[keys[0]]
+        w = self._weight_vectors.get(keys)
+        first = losses[keys[0]]
+        if w is None or w.device != first.device or w.dtype != first.dtype:
+            w = torch.tensor([float(self.weights[k]) for k in keys], device=first.device, dtype=first.dtype)
+            self._weight_vectors[keys] = w
+        return torch.dot(torch.stack([losses[k] for k in keys]), w)
+
     def backward(self, total: Tensor, losses: Dict[str, Tensor], out, mode: str, step: int) -> None:
         means2d = out.info.get("means2d")
         if (mode == "joint" and step < self.opt.densify_until_iter and len(losses) > 1
@@ -348,7 +363,7 @@ class Trainer:
             if step < self.opt.densify_until_iter:  # the screen-space gradient is read while densifying only
                 self.strategy.step_pre_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
         losses = self.compute_losses(step, view, out, seg_out)
-        total = sum(self.weights[k] * v for k, v in losses.items())
+        total = self.weighted_total(losses)
         with phase("backward"):
             self.backward(total, losses, out, mode, step)
         with phase("optimizer"):

@@ -95,6 +95,23 @@ def test_joint_raster_keeps_densification_stats_from_rendering_loss(tiny_scene, 
     assert d > 1e-7, float(d)
 
 
+def test_the_weighted_total_is_one_dot_product_equal_to_the_sum(tiny_scene, tmp_path):
+    """The step's total is the weighted sum of its named terms, built as one dot product (two autograd nodes);
+    each term's gradient is its weight."""
+    t = _trainer(tiny_scene, tmp_path, "--lambda_3d", "0.25")
+    terms = {k: torch.tensor(0.1 * (i + 1), requires_grad=True) for i, k in enumerate(["render", "cluster", "3d"])}
+    total = t.weighted_total(terms)
+    assert total.grad_fn.name() == "DotBackward0"
+    want = sum(t.weights[k] * v.detach() for k, v in terms.items())
+    torch.testing.assert_close(total.detach(), want, rtol=1e-6, atol=0)
+    total.backward()
+    for k, v in terms.items():
+        assert float(v.grad) == pytest.approx(t.weights[k]), k
+    assert t.weights["3d"] == 0.25
+    one = t.weighted_total({"render": terms["render"]})
+    assert float(one) == pytest.approx(0.1)
+
+
 def test_seg_interval_trains_segmentation_on_selected_steps_only(tiny_scene, tmp_path):
     """--seg_interval 2: odd steps are plain 3DGS steps (colour only; the embedding and its heads keep their
     values), even steps the full objective, the same as a --seg_interval 1 run's step from the same state."""
