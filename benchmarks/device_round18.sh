@@ -24,8 +24,10 @@
 # Session 19 ran it (RESULTS 22; the machine went back between A and the poll, and Tab. 2 ran again on a bare one).
 # Session 20's plan: PROFILE=1 SPEED_SEEDS="0 1" STEP_OPS_AB=1 TABLES="" bash benchmarks/device_round18.sh A: the GPU
 # tests (the step kernels' among them: tests/test_step_ops.py), bench_ops, the profile, the speed matrix with two
-# runs per variant (the fused backward's bench and profile disagreed in 22a), and UniC-Lift with the step kernels
-# off (UNIC_LIFT_STEP_OPS=0, into R/speed_off) for their A/B. Then PQ^scene at 100 objects, or Tab. 5.
+# runs per variant (the fused backward's bench and profile disagreed in 22a), and UniC-Lift (and fused) with the
+# step kernels on (UNIC_LIFT_STEP_OPS=1, into R/speed_on) for their A/B; the profile runs with them on
+# (PROFILE_STEP_OPS=0: off). If their GPU tests pass, STEP_OPS_DEFAULT becomes "1". Then PQ^scene at 100 objects,
+# or Tab. 5.
 # Call poll at once after A (within 30 s: read its output after starting the poll, not before): a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
@@ -42,9 +44,10 @@ speed_matrix() {
   for v in "${specs[@]}"; do args+=("$v"); done
   python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations $SPEED_ITERS --seeds ${SPEED_SEEDS:-0} \
     --variants "${args[@]}" > $R/speed.log 2>&1
-  if [ "${STEP_OPS_AB:-0}" = 1 ]; then  # UniC-Lift with the step kernels off (PyTorch's operators), same seeds
-    UNIC_LIFT_STEP_OPS=0 python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed_off \
-      --iterations $SPEED_ITERS --seeds ${SPEED_SEEDS:-0} --variants unic > $R/speed_off.log 2>&1
+  if [ "${STEP_OPS_AB:-0}" = 1 ]; then  # UniC-Lift with the step kernels on (off by default until tested), same seeds
+    UNIC_LIFT_STEP_OPS=1 python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed_on \
+      --iterations $SPEED_ITERS --seeds ${SPEED_SEEDS:-0} --variants unic "unic:--feature_backward fused" \
+      > $R/speed_on.log 2>&1
   fi
   touch $R/speed.DONE
 }
@@ -52,7 +55,7 @@ speed_matrix() {
 # profile_step (PROFILE=1): wall against host time and the kernels by GPU time, plain and UniC-Lift, after
 # densification on the bench scene (about a minute each): is the step bound by the host or by the GPU?
 profile_run() {
-  python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic "unic:--feature_backward fused" \
+  UNIC_LIFT_STEP_OPS=${PROFILE_STEP_OPS:-1} python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic "unic:--feature_backward fused" \
     --stacks > $R/profile.log 2>&1
   touch $R/profile.DONE
 }
@@ -72,7 +75,7 @@ if [ "$stage" = A ]; then
   [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests  # on the GPU while the scene is made on the CPU
   wait; echo "scene ready at ${SECONDS}s"
   setsid bash -c "$(declare -f chain18 speed_matrix profile_run tables_chain); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
-    PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' SPEED_SEEDS='${SPEED_SEEDS:-0}' STEP_OPS_AB='${STEP_OPS_AB:-0}' \
+    PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' SPEED_SEEDS='${SPEED_SEEDS:-0}' STEP_OPS_AB='${STEP_OPS_AB:-0}' PROFILE_STEP_OPS='${PROFILE_STEP_OPS:-1}' \
     SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
     ITERS=${ITERS:-10000} JOBS=${JOBS:-2} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
     TABLE_ARGS='${TABLE_ARGS:-}'; chain18" < /dev/null > $R/chain.log 2>&1 &
@@ -82,7 +85,7 @@ if [ "$stage" = A ]; then
   cp $R/gpu_tests.log $OUT/ 2>/dev/null; tail -n 3 $R/speed.log $R/*.log 2>/dev/null | tail -n 20
   # Bring back what is finished: session 16 lost a finished speed matrix when the gap after A gave the machine back.
   cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
-  cp $R/speed_off/bench.md $OUT/speed_off.md 2>/dev/null; cp $R/speed_off/bench.json $OUT/speed_off.json 2>/dev/null
+  cp $R/speed_on/bench.md $OUT/speed_on.md 2>/dev/null; cp $R/speed_on/bench.json $OUT/speed_on.json 2>/dev/null
   cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
   cp $R/ops.md $OUT/ 2>/dev/null
   pack_tables
@@ -96,7 +99,7 @@ if [ "$stage" = poll ]; then
   for t in ${TABLES-tab4 tab6}; do echo "== $t"; tail -n 3 $R/$t.log 2>/dev/null; done
   cp $R/speed/bench.md $OUT/speed.md 2>/dev/null; cp $R/speed/bench.json $OUT/speed.json 2>/dev/null
   cp $R/gpu_tests.log $OUT/ 2>/dev/null; cp $R/ops.md $OUT/ 2>/dev/null
-  cp $R/speed_off/bench.md $OUT/speed_off.md 2>/dev/null; cp $R/speed_off/bench.json $OUT/speed_off.json 2>/dev/null
+  cp $R/speed_on/bench.md $OUT/speed_on.md 2>/dev/null; cp $R/speed_on/bench.json $OUT/speed_on.json 2>/dev/null
   cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
   pack_tables
   tar czf $OUT/r18.tgz -C $R --exclude='runs' --exclude='*.ply' --exclude='*.pt' --exclude='renders' --exclude='gt' \
