@@ -5,6 +5,8 @@
   contiguous (torch.cat's backward hands out column views, and their AccumulateGrad copies are strided).
 * ``neighbor_loss_cuda(v, idx, sigmoid)``: L_3D, mean over pairs of ||f(v_i) - f(v_j)||^2, as one kernel that
   also adds the gradient into a buffer; the backward multiplies it by the incoming gradient.
+* ``triplet_term_cuda(e, W, table, boundary, scalars, rand, margin)``: the loss stage's triplet term (drawing the
+  triplets, the layer W and the mean hinge) as one kernel forward, one kernel and one matrix product backward.
 
 With ``UNIC_LIFT_STEP_OPS=1`` both are used on CUDA where the kernels build (nvcc, as for the tile kernel:
 ``feature_backward.build_library``); elsewhere, and by default until their GPU tests have run on a GPU
@@ -22,10 +24,11 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["MAX_PARTS", "neighbor_loss_cuda", "pack_columns", "step_ops_available", "step_ops_status"]
+__all__ = ["MAX_PARTS", "neighbor_loss_cuda", "pack_columns", "step_ops_available", "step_ops_status",
+           "triplet_term_cuda"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "step_ops.cu")
-MAX_PARTS = 4  # csrc/step_ops.cu
+MAX_PARTS, MAX_DIM = 4, 16  # csrc/step_ops.cu
 # UNIC_LIFT_STEP_OPS when unset: "0" (PyTorch's operators) until tests/test_step_ops.py has passed on a GPU; the
 # kernels were written after session 19's lease and have not run yet (benchmarks/RESULTS.md 22c).
 STEP_OPS_DEFAULT = "0"
@@ -61,6 +64,9 @@ def _load(device: torch.device) -> Optional[ctypes.CDLL]:
         lib.unic_pack_fwd.argtypes = [p, p, i, i64, i, p, p]
         lib.unic_pack_bwd.argtypes = [p, i64, i, p, p, i, p]
         lib.unic_neighbor_loss.argtypes = [p, i, p, i64, i, p, p, p]
+        lib.unic_triplet_fwd.restype = lib.unic_triplet_bwd.restype = i
+        lib.unic_triplet_fwd.argtypes = [p, i, p, i, i, p, i, p, p, i, i, p, ctypes.c_float, p, p, p]
+        lib.unic_triplet_bwd.argtypes = [p, i, p, i, p, p, p, p, p, p]
         lib.unic_step_ops_error.restype = ctypes.c_char_p
         lib.unic_step_ops_error.argtypes = [i]
         _libs[arch], _status[arch] = lib, None
@@ -177,3 +183,57 @@ def neighbor_loss_cuda(v: Tensor, idx: Tensor, sigmoid: bool) -> Optional[Tensor
             and step_ops_available(v.device)):
         return None
     return _NeighborLossCUDA.apply(v, idx, bool(sigmoid))
+
+
+class _TripletTermCUDA(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, e, W, table, boundary, scalars, rand, margin):
+        lib = _load(e.device)
+        T, D = rand.shape[0], e.shape[1]
+        loss = e.new_zeros(())
+        trip = torch.empty(T, 4, dtype=torch.int32, device=e.device)
+        with torch.cuda.device(e.device):
+            _check(lib.unic_triplet_fwd(e.data_ptr(), D, table.data_ptr(), table.shape[1], table.shape[0],
+                                        boundary.data_ptr(), boundary.shape[0], scalars.data_ptr(), rand.data_ptr(),
+                                        rand.shape[1], T, None if W is None else W.data_ptr(), float(margin),
+                                        loss.data_ptr(), trip.data_ptr(), _stream(e.device)), lib, "triplet term")
+        ctx.save_for_backward(e, W, trip)
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        e, W, trip = ctx.saved_tensors
+        lib = _load(e.device)
+        T, D = trip.shape[0], e.shape[1]
+        grad_e = torch.zeros_like(e)
+        G = e.new_empty(2 * T, D)
+        X = e.new_empty(2 * T, D)
+        g = g.contiguous()
+        with torch.cuda.device(e.device):
+            _check(lib.unic_triplet_bwd(e.data_ptr(), D, trip.data_ptr(), T, None if W is None else W.data_ptr(),
+                                        g.data_ptr(), grad_e.data_ptr(), G.data_ptr(), X.data_ptr(),
+                                        _stream(e.device)), lib, "triplet term backward")
+        grad_w = G.t() @ X if W is not None and ctx.needs_input_grad[1] else None
+        return grad_e, grad_w, None, None, None, None, None
+
+
+def triplet_term_cuda(e: Tensor, W: Optional[Tensor], table: Tensor, boundary: Tensor, scalars: Tensor, rand: Tensor,
+                      margin: float) -> Optional[Tensor]:
+    """The loss stage's triplet term in one kernel: T = rand.shape[0] triplets drawn as
+    ``targets.static_sample_triplets`` draws them (table [M_max, 4 + Q] int32, boundary [B_max] int64, the view's
+    anchor count at scalars[2], rand [T, 2 + Q]), z = W x on the code rows e [P, D] (W [D, D], or None: no layer),
+    and the mean hinge ``max(0, |z_a - z_p|^2 - |z_a - z_n|^2 + margin)``; 0 when the view has no anchor. Gradients
+    reach e and W. None where the kernel does not apply (not CUDA float32, D > 16, other dtypes, or not built):
+    the caller then uses PyTorch's operators."""
+    if not (e.is_cuda and e.dtype == torch.float32 and e.dim() == 2 and 1 <= e.shape[1] <= MAX_DIM
+            and table.dtype == torch.int32 and table.dim() == 2 and table.shape[1] >= 4 and table.shape[0] >= 1
+            and boundary.dtype == torch.int64 and boundary.numel() >= 1 and scalars.dtype == torch.float32
+            and scalars.numel() >= 3 and rand.dtype == torch.float32 and rand.dim() == 2 and rand.shape[0] >= 1
+            and rand.shape[1] == table.shape[1] - 2 and e.numel() < 2 ** 31
+            and (W is None or (W.dtype == torch.float32 and W.shape == (e.shape[1], e.shape[1])))
+            and step_ops_available(e.device)):
+        return None
+    e = e.contiguous()
+    W = None if W is None else W.contiguous()
+    return _TripletTermCUDA.apply(e, W, table.contiguous(), boundary.contiguous(), scalars.contiguous(),
+                                  rand.contiguous(), float(margin))

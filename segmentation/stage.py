@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from gaussian_renderer.step_ops import step_ops_available, triplet_term_cuda
 from segmentation.losses import gather_rows, semantic_loss, triplet_hinge
 from segmentation.targets import static_cluster_total, static_sample_triplets
 from utils.loss_utils import photometric_loss
@@ -143,7 +144,12 @@ class LossStage(torch.nn.Module):
                 labels = torch.where(x["labels"] < k, x["labels"], kmax)  # the view's ignored label -> K_max
                 out["cluster"] = static_cluster_total(e, labels, x["counts"], k, x["scalars"][1],
                                                       push=cfg.push, push_scale=cfg.push_scale)
-            if "triplet" in self.terms:
+            if "triplet" in self.terms and e.is_cuda and step_ops_available(e.device):
+                fast = triplet_term_cuda(e, self.head.weight_matrix(), x["table"], x["boundary"], x["scalars"],
+                                         x["rand"], cfg.triplet_margin)  # one kernel each way (step_ops.py)
+                if fast is not None:
+                    out["triplet"] = fast
+            if "triplet" in self.terms and "triplet" not in out:
                 m = x["scalars"][2]
                 trip = static_sample_triplets(x["table"], x["boundary"], m, x["rand"])  # [T, 3]
                 z = gather_rows(e, trip.reshape(-1))  # W acts per pixel: the 3T sampled ones only

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from gaussian_renderer import step_ops
-from gaussian_renderer.step_ops import SOURCE, neighbor_loss_cuda, pack_columns, step_ops_available, step_ops_status
-from segmentation.losses import _NeighborLoss, neighbor_loss
+from gaussian_renderer.step_ops import (SOURCE, neighbor_loss_cuda, pack_columns, step_ops_available, step_ops_status,
+                                        triplet_term_cuda)
+from segmentation.losses import TripletHead, _NeighborLoss, gather_rows, neighbor_loss, triplet_hinge
+from segmentation.targets import prepare_targets, static_sample_triplets
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -33,7 +35,8 @@ def test_source_builds_for_hopper_without_spills(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     spills = [int(m) for m in re.findall(r"(\d+) bytes spill stores", r.stderr)]
     frames = [int(m) for m in re.findall(r"(\d+) bytes stack frame", r.stderr)]
-    assert len(spills) == 3 and max(spills) == 0, r.stderr  # pack forward, pack backward, L_3D
+    # pack forward and backward, L_3D, the triplet term's forward and backward
+    assert len(spills) == 5 and max(spills) == 0, r.stderr
     assert max(frames) == 0, r.stderr  # the parts' table is never copied to local memory
 
 
@@ -46,6 +49,8 @@ def test_the_cpu_keeps_pytorchs_operators():
     v = torch.randn(40, 6, generator=g)
     idx = torch.randint(0, 40, (20,), generator=g, dtype=torch.int32)
     assert neighbor_loss_cuda(v, idx, True) is None
+    table, boundary = torch.zeros(3, 6, dtype=torch.int32), torch.zeros(4, dtype=torch.int64)
+    assert triplet_term_cuda(v, None, table, boundary, torch.zeros(4), torch.rand(5, 4), 1.0) is None
     assert not step_ops_available(torch.device("cpu"))
     assert "CUDA only" in step_ops_status(torch.device("cpu"))
 
@@ -172,3 +177,83 @@ def test_a_render_packs_with_the_kernel_and_every_gradient_is_unchanged(kind, mo
     assert with_kernel.keys() == with_cat.keys()
     for k in with_cat:
         torch.testing.assert_close(with_kernel[k], with_cat[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def _triplet_inputs(D, seed, pad=True, device="cuda"):
+    from tests.test_seg_losses import seg_image
+
+    seg = seg_image(seed=seed)
+    t = prepare_targets(seg, torch.ones_like(seg, dtype=torch.bool), ignore_id=0)
+    table, boundary = t.anchor_table, t.boundary
+    if pad:  # the stage's buffers hold the scene's largest view: rows past the view's are never drawn
+        table = torch.cat([table, torch.full((40, table.shape[1]), 10 ** 6, dtype=torch.int32)])
+        boundary = torch.cat([boundary, torch.full((9,), -5, dtype=torch.int64)])
+    g = torch.Generator().manual_seed(seed)
+    P = seg.numel()
+    e = torch.sigmoid(2 * torch.randn(P, D, generator=g))
+    scalars = torch.tensor([float(t.num_segments), float(t.num_kept), float(t.num_anchors), 0.0])
+    rand = torch.rand(3000, table.shape[1] - 2, generator=g)
+    return [x.to(device) for x in (e, table, boundary, scalars, rand)]
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("mode", ["normalized", "identity", "fixed", "free"])
+@pytest.mark.parametrize("D,margin,seed", [(12, 1.0, 0), (4, 0.3, 1), (15, 1.0, 2)])
+def test_the_triplet_kernel_equals_the_stages_operators(mode, D, margin, seed):
+    """The same triplets from the same random numbers, the same hinge; dL/de and dL/dW as PyTorch's graph gives."""
+    e, table, boundary, scalars, rand = _triplet_inputs(D, seed)
+    head = TripletHead(D, mode=mode, seed=seed).cuda()
+    if head.weight is not None and mode != "fixed":
+        with torch.no_grad():
+            head.weight.add_(0.3 * torch.randn(D, D, generator=torch.Generator().manual_seed(seed)).cuda())
+    e1, e2 = e.clone().requires_grad_(True), e.clone().requires_grad_(True)
+    got = triplet_term_cuda(e1, head.weight_matrix(), table, boundary, scalars, rand, margin)
+    assert got is not None and got.grad_fn.name() == "_TripletTermCUDABackward"
+    got.backward()
+    grad_w_got = None if mode in ("identity", "fixed") else head.weight.grad.clone()
+    if grad_w_got is not None:
+        head.weight.grad = None
+    trip = static_sample_triplets(table, boundary, scalars[2], rand)
+    z = head(gather_rows(e2, trip.reshape(-1))).reshape(-1, 3, D)
+    want = triplet_hinge(z, margin) * (scalars[2] > 0).float()
+    want.backward()
+    assert 0.05 < float(want) and 0 < (e2.grad != 0).sum()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(e1.grad, e2.grad, rtol=1e-4, atol=1e-7)
+    if grad_w_got is not None:
+        torch.testing.assert_close(grad_w_got, head.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_the_triplet_kernel_gives_zero_for_a_view_without_anchors_and_runs_in_the_graphed_stage():
+    e, table, boundary, scalars, rand = _triplet_inputs(12, 3)
+    scalars[2] = 0.0
+    x = e.clone().requires_grad_(True)
+    head = TripletHead(12).cuda()
+    out = triplet_term_cuda(x, head.weight_matrix(), table, boundary, scalars, rand, 1.0)
+    out.backward()
+    assert float(out) == 0.0 and not x.grad.any() and not head.weight.grad.any()
+    from tests.test_loss_stage import _objective, _view
+    from segmentation.stage import LossStages
+
+    obj = _objective()
+    obj.device = torch.device("cuda")
+    obj.head = obj.head.cuda()
+    obj.generator = torch.Generator(device="cuda").manual_seed(0)
+    views = [_view(s, n) for s, n in ((0, 6), (1, 3))]
+    for v in views:
+        obj.prepare(v, device="cuda")
+        v.image = v.image.cuda()
+    stages = LossStages(views, lambda_dssim=0.2, objective=obj, device=torch.device("cuda"), triplets=64)
+    for step in range(6):  # past the graph's warm-up and capture
+        v = views[step % 2]
+        H, W = v.instance.shape
+        rgb = torch.rand(H, W, 3, device="cuda", requires_grad=True)
+        feats = {"embedding": torch.randn(H, W, 4, device="cuda", requires_grad=True),
+                 "semantic": torch.randn(H, W, 4, device="cuda")}
+        out = stages(5, v, rgb, feats)
+        sum(out.values()).backward()
+        assert torch.isfinite(out["triplet"]) and feats["embedding"].grad.abs().sum() > 0
+    assert stages.graphed  # the stage was captured with the kernel inside

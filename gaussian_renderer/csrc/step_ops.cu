@@ -12,6 +12,14 @@
 //    [N, D] buffer: about fifteen operators and their autograd nodes become one kernel (plus the backward's
 //    multiplication by the incoming gradient).
 //
+// 3. The triplet term (segmentation/stage.py): T triplets drawn from a view's padded anchor table with the
+//    random numbers given (static_sample_triplets' rules, one thread per triplet), the projection z = W x of the
+//    three code rows, and the mean hinge max(0, |z_a - z_p|^2 - |z_a - z_n|^2 + margin): about 40 operators of
+//    the loss graph's forward in one kernel. The backward recomputes each active triplet, adds W^T dL/dz into the
+//    three rows of dL/de, and writes the per-triplet factors of dL/dW, which one matrix product then sums.
+//    With u = x_a - x_p, w = x_a - x_n, p = W u, q = W w: h = |p|^2 - |q|^2 + margin, so with s = dL/dh,
+//    dL/dx_a = 2 s W^T (p - q), dL/dx_p = -2 s W^T p, dL/dx_n = 2 s W^T q, dL/dW = 2 s (p u^T - q w^T).
+//
 // C entry points for ctypes; each returns a cudaError_t code, 1000 for unsupported arguments.
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -112,6 +120,168 @@ __global__ void neighbor_kernel(const float *__restrict__ v, int D, const int32_
     }
 }
 
+constexpr int MAX_DIM = 16;  // --emb_dim is at most 15
+
+// Flat pixel indices (anchor, positive, negative) of triplet t, as static_sample_triplets draws them.
+__device__ __forceinline__ void draw_triplet(const int32_t *__restrict__ table, int tw, int mmax,
+                                             const int64_t *__restrict__ boundary, int bmax, float m,
+                                             const float *__restrict__ rnd, int &a, int &p, int &n) {
+    long long idx = (long long)(rnd[0] * m);
+    idx = idx < 0 ? 0 : (idx > mmax - 1 ? mmax - 1 : idx);
+    const int32_t *row = table + idx * tw;
+    const long long anchor = row[0], start = row[1], cnt = row[2], rank = row[3];
+    long long r = (long long)(rnd[1] * (float)(cnt - 1));
+    r = r > cnt - 2 ? cnt - 2 : r;
+    r = r < 0 ? 0 : r;
+    r += r >= rank ? 1 : 0;
+    long long b = start + r;
+    b = b < 0 ? 0 : (b > bmax - 1 ? bmax - 1 : b);
+    float best = -2.f;
+    long long neg = 0;
+    for (int q = 4; q < tw; ++q) {  // the first largest score, as argmax
+        const float score = row[q] < 0 ? -1.f : rnd[q - 2];
+        if (score > best) {
+            best = score;
+            neg = row[q];
+        }
+    }
+    a = (int)(anchor < 0 ? 0 : anchor);
+    p = (int)boundary[b];
+    n = (int)(neg < 0 ? 0 : neg);
+}
+
+// y = W x for a D x D row-major W (or y = x when W is null), D <= MAX_DIM.
+__device__ __forceinline__ void project(const float *__restrict__ W, int D, const float *x, float *y) {
+#pragma unroll
+    for (int i = 0; i < MAX_DIM; ++i) {
+        float acc = 0.f;
+        if (i < D) {
+            if (W == nullptr) {
+                acc = x[i];
+            } else {
+#pragma unroll
+                for (int j = 0; j < MAX_DIM; ++j) {
+                    acc += j < D ? W[i * D + j] * x[j] : 0.f;
+                }
+            }
+        }
+        y[i] = acc;
+    }
+}
+
+// One thread per triplet: trip[t] = (a, p, n, active); loss += hinge / T (nothing when the view has no anchor).
+__global__ void triplet_fwd_kernel(const float *__restrict__ e, int D, const int32_t *__restrict__ table, int tw,
+                                   int mmax, const int64_t *__restrict__ boundary, int bmax,
+                                   const float *__restrict__ scalars, const float *__restrict__ rnd, int rw, int T,
+                                   const float *__restrict__ W, float margin, float *__restrict__ loss,
+                                   int32_t *__restrict__ trip) {
+    __shared__ float partial[THREADS / 32];
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    const float m = scalars[2];
+    float h = 0.f;
+    if (t < T) {
+        int a = 0, p = 0, n = 0;
+        int active = 0;
+        if (m > 0.f) {
+            draw_triplet(table, tw, mmax, boundary, bmax, m, rnd + (int64_t)t * rw, a, p, n);
+            float u[MAX_DIM], w[MAX_DIM], pu[MAX_DIM], qw[MAX_DIM];
+#pragma unroll
+            for (int k = 0; k < MAX_DIM; ++k) {
+                const float xa = k < D ? e[(int64_t)a * D + k] : 0.f;
+                u[k] = k < D ? xa - e[(int64_t)p * D + k] : 0.f;
+                w[k] = k < D ? xa - e[(int64_t)n * D + k] : 0.f;
+            }
+            project(W, D, u, pu);
+            project(W, D, w, qw);
+            float dp = 0.f, dn = 0.f;
+#pragma unroll
+            for (int k = 0; k < MAX_DIM; ++k) {
+                dp += pu[k] * pu[k];
+                dn += qw[k] * qw[k];
+            }
+            h = dp - dn + margin;
+            active = h > 0.f ? 1 : 0;
+            h = active ? h : 0.f;
+        }
+        trip[4 * t] = a;
+        trip[4 * t + 1] = p;
+        trip[4 * t + 2] = n;
+        trip[4 * t + 3] = active;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        h += __shfl_down_sync(0xffffffffu, h, o);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        partial[threadIdx.x >> 5] = h;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float sum = 0.f;
+#pragma unroll
+        for (int k = 0; k < THREADS / 32; ++k) {
+            sum += partial[k];
+        }
+        atomicAdd(loss, sum / (float)T);
+    }
+}
+
+// One thread per triplet: grad_e (zeroed [P, D]) += the three rows' gradients; G, X ([2T, D] each) <- the rows
+// whose product G^T X is dL/dW (2 s p, u) and (-2 s q, w); zero rows for an inactive triplet. s = *g / T.
+__global__ void triplet_bwd_kernel(const float *__restrict__ e, int D, const int32_t *__restrict__ trip, int T,
+                                   const float *__restrict__ W, const float *__restrict__ g, float *__restrict__ grad_e,
+                                   float *__restrict__ G, float *__restrict__ X) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= T) {
+        return;
+    }
+    const int a = trip[4 * t], p = trip[4 * t + 1], n = trip[4 * t + 2], active = trip[4 * t + 3];
+    float u[MAX_DIM], w[MAX_DIM], pu[MAX_DIM], qw[MAX_DIM];
+#pragma unroll
+    for (int k = 0; k < MAX_DIM; ++k) {
+        const float xa = (active && k < D) ? e[(int64_t)a * D + k] : 0.f;
+        u[k] = (active && k < D) ? xa - e[(int64_t)p * D + k] : 0.f;
+        w[k] = (active && k < D) ? xa - e[(int64_t)n * D + k] : 0.f;
+    }
+    project(W, D, u, pu);
+    project(W, D, w, qw);
+    const float s2 = active ? 2.f * g[0] / (float)T : 0.f;
+#pragma unroll
+    for (int k = 0; k < MAX_DIM; ++k) {  // dL/dW's factors (the rows stay zero for an inactive triplet)
+        if (k < D) {
+            G[(int64_t)t * D + k] = s2 * pu[k];
+            X[(int64_t)t * D + k] = u[k];
+            G[((int64_t)T + t) * D + k] = -s2 * qw[k];
+            X[((int64_t)T + t) * D + k] = w[k];
+        }
+    }
+    if (!active) {
+        return;
+    }
+#pragma unroll
+    for (int j = 0; j < MAX_DIM; ++j) {  // (W^T p)_j and (W^T q)_j
+        if (j >= D) {
+            continue;
+        }
+        float wp = 0.f, wq = 0.f;
+        if (W == nullptr) {
+            wp = pu[j];
+            wq = qw[j];
+        } else {
+#pragma unroll
+            for (int i = 0; i < MAX_DIM; ++i) {
+                if (i < D) {
+                    wp += W[i * D + j] * pu[i];
+                    wq += W[i * D + j] * qw[i];
+                }
+            }
+        }
+        atomicAdd(grad_e + (int64_t)a * D + j, s2 * (wp - wq));
+        atomicAdd(grad_e + (int64_t)p * D + j, -s2 * wp);
+        atomicAdd(grad_e + (int64_t)n * D + j, s2 * wq);
+    }
+}
+
 int blocks_for(int64_t n) { return (int)((n + THREADS - 1) / THREADS); }
 
 bool fill_parts(Parts &p, float *const *ptrs, const int *widths, int count, int D) {
@@ -173,6 +343,32 @@ extern "C" int unic_neighbor_loss(const float *v, int D, const int32_t *idx, int
     }
     neighbor_kernel<<<blocks_for(E * D), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(
         v, D, idx, E, sigmoid, 1.f / (float)E, loss, grad);
+    return (int)cudaGetLastError();
+}
+
+// The triplet term's forward: loss (one float, zeroed) += mean hinge over T triplets; trip [T, 4] int32 <- (a, p,
+// n, active). table [mmax, tw] int32 (anchor, start, count, rank, window...), boundary [bmax] int64, scalars [4]
+// float (the view's anchor count at [2]), rnd [T, rw] float, W [D, D] row-major or null (no layer).
+extern "C" int unic_triplet_fwd(const float *e, int D, const int32_t *table, int tw, int mmax, const int64_t *boundary,
+                                int bmax, const float *scalars, const float *rnd, int rw, int T, const float *W,
+                                float margin, float *loss, int32_t *trip, void *stream) {
+    if (D < 1 || D > MAX_DIM || T < 1 || tw < 4 || rw != tw - 2 || mmax < 1 || bmax < 1) {
+        return 1000;
+    }
+    triplet_fwd_kernel<<<blocks_for(T), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(
+        e, D, table, tw, mmax, boundary, bmax, scalars, rnd, rw, T, W, margin, loss, trip);
+    return (int)cudaGetLastError();
+}
+
+// Its backward: grad_e [P, D] (zeroed) += dL/de; G, X [2T, D] <- the factors of dL/dW = G^T X. g: dL/dloss (one
+// float on the device).
+extern "C" int unic_triplet_bwd(const float *e, int D, const int32_t *trip, int T, const float *W, const float *g,
+                                float *grad_e, float *G, float *X, void *stream) {
+    if (D < 1 || D > MAX_DIM || T < 1) {
+        return 1000;
+    }
+    triplet_bwd_kernel<<<blocks_for(T), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(e, D, trip, T, W, g, grad_e,
+                                                                                          G, X);
     return (int)cudaGetLastError();
 }
 
