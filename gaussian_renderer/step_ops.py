@@ -5,6 +5,8 @@
   contiguous (torch.cat's backward hands out column views, and their AccumulateGrad copies are strided).
 * ``neighbor_loss_cuda(v, idx, sigmoid)``: L_3D, mean over pairs of ||f(v_i) - f(v_j)||^2, as one kernel that
   also adds the gradient into a buffer; the backward multiplies it by the incoming gradient.
+* ``cluster_term_cuda(e, labels, counts, k, num_kept, push, push_scale)``: the loss stage's cluster term (segment
+  means, pull and push) in four kernels forward and two backward.
 * ``triplet_term_cuda(e, W, table, boundary, scalars, rand, margin)``: the loss stage's triplet term (drawing the
   triplets, the layer W and the mean hinge) as one kernel forward, one kernel and one matrix product backward.
 
@@ -24,7 +26,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["MAX_PARTS", "neighbor_loss_cuda", "pack_columns", "step_ops_available", "step_ops_status",
+__all__ = ["MAX_PARTS", "cluster_term_cuda", "neighbor_loss_cuda", "pack_columns", "step_ops_available", "step_ops_status",
            "triplet_term_cuda"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "step_ops.cu")
@@ -67,6 +69,10 @@ def _load(device: torch.device) -> Optional[ctypes.CDLL]:
         lib.unic_triplet_fwd.restype = lib.unic_triplet_bwd.restype = i
         lib.unic_triplet_fwd.argtypes = [p, i, p, i, i, p, i, p, p, i, i, p, ctypes.c_float, p, p, p]
         lib.unic_triplet_bwd.argtypes = [p, i, p, i, p, p, p, p, p, p]
+        f32 = ctypes.c_float
+        lib.unic_cluster_fwd.restype = lib.unic_cluster_bwd.restype = i
+        lib.unic_cluster_fwd.argtypes = [p, i, p, i64, i, p, p, p, i, f32, p, p, p, p]
+        lib.unic_cluster_bwd.argtypes = [p, i, p, i64, i, p, p, p, i, f32, p, p, p, p, p]
         lib.unic_step_ops_error.restype = ctypes.c_char_p
         lib.unic_step_ops_error.argtypes = [i]
         _libs[arch], _status[arch] = lib, None
@@ -237,3 +243,54 @@ def triplet_term_cuda(e: Tensor, W: Optional[Tensor], table: Tensor, boundary: T
     W = None if W is None else W.contiguous()
     return _TripletTermCUDA.apply(e, W, table.contiguous(), boundary.contiguous(), scalars.contiguous(),
                                   rand.contiguous(), float(margin))
+
+
+SUM_CHUNK = 2048  # csrc/step_ops.cu, as segmentation.targets.SUM_CHUNK
+
+
+class _ClusterTermCUDA(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, e, labels, counts, k, num_kept, gauss, scale):
+        lib = _load(e.device)
+        (P, D), K1 = e.shape, counts.shape[0]
+        sums = e.new_zeros(-(-P // SUM_CHUNK) * K1, D)
+        means = e.new_empty(K1, D)
+        loss = e.new_zeros(())
+        with torch.cuda.device(e.device):
+            _check(lib.unic_cluster_fwd(e.data_ptr(), D, labels.data_ptr(), P, K1, counts.data_ptr(), k.data_ptr(),
+                                        num_kept.data_ptr(), int(gauss), float(scale), sums.data_ptr(),
+                                        means.data_ptr(), loss.data_ptr(), _stream(e.device)), lib, "cluster term")
+        ctx.save_for_backward(e, labels, counts, k, num_kept, means)
+        ctx.gauss, ctx.scale = gauss, scale
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        e, labels, counts, k, num_kept, means = ctx.saved_tensors
+        lib = _load(e.device)
+        (P, D), K1 = e.shape, counts.shape[0]
+        g_m = e.new_empty(K1, D)
+        grad_e = torch.empty_like(e)
+        g = g.contiguous()
+        with torch.cuda.device(e.device):
+            _check(lib.unic_cluster_bwd(e.data_ptr(), D, labels.data_ptr(), P, K1, counts.data_ptr(), k.data_ptr(),
+                                        num_kept.data_ptr(), int(ctx.gauss), float(ctx.scale), means.data_ptr(),
+                                        g.data_ptr(), g_m.data_ptr(), grad_e.data_ptr(), _stream(e.device)),
+                   lib, "cluster term backward")
+        return grad_e, None, None, None, None, None, None
+
+
+def cluster_term_cuda(e: Tensor, labels: Tensor, counts: Tensor, k: Tensor, num_kept: Tensor, push: str,
+                      push_scale: float) -> Optional[Tensor]:
+    """``segmentation.targets.static_cluster_total`` in a few kernels: e [P, D] codes, labels [P] int32 in
+    [0, K_max] (K_max = ignored), counts [K_max + 1] float >= 1, k and num_kept 0-d float32 on the device (the
+    view's segments and kept pixels); push "gauss" (with ``push_scale``) or "sqdist". The gradient reaches e. None
+    where the kernel does not apply (not CUDA float32, D > 16, other dtypes, or not built)."""
+    if not (e.is_cuda and e.dtype == torch.float32 and e.dim() == 2 and 1 <= e.shape[1] <= MAX_DIM
+            and 0 < e.numel() < 2 ** 31 and labels.dtype == torch.int32 and labels.shape == e.shape[:1]
+            and counts.dtype == torch.float32 and counts.dim() == 1 and counts.shape[0] >= 1
+            and all(t.dtype == torch.float32 and t.numel() == 1 for t in (k, num_kept))
+            and push in ("gauss", "sqdist") and step_ops_available(e.device)):
+        return None
+    return _ClusterTermCUDA.apply(e.contiguous(), labels.contiguous(), counts.contiguous(), k, num_kept,
+                                  push == "gauss", float(push_scale))

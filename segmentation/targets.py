@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from gaussian_renderer.step_ops import cluster_term_cuda
 from segmentation.losses import PUSH_MODES, _zero_like_graph, boundary_mask, gather_rows, relabel
 
 __all__ = ["SegmentTargets", "prepare_targets", "prepare_semantic_target", "prepared_cluster_loss",
@@ -347,6 +348,10 @@ def static_cluster_total(emb: Tensor, labels: Tensor, counts: Tensor, k: Tensor,
     e = emb.reshape(-1, emb.shape[-1])
     if e.shape[0] != labels.shape[0]:
         raise ValueError(f"cluster_loss: {e.shape[0]} pixels rendered, targets have {labels.shape[0]}")
+    if e.is_cuda:  # a few kernels instead of about forty operators where the step kernels are on (step_ops.py)
+        fast = cluster_term_cuda(e, labels, counts, k, num_kept, push, push_scale)
+        if fast is not None:
+            return fast
     return _StaticClusterLoss.apply(e, labels, counts, k, num_kept, push, float(push_scale))
 
 

@@ -16,7 +16,7 @@ from gaussian_renderer import step_ops
 from gaussian_renderer.step_ops import (SOURCE, neighbor_loss_cuda, pack_columns, step_ops_available, step_ops_status,
                                         triplet_term_cuda)
 from segmentation.losses import TripletHead, _NeighborLoss, gather_rows, neighbor_loss, triplet_hinge
-from segmentation.targets import prepare_targets, static_sample_triplets
+from segmentation.targets import _StaticClusterLoss, prepare_targets, static_cluster_total, static_sample_triplets
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -35,8 +35,8 @@ def test_source_builds_for_hopper_without_spills(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     spills = [int(m) for m in re.findall(r"(\d+) bytes spill stores", r.stderr)]
     frames = [int(m) for m in re.findall(r"(\d+) bytes stack frame", r.stderr)]
-    # pack forward and backward, L_3D, the triplet term's forward and backward
-    assert len(spills) == 5 and max(spills) == 0, r.stderr
+    # pack forward and backward, L_3D, the triplet term's forward and backward, the cluster term's four and two
+    assert len(spills) == 11 and max(spills) == 0, r.stderr
     assert max(frames) == 0, r.stderr  # the parts' table is never copied to local memory
 
 
@@ -257,3 +257,51 @@ def test_the_triplet_kernel_gives_zero_for_a_view_without_anchors_and_runs_in_th
         sum(out.values()).backward()
         assert torch.isfinite(out["triplet"]) and feats["embedding"].grad.abs().sum() > 0
     assert stages.graphed  # the stage was captured with the kernel inside
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("push,scale", [("gauss", 0.25), ("sqdist", 1.0)])
+@pytest.mark.parametrize("D,pad,seed", [(12, 0, 0), (5, 7, 1), (16, 30, 2)])
+def test_the_cluster_kernels_equal_the_stages_operators(push, scale, D, pad, seed):
+    """Padded to K_max = K + pad, a view with ignored pixels and more than one sum chunk: the same value and dL/de as
+    _StaticClusterLoss, the operators it replaces."""
+    from tests.test_loss_stage import _padded, _targets
+
+    seg, valid, t = _targets(seed)
+    P = seg.numel()
+    g = torch.Generator().manual_seed(seed)
+    reps = -(-5000 // P)  # more pixels than one SUM_CHUNK: several private row blocks
+    labels, counts, k, kept = _padded(t, t.num_segments + pad)
+    labels = labels.repeat(reps).to(torch.int32).cuda()
+    counts = (counts * reps).float().cuda()
+    counts[-1] = 1.0
+    k, kept = k.float().cuda(), (kept * reps).float().cuda()
+    e = torch.sigmoid(2 * torch.randn(P * reps, D, generator=g)).cuda()
+    e1, e2 = e.clone().requires_grad_(True), e.clone().requires_grad_(True)
+    got = static_cluster_total(e1, labels, counts, k, kept, push=push, push_scale=scale)
+    assert got.grad_fn.name() == "_ClusterTermCUDABackward"
+    want = _StaticClusterLoss.apply(e2, labels, counts, k, kept, push, scale)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    (2.5 * got).backward()
+    (2.5 * want).backward()
+    torch.testing.assert_close(e1.grad, e2.grad, rtol=1e-4, atol=1e-8)
+    assert e2.grad.abs().sum() > 0
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_the_cluster_kernels_on_degenerate_views():
+    """One segment: the pull only; no kept pixel: 0 with a zero gradient (as the operators give)."""
+    e = torch.rand(6000, 4, device="cuda", requires_grad=True)
+    one = torch.zeros(6000, dtype=torch.int32, device="cuda")
+    counts = torch.tensor([6000.0, 1.0, 1.0, 1.0, 1.0], device="cuda")
+    k, kept = torch.tensor(1.0, device="cuda"), torch.tensor(6000.0, device="cuda")
+    v = static_cluster_total(e, one, counts, k, kept)
+    ref = _StaticClusterLoss.apply(e, one.long(), counts, k, kept, "gauss", 0.25)
+    torch.testing.assert_close(v, ref, rtol=1e-5, atol=1e-7)
+    none = torch.full((6000,), 4, dtype=torch.int32, device="cuda")
+    z = static_cluster_total(e, none, torch.ones(5, device="cuda"), torch.tensor(0.0, device="cuda"),
+                             torch.tensor(0.0, device="cuda"))
+    z.backward()
+    assert float(z) == 0.0 and e.grad is not None and not e.grad.any()

@@ -20,6 +20,13 @@
 //    With u = x_a - x_p, w = x_a - x_n, p = W u, q = W w: h = |p|^2 - |q|^2 + margin, so with s = dL/dh,
 //    dL/dx_a = 2 s W^T (p - q), dL/dx_p = -2 s W^T p, dL/dx_n = 2 s W^T q, dL/dW = 2 s (p u^T - q w^T).
 //
+// 4. The cluster term (segmentation/targets.py, static_cluster_total): the segment means of the rendered codes,
+//    the pull mean_p |e_p - m_label(p)|^2 over the kept pixels and the push mean_{i<j<K} f(|m_i - m_j|^2),
+//    f(x) = exp(-x / scale) ("gauss") or -x ("sqdist"), in four kernels forward and two backward, for about
+//    forty operators of the loss graph. The pull's gradient is 2 r_p / kept (the means' share vanishes, as in
+//    _ClusterLoss); the push's reaches each pixel through its segment's mean: g_m[i] = sum_j f'_ij (m_i - m_j) 2 /
+//    (pairs count_i).
+//
 // C entry points for ctypes; each returns a cudaError_t code, 1000 for unsupported arguments.
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -282,6 +289,169 @@ __global__ void triplet_bwd_kernel(const float *__restrict__ e, int D, const int
     }
 }
 
+constexpr int SUM_CHUNK = 2048;  // pixels per private row block of the segment sums (as static_cluster_total)
+
+// sums[chunk(p)][label_p] += e_p (sums zeroed, [chunks, K1, D]): each block of pixels adds into its own rows.
+__global__ void cluster_sums_kernel(const float *__restrict__ e, int D, const int32_t *__restrict__ labels, int64_t P,
+                                    int K1, float *__restrict__ sums) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= P * D) {
+        return;
+    }
+    const int64_t p = t / D;
+    const int c = (int)(t - p * D);
+    const int64_t row = (p / SUM_CHUNK) * K1 + labels[p];
+    atomicAdd(sums + row * D + c, e[t]);
+}
+
+// means [K1, D] <- (sum over chunks of sums) / counts.
+__global__ void cluster_means_kernel(const float *__restrict__ sums, int chunks, int K1, int D,
+                                     const float *__restrict__ counts, float *__restrict__ means) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= K1 * D) {
+        return;
+    }
+    float acc = 0.f;
+    for (int c = 0; c < chunks; ++c) {
+        acc += sums[(int64_t)c * K1 * D + t];
+    }
+    means[t] = acc / counts[t / D];
+}
+
+__device__ __forceinline__ void block_add(float v, float scale, float *__restrict__ out) {
+    __shared__ float partial[THREADS / 32];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        v += __shfl_down_sync(0xffffffffu, v, o);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        partial[threadIdx.x >> 5] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < THREADS / 32; ++k) {
+            s += partial[k];
+        }
+        atomicAdd(out, s * scale);
+    }
+}
+
+// loss += sum over kept pixels (label < K1 - 1) of |e_p - m_label|^2 / max(kept, 1); one thread per element.
+__global__ void cluster_pull_kernel(const float *__restrict__ e, int D, const int32_t *__restrict__ labels, int64_t P,
+                                    int K1, const float *__restrict__ means, const float *__restrict__ num_kept,
+                                    float *__restrict__ loss) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    float v = 0.f;
+    if (t < P * D) {
+        const int64_t p = t / D;
+        const int c = (int)(t - p * D);
+        const int l = labels[p];
+        if (l < K1 - 1) {
+            const float r = e[t] - means[(int64_t)l * D + c];
+            v = r * r;
+        }
+    }
+    block_add(v, 1.f / fmaxf(num_kept[0], 1.f), loss);
+}
+
+__device__ __forceinline__ float push_f(float dd, int gauss, float scale) {
+    return gauss ? expf(dd * (-1.f / scale)) : -dd;
+}
+
+// loss += sum over the view's pairs i < j < k of f(|m_i - m_j|^2) / max(k (k - 1) / 2, 1); one thread per (i, j).
+__global__ void cluster_push_kernel(const float *__restrict__ means, int D, int kmax, const float *__restrict__ kview,
+                                    int gauss, float scale, float *__restrict__ loss) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const float k = kview[0];
+    float v = 0.f;
+    if (t < (int64_t)kmax * kmax) {
+        const int i = (int)(t / kmax), j = (int)(t - (int64_t)i * kmax);
+        if (i < j && (float)j < k) {
+            float dd = 0.f;
+            for (int c = 0; c < D; ++c) {
+                const float d = means[i * D + c] - means[j * D + c];
+                dd += d * d;
+            }
+            v = push_f(dd, gauss, scale);
+        }
+    }
+    block_add(v, 1.f / fmaxf(k * (k - 1.f) * 0.5f, 1.f), loss);
+}
+
+// g_m [K1, D] <- the push's gradient with respect to each mean, over its count (0 for padding and the ignored row),
+// times dL/dloss: one block per segment i, the pairs (i, j) over its threads.
+__global__ void cluster_push_bwd_kernel(const float *__restrict__ means, int D, int kmax, const float *__restrict__ counts,
+                                        const float *__restrict__ kview, int gauss, float scale,
+                                        const float *__restrict__ g, float *__restrict__ g_m) {
+    __shared__ float acc[THREADS / 32][MAX_DIM];
+    const int i = blockIdx.x;
+    const float k = kview[0];
+    float a[MAX_DIM];
+#pragma unroll
+    for (int c = 0; c < MAX_DIM; ++c) {
+        a[c] = 0.f;
+    }
+    if ((float)i < k && i < kmax) {
+        for (int j = threadIdx.x; j < kmax; j += blockDim.x) {
+            if (j == i || (float)j >= k) {
+                continue;
+            }
+            float d[MAX_DIM], dd = 0.f;
+#pragma unroll
+            for (int c = 0; c < MAX_DIM; ++c) {
+                d[c] = c < D ? means[i * D + c] - means[j * D + c] : 0.f;
+                dd += d[c] * d[c];
+            }
+            const float slope = gauss ? push_f(dd, 1, scale) * (-1.f / scale) : -1.f;
+#pragma unroll
+            for (int c = 0; c < MAX_DIM; ++c) {
+                a[c] += slope * d[c];
+            }
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < MAX_DIM; ++c) {  // the block's sum of a, per channel
+        float v = a[c];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            v += __shfl_down_sync(0xffffffffu, v, o);
+        }
+        if ((threadIdx.x & 31) == 0) {
+            acc[threadIdx.x >> 5][c] = v;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < D) {
+        float s = 0.f;
+#pragma unroll
+        for (int w = 0; w < THREADS / 32; ++w) {
+            s += acc[w][threadIdx.x];
+        }
+        const float pairs = fmaxf(k * (k - 1.f) * 0.5f, 1.f);
+        const bool real = (float)i < k && i < kmax;
+        g_m[i * D + threadIdx.x] = real ? s * 2.f * g[0] / (pairs * counts[i]) : 0.f;
+    }
+}
+
+// grad_e [P, D] <- 2 r_p dL/dloss / max(kept, 1) on kept pixels, plus their segment's g_m (no zeroing needed).
+__global__ void cluster_bwd_kernel(const float *__restrict__ e, int D, const int32_t *__restrict__ labels, int64_t P,
+                                   int K1, const float *__restrict__ means, const float *__restrict__ g_m,
+                                   const float *__restrict__ num_kept, const float *__restrict__ g,
+                                   float *__restrict__ grad_e) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= P * D) {
+        return;
+    }
+    const int64_t p = t / D;
+    const int c = (int)(t - p * D);
+    const int l = labels[p];
+    const int64_t mc = (int64_t)l * D + c;
+    const float pull = l < K1 - 1 ? (e[t] - means[mc]) * (2.f * g[0] / fmaxf(num_kept[0], 1.f)) : 0.f;
+    grad_e[t] = pull + g_m[mc];
+}
+
 int blocks_for(int64_t n) { return (int)((n + THREADS - 1) / THREADS); }
 
 bool fill_parts(Parts &p, float *const *ptrs, const int *widths, int count, int D) {
@@ -369,6 +539,41 @@ extern "C" int unic_triplet_bwd(const float *e, int D, const int32_t *trip, int 
     }
     triplet_bwd_kernel<<<blocks_for(T), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(e, D, trip, T, W, g, grad_e,
                                                                                           G, X);
+    return (int)cudaGetLastError();
+}
+
+// The cluster term's forward: loss (zeroed) += pull + push; sums [chunks, K1, D] (zeroed) and means [K1, D] are
+// work space the backward reads again (means). labels [P] int32 in [0, K1 - 1] (K1 - 1: ignored), counts [K1]
+// float >= 1, kview / num_kept: the view's segment and kept pixel counts (one float each on the device).
+extern "C" int unic_cluster_fwd(const float *e, int D, const int32_t *labels, int64_t P, int K1, const float *counts,
+                                const float *kview, const float *num_kept, int gauss, float scale, float *sums,
+                                float *means, float *loss, void *stream) {
+    if (D < 1 || D > MAX_DIM || K1 < 1 || P < 1) {
+        return 1000;
+    }
+    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    const int chunks = (int)((P + SUM_CHUNK - 1) / SUM_CHUNK);
+    cluster_sums_kernel<<<blocks_for(P * D), THREADS, 0, s>>>(e, D, labels, P, K1, sums);
+    cluster_means_kernel<<<blocks_for((int64_t)K1 * D), THREADS, 0, s>>>(sums, chunks, K1, D, counts, means);
+    cluster_pull_kernel<<<blocks_for(P * D), THREADS, 0, s>>>(e, D, labels, P, K1, means, num_kept, loss);
+    const int kmax = K1 - 1;
+    if (kmax > 1) {
+        cluster_push_kernel<<<blocks_for((int64_t)kmax * kmax), THREADS, 0, s>>>(means, D, kmax, kview, gauss, scale,
+                                                                                  loss);
+    }
+    return (int)cudaGetLastError();
+}
+
+// Its backward: grad_e [P, D] <- dL/de; g_m [K1, D] work space. g: dL/dloss (one float on the device).
+extern "C" int unic_cluster_bwd(const float *e, int D, const int32_t *labels, int64_t P, int K1, const float *counts,
+                                const float *kview, const float *num_kept, int gauss, float scale, const float *means,
+                                const float *g, float *g_m, float *grad_e, void *stream) {
+    if (D < 1 || D > MAX_DIM || K1 < 1 || P < 1) {
+        return 1000;
+    }
+    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    cluster_push_bwd_kernel<<<K1, THREADS, 0, s>>>(means, D, K1 - 1, counts, kview, gauss, scale, g, g_m);
+    cluster_bwd_kernel<<<blocks_for(P * D), THREADS, 0, s>>>(e, D, labels, P, K1, means, g_m, num_kept, g, grad_e);
     return (int)cudaGetLastError();
 }
 
