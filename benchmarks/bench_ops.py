@@ -9,7 +9,10 @@ Two families, each against the alternatives the training step could use (issue 1
   and ``segmentation.losses.gather_rows`` (element by element through the flat view);
 * **packing the channels** blended in one rasterisation, rgb [N, 3] + sigmoid(embedding) [N, 12] +
   semantic logits [N, 17] -> [N, 32], forward and backward: ``torch.cat`` (today), slice assignment into
-  one buffer, and the packing done in one autograd function.
+  one buffer, and the packing done in one autograd function;
+* **the step kernels** (``gaussian_renderer/step_ops.py``, CUDA only): the packing, L_3D, the triplet term and
+  the cluster term, forward and backward, with ``UNIC_LIFT_STEP_OPS`` on and off (after checking that both
+  give the same values), on a Voronoi mask of ``--segments`` regions at ``--pixels``.
 
 Each row is the median of ``--repeats`` timings with CUDA events after ``--warmup`` calls. On the CPU
 the numbers only check that every variant runs and agrees (the test suite does so).
@@ -126,7 +129,83 @@ def bench(args) -> List[str]:
         add(f"pack [N, 3 + 12 + 17], N = {n}: forward", name, lambda: fn(rgb, emb, sem))
         add(f"pack [N, 3 + 12 + 17], N = {n}: forward + backward", name,
             lambda: torch.autograd.grad(fn(rgb, emb, sem), (rgb, emb, sem), w))
+    if device.type == "cuda":
+        rows += step_kernel_rows(args, device, rgb, emb, sem, w, table, pairs, add)
     return rows
+
+
+def _voronoi_targets(args, device):
+    """A view's prepared targets: ``--segments`` Voronoi regions on a 4:3 image of ``--pixels`` pixels."""
+    from segmentation.targets import prepare_targets
+
+    H = int(round((args.pixels * 3 / 4) ** 0.5))
+    W = args.pixels // H
+    g = torch.Generator().manual_seed(1)
+    centres = torch.rand(args.segments, 2, generator=g) * torch.tensor([H, W])
+    yx = torch.stack(torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij"), -1).float()
+    seg = torch.cdist(yx.reshape(-1, 2), centres).argmin(1).reshape(H, W) + 1
+    return prepare_targets(seg, torch.ones(H, W, dtype=torch.bool), ignore_id=0, device=device)
+
+
+def step_kernel_rows(args, device, rgb, emb, sem, w, table, pairs, add) -> List[str]:
+    """The step kernels against PyTorch's operators, forward + backward (``add`` appends the timed rows)."""
+    from gaussian_renderer import step_ops
+    from segmentation.losses import TripletHead, gather_rows, neighbor_loss, triplet_hinge
+    from segmentation.targets import static_cluster_total, static_sample_triplets
+
+    before = os.environ.get("UNIC_LIFT_STEP_OPS")
+    os.environ["UNIC_LIFT_STEP_OPS"] = "1"
+    if not step_ops.step_ops_available(device):
+        return [f"| step kernels | - | {step_ops.step_ops_status(device)} |"]
+    t = _voronoi_targets(args, device)
+    P, D, T = t.labels.shape[0], 12, 3000
+    g = torch.Generator(device).manual_seed(2)
+    e = torch.sigmoid(torch.randn(P, D, device=device, generator=g)).requires_grad_(True)
+    head = TripletHead(D).to(device)
+    scalars = torch.tensor([float(t.num_segments), float(t.num_kept), float(t.num_anchors), 0.0], device=device)
+    rand = torch.rand(T, t.anchor_table.shape[1] - 2, device=device, generator=g)
+    kmax = t.num_segments
+    labels = torch.where(t.labels < kmax, t.labels, kmax).to(torch.int32)
+    counts = torch.ones(kmax + 1, device=device)
+    counts[:kmax] = t.counts[:kmax].float()
+    v = table.clone().requires_grad_(True)
+
+    def triplet():
+        W = head.weight_matrix()
+        fast = step_ops.triplet_term_cuda(e, W, t.anchor_table, t.boundary, scalars, rand, 1.0)
+        if fast is not None:
+            return fast
+        trip = static_sample_triplets(t.anchor_table, t.boundary, scalars[2], rand)
+        return triplet_hinge(head(gather_rows(e, trip.reshape(-1))).reshape(-1, 3, D)) * (scalars[2] > 0).float()
+
+    cases = {
+        f"pack [N, 3 + 12 + 17], N = {rgb.shape[0]}": (lambda: step_ops.pack_columns([rgb, emb, sem]),
+                                                        (rgb, emb, sem), w),
+        f"L_3D, {pairs.numel() // 2} pairs of [{table.shape[0]}, 12]": (
+            lambda: neighbor_loss(v, pairs.view(-1, 2), activation=torch.sigmoid), (v,), None),
+        f"triplet term, {T} triplets, {t.num_anchors} anchors": (triplet, (e, head.weight), None),
+        f"cluster term, {P} pixels, K = {kmax}": (
+            lambda: static_cluster_total(e, labels, counts, scalars[0], scalars[1]), (e,), None),
+    }
+    try:
+        for op, (fn, inputs, grad_out) in cases.items():
+            results = {}
+            for flag, name in (("0", "operators"), ("1", "step kernel")):
+                os.environ["UNIC_LIFT_STEP_OPS"] = flag
+                out = fn()
+                results[name] = (out.detach(), torch.autograd.grad(out, inputs, grad_out))
+            (a, ga), (b, gb) = results["operators"], results["step kernel"]
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), op
+            assert all(torch.allclose(x, y, rtol=1e-3, atol=1e-6) for x, y in zip(ga, gb)), op
+            for flag, name in (("0", "operators"), ("1", "step kernel")):
+                os.environ["UNIC_LIFT_STEP_OPS"] = flag
+                add(f"{op}: forward + backward", name, lambda: torch.autograd.grad(fn(), inputs, grad_out))
+    finally:
+        if before is None:
+            os.environ.pop("UNIC_LIFT_STEP_OPS", None)
+        else:
+            os.environ["UNIC_LIFT_STEP_OPS"] = before
+    return []
 
 
 def main(argv=None) -> int:

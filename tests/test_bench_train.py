@@ -71,3 +71,29 @@ def test_bench_ops_runs_every_variant_and_they_agree(tmp_path, capsys):
     assert len(rows) == 2 * 3 + 3 * 2
     assert all(float(r.rstrip(" |").rsplit("|", 1)[1]) >= 0 for r in rows)
     assert "flat view (gather_rows)" in text and "one autograd function" in text
+
+
+def test_bench_ops_step_kernel_rows_run_both_sides_and_check_them(monkeypatch):
+    """The step kernels' rows (CUDA only): on the CPU, with availability forced, every case runs its 'operators' and
+    'step kernel' sides (the callers fall back to the operators off CUDA), checks that they agree and adds two
+    timed rows per case; the Voronoi view has the segments asked for."""
+    import argparse
+
+    import torch
+
+    from benchmarks import bench_ops
+    from gaussian_renderer import step_ops
+
+    args = argparse.Namespace(pixels=1200, segments=9, repeats=2, warmup=1)
+    t = bench_ops._voronoi_targets(args, torch.device("cpu"))
+    assert t.num_segments == 9 and t.num_anchors > 0
+    monkeypatch.setattr(step_ops, "step_ops_available", lambda device: True)
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    rgb, emb, sem = (torch.randn(500, w, generator=g, requires_grad=True) for w in (3, 12, 17))
+    table = torch.randn(500, 12, generator=g)
+    pairs = torch.randint(0, 500, (400,), generator=g, dtype=torch.int32)
+    bench_ops.step_kernel_rows(args, torch.device("cpu"), rgb, emb, sem, torch.randn(500, 32, generator=g), table,
+                               pairs, lambda op, variant, fn: rows.append((op, variant, fn())))
+    assert [v for _, v, _ in rows] == ["operators", "step kernel"] * 4
+    assert {op.split(",")[0].split(" [")[0] for op, _, _ in rows} == {"pack", "L_3D", "triplet term", "cluster term"}
