@@ -43,10 +43,21 @@ _libs: dict = {}
 _status: dict = {}  # arch -> None (ready) or the one-line reason it is not
 
 
+_archs: dict = {}  # device index -> "90" etc. (asked once: every call of the step's kernels looks it up)
+
+
+def _arch(device: torch.device) -> str:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    arch = _archs.get(index)
+    if arch is None:
+        major, minor = torch.cuda.get_device_capability(index)
+        arch = _archs[index] = f"{major}{minor}"
+    return arch
+
+
 def _load(device: torch.device) -> Optional[ctypes.CDLL]:
     """The kernels for ``device``'s architecture, or None (the reason is in ``step_ops_status``)."""
-    major, minor = torch.cuda.get_device_capability(device)
-    arch = f"{major}{minor}"
+    arch = _arch(device)
     if arch in _libs or arch in _status:
         return _libs.get(arch)
     with _lock:
@@ -96,8 +107,7 @@ def step_ops_status(device: torch.device) -> str:
         return "step kernels: off (UNIC_LIFT_STEP_OPS=1 turns them on)"
     if _load(device) is not None:
         return "step kernels: on"
-    major, minor = torch.cuda.get_device_capability(device)
-    return "step kernels: " + _status[f"{major}{minor}"]
+    return "step kernels: " + _status[_arch(device)]
 
 
 def _check(code: int, lib: ctypes.CDLL, what: str) -> None:
