@@ -56,6 +56,9 @@ def test_profile_step_reports_wall_host_stages(tiny_scene, tmp_path):
     assert "losses" in res["plain"]["host_phases_ms"] and "loss/3d" not in res["plain"]["host_phases_ms"]
     md = open(os.path.join(out, "profile.md")).read()
     assert "| unic |" in md and "| loss/3d |" in md
+    share = res["unic"]["rebuild_share"]  # the iterations that ran beside a background graph rebuild
+    assert set(share) == {"wall", "host"} and all(0.0 <= v <= 1.0 for v in share.values())
+    assert "graph rebuild in flight" in md
 
 
 def test_bench_ops_runs_every_variant_and_they_agree(tmp_path, capsys):
