@@ -10,8 +10,8 @@ Two families, each against the alternatives the training step could use (issue 1
 * **packing the channels** blended in one rasterisation, rgb [N, 3] + sigmoid(embedding) [N, 12] +
   semantic logits [N, 17] -> [N, 32], forward and backward: ``torch.cat`` (today), slice assignment into
   one buffer, and the packing done in one autograd function;
-* **the step kernels** (``gaussian_renderer/step_ops.py``, CUDA only): the packing, L_3D, the triplet term and
-  the cluster term, forward and backward, with ``UNIC_LIFT_STEP_OPS`` on and off (after checking that both
+* **the step kernels** (``gaussian_renderer/step_ops.py``, CUDA only): L_3D, the triplet term and the cluster
+  term, forward and backward, with ``UNIC_LIFT_STEP_OPS`` on and off (after checking that both
   give the same values), on a Voronoi mask of ``--segments`` regions at ``--pixels``.
 
 Each row is the median of ``--repeats`` timings with CUDA events after ``--warmup`` calls. On the CPU
@@ -130,7 +130,7 @@ def bench(args) -> List[str]:
         add(f"pack [N, 3 + 12 + 17], N = {n}: forward + backward", name,
             lambda: torch.autograd.grad(fn(rgb, emb, sem), (rgb, emb, sem), w))
     if device.type == "cuda":
-        rows += step_kernel_rows(args, device, rgb, emb, sem, w, table, pairs, add)
+        rows += step_kernel_rows(args, device, table, pairs, add)
     return rows
 
 
@@ -147,7 +147,7 @@ def _voronoi_targets(args, device):
     return prepare_targets(seg, torch.ones(H, W, dtype=torch.bool), ignore_id=0, device=device)
 
 
-def step_kernel_rows(args, device, rgb, emb, sem, w, table, pairs, add) -> List[str]:
+def step_kernel_rows(args, device, table, pairs, add) -> List[str]:
     """The step kernels against PyTorch's operators, forward + backward (``add`` appends the timed rows)."""
     from gaussian_renderer import step_ops
     from segmentation.losses import TripletHead, gather_rows, neighbor_loss, triplet_hinge
@@ -179,8 +179,6 @@ def step_kernel_rows(args, device, rgb, emb, sem, w, table, pairs, add) -> List[
         return triplet_hinge(head(gather_rows(e, trip.reshape(-1))).reshape(-1, 3, D)) * (scalars[2] > 0).float()
 
     cases = {
-        f"pack [N, 3 + 12 + 17], N = {rgb.shape[0]}": (lambda: step_ops.pack_columns([rgb, emb, sem]),
-                                                        (rgb, emb, sem), w),
         f"L_3D, {pairs.numel() // 2} pairs of [{table.shape[0]}, 12]": (
             lambda: neighbor_loss(v, pairs.view(-1, 2), activation=torch.sigmoid), (v,), None),
         f"triplet term, {T} triplets, {t.num_anchors} anchors": (triplet, (e, head.weight), None),

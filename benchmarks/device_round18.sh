@@ -28,13 +28,17 @@
 # step kernels on (UNIC_LIFT_STEP_OPS=1, into R/speed_on) for their A/B; the profile runs with them on
 # (PROFILE_STEP_OPS=0: off). If their GPU tests pass, STEP_OPS_DEFAULT becomes "1". Then PQ^scene at 100 objects,
 # or Tab. 5.
+# Session 20 ran it (RESULTS 23a: the step kernels' tests passed but the render's packing kernel, which lost to
+# torch.cat, was dropped; STEP_OPS_DEFAULT became "1"). Then: OBJ=100 STEP_OPS_AB=0 PROFILE=1 SPEED_SEEDS="0 1"
+# TABLES="" bash ... A: the GPU tests, the profile and speed matrix of plain and UniC-Lift at the new default, and
+# UniC-Lift at 10k iterations on a 100-object room of layout seed 5 (made beside the bench scene).
 # Call poll at once after A (within 30 s: read its output after starting the poll, not before): a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
 W=/tmp/w; R=/tmp/r18; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 SPEED_ITERS=${SPEED_ITERS:-4000}
-SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic unic:--feature_backward fused"}
+SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic"}
 stage=${1:-A}
 source benchmarks/device_jobs.sh  # fresh_tree, bench_scene, gpu_tests, tables_chain, pack_tables
 
@@ -55,7 +59,10 @@ speed_matrix() {
 # profile_step (PROFILE=1): wall against host time and the kernels by GPU time, plain and UniC-Lift, after
 # densification on the bench scene (about a minute each): is the step bound by the host or by the GPU?
 profile_run() {
-  UNIC_LIFT_STEP_OPS=${PROFILE_STEP_OPS:-1} python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants plain unic "unic:--feature_backward fused" \
+  local args=()
+  IFS='|' read -ra specs <<< "$(echo "$PROFILE_VARIANTS" | sed 's/ \(plain\|unic\)/|\1/g')"
+  for v in "${specs[@]}"; do args+=("$v"); done
+  UNIC_LIFT_STEP_OPS=${PROFILE_STEP_OPS:-1} python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants "${args[@]}" \
     --stacks > $R/profile.log 2>&1
   touch $R/profile.DONE
 }
@@ -65,6 +72,10 @@ chain18() {
   [ "${OPS:-1}" = 1 ] && python3 benchmarks/bench_ops.py --out $R/ops.md > $R/ops.log 2>&1  # about 10 s
   [ "${PROFILE:-0}" = 1 ] && profile_run
   [ "${SPEED:-1}" = 1 ] && speed_matrix
+  if [ -n "${OBJ:-}" ]; then  # PQ^scene on a room of OBJ objects (layout seed OBJ_SEED), UniC-Lift at OBJ_ITERS
+    python3 benchmarks/bench_train.py --scene $D/obj$OBJ --out $R/obj --iterations ${OBJ_ITERS:-10000} --seeds 0 \
+      --variants unic > $R/obj.log 2>&1; touch $R/obj.DONE
+  fi
   tables_chain
   touch $R/chain.DONE
 }
@@ -72,10 +83,15 @@ chain18() {
 if [ "$stage" = A ]; then
   fresh_tree || exit 1
   bench_scene 8 &
+  if [ -n "${OBJ:-}" ]; then  # the OBJ-object room on the CPU beside the bench scene
+    python3 tools/make_scene.py --out $D/obj$OBJ --objects $OBJ --views 186 --size 480x360 --noise realistic \
+      --seed ${OBJ_SEED:-5} --format panopli --workers 6 --quiet > $R/make_obj.log 2>&1 &
+  fi
   [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests  # on the GPU while the scene is made on the CPU
   wait; echo "scene ready at ${SECONDS}s"
   setsid bash -c "$(declare -f chain18 speed_matrix profile_run tables_chain); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
     PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' SPEED_SEEDS='${SPEED_SEEDS:-0}' STEP_OPS_AB='${STEP_OPS_AB:-0}' PROFILE_STEP_OPS='${PROFILE_STEP_OPS:-1}' \
+    PROFILE_VARIANTS='${PROFILE_VARIANTS:-plain unic}' OBJ='${OBJ:-}' OBJ_ITERS='${OBJ_ITERS:-10000}' \
     SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
     ITERS=${ITERS:-10000} JOBS=${JOBS:-2} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
     TABLE_ARGS='${TABLE_ARGS:-}'; chain18" < /dev/null > $R/chain.log 2>&1 &
@@ -88,6 +104,7 @@ if [ "$stage" = A ]; then
   cp $R/speed_on/bench.md $OUT/speed_on.md 2>/dev/null; cp $R/speed_on/bench.json $OUT/speed_on.json 2>/dev/null
   cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
   cp $R/ops.md $OUT/ 2>/dev/null
+  cp $R/obj/bench.md $OUT/obj.md 2>/dev/null; cp $R/obj/bench.json $OUT/obj.json 2>/dev/null
   pack_tables
 fi
 
@@ -101,6 +118,7 @@ if [ "$stage" = poll ]; then
   cp $R/gpu_tests.log $OUT/ 2>/dev/null; cp $R/ops.md $OUT/ 2>/dev/null
   cp $R/speed_on/bench.md $OUT/speed_on.md 2>/dev/null; cp $R/speed_on/bench.json $OUT/speed_on.json 2>/dev/null
   cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
+  cp $R/obj/bench.md $OUT/obj.md 2>/dev/null; cp $R/obj/bench.json $OUT/obj.json 2>/dev/null
   pack_tables
   tar czf $OUT/r18.tgz -C $R --exclude='runs' --exclude='*.ply' --exclude='*.pt' --exclude='renders' --exclude='gt' \
     --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' speed $(cd $R && ls *.log 2>/dev/null) 2>/dev/null

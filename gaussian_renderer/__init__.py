@@ -22,7 +22,6 @@ from torch import Tensor
 from utils.sh_utils import sh_colors
 
 from .rasterizer import BACKEND_ENV, BACKENDS, rasterize, resolve_backend
-from .step_ops import pack_columns
 
 __all__ = ["RenderOutput", "GeometryDetached", "render", "rasterize", "resolve_backend", "BACKENDS", "BACKEND_ENV"]
 
@@ -126,9 +125,8 @@ def render(
         names.append("depth"), widths.append(1), channels.append(z[:, None])
     if not channels:  # alpha only: blend one dummy channel
         names.append(None), widths.append(1), channels.append(means.new_zeros(n, 1))
-    # [N, D_total]: one kernel each way on CUDA (torch.cat copies narrow rows slowly, and its backward's column
-    # views are copied again by AccumulateGrad; RESULTS.md 22a); one block is passed as it is
-    colors = channels[0] if len(channels) == 1 else pack_columns(channels)
+    # [N, D_total]; one block is passed as it is (a packing kernel lost to torch.cat: RESULTS.md 23a)
+    colors = channels[0] if len(channels) == 1 else torch.cat(channels, dim=-1)
 
     background = None
     if bg is not None:

@@ -1,8 +1,5 @@
 """Small CUDA kernels of the training step (``csrc/step_ops.cu``), each in place of a chain of PyTorch operators:
 
-* ``pack_columns(parts)``: ``torch.cat(parts, dim=-1)`` for [N, w_k] float32 blocks (the render's SH colour,
-  embedding and semantic logits), one kernel forward and one backward, which writes every part's gradient
-  contiguous (torch.cat's backward hands out column views, and their AccumulateGrad copies are strided).
 * ``neighbor_loss_cuda(v, idx, sigmoid)``: L_3D, mean over pairs of ||f(v_i) - f(v_j)||^2, as one kernel that
   also adds the gradient into a buffer; the backward multiplies it by the incoming gradient.
 * ``cluster_term_cuda(e, labels, counts, k, num_kept, push, push_scale)``: the loss stage's cluster term (segment
@@ -10,9 +7,10 @@
 * ``triplet_term_cuda(e, W, table, boundary, scalars, rand, margin)``: the loss stage's triplet term (drawing the
   triplets, the layer W and the mean hinge) as one kernel forward, one kernel and one matrix product backward.
 
-With ``UNIC_LIFT_STEP_OPS=1`` both are used on CUDA where the kernels build (nvcc, as for the tile kernel:
-``feature_backward.build_library``); elsewhere, and by default until their GPU tests have run on a GPU
-(``STEP_OPS_DEFAULT``), the callers keep PyTorch's operators, which those tests compare them with.
+They are used on CUDA where the kernels build (nvcc, as for the tile kernel: ``feature_backward.build_library``);
+``UNIC_LIFT_STEP_OPS=0`` keeps PyTorch's operators, which tests/test_step_ops.py compares them with, as does
+every other device. A packing kernel for the render's channels was dropped: slower than ``torch.cat``
+(RESULTS.md 23a).
 ``step_ops_status()`` says which is used and why.
 """
 from __future__ import annotations
@@ -21,19 +19,17 @@ import ctypes
 import os
 import sys
 import threading
-from typing import List, Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["MAX_PARTS", "cluster_term_cuda", "neighbor_loss_cuda", "pack_columns", "step_ops_available", "step_ops_status",
-           "triplet_term_cuda"]
+__all__ = ["cluster_term_cuda", "neighbor_loss_cuda", "step_ops_available", "step_ops_status", "triplet_term_cuda"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "step_ops.cu")
-MAX_PARTS, MAX_DIM = 4, 16  # csrc/step_ops.cu
-# UNIC_LIFT_STEP_OPS when unset: "0" (PyTorch's operators) until tests/test_step_ops.py has passed on a GPU; the
-# kernels were written after session 19's lease and have not run yet (benchmarks/RESULTS.md 22c).
-STEP_OPS_DEFAULT = "0"
+MAX_DIM = 16  # csrc/step_ops.cu
+# UNIC_LIFT_STEP_OPS when unset: on (tests/test_step_ops.py passed on an H200, RESULTS.md 23a).
+STEP_OPS_DEFAULT = "1"
 
 
 def _wanted() -> bool:
@@ -73,9 +69,7 @@ def _load(device: torch.device) -> Optional[ctypes.CDLL]:
             return None
         lib = ctypes.CDLL(so)
         p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
-        lib.unic_pack_fwd.restype = lib.unic_pack_bwd.restype = lib.unic_neighbor_loss.restype = i
-        lib.unic_pack_fwd.argtypes = [p, p, i, i64, i, p, p]
-        lib.unic_pack_bwd.argtypes = [p, i64, i, p, p, i, p]
+        lib.unic_neighbor_loss.restype = i
         lib.unic_neighbor_loss.argtypes = [p, i, p, i64, i, p, p, p]
         lib.unic_triplet_fwd.restype = lib.unic_triplet_bwd.restype = i
         lib.unic_triplet_fwd.argtypes = [p, i, p, i, i, p, i, p, p, i, i, p, ctypes.c_float, p, p, p]
@@ -91,7 +85,7 @@ def _load(device: torch.device) -> Optional[ctypes.CDLL]:
 
 
 def step_ops_available(device: torch.device) -> bool:
-    """Whether the kernels run on ``device`` (CUDA, asked for with ``UNIC_LIFT_STEP_OPS=1``, and built)."""
+    """Whether the kernels run on ``device`` (CUDA, not turned off with ``UNIC_LIFT_STEP_OPS=0``, and built)."""
     device = torch.device(device)
     if device.type != "cuda" or not _wanted():
         return False
@@ -104,7 +98,7 @@ def step_ops_status(device: torch.device) -> str:
     if device.type != "cuda":
         return "step kernels: CUDA only; PyTorch's operators on this device"
     if not _wanted():
-        return "step kernels: off (UNIC_LIFT_STEP_OPS=1 turns them on)"
+        return "step kernels: off (UNIC_LIFT_STEP_OPS=0); PyTorch's operators are used"
     if _load(device) is not None:
         return "step kernels: on"
     return "step kernels: " + _status[_arch(device)]
@@ -115,59 +109,8 @@ def _check(code: int, lib: ctypes.CDLL, what: str) -> None:
         raise RuntimeError(f"{what}: {lib.unic_step_ops_error(code).decode()}")
 
 
-def _pointers(tensors: Sequence[Optional[Tensor]]):
-    arr = (ctypes.c_void_p * MAX_PARTS)()
-    for k, t in enumerate(tensors):
-        arr[k] = None if t is None else t.data_ptr()
-    return arr
-
-
-def _widths(widths: Sequence[int]):
-    arr = (ctypes.c_int * MAX_PARTS)()
-    for k, w in enumerate(widths):
-        arr[k] = int(w)
-    return arr
-
-
 def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
-
-
-class _PackColumns(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, *parts):
-        lib = _load(parts[0].device)
-        n, widths = parts[0].shape[0], [p.shape[1] for p in parts]
-        out = parts[0].new_empty(n, sum(widths))
-        with torch.cuda.device(out.device):
-            _check(lib.unic_pack_fwd(_pointers(parts), _widths(widths), len(parts), n, out.shape[1], out.data_ptr(),
-                                     _stream(out.device)), lib, "pack_columns")
-        ctx.widths = widths
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous()
-        n = grad.shape[0]
-        grads: List[Optional[Tensor]] = [grad.new_empty(n, w) if need else None
-                                         for w, need in zip(ctx.widths, ctx.needs_input_grad)]
-        lib = _load(grad.device)
-        with torch.cuda.device(grad.device):
-            _check(lib.unic_pack_bwd(grad.data_ptr(), n, grad.shape[1], _pointers(grads), _widths(ctx.widths),
-                                     len(grads), _stream(grad.device)), lib, "pack_columns backward")
-        return tuple(grads)
-
-
-def pack_columns(parts: Sequence[Tensor]) -> Tensor:
-    """``torch.cat(parts, dim=-1)`` of 2D [N, w_k] tensors, differentiable. With the step kernels (CUDA, float32,
-    contiguous, 2 to 4 parts) one kernel each way; otherwise ``torch.cat`` itself."""
-    parts = list(parts)
-    if (2 <= len(parts) <= MAX_PARTS and all(p.is_cuda and p.dtype == torch.float32 and p.dim() == 2
-                                             and p.is_contiguous() for p in parts)
-            and len({p.shape[0] for p in parts}) == 1 and len({p.device for p in parts}) == 1
-            and step_ops_available(parts[0].device)):
-        return _PackColumns.apply(*parts)
-    return torch.cat(parts, dim=-1)
 
 
 class _NeighborLossCUDA(torch.autograd.Function):

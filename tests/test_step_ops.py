@@ -1,8 +1,8 @@
-"""The step kernels (gaussian_renderer/step_ops.py, csrc/step_ops.cu): the render's column packing and L_3D.
+"""The step kernels (gaussian_renderer/step_ops.py, csrc/step_ops.cu): L_3D, the triplet and the cluster terms.
 
 On any machine with nvcc: the source builds for Hopper without spills. On the CPU: the callers keep PyTorch's
-operators. On a GPU: each kernel equals the PyTorch operators it replaces, values and gradients, and a render
-and L_3D take them."""
+operators. On a GPU: each kernel equals the PyTorch operators it replaces, values and gradients, and L_3D and the
+loss stage take them."""
 from __future__ import annotations
 
 import re
@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from gaussian_renderer import step_ops
-from gaussian_renderer.step_ops import (SOURCE, neighbor_loss_cuda, pack_columns, step_ops_available, step_ops_status,
-                                        triplet_term_cuda)
+from gaussian_renderer.step_ops import SOURCE, neighbor_loss_cuda, step_ops_available, step_ops_status, triplet_term_cuda
 from segmentation.losses import TripletHead, _NeighborLoss, gather_rows, neighbor_loss, triplet_hinge
 from segmentation.targets import _StaticClusterLoss, prepare_targets, static_cluster_total, static_sample_triplets
 
@@ -23,7 +22,7 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 
 @pytest.fixture(autouse=True)
 def _kernels_on(monkeypatch):
-    """The kernels are asked for in every test here (they are off by default until these tests pass on a GPU)."""
+    """The kernels are asked for in every test here, whatever the environment says."""
     monkeypatch.setenv("UNIC_LIFT_STEP_OPS", "1")
 
 
@@ -35,17 +34,13 @@ def test_source_builds_for_hopper_without_spills(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     spills = [int(m) for m in re.findall(r"(\d+) bytes spill stores", r.stderr)]
     frames = [int(m) for m in re.findall(r"(\d+) bytes stack frame", r.stderr)]
-    # pack forward and backward, L_3D, the triplet term's forward and backward, the cluster term's four and two
-    assert len(spills) == 11 and max(spills) == 0, r.stderr
-    assert max(frames) == 0, r.stderr  # the parts' table is never copied to local memory
+    # L_3D, the triplet term's forward and backward, the cluster term's four and two
+    assert len(spills) == 9 and max(spills) == 0, r.stderr
+    assert max(frames) == 0, r.stderr
 
 
 def test_the_cpu_keeps_pytorchs_operators():
     g = torch.Generator().manual_seed(0)
-    parts = [torch.randn(50, w, generator=g, requires_grad=True) for w in (3, 12, 17)]
-    out = pack_columns(parts)
-    assert out.grad_fn.name().startswith("Cat")
-    assert torch.equal(out, torch.cat([p.detach() for p in parts], dim=1))
     v = torch.randn(40, 6, generator=g)
     idx = torch.randint(0, 40, (20,), generator=g, dtype=torch.int32)
     assert neighbor_loss_cuda(v, idx, True) is None
@@ -55,55 +50,14 @@ def test_the_cpu_keeps_pytorchs_operators():
     assert "CUDA only" in step_ops_status(torch.device("cpu"))
 
 
-def test_the_kernels_are_off_unless_asked_for(monkeypatch):
+def test_the_kernels_are_on_by_default_and_can_be_turned_off(monkeypatch):
     monkeypatch.delenv("UNIC_LIFT_STEP_OPS")
-    assert step_ops.STEP_OPS_DEFAULT == "0" and not step_ops._wanted()
-    monkeypatch.setenv("UNIC_LIFT_STEP_OPS", "1")
     assert step_ops._wanted()
-
-
-def test_the_ctypes_tables_hold_pointers_and_widths():
-    a, b = torch.zeros(3, 2), torch.zeros(3, 5)
-    ptrs = step_ops._pointers([a, None, b])
-    assert ptrs[0] == a.data_ptr() and ptrs[1] is None and ptrs[2] == b.data_ptr() and ptrs[3] is None
-    assert list(step_ops._widths([3, 12, 17])) == [3, 12, 17, 0]
-
-
-def _parts(widths, n=20011, seed=0, device="cuda"):
-    g = torch.Generator(device=device).manual_seed(seed)
-    return [torch.randn(n, w, generator=g, device=device).requires_grad_(True) for w in widths]
-
-
-@pytest.mark.gpu
-@needs_gpu
-@pytest.mark.parametrize("widths", [(3, 12, 17), (3, 29), (1, 2, 3, 4), (3, 1, 12, 17)])
-def test_packing_equals_cat_bit_for_bit_with_its_gradients(widths):
-    assert step_ops_available(torch.device("cuda")), step_ops_status(torch.device("cuda"))
-    parts = _parts(widths)
-    ref = [p.detach().clone().requires_grad_(True) for p in parts]
-    out, want = pack_columns(parts), torch.cat(ref, dim=1)
-    assert out.grad_fn.name() == "_PackColumnsBackward"
-    assert torch.equal(out, want)
-    w = torch.randn_like(want)
-    (out * w).sum().backward()
-    (want * w).sum().backward()
-    for p, r in zip(parts, ref):
-        assert p.grad.is_contiguous() and torch.equal(p.grad, r.grad)
-
-
-@pytest.mark.gpu
-@needs_gpu
-def test_packing_skips_parts_without_gradient_and_falls_back_where_it_must():
-    a, b = _parts((3, 12), seed=1)
-    c = torch.randn(a.shape[0], 17, device="cuda")  # no gradient
-    out = pack_columns([a, c, b])
-    out.sum().backward()
-    assert torch.equal(a.grad, torch.ones_like(a)) and torch.equal(b.grad, torch.ones_like(b))
-    five = _parts((1, 1, 1, 1, 1))  # more parts than the kernel takes: torch.cat
-    assert pack_columns(five).grad_fn.name().startswith("Cat")
-    strided = torch.randn(100, 6, device="cuda", requires_grad=True)[:, ::2]  # not contiguous: torch.cat
-    assert pack_columns([strided, torch.randn(100, 2, device="cuda")]).grad_fn.name().startswith("Cat")
-    assert pack_columns(_parts((3, 12), device="cuda")).grad_fn.name() == "_PackColumnsBackward"
+    monkeypatch.setenv("UNIC_LIFT_STEP_OPS", "0")
+    assert not step_ops._wanted()
+    if torch.cuda.is_available():
+        assert not step_ops_available(torch.device("cuda"))
+        assert "off" in step_ops_status(torch.device("cuda"))
 
 
 @pytest.mark.gpu
@@ -138,45 +92,6 @@ def test_l3d_takes_the_kernel_and_can_be_turned_off(monkeypatch):
     assert off.grad_fn.name() == "_NeighborLossBackward"
     assert "off" in step_ops_status(torch.device("cuda"))
     torch.testing.assert_close(on, off, rtol=2e-5, atol=1e-7)
-
-
-@pytest.mark.gpu
-@needs_gpu
-@pytest.mark.parametrize("kind", ["tile_sparse", "fused"])
-def test_a_render_packs_with_the_kernel_and_every_gradient_is_unchanged(kind, monkeypatch):
-    """Two feature blocks (embedding and semantic widths) beside the SH colour: every leaf's gradient with the
-    packing kernel equals the one with torch.cat (the packing only moves values; what differs is the last bits of
-    the feature product's atomic adds, which differ between any two runs)."""
-    from tests.test_feature_backward import _setup
-
-    model, cam, feat, w_rgb, w_feat = _setup(3000, 160, 120, 29, 0)
-    sem = feat.detach()[:, 12:].clone().requires_grad_(True)
-    emb = feat.detach()[:, :12].clone().requires_grad_(True)
-
-    def grads():
-        from gaussian_renderer import render
-        from gaussian_renderer.rasterizer import set_feature_backward
-
-        set_feature_backward(kind)
-        try:
-            for t in (*model.leaves().values(), emb, sem):
-                t.grad = None
-            out = render(cam, model, bg=torch.tensor([0.2, 0.5, 0.8], device="cuda"),
-                         features={"embedding": emb, "semantic": sem}, backend="gsplat", feature_geometry_grad=False)
-            f = torch.cat([out.features["embedding"], out.features["semantic"]], dim=-1)
-            ((out.rgb * w_rgb).sum() + (f * w_feat).sum()).backward()
-            torch.cuda.synchronize()
-        finally:
-            set_feature_backward("gsplat")
-        return {"emb": emb.grad.clone(), "sem": sem.grad.clone(), **{k: v.grad.clone() for k, v in model.leaves().items()}}
-
-    assert step_ops_available(torch.device("cuda")), step_ops_status(torch.device("cuda"))
-    with_kernel = grads()
-    monkeypatch.setenv("UNIC_LIFT_STEP_OPS", "0")
-    with_cat = grads()
-    assert with_kernel.keys() == with_cat.keys()
-    for k in with_cat:
-        torch.testing.assert_close(with_kernel[k], with_cat[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 def _triplet_inputs(D, seed, pad=True, device="cuda"):

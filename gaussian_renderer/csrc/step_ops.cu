@@ -1,18 +1,12 @@
 // Small kernels of the training step that replace chains of PyTorch operators (gaussian_renderer/step_ops.py).
 //
-// 1. Column packing. The render blends one [N, D] block of channels: the SH colour [N, 3], the embedding
-//    [N, d] and the semantic logits [N, C] side by side. torch.cat copies such narrow rows with one strided
-//    copy per input (0.20 ms for [528k, 32] on an H200, RESULTS.md 22a), and its backward hands out column
-//    views whose AccumulateGrad copies are again strided. Here one thread per output element copies the
-//    forward, and one thread per gradient element writes every part's contiguous gradient in the backward.
-//
-// 2. The 3D neighbour loss (Eq. 6), mean_e ||f(v_i) - f(v_j)||^2 over pairs e = (i, j), f = sigmoid or the
+// 1. The 3D neighbour loss (Eq. 6), mean_e ||f(v_i) - f(v_j)||^2 over pairs e = (i, j), f = sigmoid or the
 //    identity. One kernel reads both rows of each pair once, adds the pair's share of the loss and, when
 //    asked, the gradient of the loss with respect to v (2 d f'(v_i) / E and -2 d f'(v_j) / E) into a zeroed
 //    [N, D] buffer: about fifteen operators and their autograd nodes become one kernel (plus the backward's
 //    multiplication by the incoming gradient).
 //
-// 3. The triplet term (segmentation/stage.py): T triplets drawn from a view's padded anchor table with the
+// 2. The triplet term (segmentation/stage.py): T triplets drawn from a view's padded anchor table with the
 //    random numbers given (static_sample_triplets' rules, one thread per triplet), the projection z = W x of the
 //    three code rows, and the mean hinge max(0, |z_a - z_p|^2 - |z_a - z_n|^2 + margin): about 40 operators of
 //    the loss graph's forward in one kernel. The backward recomputes each active triplet, adds W^T dL/dz into the
@@ -20,12 +14,15 @@
 //    With u = x_a - x_p, w = x_a - x_n, p = W u, q = W w: h = |p|^2 - |q|^2 + margin, so with s = dL/dh,
 //    dL/dx_a = 2 s W^T (p - q), dL/dx_p = -2 s W^T p, dL/dx_n = 2 s W^T q, dL/dW = 2 s (p u^T - q w^T).
 //
-// 4. The cluster term (segmentation/targets.py, static_cluster_total): the segment means of the rendered codes,
+// 3. The cluster term (segmentation/targets.py, static_cluster_total): the segment means of the rendered codes,
 //    the pull mean_p |e_p - m_label(p)|^2 over the kept pixels and the push mean_{i<j<K} f(|m_i - m_j|^2),
 //    f(x) = exp(-x / scale) ("gauss") or -x ("sqdist"), in four kernels forward and two backward, for about
 //    forty operators of the loss graph. The pull's gradient is 2 r_p / kept (the means' share vanishes, as in
 //    _ClusterLoss); the push's reaches each pixel through its segment's mean: g_m[i] = sum_j f'_ij (m_i - m_j) 2 /
 //    (pairs count_i).
+//
+// A column-packing kernel for the render's channels (in place of torch.cat) was tried and dropped: forward and
+// backward it took 0.405 ms against torch.cat's 0.282 ms on an H200 (RESULTS.md 23a).
 //
 // C entry points for ctypes; each returns a cudaError_t code, 1000 for unsupported arguments.
 #include <cstdint>
@@ -33,58 +30,7 @@
 
 namespace {
 
-constexpr int MAX_PARTS = 4;
 constexpr int THREADS = 256;
-
-struct Parts {
-    float *ptr[MAX_PARTS];
-    int width[MAX_PARTS];
-    int start[MAX_PARTS];  // first column of each part in the packed block
-    int count;
-};
-
-// Where column c of the packed block lives: its part's pointer, width and first column (parts are few: an
-// unrolled scan with constant indices, so the kernel's parameter block is never copied to local memory).
-struct Column {
-    float *ptr;
-    int width;
-    int start;
-};
-
-__device__ __forceinline__ Column column_of(const Parts &p, int c) {
-    Column col{p.ptr[0], p.width[0], p.start[0]};
-#pragma unroll
-    for (int q = 1; q < MAX_PARTS; ++q) {
-        if (q < p.count && c >= p.start[q]) {
-            col = Column{p.ptr[q], p.width[q], p.start[q]};
-        }
-    }
-    return col;
-}
-
-__global__ void pack_fwd_kernel(Parts parts, int64_t n, int D, float *__restrict__ out) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n * D) {
-        return;
-    }
-    const int64_t r = i / D;
-    const int c = (int)(i - r * D);
-    const Column col = column_of(parts, c);
-    out[i] = col.ptr[r * col.width + (c - col.start)];
-}
-
-__global__ void pack_bwd_kernel(const float *__restrict__ grad, int64_t n, int D, Parts parts) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n * D) {
-        return;
-    }
-    const int64_t r = i / D;
-    const int c = (int)(i - r * D);
-    const Column col = column_of(parts, c);
-    if (col.ptr != nullptr) {  // a part that needs no gradient is skipped
-        col.ptr[r * col.width + (c - col.start)] = grad[i];
-    }
-}
 
 // One thread per (pair, channel); the block's share of the loss is reduced in shared memory and added once.
 __global__ void neighbor_kernel(const float *__restrict__ v, int D, const int32_t *__restrict__ idx, int64_t E,
@@ -454,55 +400,7 @@ __global__ void cluster_bwd_kernel(const float *__restrict__ e, int D, const int
 
 int blocks_for(int64_t n) { return (int)((n + THREADS - 1) / THREADS); }
 
-bool fill_parts(Parts &p, float *const *ptrs, const int *widths, int count, int D) {
-    if (count < 1 || count > MAX_PARTS) {
-        return false;
-    }
-    int start = 0;
-    for (int k = 0; k < MAX_PARTS; ++k) {
-        p.ptr[k] = k < count ? ptrs[k] : nullptr;
-        p.width[k] = k < count ? widths[k] : 0;
-        p.start[k] = start;
-        if (k < count) {
-            if (widths[k] < 1) {
-                return false;
-            }
-            start += widths[k];
-        }
-    }
-    p.count = count;
-    return start == D;
-}
-
 }  // namespace
-
-// out [n, D] <- the parts side by side; parts[k] is a contiguous [n, widths[k]] block.
-extern "C" int unic_pack_fwd(float *const *parts, const int *widths, int count, int64_t n, int D, float *out,
-                             void *stream) {
-    Parts p;
-    if (!fill_parts(p, parts, widths, count, D)) {
-        return 1000;
-    }
-    if (n * D == 0) {
-        return 0;
-    }
-    pack_fwd_kernel<<<blocks_for(n * D), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(p, n, D, out);
-    return (int)cudaGetLastError();
-}
-
-// grads[k] [n, widths[k]] <- columns of grad [n, D]; a null grads[k] is not written.
-extern "C" int unic_pack_bwd(const float *grad, int64_t n, int D, float *const *grads, const int *widths, int count,
-                             void *stream) {
-    Parts p;
-    if (!fill_parts(p, grads, widths, count, D)) {
-        return 1000;
-    }
-    if (n * D == 0) {
-        return 0;
-    }
-    pack_bwd_kernel<<<blocks_for(n * D), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(grad, n, D, p);
-    return (int)cudaGetLastError();
-}
 
 // loss (one float, zeroed) += mean over the E pairs idx [2E] (i0, j0, i1, j1, ...) of ||f(v_i) - f(v_j)||^2;
 // grad (zeroed [N, D], or null) += its gradient with respect to v.
