@@ -173,6 +173,18 @@ class Trainer:
         if why:
             print(f"[unic-lift] the tile kernel is not available here ({why}); using gsplat's backward for the "
                   "features (slower)", file=sys.stderr)
+        if self.device.type == "cuda":  # the step kernels too (gaussian_renderer/step_ops.py): built, or the one-line
+            from gaussian_renderer.step_ops import step_ops_available  # reason printed, before the first step
+
+            step_ops_available(self.device)
+
+    def _step_kernels(self) -> Optional[bool]:
+        """Whether L_3D and the loss stage ran as this project's kernels (None: no segmentation)."""
+        if self.objective is None:
+            return None
+        from gaussian_renderer.step_ops import step_ops_available
+
+        return step_ops_available(self.device)
 
     def _init_stages(self):
         """The per-view losses of a step as one static-shape module (segmentation.stage): a CUDA graph
@@ -649,6 +661,7 @@ class Trainer:
                  "device": torch.cuda.get_device_name() if self.device.type == "cuda" else "cpu",
                  "data_device": str(self.data_device), "optimizer": self.optimizer_kind,
                  "seg_raster": self.raster_mode(step) if self.objective is not None else None,
+                 "step_kernels": self._step_kernels(),
                  "eval": {str(k): v for k, v in self.eval_history.items()}}
         if clustering is not None:  # contrastive_lift: the kept min_cluster_size and, when tuned, every candidate
             stats.update({"cluster_tune_seconds": clustering["tune_seconds"],

@@ -123,7 +123,7 @@ def collect(model: str) -> dict:
         "it_per_s": stats.get("iterations_per_second"), "peak_gpu_mem_mb": stats.get("peak_gpu_mem_mb"),
         "num_gaussians": stats.get("num_gaussians"), "device": stats.get("device"),
         "optimizer": stats.get("optimizer"), "seg_raster": stats.get("seg_raster"),
-        "data_device": stats.get("data_device"),
+        "step_kernels": stats.get("step_kernels"), "data_device": stats.get("data_device"),
         "PSNR": metrics.get("PSNR"), "PQ_scene": metrics.get("PQ_scene"), "mIoU": metrics.get("mIoU"),
         "profile": stats.get("profile"),
     }
@@ -152,7 +152,8 @@ def markdown(report: dict) -> str:
                      f"{_n(r.get('train_seconds'), '.1f')} | {_n(r.get('vs_plain'), '.2f')} | "
                      f"{_n(r.get('peak_gpu_mem_mb'), '.0f')} | {_n(r.get('num_gaussians'), 'd')} | "
                      f"{_n(r.get('PSNR'), '.2f')} | {_n(r.get('PQ_scene'), '.2f')} | "
-                     f"{r.get('optimizer') or '-'}, {r.get('seg_raster') or 'no seg'}, data {r.get('data_device') or '-'} |")
+                     f"{r.get('optimizer') or '-'}, {r.get('seg_raster') or 'no seg'}, data {r.get('data_device') or '-'}"
+                     f"{', step kernels' if r.get('step_kernels') else ''} |")
     phases: List[str] = []
     for r in runs:
         for p in (r.get("profile") or {}):

@@ -152,6 +152,7 @@ def test_log_file_and_profile_name_the_loss_terms(tiny_scene, tmp_path):
     saved = json.load(open(os.path.join(out, "train_stats.json")))
     assert saved["profile"].keys() == prof.keys() and saved["optimizer"] == "adam" and saved["data_device"] == "cpu"
     assert saved["iterations_per_second"] > 0
+    assert saved["step_kernels"] is False  # CUDA only: PyTorch's operators on the CPU
 
 
 def test_optimizer_and_data_device_choices():
@@ -180,6 +181,7 @@ def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer):
                   "--opacity_reset_interval", "150", "--densify_until_iter", "250", "--l3d_from_iter", "200",
                   "--triplet_from_iter", "200", "--profile"])
     assert stats["optimizer"] == optimizer and stats["data_device"].startswith("cuda")
+    assert stats["step_kernels"] is True  # on by default, built (tests/test_step_ops.py compares them)
     assert stats["eval"]["300"]["test"]["psnr"] > stats["eval"]["1"]["test"]["psnr"] + 2.0
     ckpt = GaussianModel.load_ply(os.path.join(out, "point_cloud/iteration_300/point_cloud.ply"))
     assert ckpt.num_gaussians == stats["num_gaussians"]
