@@ -32,6 +32,11 @@
 # torch.cat, was dropped; STEP_OPS_DEFAULT became "1"). Then: OBJ=100 STEP_OPS_AB=0 PROFILE=1 SPEED_SEEDS="0 1"
 # TABLES="" bash ... A: the GPU tests, the profile and speed matrix of plain and UniC-Lift at the new default, and
 # UniC-Lift at 10k iterations on a 100-object room of layout seed 5 (made beside the bench scene).
+# Session 21's plan (issue 13): SPEED=0 TABLES=tab5 SEEDS=0 bash ... A (about 21 GPU minutes), or Tab. 1 in parts,
+# e.g. SPEED=0 TABLES=tab1 SEEDS=0 TABLE_ARGS="--objects 25 50" (each part's runs_json.tgz unpacked with
+# tar xzf runs_json.tgz -C benchmarks/paper_runs and committed, JSON only; then paper_tables.py tab1 --collect
+# --runs benchmarks/paper_runs/runs --size 480x360 --views 186 draws the whole).
+# Stage A now makes the tables' scenes (paper_tables.py --scenes_only, 4 at a time) beside the GPU tests.
 # Call poll at once after A (within 30 s: read its output after starting the poll, not before): a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
 set -u
@@ -82,7 +87,11 @@ chain18() {
 
 if [ "$stage" = A ]; then
   fresh_tree || exit 1
-  bench_scene 8 &
+  if [ "${SPEED:-1}" = 1 ] || [ "${PROFILE:-0}" = 1 ]; then bench_scene 8 & fi
+  for t in ${TABLES-tab4 tab6}; do  # the tables' scenes too, 4 at a time on the 16 cores, while the GPU tests run
+    python3 benchmarks/paper_tables.py $t --scenes_only --scenes_dir $D/paper --size ${SIZE:-480x360} \
+      --views ${VIEWS:-186} --workers 4 --scene_jobs 4 ${TABLE_ARGS:-} > $R/scenes_$t.log 2>&1 &
+  done
   if [ -n "${OBJ:-}" ]; then  # the OBJ-object room on the CPU beside the bench scene
     python3 tools/make_scene.py --out $D/obj$OBJ --objects $OBJ --views 186 --size 480x360 --noise realistic \
       --seed ${OBJ_SEED:-5} --format panopli --workers 6 --quiet > $R/make_obj.log 2>&1 &

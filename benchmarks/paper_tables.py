@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -235,15 +236,21 @@ def estimate(args: argparse.Namespace, spec: dict) -> dict:
 # --------------------------------------------------------------------------- scenes
 
 def make_scenes(specs: Sequence[SceneSpec], scenes_dir: str, workers: int = 2,
-                log: Callable[[str], None] = print, run=subprocess.run) -> List[str]:
+                log: Callable[[str], None] = print, run=None, jobs: int = 1) -> List[str]:
     """Generates every missing scene (a folder with generator.json is complete) into
-    ``scenes_dir/<name>``, each written to ``<name>.partial`` and renamed when done."""
+    ``scenes_dir/<name>``, each written to ``<name>.partial`` and renamed when done; ``jobs`` scenes at a time
+    (each with ``workers`` processes). ``run``: subprocess.run unless given."""
+    run = run or subprocess.run
     os.makedirs(scenes_dir, exist_ok=True)
-    made = []
+    todo = []
     for sc in specs:
         final = os.path.join(scenes_dir, sc.name)
-        if os.path.isfile(os.path.join(final, "generator.json")):
+        if os.path.isfile(os.path.join(final, "generator.json")) or final in {f for _, f in todo}:
             continue
+        todo.append((sc, final))
+
+    def make(item) -> str:
+        sc, final = item
         partial = final + ".partial"
         for stale in (partial, final):  # a folder without generator.json is an interrupted write of ours
             if os.path.isdir(stale):
@@ -254,8 +261,12 @@ def make_scenes(specs: Sequence[SceneSpec], scenes_dir: str, workers: int = 2,
             tail = (proc.stderr or proc.stdout or "").strip().splitlines()
             raise SystemExit(f"error: tools/make_scene.py failed for {sc.name}: {tail[-1] if tail else proc.returncode}")
         os.replace(partial, final)
-        made.append(final)
-    return made
+        return final
+
+    if jobs <= 1 or len(todo) <= 1:
+        return [make(item) for item in todo]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # subprocesses: the threads only wait
+        return list(pool.map(make, todo))
 
 
 # --------------------------------------------------------------------------- table
@@ -512,6 +523,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "did not finish; --collect without it tabulates every row on disk")
     p.add_argument("--collect", action="store_true", help="rebuild table and figure from the runs on disk")
     p.add_argument("--dry_run", action="store_true", help="print the jobs and the GPU time estimate; run nothing")
+    p.add_argument("--scenes_only", action="store_true",
+                   help="generate the table's missing scenes and stop (on the CPU, e.g. while a GPU machine builds "
+                        "and tests; timed runs then start on ready scenes)")
+    p.add_argument("--scene_jobs", type=int, default=1, help="scenes generated at a time, --workers processes each")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: List[str] = []
     if "--" in argv:  # the rest goes to every train.py call
@@ -620,6 +635,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for j in table_jobs(args, table_spec(args, n)):
                 print(f"{n}: {j.tag} -> {j.model_path}")
         print_estimate(names, args)
+        return 0
+    if args.scenes_only:
+        specs = [sc for n in names for sc in table_spec(args, n)["scenes"]]
+        made = make_scenes(specs, args.scenes_dir, args.workers, jobs=max(1, args.scene_jobs))
+        print(f"{len(made)} scene(s) generated, {len(specs) - len(made)} already there, in {args.scenes_dir}")
         return 0
     failed = 0
     for n in names:

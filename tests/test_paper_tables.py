@@ -135,6 +135,30 @@ def test_make_scenes_generates_missing_ones_atomically(tmp_path):
         pt.make_scenes([pt.messy("old_room", 13, 0)], str(tmp_path), log=lambda m: None, run=fake_run)
 
 
+def test_scenes_only_generates_several_at_once_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    """--scenes_only --scene_jobs 3: the table's missing scenes, three generations in flight together (a
+    barrier that three callers must reach before any returns), then exit without training."""
+    import threading
+
+    barrier = threading.Barrier(3, timeout=20)
+
+    def fake_run(cmd, **kw):
+        barrier.wait()  # raises BrokenBarrierError unless three generations overlap
+        out = cmd[cmd.index("--out") + 1]
+        os.makedirs(out)
+        open(os.path.join(out, "generator.json"), "w").write("{}")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(pt.subprocess, "run", fake_run)
+    monkeypatch.setattr(pt, "run_table", lambda *a, **k: pytest.fail("--scenes_only must not train"))
+    scenes = tmp_path / "scenes"
+    assert pt.main(["tab1", "--objects", "25", "100", "500", "--scenes_only", "--scene_jobs", "3",
+                    "--scenes_dir", str(scenes)]) == 0
+    names = sorted(p.name for p in scenes.iterdir())
+    assert len(names) == 6 and all(n.endswith("messy") for n in names) and not any("_50_" in n for n in names)
+    assert "6 scene(s) generated, 0 already there" in capsys.readouterr().out
+
+
 def test_tab1_runs_then_writes_table_and_figure(tmp_path):
     args = _args(tmp_path, "tab1", "--seeds", "0", "1", "--out", str(tmp_path / "t1"),
                  "--figure", str(tmp_path / "docs" / "tab1.png"), "--jobs_per_gpu", "2")
