@@ -35,6 +35,7 @@ from torch import Tensor
 from arguments import (ModelParams, OptimizationParams, PipelineParams, SegmentationParams,
                        save_cfg_args)
 from gaussian_renderer import GeometryDetached, render
+from gaussian_renderer.step_ops import step_ops_available
 from scene import (CameraTensors, View, load_views, resolution_scale, resolve_data_device, select_mask_views,
                    training_bytes, view_draws)
 from scene.cameras import SceneError, SceneInfo
@@ -97,6 +98,7 @@ class Trainer:
         self.has_masks = any(v.instance is not None for v in self.views)
         self.model = self._init_model()
         self.objective = self._init_objective()
+        self._step_kernels()  # built before the first step, and only where segmentation trains
         self._prepare_views(self.views)
         self.draws = view_draws(self.views, self.seg.mask_view_share if self.objective is not None else 0.0)
         self.stages = self._init_stages()
@@ -173,18 +175,11 @@ class Trainer:
         if why:
             print(f"[unic-lift] the tile kernel is not available here ({why}); using gsplat's backward for the "
                   "features (slower)", file=sys.stderr)
-        if self.device.type == "cuda":  # the step kernels too (gaussian_renderer/step_ops.py): built, or the one-line
-            from gaussian_renderer.step_ops import step_ops_available  # reason printed, before the first step
-
-            step_ops_available(self.device)
 
     def _step_kernels(self) -> Optional[bool]:
-        """Whether L_3D and the loss stage ran as this project's kernels (None: no segmentation)."""
-        if self.objective is None:
-            return None
-        from gaussian_renderer.step_ops import step_ops_available
-
-        return step_ops_available(self.device)
+        """Whether L_3D and the loss stage run as this project's kernels (gaussian_renderer/step_ops.py; None: no
+        segmentation). The first call builds them, or prints the one-line reason they are not used."""
+        return None if self.objective is None else step_ops_available(self.device)
 
     def _init_stages(self):
         """The per-view losses of a step as one static-shape module (segmentation.stage): a CUDA graph

@@ -47,10 +47,16 @@ SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic"}
 stage=${1:-A}
 source benchmarks/device_jobs.sh  # fresh_tree, bench_scene, gpu_tests, tables_chain, pack_tables
 
-speed_matrix() {
-  local args=()
-  IFS='|' read -ra specs <<< "$(echo "$SPEED_VARIANTS" | sed 's/ \(plain\|unic\)/|\1/g')"
+# variant_args "plain unic unic:--flag value": the caller's local array args, one element per variant (a variant
+# starts at each plain / unic, so its flags may hold spaces).
+variant_args() {
+  args=()
+  IFS='|' read -ra specs <<< "$(echo "$1" | sed 's/ \(plain\|unic\)/|\1/g')"
   for v in "${specs[@]}"; do args+=("$v"); done
+}
+
+speed_matrix() {
+  local args; variant_args "$SPEED_VARIANTS"
   python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations $SPEED_ITERS --seeds ${SPEED_SEEDS:-0} \
     --variants "${args[@]}" > $R/speed.log 2>&1
   if [ "${STEP_OPS_AB:-0}" = 1 ]; then  # UniC-Lift with the step kernels on (off by default until tested), same seeds
@@ -64,9 +70,7 @@ speed_matrix() {
 # profile_step (PROFILE=1): wall against host time and the kernels by GPU time, plain and UniC-Lift, after
 # densification on the bench scene (about a minute each): is the step bound by the host or by the GPU?
 profile_run() {
-  local args=()
-  IFS='|' read -ra specs <<< "$(echo "$PROFILE_VARIANTS" | sed 's/ \(plain\|unic\)/|\1/g')"
-  for v in "${specs[@]}"; do args+=("$v"); done
+  local args; variant_args "$PROFILE_VARIANTS"
   UNIC_LIFT_STEP_OPS=${PROFILE_STEP_OPS:-1} python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants "${args[@]}" \
     --stacks > $R/profile.log 2>&1
   touch $R/profile.DONE
@@ -98,7 +102,7 @@ if [ "$stage" = A ]; then
   fi
   [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests  # on the GPU while the scene is made on the CPU
   wait; echo "scene ready at ${SECONDS}s"
-  setsid bash -c "$(declare -f chain18 speed_matrix profile_run tables_chain); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
+  setsid bash -c "$(declare -f chain18 variant_args speed_matrix profile_run tables_chain); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
     PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' SPEED_SEEDS='${SPEED_SEEDS:-0}' STEP_OPS_AB='${STEP_OPS_AB:-0}' PROFILE_STEP_OPS='${PROFILE_STEP_OPS:-1}' \
     PROFILE_VARIANTS='${PROFILE_VARIANTS:-plain unic}' OBJ='${OBJ:-}' OBJ_ITERS='${OBJ_ITERS:-10000}' \
     SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \

@@ -242,15 +242,14 @@ def make_scenes(specs: Sequence[SceneSpec], scenes_dir: str, workers: int = 2,
     (each with ``workers`` processes). ``run``: subprocess.run unless given."""
     run = run or subprocess.run
     os.makedirs(scenes_dir, exist_ok=True)
-    todo = []
+    todo = {}  # final folder -> spec (tables share scenes)
     for sc in specs:
         final = os.path.join(scenes_dir, sc.name)
-        if os.path.isfile(os.path.join(final, "generator.json")) or final in {f for _, f in todo}:
-            continue
-        todo.append((sc, final))
+        if not os.path.isfile(os.path.join(final, "generator.json")):
+            todo.setdefault(final, sc)
 
     def make(item) -> str:
-        sc, final = item
+        final, sc = item
         partial = final + ".partial"
         for stale in (partial, final):  # a folder without generator.json is an interrupted write of ours
             if os.path.isdir(stale):
@@ -264,9 +263,9 @@ def make_scenes(specs: Sequence[SceneSpec], scenes_dir: str, workers: int = 2,
         return final
 
     if jobs <= 1 or len(todo) <= 1:
-        return [make(item) for item in todo]
+        return [make(item) for item in todo.items()]
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # subprocesses: the threads only wait
-        return list(pool.map(make, todo))
+        return list(pool.map(make, todo.items()))
 
 
 # --------------------------------------------------------------------------- table
