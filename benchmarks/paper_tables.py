@@ -177,10 +177,13 @@ def runs_root(args: argparse.Namespace, spec: dict) -> str:
 
 def scenes_of(args: argparse.Namespace, spec: dict) -> List[SceneSpec]:
     """The table's scenes, with --views / --size / --noise applied (all part of the scene's name). --objects
-    sets the count of a table of one count, and picks some counts of a table that sweeps them (tab1)."""
+    sets the count of a table of one count, and picks some counts of a table that sweeps them (tab1);
+    --scene_seeds keeps the scenes of those generator seeds."""
     objects = getattr(args, "objects", None) or []
+    seeds = getattr(args, "scene_seeds", None)
     scenes = [replace(sc, views=args.views or sc.views, size=args.size or sc.size,
-                      noise=getattr(args, "noise", None) or sc.noise) for sc in spec["scenes"]]
+                      noise=getattr(args, "noise", None) or sc.noise) for sc in spec["scenes"]
+              if not seeds or sc.seed in seeds]
     if not objects:
         return scenes
     if spec.get("object_counts"):
@@ -517,6 +520,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--objects", type=int, nargs="+", default=None,
                    help="objects per room of the tables of one count (default 40); tab1: only these of its counts "
                         "(25 50 100 500), e.g. to split it over several sessions")
+    p.add_argument("--scene_seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="only the table's scenes of these generator seeds (e.g. tab5 --scene_seeds 3 4: the scenes "
+                        "a lease did not reach)")
     p.add_argument("--variants", nargs="+", default=None, metavar="ROW",
                    help="run (and tabulate) only these rows of the table, e.g. the rows an interrupted sweep "
                         "did not finish; --collect without it tabulates every row on disk")
@@ -554,6 +560,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             problem = f"{args.table} has rooms of one count; give one number"
         if problem:
             print(f"paper_tables.py: error: --objects {' '.join(map(str, args.objects))}: {problem}", file=sys.stderr)
+            raise SystemExit(2)
+    if args.scene_seeds is not None and args.table != "all":
+        known = sorted({sc.seed for sc in TABLES[args.table]["scenes"]})
+        if set(args.scene_seeds) - set(known):
+            print(f"paper_tables.py: error: --scene_seeds {' '.join(map(str, args.scene_seeds))}: {args.table}'s "
+                  f"scenes have seeds {' / '.join(map(str, known))}; give some of those", file=sys.stderr)
             raise SystemExit(2)
     if args.views is not None and args.views < 2:
         print(f"paper_tables.py: error: --views {args.views}: give 2 or more", file=sys.stderr)
