@@ -91,6 +91,9 @@ def test_tables_plan_the_right_jobs(tmp_path):
     a1 = _args(tmp_path, "tab1", "--objects", "25", "100")  # tab1 split over sessions: some of its counts
     assert [(sc.layout, sc.objects) for sc in pt.table_spec(a1, "tab1")["scenes"]] == [
         ("old_room", 25), ("old_room", 100), ("large_corridor", 25), ("large_corridor", 100)]
+    a5 = _args(tmp_path, "tab5", "--scene_seeds", "3", "4")  # the scenes a lease did not reach
+    assert [sc.seed for sc in pt.table_spec(a5, "tab5")["scenes"]] == [3, 4]
+    assert len(pt.table_jobs(a5, pt.table_spec(a5, "tab5"))) == 4  # 2 scenes x 2 methods x 1 seed
     # the scene command is the generator's CLI
     cmd = pt.MESSY_SCENES[-1].command("/x", 3)
     assert cmd[1].endswith(os.path.join("tools", "make_scene.py"))
@@ -224,7 +227,8 @@ def test_cli_errors_and_dry_run(tmp_path):
                       (["all", "--variants", "unic"], "give a table, not all"),
                       (["tab1", "--objects", "25", "60"], "--objects 25 60: tab1 sweeps 25 / 50 / 100 / 500"),
                       (["tab4", "--objects", "40", "100"], "tab4 has rooms of one count; give one number"),
-                      (["tab4", "--objects", "0"], "--objects 0: give 1 or more")):
+                      (["tab4", "--objects", "0"], "--objects 0: give 1 or more"),
+                      (["tab5", "--scene_seeds", "3", "9"], "--scene_seeds 3 9: tab5's scenes have seeds 2 / 3 / 4")):
         proc = subprocess.run([sys.executable, script, *bad], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and what in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = subprocess.run([sys.executable, script, "fig8", "--dry_run", "--runs", str(tmp_path)], cwd=REPO,
