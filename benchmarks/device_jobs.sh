@@ -116,13 +116,20 @@ start_chain() {
 
 # tables_chain: paper_tables.py for each table of TABLES (device_tables.sh, device_round18.sh), results in R.
 # Needs R, W, D, TABLES, SEEDS, ITERS, JOBS, SIZE, VIEWS, GPUS (TABLE_ARGS optional).
+# table_args T: TABLE_ARGS_T if set (e.g. TABLE_ARGS_tab5="--scene_seeds 4" beside TABLE_ARGS_tab1="--objects 25"),
+# else TABLE_ARGS.
+table_args() {
+  local v="TABLE_ARGS_$1"
+  echo "${!v-${TABLE_ARGS:-}}"
+}
+
 tables_chain() {
   cd $W; export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
   mkdir -p $R/paper
   for t in $TABLES; do
     python3 benchmarks/paper_tables.py $t --out $R/paper/$t --runs $R/runs --scenes_dir $D/paper \
       --figure $R/paper/$t.png --iterations $ITERS --seeds $SEEDS --gpus "$GPUS" --jobs_per_gpu $JOBS \
-      --size $SIZE --views $VIEWS --workers 8 ${TABLE_ARGS:-} > $R/$t.log 2>&1
+      --size $SIZE --views $VIEWS --workers 8 $(table_args $t) > $R/$t.log 2>&1
     echo "exit $?" >> $R/$t.log; touch $R/$t.DONE
   done
 }

@@ -36,6 +36,12 @@
 # e.g. SPEED=0 TABLES=tab1 SEEDS=0 TABLE_ARGS="--objects 25 50" (each part's runs_json.tgz unpacked with
 # tar xzf runs_json.tgz -C benchmarks/paper_runs and committed, JSON only; then paper_tables.py tab1 --collect
 # --runs benchmarks/paper_runs/runs --size 480x360 --views 186 draws the whole).
+# Session 21 ran SPEED=0 TABLES=tab5 SEEDS=0 (the GPU tests and scene 2; the machine was taken back during scene 3),
+# then GPU_TESTS=0 OPS=0 ... TABLE_ARGS="--scene_seeds 3" on a fresh one (RESULTS 24).
+# Session 22's plan (about 25 GPU minutes): GPU_TESTS=0 SPEED=0 SEEDS=0 TABLES="tab5 tab1" \
+#   TABLE_ARGS_tab5="--scene_seeds 4" TABLE_ARGS_tab1="--objects 25" bash ... A, then poll; unpack runs_json.tgz into
+# benchmarks/paper_runs (JSON only: train_stats, results, extraction) and --collect each table from there.
+# TABLE_ARGS_<table> gives one table its own arguments (else TABLE_ARGS).
 # Stage A now makes the tables' scenes (paper_tables.py --scenes_only, 4 at a time) beside the GPU tests.
 # Call poll at once after A (within 30 s: read its output after starting the poll, not before): a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
@@ -94,7 +100,7 @@ if [ "$stage" = A ]; then
   if [ "${SPEED:-1}" = 1 ] || [ "${PROFILE:-0}" = 1 ]; then bench_scene 8 & fi
   for t in ${TABLES-tab4 tab6}; do  # the tables' scenes too, 4 at a time on the 16 cores, while the GPU tests run
     python3 benchmarks/paper_tables.py $t --scenes_only --scenes_dir $D/paper --size ${SIZE:-480x360} \
-      --views ${VIEWS:-186} --workers 4 --scene_jobs 4 ${TABLE_ARGS:-} > $R/scenes_$t.log 2>&1 &
+      --views ${VIEWS:-186} --workers 4 --scene_jobs 4 $(table_args $t) > $R/scenes_$t.log 2>&1 &
   done
   if [ -n "${OBJ:-}" ]; then  # the OBJ-object room on the CPU beside the bench scene
     python3 tools/make_scene.py --out $D/obj$OBJ --objects $OBJ --views 186 --size 480x360 --noise realistic \
@@ -102,7 +108,7 @@ if [ "$stage" = A ]; then
   fi
   [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests  # on the GPU while the scene is made on the CPU
   wait; echo "scene ready at ${SECONDS}s"
-  setsid bash -c "$(declare -f chain18 variant_args speed_matrix profile_run tables_chain); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
+  setsid bash -c "$(declare -f chain18 variant_args speed_matrix profile_run tables_chain table_args); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
     PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' SPEED_SEEDS='${SPEED_SEEDS:-0}' STEP_OPS_AB='${STEP_OPS_AB:-0}' PROFILE_STEP_OPS='${PROFILE_STEP_OPS:-1}' \
     PROFILE_VARIANTS='${PROFILE_VARIANTS:-plain unic}' OBJ='${OBJ:-}' OBJ_ITERS='${OBJ_ITERS:-10000}' \
     SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \

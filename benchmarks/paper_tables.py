@@ -316,8 +316,8 @@ def _fmt(stat: Optional[dict], kind: str) -> str:
         return "-"
 
     def one(v: float) -> str:
-        if kind == "time":
-            return f"{v / 60:.1f}"
+        if kind == "time":  # seconds: a 10k-iteration run takes one to two minutes, too few for tenths of minutes
+            return f"{v:.0f}"
         if kind == "memory":
             return f"{v / 1024:.2f}"
         return f"{v:.1f}"
@@ -340,7 +340,7 @@ def header_line(results: dict) -> str:
 def build_table(name: str, spec: dict, results: dict) -> str:
     entries = aggregate(spec, results.get("runs", []))
     cols = spec["columns"]
-    units = {"time": " (min)", "memory": " (GB)", "score": ""}
+    units = {"time": " (s)", "memory": " (GB)", "score": ""}
     head = "| Scene | Variant | " + " | ".join(COLUMNS[c][0] + units[COLUMNS[c][1]] for c in cols) + " | Runs |"
     lines = [f"## {spec['title']}", "", header_line(results) + ".",
              "PQ^scene and mIoU x100 on the test views (docs/EVALUATION.md); mean ± std over seeds.", "",

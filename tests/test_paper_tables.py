@@ -171,9 +171,9 @@ def test_tab1_runs_then_writes_table_and_figure(tmp_path):
     assert any("timing table, one run per GPU" in m for m in msgs)
     md = open(tmp_path / "t1" / "table.md").read()
     assert md.startswith("## Tab. 1 analogue") and "commit " in md and "FakeGPU" in md
-    assert "| 3DGS optimisation (min) | Clustering (min) | min_cluster_size tuning (min) | Peak GPU mem (GB) |" in md
+    assert "| 3DGS optimisation (s) | Clustering (s) | min_cluster_size tuning (s) | Peak GPU mem (GB) |" in md
     # unic at 25 objects: 77.5 and 79.5 over the two seeds -> 78.5 ± 1.4; 10 min training, no clustering
-    assert "| old_room_25_s0_512x512_200v_messy | unic | 78.5 ± 1.4 | 73.5 ± 1.4 | 10.0 ± 0.0 | 0.0 ± 0.0 | - |" \
+    assert "| old_room_25_s0_512x512_200v_messy | unic | 78.5 ± 1.4 | 73.5 ± 1.4 | 600 ± 0 | 0 ± 0 | - |" \
            " 2.00 ± 0.00 | 2/2 |" in md
     assert "| large_corridor_500_s1_512x512_200v_messy | contrastive_lift | 11.0 ± 1.4 |" in md
     table = json.load(open(tmp_path / "t1" / "table.json"))
@@ -214,7 +214,7 @@ def test_every_figure_kind_is_drawn_from_results(tmp_path, name):
     assert "2026-12-01; device: FakeGPU; commit abc1234; 30000 iterations; images 640x480; seeds" in md
     assert "(train failed (exit 1))" in md
     if name == "tab5":
-        assert "| contrastive_lift | 15.0 | 1.0 | 3.3 | 16.0 | 51.0 | 40.0 | 1/1 |" in md  # one seed: no ±; total = 15 + 1 min
+        assert "| contrastive_lift | 900 | 60 | 200 | 960 | 51.0 | 40.0 | 1/1 |" in md  # one seed: no ±; total = 900 + 60 s
     assert os.path.getsize(fig) > 10_000
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
