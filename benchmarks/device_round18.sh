@@ -42,6 +42,10 @@
 #   TABLE_ARGS_tab5="--scene_seeds 4" TABLE_ARGS_tab1="--objects 25" bash ... A, then poll; unpack runs_json.tgz into
 # benchmarks/paper_runs (JSON only: train_stats, results, extraction) and --collect each table from there.
 # TABLE_ARGS_<table> gives one table its own arguments (else TABLE_ARGS).
+# Session 22 ran that plan (RESULTS 25a-b: Tab. 5 complete, Tab. 1 at 25 objects), then --seg_interval 2 once by hand:
+# 2.4x slower than the default on CUDA (25c). Session 23's plan: PROFILE=1 PROFILE_VARIANTS="unic unic:--seg_interval 2"
+#   GPU_TESTS=0 SPEED=0 SEEDS=0 TABLES=tab1 TABLE_ARGS_tab1="--objects 50" bash ... A (the profile names what the
+#   colour-only steps spend; then Tab. 1's 50-object rows, about 14 GPU minutes), then poll; --objects 100, 500 later.
 # Stage A now makes the tables' scenes (paper_tables.py --scenes_only, 4 at a time) beside the GPU tests.
 # Call poll at once after A (within 30 s: read its output after starting the poll, not before): a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
