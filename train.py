@@ -758,6 +758,8 @@ def check_args(args: argparse.Namespace) -> None:
          "iteration) or e.g. 2"),
         (0.0 < args.seg_scale <= 1.0, f"--seg_scale {args.seg_scale}: must be in (0, 1] (the scale the features "
          "and their masks are rendered at); pass e.g. 0.5, or 1 for full size"),
+        (args.cluster_tune_workers >= 0, f"--cluster_tune_workers {args.cluster_tune_workers}: negative; pass 0 "
+         "(one process per candidate, up to the cores but one) or a positive count, e.g. 1 (one after another)"),
         (args.seg_scale == 1.0 or not args.seg_geometry_grad, f"--seg_scale {args.seg_scale} renders the features "
          "of the geometry-detached model; it does not combine with --seg_geometry_grad: drop one of the two"),
     ]

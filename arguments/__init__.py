@@ -186,6 +186,8 @@ class SegmentationParams(GroupMixin):
                            "never GT: Contrastive-Lift tunes it per dataset) | off (--min_cluster_size)",
                            choices=["pseudo_pq", "off"])
     cluster_tune_sizes: list = _f([10, 25, 50, 100, 200, 400], "contrastive_lift: candidate min_cluster_size values")
+    cluster_tune_workers: int = _f(0, "contrastive_lift: processes for the candidates' HDBSCAN fits (0: one per "
+                                      "candidate, up to the cores but one; 1: one after another)")
     cluster_tune_views: int = _f(16, "contrastive_lift: training views (with masks) scored per candidate")
 
 

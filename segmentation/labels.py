@@ -636,7 +636,7 @@ def fit_contrastive_lift_clusters(views, model, objective, folder: str, *, backe
 
         clusters, chosen, table = tune_min_cluster_size(
             samples, cfg.cluster_tune_sizes, score, max_points=max_points, generator=torch.Generator().manual_seed(0),
-            log=log)
+            log=log, workers=int(getattr(cfg, "cluster_tune_workers", 0)) or None)
         fit_seconds = next(r["fit_seconds"] for r in table if r["min_cluster_size"] == chosen)
     else:
         chosen, table = cfg.min_cluster_size, None

@@ -141,6 +141,38 @@ def test_tuning_picks_the_size_the_planted_example_makes_best():
         cl.tune_min_cluster_size(samples, [1, 250], score)
 
 
+def test_tuning_in_worker_processes_gives_the_models_of_one_process_and_of_fit_clusters():
+    """workers=2: the candidates' HDBSCAN fits run in spawned processes; the models, scores and choice are those of
+    the in-process tuning, and the kept model is ``fit_clusters``' with the same subsample."""
+    views = _planted_views()
+    samples = torch.cat([v[0][v[1]] for v in views])
+
+    def score(clusters):
+        return cl.pseudo_mask_pq([clusters.assign(v[0]) for v in views], [v[1] for v in views],
+                                 [v[2] for v in views], [v[1] for v in views])
+
+    runs = {w: cl.tune_min_cluster_size(samples, [5, 250, 900], score, workers=w, max_points=1000,
+                                        generator=torch.Generator().manual_seed(3)) for w in (1, 2)}
+    (m1, c1, t1), (m2, c2, t2) = runs[1], runs[2]
+    assert c1 == c2 == 250 and m1.n_clusters == m2.n_clusters >= 3
+    assert [(r["clusters"], r["score"]) for r in t1] == [(r["clusters"], r["score"]) for r in t2]
+    assert torch.equal(m1.centroids, m2.centroids) and torch.equal(m1.lo, m2.lo)
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(3)))
+    alone = cl.fit_clusters(samples, 250, max_points=1000, generator=torch.Generator().manual_seed(seed))
+    assert samples.shape[0] > 1000 and torch.equal(alone.centroids, m2.centroids)
+    assert all(r["fit_seconds"] > 0 for r in t2)
+
+
+def test_tune_workers_defaults_to_one_per_candidate_within_the_cores(monkeypatch):
+    monkeypatch.setattr(cl.os, "cpu_count", lambda: 16)
+    assert cl.tune_workers(6) == 6 and cl.tune_workers(30) == 15
+    monkeypatch.setattr(cl.os, "cpu_count", lambda: 2)
+    assert cl.tune_workers(6) == 1  # one core left for the rest: in this process
+    assert cl.tune_workers(6, 4) == 4 and cl.tune_workers(2, 8) == 2
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        cl.tune_workers(6, 0)
+
+
 def test_fewer_than_two_points_give_no_cluster():
     pytest.importorskip("sklearn")
     assert cl.fit_clusters(torch.rand(1, 4), 5).n_clusters == 0

@@ -127,6 +127,8 @@ def test_seg_interval_trains_segmentation_on_selected_steps_only(tiny_scene, tmp
     assert {"cluster", "semantic"} <= set(every.train_step(1))
     r = _cli("-s", tiny_scene, "-m", str(tmp_path / "o"), "--iterations", "1", "--seg_interval", "0")
     assert r.returncode == 2 and "--seg_interval 0" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("-s", tiny_scene, "-m", str(tmp_path / "o"), "--iterations", "1", "--cluster_tune_workers", "-1")
+    assert r.returncode == 2 and "--cluster_tune_workers -1" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_log_file_and_profile_name_the_loss_terms(tiny_scene, tmp_path):

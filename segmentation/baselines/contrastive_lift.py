@@ -22,6 +22,7 @@ scikit-learn is an optional dependency (``pip install scikit-learn``, extra ``[b
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["ClusterModel", "fit_clusters", "pseudo_mask_pq", "tune_min_cluster_size"]
+__all__ = ["ClusterModel", "fit_clusters", "hdbscan_labels", "pseudo_mask_pq", "tune_min_cluster_size", "tune_workers"]
 
 FORMAT_VERSION = 1
 
@@ -111,6 +112,53 @@ class ClusterModel:
         return cls.from_state_dict(torch.load(Path(path), map_location="cpu", weights_only=True))
 
 
+def _prepared(emb_samples: Tensor, max_points: int, generator: torch.Generator | None, sigma: float
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """Steps 1-3 of ``fit_clusters``: (the rescaled samples [M', D] float64 in [0, 1], lo [D], scale [D])."""
+    if emb_samples.dim() != 2 or emb_samples.shape[0] == 0:
+        raise ValueError(f"fit_clusters: emb_samples must be a non-empty [M,D] tensor, got {tuple(emb_samples.shape)}")
+    x = emb_samples.detach().to("cpu", torch.float64)  # [M, D]
+    if not torch.isfinite(x).all():
+        raise ValueError("fit_clusters: emb_samples contain NaN or inf")
+    if x.shape[0] > max_points:
+        x = x[torch.randperm(x.shape[0], generator=generator)[:max_points]]
+    mu, sd = x.mean(0), x.std(0, unbiased=False)  # [D]
+    keep = ((x - mu).abs() <= sigma * sd).all(1)  # [M]; sd = 0 keeps exact matches only
+    if keep.any():
+        x = x[keep]
+    lo = x.min(0).values  # [D]
+    scale = (x.max(0).values - lo).clamp_min(1e-12)  # [D]
+    return (x - lo) / scale, lo, scale
+
+
+def hdbscan_labels(xs, min_cluster_size: int, min_samples: int = 1):
+    """Step 4 of ``fit_clusters`` on a float64 numpy array [M, D]: (labels [M] int64 numpy, -1 = noise; seconds
+    the fit took). A module-level function of numpy arrays, so that tuning can run it in worker processes."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    if xs.shape[0] < 2:  # HDBSCAN needs two points (e.g. a model with almost no opaque pixel): no cluster
+        return np.full(xs.shape[0], -1, dtype=np.int64), time.perf_counter() - t0
+    hdb = _hdbscan_class()(min_cluster_size=min_cluster_size, min_samples=min_samples)
+    if "copy" in hdb.get_params():  # scikit-learn >= 1.5; our array must stay intact (centroids below)
+        hdb.set_params(copy=True)
+    return hdb.fit(xs).labels_.astype(np.int64), time.perf_counter() - t0
+
+
+def _from_labels(xs: Tensor, labels: Tensor, lo: Tensor, scale: Tensor) -> ClusterModel:
+    """Step 5 of ``fit_clusters``: the centroid of each cluster (noise dropped) as a ClusterModel."""
+    C = int(labels.max()) + 1 if labels.numel() else 0
+    D = xs.shape[1]
+    if C > 0:
+        member = labels >= 0
+        lab = labels[member]
+        sums = torch.zeros(C, D, dtype=torch.float64).index_add_(0, lab, xs[member])  # [C, D]
+        centroids = sums / torch.bincount(lab, minlength=C).clamp_min(1)[:, None].to(sums)
+    else:
+        centroids = torch.zeros(0, D, dtype=torch.float64)
+    return ClusterModel(centroids=centroids.float(), lo=lo.float(), scale=scale.float())
+
+
 def fit_clusters(
     emb_samples: Tensor,
     min_cluster_size: int,
@@ -135,38 +183,10 @@ def fit_clusters(
         raise ValueError(f"fit_clusters: emb_samples must be a non-empty [M,D] tensor, got {tuple(emb_samples.shape)}")
     if min_cluster_size < 2:
         raise ValueError(f"fit_clusters: min_cluster_size must be >= 2, got {min_cluster_size}")
-    HDBSCAN = _hdbscan_class()
-    x = emb_samples.detach().to("cpu", torch.float64)  # [M, D]
-    if not torch.isfinite(x).all():
-        raise ValueError("fit_clusters: emb_samples contain NaN or inf")
-    if x.shape[0] > max_points:
-        x = x[torch.randperm(x.shape[0], generator=generator)[:max_points]]
-
-    mu, sd = x.mean(0), x.std(0, unbiased=False)  # [D]
-    keep = ((x - mu).abs() <= sigma * sd).all(1)  # [M]; sd = 0 keeps exact matches only
-    if keep.any():
-        x = x[keep]
-    lo = x.min(0).values  # [D]
-    scale = (x.max(0).values - lo).clamp_min(1e-12)  # [D]
-    xs = (x - lo) / scale  # [M', D] in [0, 1]
-
-    if xs.shape[0] < 2:  # HDBSCAN needs two points (e.g. a model with almost no opaque pixel): no cluster
-        labels = torch.full((xs.shape[0],), -1, dtype=torch.int64)
-    else:
-        hdb = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples)
-        if "copy" in hdb.get_params():  # scikit-learn >= 1.5; our array must stay intact (centroids below)
-            hdb.set_params(copy=True)
-        labels = torch.from_numpy(hdb.fit(xs.numpy()).labels_).to(torch.int64)  # [M'], -1 = noise
-    C = int(labels.max()) + 1 if labels.numel() else 0
-    D = x.shape[1]
-    if C > 0:
-        member = labels >= 0
-        lab = labels[member]
-        sums = torch.zeros(C, D, dtype=torch.float64).index_add_(0, lab, xs[member])  # [C, D]
-        centroids = sums / torch.bincount(lab, minlength=C).clamp_min(1)[:, None].to(sums)
-    else:
-        centroids = torch.zeros(0, D, dtype=torch.float64)
-    return ClusterModel(centroids=centroids.float(), lo=lo.float(), scale=scale.float())
+    _hdbscan_class()  # the missing-dependency message before any work
+    xs, lo, scale = _prepared(emb_samples, max_points, generator, sigma)
+    labels, _ = hdbscan_labels(xs.numpy(), min_cluster_size, min_samples)
+    return _from_labels(xs, torch.from_numpy(labels), lo, scale)
 
 
 def pseudo_mask_pq(pred_ids: Sequence[Tensor], pred_thing: Sequence[Tensor], mask_ids: Sequence[Tensor],
@@ -201,32 +221,62 @@ def pseudo_mask_pq(pred_ids: Sequence[Tensor], pred_thing: Sequence[Tensor], mas
     return float(panoptic_quality(ps, pi, gs, gi, MESSY)["pq"])
 
 
+def tune_workers(candidates: int, workers: int | None = None) -> int:
+    """Worker processes for ``tune_min_cluster_size``: ``workers`` if given (1: in this process), else one per
+    candidate up to the cores but one (HDBSCAN's fit holds the GIL, so threads would not help)."""
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"tune_min_cluster_size: workers must be >= 1, got {workers}")
+        return min(workers, max(1, candidates))
+    return max(1, min(candidates, (os.cpu_count() or 1) - 1))
+
+
 def tune_min_cluster_size(emb_samples: Tensor, candidates: Sequence[int], score: Callable[[ClusterModel], float],
-                          *, log: Callable[[str], None] | None = None, **fit_kwargs
-                          ) -> tuple[ClusterModel, int, list[dict]]:
+                          *, log: Callable[[str], None] | None = None, workers: int | None = None,
+                          min_samples: int = 1, max_points: int = 50000, generator: torch.Generator | None = None,
+                          sigma: float = 3.0) -> tuple[ClusterModel, int, list[dict]]:
     """Fits ``fit_clusters`` once per candidate ``min_cluster_size`` and keeps the best ``score``.
+
+    The samples are subsampled, filtered and rescaled once (every candidate saw the same subsample before,
+    too), then the candidates' HDBSCAN fits run side by side in ``workers`` processes (``tune_workers``). The
+    models are those of ``fit_clusters`` with the same arguments, and are scored here, in the order given.
 
     Args:
         emb_samples: [M, D] as for ``fit_clusters`` (the same samples for every candidate).
         candidates: min_cluster_size values (each >= 2), tried in the order given; ties keep the first.
         score: ClusterModel -> number, higher is better (PQ against the training pseudo-masks;
             never ground truth).
-        fit_kwargs: passed to ``fit_clusters`` (max_points, min_samples, ...); give a seeded
-            ``generator`` so that every candidate sees the same subsample.
+        workers: processes for the fits (None: ``tune_workers``; 1: one after another in this process).
+        min_samples, max_points, generator, sigma: as for ``fit_clusters``; give a seeded ``generator``
+            for a reproducible subsample.
     Returns:
         (the chosen ClusterModel, its min_cluster_size, one dict per candidate with
-        ``min_cluster_size``, ``clusters``, ``score`` and ``fit_seconds``).
+        ``min_cluster_size``, ``clusters``, ``score`` and ``fit_seconds``: the preparation, that candidate's
+        HDBSCAN fit as timed where it ran, and its centroids).
     """
     cands = [int(c) for c in candidates]
     if not cands or min(cands) < 2:
         raise ValueError(f"tune_min_cluster_size: give candidates >= 2, got {list(candidates)}")
-    gen = fit_kwargs.pop("generator", None)
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen)) if gen is not None else 0
+    _hdbscan_class()
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else 0
+    t0 = time.perf_counter()
+    xs, lo, scale = _prepared(emb_samples, max_points, torch.Generator().manual_seed(seed), sigma)
+    prep_s = time.perf_counter() - t0
+    xs_np = xs.numpy()
+    n_workers = tune_workers(len(cands), workers)
+    if n_workers > 1:
+        # joblib (scikit-learn's own dependency), loky backend: fresh interpreters, so nothing of the parent's CUDA
+        # or OpenMP state is inherited, and a caller's script needs no `if __name__ == "__main__"` guard
+        from joblib import Parallel, delayed
+
+        fits = Parallel(n_jobs=n_workers, backend="loky")(delayed(hdbscan_labels)(xs_np, c, min_samples) for c in cands)
+    else:
+        fits = (hdbscan_labels(xs_np, c, min_samples) for c in cands)
     best, table = None, []
-    for c in cands:
-        t0 = time.perf_counter()
-        model = fit_clusters(emb_samples, c, generator=torch.Generator().manual_seed(seed), **fit_kwargs)
-        fit_s = time.perf_counter() - t0
+    for c, (labels, hdb_s) in zip(cands, fits):
+        t1 = time.perf_counter()
+        model = _from_labels(xs, torch.from_numpy(labels), lo, scale)
+        fit_s = prep_s + hdb_s + time.perf_counter() - t1
         value = float(score(model))
         table.append({"min_cluster_size": c, "clusters": model.n_clusters, "score": value, "fit_seconds": fit_s})
         if log is not None:
