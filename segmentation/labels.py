@@ -584,7 +584,8 @@ def fit_contrastive_lift_clusters(views, model, objective, folder: str, *, backe
     the one with the best PQ against the pseudo-masks of up to ``cfg.cluster_tune_views`` training
     views is kept (``baselines.contrastive_lift.tune_min_cluster_size``; no GT is read); else
     ``cfg.min_cluster_size``. Returns ``{"min_cluster_size", "cluster_seconds"`` (the kept fit),
-    ``"tune_seconds"`` (the other candidates and the scoring), ``"tuning"`` (per candidate)``}``."""
+    ``"tune_seconds"`` (the rest of the tuning's wall time: the other candidates, which run side by side in worker
+    processes, and the scoring), ``"tuning"`` (per candidate)``}``."""
     from gaussian_renderer import render
     from segmentation.baselines.contrastive_lift import fit_clusters, pseudo_mask_pq, tune_min_cluster_size
 
