@@ -46,6 +46,8 @@
 # 2.4x slower than the default on CUDA (25c). Session 23's plan: PROFILE=1 PROFILE_VARIANTS="unic unic:--seg_interval 2"
 #   GPU_TESTS=0 SPEED=0 SEEDS=0 TABLES=tab1 TABLE_ARGS_tab1="--objects 50" bash ... A (the profile names what the
 #   colour-only steps spend; then Tab. 1's 50-object rows, about 14 GPU minutes), then poll; --objects 100, 500 later.
+#   The baseline's tuning now fits its candidates side by side (RESULTS 25d): read its tuning seconds against 25b's
+#   98-109 s, and its kept fit's seconds against 25b's 14-24 s (contention with the other workers would show there).
 # Stage A now makes the tables' scenes (paper_tables.py --scenes_only, 4 at a time) beside the GPU tests.
 # Call poll at once after A (within 30 s: read its output after starting the poll, not before): a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
