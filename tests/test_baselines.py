@@ -142,7 +142,7 @@ def test_tuning_picks_the_size_the_planted_example_makes_best():
 
 
 def test_tuning_in_worker_processes_gives_the_models_of_one_process_and_of_fit_clusters():
-    """workers=2: the candidates' HDBSCAN fits run in spawned processes; the models, scores and choice are those of
+    """workers=2: the candidates' HDBSCAN fits run in joblib's worker processes; the models, scores and choice are those of
     the in-process tuning, and the kept model is ``fit_clusters``' with the same subsample."""
     views = _planted_views()
     samples = torch.cat([v[0][v[1]] for v in views])

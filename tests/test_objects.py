@@ -447,7 +447,8 @@ def test_surface_reference_is_the_exact_object_geometry(tmp_path):
 @pytest.mark.slow
 def test_extraction_on_a_tiny_trained_scene(tmp_path):
     """End to end on the CPU: generate, train briefly (15k of the 55k depth-initialised Gaussians: 2.5x faster than
-    all of them; 3k merge objects), measure ``extract`` against the generator's boxes. Bar (stated in issue 9's terms, loose for a 300-iteration 64x48 model): median precision
+    all of them; 3k merge objects), measure ``extract`` against the generator's boxes. Bar (stated in issue 9's
+    terms, loose for a 300-iteration 64x48 model): median precision
     >= 0.9 and median recall >= 0.5 over the observed objects, the stray filter never lowers the
     median precision and costs at most 0.05 of median recall."""
     import train
@@ -488,11 +489,11 @@ def test_extraction_on_a_tiny_trained_scene(tmp_path):
     assert _cli("relabel", "-m", out, "-o", union, "--things", "union", "--quiet").returncode == 0
     r = _cli("relabel", "-m", out, "-o", own, "--things", "own", "--quiet")
     assert r.returncode == 0 and "--things own" in r.stdout, r.stderr
-    trained, again, before, either = columns(out), columns(same), columns(own), columns(union)
+    trained, again, before, unioned = columns(out), columns(same), columns(own), columns(union)
     for k in ("instance_label", "semantic_label", "x", "f_dc_0"):
         np.testing.assert_array_equal(np.asarray(again[k]), np.asarray(trained[k]))
     np.testing.assert_array_equal(np.asarray(before["x"]), np.asarray(trained["x"]))
-    union_things, own_things = np.asarray(either["instance_label"]) > 0, np.asarray(before["instance_label"]) > 0
+    union_things, own_things = np.asarray(unioned["instance_label"]) > 0, np.asarray(before["instance_label"]) > 0
     assert (union_things | ~own_things).all() and own_things.any()  # every own thing stays a thing
     keep = objects.StrayFilter(keep=True)
     r_now = objects.evaluate(objects.load_labels(out, strays=keep))["all"]

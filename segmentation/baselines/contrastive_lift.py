@@ -179,8 +179,6 @@ def fit_clusters(
     Returns:
         ClusterModel on the CPU (move inputs of ``assign`` anywhere; it follows them).
     """
-    if emb_samples.dim() != 2 or emb_samples.shape[0] == 0:
-        raise ValueError(f"fit_clusters: emb_samples must be a non-empty [M,D] tensor, got {tuple(emb_samples.shape)}")
     if min_cluster_size < 2:
         raise ValueError(f"fit_clusters: min_cluster_size must be >= 2, got {min_cluster_size}")
     _hdbscan_class()  # the missing-dependency message before any work
