@@ -48,6 +48,11 @@
 #   colour-only steps spend; then Tab. 1's 50-object rows, about 14 GPU minutes), then poll; --objects 100, 500 later.
 #   The baseline's tuning now fits its candidates side by side (RESULTS 25d): read its tuning seconds against 25b's
 #   98-109 s, and its kept fit's seconds against 25b's 14-24 s (contention with the other workers would show there).
+# Session 23 ran that plan with GPU_TESTS=1 (RESULTS 26: the GPU tests passed; the profile put --seg_interval 2's loss
+#   inside densification; tuning 7-10 s), then GPU_TESTS=0 OPS=0 ... TABLE_ARGS_tab1="--objects 100" on the same machine.
+# Session 24's plan: PROFILE=1 PROFILE_VARIANTS="unic unic:--seg_interval 2" PROFILE_ARGS="--densify_until 6000
+#   --warmup 2000" GPU_TESTS=0 SPEED=0 SEEDS=0 TABLES=tab1 TABLE_ARGS_tab1="--objects 500" bash ... A, then poll: the
+#   profile inside densification (refinement steps included), then Tab. 1's 500-object rows (about 13 GPU minutes).
 # Stage A now makes the tables' scenes (paper_tables.py --scenes_only, 4 at a time) beside the GPU tests.
 # Call poll at once after A (within 30 s: read its output after starting the poll, not before): a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
@@ -83,7 +88,7 @@ speed_matrix() {
 # densification on the bench scene (about a minute each): is the step bound by the host or by the GPU?
 profile_run() {
   local args; variant_args "$PROFILE_VARIANTS"
-  UNIC_LIFT_STEP_OPS=${PROFILE_STEP_OPS:-1} python3 benchmarks/profile_step.py -s $D/bench --out $R/profile --variants "${args[@]}" \
+  UNIC_LIFT_STEP_OPS=${PROFILE_STEP_OPS:-1} python3 benchmarks/profile_step.py -s $D/bench --out $R/profile ${PROFILE_ARGS:-} --variants "${args[@]}" \
     --stacks > $R/profile.log 2>&1
   touch $R/profile.DONE
 }
@@ -116,7 +121,7 @@ if [ "$stage" = A ]; then
   wait; echo "scene ready at ${SECONDS}s"
   setsid bash -c "$(declare -f chain18 variant_args speed_matrix profile_run tables_chain table_args); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
     PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' SPEED_SEEDS='${SPEED_SEEDS:-0}' STEP_OPS_AB='${STEP_OPS_AB:-0}' PROFILE_STEP_OPS='${PROFILE_STEP_OPS:-1}' \
-    PROFILE_VARIANTS='${PROFILE_VARIANTS:-plain unic}' OBJ='${OBJ:-}' OBJ_ITERS='${OBJ_ITERS:-10000}' \
+    PROFILE_VARIANTS='${PROFILE_VARIANTS:-plain unic}' PROFILE_ARGS='${PROFILE_ARGS:-}' OBJ='${OBJ:-}' OBJ_ITERS='${OBJ_ITERS:-10000}' \
     SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
     ITERS=${ITERS:-10000} JOBS=${JOBS:-2} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
     TABLE_ARGS='${TABLE_ARGS:-}'; chain18" < /dev/null > $R/chain.log 2>&1 &

@@ -147,12 +147,13 @@ TABLES: Dict[str, dict] = {
 # GPU time model of the estimate (H200, benchmarks/RESULTS.md 16a and 17c): a 30k-iteration 480x360 run
 # alone ~5.5 min, a 10k one ~1.4 min; side by side the GPU does only ~10 % more work (8 runs of 10k took
 # ~530 s each, 4 took ~265 s), so each extra job slows every job by ~0.8 of its time alone; render +
-# metrics ~0.5 min; the baseline's sampling, HDBSCAN tuning (6 candidates) and fit a few minutes of
-# mostly CPU work.
+# metrics ~0.5 min; the baseline's sampling, HDBSCAN tuning (6 candidates, fitted side by side in worker
+# processes) and fit: 25-41 s of CPU work on the 16-core H200 machine at 50-100 objects (RESULTS.md 26a;
+# 112-133 s when the candidates were fitted one after another).
 MIN_PER_10K_ALONE = 1.5
 SIDE_BY_SIDE_SLOWDOWN = 0.8  # per extra job on the GPU: 4 side by side -> 3.4x the time alone each
 EVAL_MIN = 0.5
-CLUSTER_MIN = 3.0
+CLUSTER_MIN = 1.0
 REF_PIXELS = 480 * 360
 
 
@@ -406,6 +407,32 @@ def score_limits(values: Sequence[float], min_span: float = MIN_SCORE_SPAN, pad:
     return max(lo, 0.0), hi
 
 
+LABEL_ABOVE, LABEL_BELOW, LABEL_HEIGHT, MARKER_HALF = 6.0, -12.0, 7.0, 3.5  # points (1/72 inch)
+
+
+def labels_below(points: Sequence[Tuple[float, float]]) -> List[bool]:
+    """For each (x, y) point of a line figure, y in points on the page, whether its value label goes
+    below it rather than above: at each x, from the highest point down, the first side whose label
+    box overlaps no label placed before and no other marker (else the side that overlaps less), so
+    that close values of different series (25 objects: 87.4, 86.4 and 83.8) stay readable."""
+    below = [False] * len(points)
+    placed: Dict[float, List[Tuple[float, float]]] = {}
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i)):
+        x, y = points[i]
+        boxes = placed.setdefault(x, [])
+        markers = [(y2 - MARKER_HALF, y2 + MARKER_HALF) for j, (x2, y2) in enumerate(points) if x2 == x and j != i]
+
+        def overlap(lo: float) -> float:
+            hi = lo + LABEL_HEIGHT
+            return sum(max(0.0, min(hi, b) - max(lo, a)) for a, b in boxes + markers)
+
+        up, down = overlap(y + LABEL_ABOVE), overlap(y + LABEL_BELOW)
+        below[i] = down < up
+        lo = y + (LABEL_BELOW if below[i] else LABEL_ABOVE)
+        boxes.append((lo, lo + LABEL_HEIGHT))
+    return below
+
+
 def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
     import matplotlib
 
@@ -416,17 +443,22 @@ def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
     entries = aggregate(spec, results.get("runs", []))
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     if fig_spec["kind"] == "line":
-        spans, marks = [], series_seeds(spec, entries)
+        spans, labels, marks = [], [], series_seeds(spec, entries)
         for series, by_x in _points(spec, entries, fig_spec["y"]).items():
             xs = sorted(by_x)
             ms = [_ms(by_x[x]) for x in xs]
             ax.errorbar(xs, [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3,
                         label=series + marks.get(series, ""))
-            for x, (m, _) in zip(xs, ms):
-                ax.annotate(f"{m:.1f}", (x, m), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+            labels += [(x, m) for x, (m, _) in zip(xs, ms)]
             spans += [v for m, s in ms for v in (m - s, m + s)]
         if spans and COLUMNS[fig_spec["y"]][1] == "score":
             ax.set_ylim(*score_limits(spans))
+        fig.canvas.draw()  # the layout that turns data into points on the page
+        to_pt = 72.0 / fig.dpi
+        on_page = [(x, float(ax.transData.transform((x, m))[1]) * to_pt) for x, m in labels]
+        for (x, m), below in zip(labels, labels_below(on_page)):
+            ax.annotate(f"{m:.1f}", (x, m), textcoords="offset points", ha="center", fontsize=7,
+                        xytext=(0, LABEL_BELOW if below else LABEL_ABOVE))
         if fig_spec.get("xlog"):
             ax.set_xscale("log")
             ticks = sorted({fig_spec["x"](scene_of(spec, e["scene"]), e["variant"]) for e in entries})
