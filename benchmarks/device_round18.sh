@@ -50,9 +50,11 @@
 #   98-109 s, and its kept fit's seconds against 25b's 14-24 s (contention with the other workers would show there).
 # Session 23 ran that plan with GPU_TESTS=1 (RESULTS 26: the GPU tests passed; the profile put --seg_interval 2's loss
 #   inside densification; tuning 7-10 s), then GPU_TESTS=0 OPS=0 ... TABLE_ARGS_tab1="--objects 100" on the same machine.
-# Session 24's plan: PROFILE=1 PROFILE_VARIANTS="unic unic:--seg_interval 2" PROFILE_ARGS="--densify_until 6000
-#   --warmup 2000" GPU_TESTS=0 SPEED=0 SEEDS=0 TABLES=tab1 TABLE_ARGS_tab1="--objects 500" bash ... A, then poll: the
-#   profile inside densification (refinement steps included), then Tab. 1's 500-object rows (about 13 GPU minutes).
+# Session 24's plan: PROFILE=1 PROFILE_VARIANTS="unic unic:--seg_interval 2 unic:--seg_interval 2 --loss_graph off"
+#   PROFILE_ARGS="--densify_until 6000 --warmup 2000" GPU_TESTS=0 SPEED=0 SEEDS=0 TABLES=tab1
+#   TABLE_ARGS_tab1="--objects 500" bash ... A, then poll: the profile inside densification (refinement steps
+#   included; the third variant tells the loss stage's CUDA graphs from the rest), then Tab. 1's 500-object rows
+#   (about 13 GPU minutes).
 # Stage A now makes the tables' scenes (paper_tables.py --scenes_only, 4 at a time) beside the GPU tests.
 # Call poll at once after A (within 30 s: read its output after starting the poll, not before): a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
@@ -109,9 +111,11 @@ chain18() {
 if [ "$stage" = A ]; then
   fresh_tree || exit 1
   if [ "${SPEED:-1}" = 1 ] || [ "${PROFILE:-0}" = 1 ]; then bench_scene 8 & fi
-  for t in ${TABLES-tab4 tab6}; do  # the tables' scenes too, 4 at a time on the 16 cores, while the GPU tests run
+  # the tables' scenes too, 4 at a time on the 16 cores, while the GPU tests run (SCENE_WORKERS processes each: 7 for
+  # a table of two scenes, e.g. one object count of Tab. 1)
+  for t in ${TABLES-tab4 tab6}; do
     python3 benchmarks/paper_tables.py $t --scenes_only --scenes_dir $D/paper --size ${SIZE:-480x360} \
-      --views ${VIEWS:-186} --workers 4 --scene_jobs 4 $(table_args $t) > $R/scenes_$t.log 2>&1 &
+      --views ${VIEWS:-186} --workers ${SCENE_WORKERS:-4} --scene_jobs 4 $(table_args $t) > $R/scenes_$t.log 2>&1 &
   done
   if [ -n "${OBJ:-}" ]; then  # the OBJ-object room on the CPU beside the bench scene
     python3 tools/make_scene.py --out $D/obj$OBJ --objects $OBJ --views 186 --size 480x360 --noise realistic \

@@ -12,7 +12,8 @@ For a table it (1) generates the scenes it needs with tools/make_scene.py into `
 ``benchmarks/run_suite.py``'s jobs for every (scene, variant, seed) under ``--runs`` (shared by the
 tables, so a run that two tables need is trained once; interrupted sweeps resume), (3) writes
 ``OUT/results.json`` + ``OUT/results.md`` (every run), ``OUT/table.md`` + ``OUT/table.json``
-(mean ± std over seeds per scene and variant) and the figure ``docs/<table>.png``.
+(mean ± std over seeds per scene and variant) and the figure ``docs/<table>.png`` (``OUT/<table>.png`` with
+``--out`` or train.py flags after ``--``: ``default_figure``).
 
 Tables whose columns are times (``timing``: tab1, tab5) run one job per GPU whatever
 ``--jobs_per_gpu`` says, into their own run folder (``runs_alone``), so their times are those of
@@ -534,7 +535,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="table folder (default output/paper/<table>)")
     p.add_argument("--runs", default=os.path.join("output", "paper"), help="root of the model folders")
     p.add_argument("--scenes_dir", default=os.path.join("data", "paper_scenes"), help="generated scenes")
-    p.add_argument("--figure", default=None, help="figure path (default docs/<table>.png)")
+    p.add_argument("--figure", default=None, help="figure path (default docs/<table>.png; OUT/<table>.png with "
+                                                  "--out or train.py flags after --)")
     p.add_argument("--iterations", type=int, default=None, help=f"train.py --iterations (default {DEFAULT_ITERATIONS})")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default per table)")
     p.add_argument("--gpus", default="", help="local engine: comma-separated GPU ids")
@@ -638,12 +640,21 @@ def print_estimate(names: Sequence[str], args: argparse.Namespace) -> float:
     return total
 
 
+def default_figure(name: str, args: argparse.Namespace, out: str) -> str:
+    """Where the figure goes without --figure: the committed ``docs/<table>.png`` for a run of the table as
+    documented, but ``<out>/<table>.png`` for a run into its own --out folder or with train.py flags after
+    ``--`` (a smoke run such as ``--iterations 50 -- --resolution 4`` must not replace the published figure)."""
+    if args.out or getattr(args, "extra", None):
+        return os.path.join(out, f"{name}.png")
+    return os.path.join(rs.REPO, "docs", f"{name}.png")
+
+
 def run_table(name: str, args: argparse.Namespace, log: Callable[[str], None] = print,
               commands: Optional[rs.CommandFn] = None, make=make_scenes) -> dict:
     """Scenes, sweep (unless --collect), then results.json/md, table.md/json and the figure."""
     spec = table_spec(args, name)
     out = args.out or os.path.join("output", "paper", name)
-    figure = args.figure or os.path.join(rs.REPO, "docs", f"{name}.png")
+    figure = args.figure or default_figure(name, args, out)
     jobs = table_jobs(args, spec)
     k = jobs_per_gpu(args, spec)
     started = _dt.datetime.now().isoformat(timespec="seconds")

@@ -192,6 +192,24 @@ def test_tab1_runs_then_writes_table_and_figure(tmp_path):
                         for _ in open(os.path.join(j.model_path, "calls.txt")))
 
 
+def test_a_run_into_its_own_folder_leaves_the_published_figure_alone(tmp_path):
+    """Session 23's 500-object CPU smoke run (--out, -- --resolution 4) redrew docs/tab1.png from 50 iterations.
+    Without --figure, a run with --out or train.py flags draws into its own folder; only a run as documented
+    draws docs/<table>.png, and --figure still wins."""
+    docs = os.path.join(pt.rs.REPO, "docs", "tab1.png")
+    assert pt.default_figure("tab1", pt.parse_args(["tab1"]), "output/paper/tab1") == docs
+    own = pt.parse_args(["tab1", "--out", str(tmp_path / "t1")])
+    assert pt.default_figure("tab1", own, str(tmp_path / "t1")) == str(tmp_path / "t1" / "tab1.png")
+    smoke = pt.parse_args(["tab1", "--iterations", "50", "--", "--resolution", "4"])
+    assert pt.default_figure("tab1", smoke, "output/paper/tab1") == os.path.join("output/paper/tab1", "tab1.png")
+    before = os.path.getmtime(docs) if os.path.exists(docs) else None
+    args = _args(tmp_path, "tab1", "--seeds", "0", "--objects", "25", "--out", str(tmp_path / "t1"))
+    assert args.figure is None
+    pt.run_table("tab1", args, log=lambda m: None, commands=fake_commands, make=fake_make([]))
+    assert os.path.getsize(tmp_path / "t1" / "tab1.png") > 10_000
+    assert (os.path.getmtime(docs) if os.path.exists(docs) else None) == before
+
+
 @pytest.mark.parametrize("name", ["tab5", "fig9", "tab4"])
 def test_every_figure_kind_is_drawn_from_results(tmp_path, name):
     """stacked time bars (tab5), a line over mask fraction (fig9), grouped bars (tab4), from a fake
