@@ -55,6 +55,9 @@
 #   TABLE_ARGS_tab1="--objects 500" bash ... A, then poll: the profile inside densification (refinement steps
 #   included; the third variant tells the loss stage's CUDA graphs from the rest), then Tab. 1's 500-object rows
 #   (about 13 GPU minutes).
+# Since session 23 a stage A on a bare machine also writes $OUT/prebuilt.tar.xz (gsplat's extension and the project's
+#   nvcc libraries, benchmarks/device_prebuilt.py): copy it to .prebuilt/ here and carry [".whl", ".prebuilt"], and the
+#   next machine with the same torch skips the ~70 s build.
 # Stage A now makes the tables' scenes (paper_tables.py --scenes_only, 4 at a time) beside the GPU tests.
 # Call poll at once after A (within 30 s: read its output after starting the poll, not before): a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
