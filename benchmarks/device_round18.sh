@@ -57,7 +57,8 @@
 #   (about 13 GPU minutes).
 # Since session 23 a stage A on a bare machine also writes $OUT/prebuilt.tar.xz (gsplat's extension and the project's
 #   nvcc libraries, benchmarks/device_prebuilt.py): copy it to .prebuilt/ here and carry [".whl", ".prebuilt"], and the
-#   next machine with the same torch skips the ~70 s build.
+#   next machine with the same torch skips the ~70 s build. The first lease that uses it runs GPU_TESTS=1 (the tests
+#   then run on the carried library, which no GPU has loaded through the shim yet).
 # Stage A now makes the tables' scenes (paper_tables.py --scenes_only, 4 at a time) beside the GPU tests.
 # Call poll at once after A (within 30 s: read its output after starting the poll, not before): a machine idle for 30 s is given back with the chain on it (poll then exits 3 at once).
 # Never `pkill -f` a pattern that appears in the run's own command line (it kills the run).
