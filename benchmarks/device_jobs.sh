@@ -136,9 +136,10 @@ tables_chain() {
 
 # pack_tables: the tables (md, json), figures and logs, without models or scenes, as OUT/tables.tgz; every
 # run's small JSON files (train_stats, results, extraction: rows of a table cut short by the lease can be
-# rebuilt here with paper_tables.py --collect) as OUT/runs_json.tgz
+# rebuilt here with paper_tables.py --collect; train_log.jsonl: seconds and Gaussians every 100 iterations, to see
+# which part of a run was slow) as OUT/runs_json.tgz
 pack_tables() {
   tar czf $OUT/tables.tgz -C $R --exclude='runs' paper $(cd $R && ls *.log 2>/dev/null) 2>/dev/null
-  [ -d $R/runs ] && (cd $R && find runs -name '*.json' -size -2M | tar czf $OUT/runs_json.tgz -T -)
+  [ -d $R/runs ] && (cd $R && find runs \( -name '*.json' -o -name 'train_log.jsonl' \) -size -2M | tar czf $OUT/runs_json.tgz -T -)
   ls -la $OUT
 }
