@@ -409,6 +409,7 @@ def score_limits(values: Sequence[float], min_span: float = MIN_SCORE_SPAN, pad:
 
 
 LABEL_ABOVE, LABEL_BELOW, LABEL_HEIGHT, MARKER_HALF = 6.0, -12.0, 7.0, 3.5  # points (1/72 inch)
+LABEL_SIDE_DX, LABEL_GAP = 6.0, 1.0  # a crowded column: labels this far beside the markers, this far apart
 
 
 def labels_below(points: Sequence[Tuple[float, float]]) -> List[bool]:
@@ -416,7 +417,12 @@ def labels_below(points: Sequence[Tuple[float, float]]) -> List[bool]:
     below it rather than above: at each x, from the highest point down, the first side whose label
     box overlaps no label placed before and no other marker (else the side that overlaps less), so
     that close values of different series (25 objects: 87.4, 86.4 and 83.8) stay readable."""
-    below = [False] * len(points)
+    return [below for below, _ in _above_below(points)]
+
+
+def _above_below(points: Sequence[Tuple[float, float]]) -> List[Tuple[bool, float]]:
+    """labels_below's choice per point, with the overlap (points) its label box is left with."""
+    out: List[Tuple[bool, float]] = [(False, 0.0)] * len(points)
     placed: Dict[float, List[Tuple[float, float]]] = {}
     for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i)):
         x, y = points[i]
@@ -428,10 +434,57 @@ def labels_below(points: Sequence[Tuple[float, float]]) -> List[bool]:
             return sum(max(0.0, min(hi, b) - max(lo, a)) for a, b in boxes + markers)
 
         up, down = overlap(y + LABEL_ABOVE), overlap(y + LABEL_BELOW)
-        below[i] = down < up
-        lo = y + (LABEL_BELOW if below[i] else LABEL_ABOVE)
+        below = down < up
+        out[i] = (below, min(up, down))
+        lo = y + (LABEL_BELOW if below else LABEL_ABOVE)
         boxes.append((lo, lo + LABEL_HEIGHT))
-    return below
+    return out
+
+
+def dodge(ys: Sequence[float], gap: float) -> List[float]:
+    """Positions as close as they can be to ``ys`` (least squares) with neighbours at least ``gap`` apart, in
+    the order of ``ys``: runs of labels that would collide are merged into blocks centred on their points."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    blocks: List[List[float]] = []  # each a run of sorted ys placed gap apart from one start
+
+    def start(block: List[float]) -> float:
+        return sum(y - j * gap for j, y in enumerate(block)) / len(block)
+
+    for i in order:
+        blocks.append([ys[i]])
+        while len(blocks) > 1 and start(blocks[-2]) + len(blocks[-2]) * gap > start(blocks[-1]):
+            last = blocks.pop()
+            blocks[-1].extend(last)
+    out = [0.0] * len(ys)
+    k = 0
+    for block in blocks:
+        s0 = start(block)
+        for j in range(len(block)):
+            out[order[k]] = s0 + j * gap
+            k += 1
+    return out
+
+
+def label_places(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, float, str, str]]:
+    """Where each value label of a line figure goes: (dx, dy) in points from its marker, and its horizontal and
+    vertical alignment. At an x whose labels fit above or below their markers (``labels_below``) they go there;
+    where they cannot without overlap (25 objects in Tab. 1: four series within 5 PQ points) the whole column
+    goes beside the markers, on the right (on the left at the last x, inside the axes), each label at its
+    point's height, pushed apart just enough not to overlap (``dodge``)."""
+    choice = _above_below(points)
+    last_x = max((x for x, _ in points), default=0.0)
+    places: List[Tuple[float, float, str, str]] = [
+        (0.0, LABEL_BELOW if below else LABEL_ABOVE, "center", "baseline") for below, _ in choice]
+    for x in {x for x, _ in points}:
+        idx = [i for i, (x2, _) in enumerate(points) if x2 == x]
+        if all(choice[i][1] <= 0.0 for i in idx):
+            continue
+        ys = dodge([points[i][1] for i in idx], LABEL_HEIGHT + LABEL_GAP)
+        left = x == last_x and len({x for x, _ in points}) > 1
+        for i, y in zip(idx, ys):
+            places[i] = (-LABEL_SIDE_DX if left else LABEL_SIDE_DX, y - points[i][1], "right" if left else "left",
+                         "center")
+    return places
 
 
 def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
@@ -457,9 +510,9 @@ def write_figure(name: str, spec: dict, results: dict, path: str) -> str:
         fig.canvas.draw()  # the layout that turns data into points on the page
         to_pt = 72.0 / fig.dpi
         on_page = [(x, float(ax.transData.transform((x, m))[1]) * to_pt) for x, m in labels]
-        for (x, m), below in zip(labels, labels_below(on_page)):
-            ax.annotate(f"{m:.1f}", (x, m), textcoords="offset points", ha="center", fontsize=7,
-                        xytext=(0, LABEL_BELOW if below else LABEL_ABOVE))
+        for (x, m), (dx, dy, ha, va) in zip(labels, label_places(on_page)):
+            ax.annotate(f"{m:.1f}", (x, m), textcoords="offset points", ha=ha, va=va, fontsize=7, xytext=(dx, dy),
+                        bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.75))  # legible over lines
         if fig_spec.get("xlog"):
             ax.set_xscale("log")
             ticks = sorted({fig_spec["x"](scene_of(spec, e["scene"]), e["variant"]) for e in entries})

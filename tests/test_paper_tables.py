@@ -289,6 +289,34 @@ def test_value_labels_of_close_points_are_drawn_apart():
     assert pt.labels_below([(1, 5.0), (1, 5.0)]) in ([True, False], [False, True])  # equal values: one each side
 
 
+def test_a_crowded_column_of_labels_goes_beside_its_markers_without_overlap():
+    """Tab. 1 at 25 objects with four series (RESULTS 27): 87.4, 86.4, 83.8 and 82.4 lie within 40 points on the page,
+    too close for above/below; that column moves beside the markers, each label near its point and none overlapping.
+    Columns that fit above/below keep that placement; the last x puts its column on the left, inside the axes."""
+    h, gap = pt.LABEL_HEIGHT, pt.LABEL_GAP
+    crowded = [(25, 230.0), (25, 222.0), (25, 201.0), (25, 190.0)]
+    apart = [(50, 100.0), (50, 200.0)]
+    last = [(500, 60.0), (500, 62.0), (500, 64.0)]
+    places = pt.label_places(crowded + apart + last)
+    side, fits, end = places[:4], places[4:6], places[6:]
+    assert all(ha == "left" and dx > 0 for dx, _, ha, _ in side)
+    ys = sorted(y + dy for (_, y), (_, dy, _, _) in zip(crowded, side))
+    assert all(b - a >= h + gap - 1e-9 for a, b in zip(ys, ys[1:]))  # no two labels overlap
+    assert max(abs(dy) for _, dy, _, _ in side) < h  # and each stays by its own point
+    assert fits == [(0.0, pt.LABEL_ABOVE, "center", "baseline")] * 2
+    assert all(ha == "right" and dx < 0 for dx, _, ha, _ in end)
+    ys_end = [y + dy for (_, y), (_, dy, _, _) in zip(last, end)]
+    assert ys_end == sorted(ys_end) and abs(sum(ys_end) / 3 - 62.0) < 1e-9  # order kept, centred on the points
+
+
+def test_dodge_is_the_closest_placement_with_the_gap():
+    assert pt.dodge([0.0, 100.0], 8.0) == [0.0, 100.0]  # far apart: unmoved
+    assert pt.dodge([10.0, 10.0], 8.0) == [6.0, 14.0]  # a tie: spread evenly about the shared value
+    out = pt.dodge([5.0, 0.0, 1.0], 4.0)  # any order in, each keeps its own rank
+    assert out[1] < out[2] < out[0] and abs(out[2] - out[1] - 4.0) < 1e-9 and abs(out[0] - out[2] - 4.0) < 1e-9
+    assert abs(sum(out) - 6.0) < 1e-9  # one block: its mean stays the points' mean (least squares)
+
+
 def test_series_run_on_different_seeds_say_so_in_the_legend():
     """Fig. 9 of RESULTS 21b: the first series had seeds 0 and 1, the second only seed 1; drawn side by side
     unmarked, a one-seed point looks like a gain over a two-seed mean. Series that agree get no mark."""
