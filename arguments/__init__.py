@@ -165,9 +165,9 @@ class SegmentationParams(GroupMixin):
                          choices=["fused", "separate", "joint"])
     seg_interval: int = _f(1, "segmentation losses (and the feature channels of the rasterisation) every Nth "
                               "iteration only; colour trains every iteration. N > 1 trades label quality for "
-                              "speed on the CPU; on CUDA, a 10k run with N = 2 currently trains 2.4x SLOWER, all of it "
-                              "while densifying (benchmarks/RESULTS.md 25c, 26b; under investigation); 1: every "
-                              "iteration, as the paper")
+                              "speed on the CPU; on CUDA one 10k run with N = 2 trained 2.4x SLOWER, which per-step profiles "
+                              "do not reproduce (5 %% slower while densifying, 14 %% faster after: benchmarks/"
+                              "RESULTS.md 25c, 26b, 27b; under investigation); 1: every iteration, as the paper")
     seg_scale: float = _f(1.0, "render the segmentation features, and take their masks (nearest pixel), at this "
                                "scale of the training views, in a second rasterisation of the geometry-detached "
                                "model; colour stays at full size, labels render at full size. Saves memory only: slower than "

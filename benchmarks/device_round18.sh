@@ -55,6 +55,14 @@
 #   TABLE_ARGS_tab1="--objects 500" bash ... A, then poll: the profile inside densification (refinement steps
 #   included; the third variant tells the loss stage's CUDA graphs from the rest), then Tab. 1's 500-object rows
 #   (about 13 GPU minutes).
+# Session 24 ran that plan (RESULTS 27: the profile came back; the chain was lost when the poll came late), then
+#   PROFILE=0 OPS=0 GPU_TESTS=0 ... TABLE_ARGS_tab1="--objects 500" A on a fresh machine with .prebuilt carried (ready
+#   in 1 s), one poll, and the GPU tests on the carried library (all passed). Tab. 1 is complete.
+# Session 25's plan (issue 10), carry [".whl", ".prebuilt"]: SPEED=1 SPEED_ITERS=10000 SPEED_VARIANTS="unic
+#   unic:--seg_interval 2" PROFILE=0 OPS=0 GPU_TESTS=0 TABLES="" bash ... A, then poll: whole 10k runs on the bench
+#   scene, each alone (speed_logs.tgz brings their train_log.jsonl back), to see whether 25c's 2.4x repeats and, from train_log.jsonl
+#   (seconds every 100 iterations), in which iterations; the profiles (26b, 27b) predict no slowdown. Then second
+#   seeds of Tab. 1's rows whose gaps exceed the seed noise: SEEDS=1 TABLES=tab1 TABLE_ARGS_tab1="--objects 50 100".
 # Since session 23 a stage A on a bare machine also writes $OUT/prebuilt.tar.xz (gsplat's extension and the project's
 #   nvcc libraries, benchmarks/device_prebuilt.py): copy it to .prebuilt/ here and carry [".whl", ".prebuilt"], and the
 #   next machine with the same torch skips the ~70 s build. The first lease that uses it runs GPU_TESTS=1 (the tests
@@ -69,6 +77,14 @@ SPEED_ITERS=${SPEED_ITERS:-4000}
 SPEED_VARIANTS=${SPEED_VARIANTS:-"plain unic"}
 stage=${1:-A}
 source benchmarks/device_jobs.sh  # fresh_tree, bench_scene, gpu_tests, tables_chain, pack_tables
+
+# speed_logs: the speed runs' train_log.jsonl (seconds and Gaussians every 100 iterations) as $OUT/speed_logs.tgz,
+# to see which iterations of a run were slow (RESULTS 27b left 25c's 2.4x to a whole timed run).
+speed_logs() {
+  local logs; logs=$(cd $R 2>/dev/null && find speed speed_on obj -name train_log.jsonl 2>/dev/null)
+  [ -n "$logs" ] && (cd $R && tar czf $OUT/speed_logs.tgz $logs)
+  return 0
+}
 
 # variant_args "plain unic unic:--flag value": the caller's local array args, one element per variant (a variant
 # starts at each plain / unic, so its flags may hold spaces).
@@ -143,6 +159,7 @@ if [ "$stage" = A ]; then
   cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
   cp $R/ops.md $OUT/ 2>/dev/null
   cp $R/obj/bench.md $OUT/obj.md 2>/dev/null; cp $R/obj/bench.json $OUT/obj.json 2>/dev/null
+  speed_logs
   pack_tables
 fi
 
@@ -157,6 +174,7 @@ if [ "$stage" = poll ]; then
   cp $R/speed_on/bench.md $OUT/speed_on.md 2>/dev/null; cp $R/speed_on/bench.json $OUT/speed_on.json 2>/dev/null
   cp $R/profile/profile.md $OUT/ 2>/dev/null; cp $R/profile/profile.json $OUT/ 2>/dev/null
   cp $R/obj/bench.md $OUT/obj.md 2>/dev/null; cp $R/obj/bench.json $OUT/obj.json 2>/dev/null
+  speed_logs
   pack_tables
   tar czf $OUT/r18.tgz -C $R --exclude='runs' --exclude='*.ply' --exclude='*.pt' --exclude='renders' --exclude='gt' \
     --exclude='overlay' --exclude='pred_*' --exclude='point_cloud' speed $(cd $R && ls *.log 2>/dev/null) 2>/dev/null
