@@ -58,9 +58,10 @@
 # Session 24 ran that plan (RESULTS 27: the profile came back; the chain was lost when the poll came late), then
 #   PROFILE=0 OPS=0 GPU_TESTS=0 ... TABLE_ARGS_tab1="--objects 500" A on a fresh machine with .prebuilt carried (ready
 #   in 1 s), one poll, and the GPU tests on the carried library (all passed). Tab. 1 is complete.
-# Session 25's plan (issue 10), carry [".whl", ".prebuilt"]: SPEED=1 SPEED_ITERS=10000 SPEED_VARIANTS="unic
-#   unic:--seg_interval 2" PROFILE=0 OPS=0 GPU_TESTS=0 TABLES="" bash ... A, then poll: whole 10k runs on the bench
-#   scene, each alone (speed_logs.tgz brings their train_log.jsonl back), to see whether 25c's 2.4x repeats and, from train_log.jsonl
+# Session 25's plan (issue 10), carry [".whl", ".prebuilt"]: SPEED=1 SPEED_ITERS=30000 SPEED_VARIANTS="plain unic
+#   unic:--seg_interval 2" PROFILE=0 OPS=0 GPU_TESTS=0 TABLES="" bash ... A, then poll: whole 30k runs on the bench
+#   scene, each alone (about 8 GPU minutes; the issue's 30k reference numbers were last taken in session 16;
+#   speed_logs.tgz brings their train_log.jsonl back), to see whether 25c's 2.4x repeats and, from train_log.jsonl
 #   (seconds every 100 iterations), in which iterations; the profiles (26b, 27b) predict no slowdown. Then second
 #   seeds of Tab. 1's rows whose gaps exceed the seed noise: SEEDS=1 TABLES=tab1 TABLE_ARGS_tab1="--objects 50 100".
 # Since session 23 a stage A on a bare machine also writes $OUT/prebuilt.tar.xz (gsplat's extension and the project's
