@@ -443,7 +443,9 @@ def _above_below(points: Sequence[Tuple[float, float]]) -> List[Tuple[bool, floa
 
 def dodge(ys: Sequence[float], gap: float) -> List[float]:
     """Positions as close as they can be to ``ys`` (least squares) with neighbours at least ``gap`` apart, in
-    the order of ``ys``: runs of labels that would collide are merged into blocks centred on their points."""
+    the order of ``ys``: runs of labels that would collide are merged into blocks centred on their points.
+    This is isotonic regression of ``sorted(ys)[k] - k * gap`` (pool adjacent violators); scipy has it as
+    ``scipy.optimize.isotonic_regression`` only from 1.12, and the project accepts scipy 1.9."""
     order = sorted(range(len(ys)), key=lambda i: ys[i])
     blocks: List[List[float]] = []  # each a run of sorted ys placed gap apart from one start
 
@@ -472,15 +474,17 @@ def label_places(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, flo
     goes beside the markers, on the right (on the left at the last x, inside the axes), each label at its
     point's height, pushed apart just enough not to overlap (``dodge``)."""
     choice = _above_below(points)
-    last_x = max((x for x, _ in points), default=0.0)
+    columns: Dict[float, List[int]] = {}
+    for i, (x, _) in enumerate(points):
+        columns.setdefault(x, []).append(i)
+    last_x = max(columns, default=0.0)
     places: List[Tuple[float, float, str, str]] = [
         (0.0, LABEL_BELOW if below else LABEL_ABOVE, "center", "baseline") for below, _ in choice]
-    for x in {x for x, _ in points}:
-        idx = [i for i, (x2, _) in enumerate(points) if x2 == x]
+    for x, idx in columns.items():
         if all(choice[i][1] <= 0.0 for i in idx):
             continue
         ys = dodge([points[i][1] for i in idx], LABEL_HEIGHT + LABEL_GAP)
-        left = x == last_x and len({x for x, _ in points}) > 1
+        left = x == last_x and len(columns) > 1
         for i, y in zip(idx, ys):
             places[i] = (-LABEL_SIDE_DX if left else LABEL_SIDE_DX, y - points[i][1], "right" if left else "left",
                          "center")
