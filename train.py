@@ -162,8 +162,8 @@ class Trainer:
 
     def _select_feature_backward(self) -> None:
         """--feature_backward: the segmentation features' gradient kernel (CUDA only; gsplat on the CPU).
-        ``auto`` takes the tile kernel (1.3x faster steps, benchmarks/RESULTS.md 11a) where nvcc builds it,
-        and says in one line when it falls back to gsplat's."""
+        ``auto`` takes this project's fused kernel (geometry and features in one walk; RESULTS.md 28a) or its
+        tile kernel (11a) where nvcc builds them, and says in one line when it falls back to gsplat's."""
         from gaussian_renderer.feature_backward import FeatureBackwardError
         from gaussian_renderer.rasterizer import set_feature_backward
 

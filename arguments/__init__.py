@@ -74,8 +74,8 @@ class PipelineParams(GroupMixin):
     random_background: bool = _f(False, "random background colour per iteration")
     loss_graph: str = _f("auto", "the per-view losses as a replayed CUDA graph: auto (on with CUDA) | off",
                          choices=["auto", "off"])
-    feature_backward: str = _f("auto", "kernel for the segmentation features' gradient on CUDA: auto (tile_sparse where nvcc "
-                               "builds it, else gsplat) | tile (a weights-times-gradient product per tile, "
+    feature_backward: str = _f("auto", "kernel for the segmentation features' gradient on CUDA: auto (fused where nvcc "
+                               "builds it and the GPU's shared memory holds its block, else tile_sparse, else gsplat) | tile (a weights-times-gradient product per tile, "
                                "gaussian_renderer/feature_backward.py; built with nvcc on first use) | tile_sparse (the same "
                                "product over each batch's active pixels only, same result) | fused (one kernel for the "
                                "geometry's and the features' backward: the weights are computed once; 3 colour + at most "

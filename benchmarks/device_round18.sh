@@ -98,7 +98,7 @@ variant_args() {
 speed_matrix() {
   local args; variant_args "$SPEED_VARIANTS"
   python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations $SPEED_ITERS --seeds ${SPEED_SEEDS:-0} \
-    --variants "${args[@]}" > $R/speed.log 2>&1
+    ${SPEED_ARGS:-} --variants "${args[@]}" > $R/speed.log 2>&1
   if [ "${STEP_OPS_AB:-0}" = 1 ]; then  # UniC-Lift with the step kernels on (off by default until tested), same seeds
     UNIC_LIFT_STEP_OPS=1 python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed_on \
       --iterations $SPEED_ITERS --seeds ${SPEED_SEEDS:-0} --variants unic "unic:--feature_backward fused" \
@@ -147,7 +147,7 @@ if [ "$stage" = A ]; then
   setsid bash -c "$(declare -f chain18 variant_args speed_matrix profile_run tables_chain table_args); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
     PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' SPEED_SEEDS='${SPEED_SEEDS:-0}' STEP_OPS_AB='${STEP_OPS_AB:-0}' PROFILE_STEP_OPS='${PROFILE_STEP_OPS:-1}' \
     PROFILE_VARIANTS='${PROFILE_VARIANTS:-plain unic}' PROFILE_ARGS='${PROFILE_ARGS:-}' OBJ='${OBJ:-}' OBJ_ITERS='${OBJ_ITERS:-10000}' \
-    SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' TABLES='${TABLES-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
+    SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' SPEED_ARGS='${SPEED_ARGS:-}' TABLES='${TABLES-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
     ITERS=${ITERS:-10000} JOBS=${JOBS:-2} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
     TABLE_ARGS='${TABLE_ARGS:-}'; chain18" < /dev/null > $R/chain.log 2>&1 &
   # Stay in this call until A_WAIT seconds (default 540) have passed: fewer gaps between calls, and a gap over

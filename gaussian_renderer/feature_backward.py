@@ -10,9 +10,11 @@ multiplies them with the tile's output gradient in shared memory.
 
 It is built with ``nvcc`` (``$CUDA_HOME/bin/nvcc`` or the one on PATH, as gsplat's own build) on
 first use, for the current GPU, into ``$UNIC_LIFT_CACHE`` (default ``~/.cache/unic_lift``), and
-called through ctypes: no PyTorch extension headers are needed. ``--feature_backward auto`` (the
-default) selects it where it builds (``set_feature_backward``); on the bench scene it made the
-UniC-Lift step 1.31x faster (benchmarks/RESULTS.md, 11a).
+called through ctypes: no PyTorch extension headers are needed. On the bench scene the tile kernel made
+the UniC-Lift step 1.31x faster (benchmarks/RESULTS.md, 11a). ``fused_backward`` also does gsplat's
+geometry backward for the colour channels in the same walk, so each weight is computed once: 6-8 % more
+it/s over whole 30k runs (28a). ``--feature_backward auto`` (the default, ``set_feature_backward``) takes
+it where its block fits the GPU's shared memory, else the sparse tile kernel.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["FEATURE_BACKWARDS", "FeatureBackwardError", "feature_backward", "feature_backward_reference",
-           "fused_backward", "fused_supported", "load_library", "max_channels"]
+           "fused_backward", "fused_fits", "fused_supported", "load_library", "max_channels"]
 
 FEATURE_BACKWARDS = ("gsplat", "tile", "tile_sparse", "fused")  # --feature_backward ("auto" picks)
 FUSED_GEO, FUSED_MAX_FEATURES = 3, 32  # the fused kernel: 3 geometry colour channels, then at most 32 features
@@ -176,6 +178,23 @@ def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_o
     if code != 0:
         raise FeatureBackwardError(f"feature_backward: {lib.unic_feature_bwd_error(code).decode()}")
     return out
+
+
+# The fused kernel's shared memory per block, as ``fused_dynamic_shared() + STATIC_SHARED`` in csrc/feature_bwd.cu:
+# 4 * (32 * 257 + 256 * 32 + 32 * 9) + 4 * 32 dynamic, 4 * (256 + 8) static.
+FUSED_SHARED_BYTES = 4 * (32 * 257 + 256 * 32 + 32 * 9) + 4 * 32 + 4 * (256 + 8)
+
+
+def fused_fits(device: Optional[torch.device] = None) -> bool:
+    """Whether the fused kernel's block fits ``device``'s shared memory (opt-in maximum). The tile kernel at 64
+    channels needs more, so a GPU that takes it takes the fused one; at 32 channels the device is asked."""
+    cap = max_channels(device)
+    if cap >= 64:
+        return True
+    if cap <= 0:
+        return False
+    props = torch.cuda.get_device_properties(_device_index(device))
+    return int(getattr(props, "shared_memory_per_block_optin", 0)) >= FUSED_SHARED_BYTES
 
 
 def fused_supported(n_geo: int, n_feat: int, tile_size: int) -> bool:

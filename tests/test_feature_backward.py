@@ -326,14 +326,40 @@ def test_auto_falls_back_to_gsplat_in_one_line_without_nvcc(tiny_scene, tmp_path
         set_feature_backward("gsplat")
 
 
+def test_the_fused_kernels_shared_memory_is_the_sources_and_auto_asks_the_device(monkeypatch):
+    """FUSED_SHARED_BYTES mirrors csrc/feature_bwd.cu (its constants read from the source here), and
+    ``fused_fits`` (which "auto" asks before taking the fused kernel) answers by the device's shared memory."""
+    import types
+
+    from gaussian_renderer import feature_backward as fb
+
+    src = open(SOURCE).read()
+    c = {k: int(v) for k, v in re.findall(r"constexpr int (\w+) = (\d+);", src)}
+    c["BLOCK"], c["WSTRIDE"] = c["TILE"] * c["TILE"], c["TILE"] * c["TILE"] + 1
+    assert "BATCH * WSTRIDE + BLOCK * FUSED_CP + BATCH * (6 + GEO)) + sizeof(int32_t) * BATCH" in src
+    assert "STATIC_SHARED = sizeof(int) * (BLOCK + BLOCK / 32)" in src
+    dynamic = 4 * (c["BATCH"] * c["WSTRIDE"] + c["BLOCK"] * c["FUSED_CP"] + c["BATCH"] * (6 + c["GEO"])) + 4 * c["BATCH"]
+    assert fb.FUSED_SHARED_BYTES == dynamic + 4 * (c["BLOCK"] + c["BLOCK"] // 32) == 68000
+
+    optin = {"v": 0}
+    monkeypatch.setattr(fb, "_device_index", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: types.SimpleNamespace(shared_memory_per_block_optin=optin["v"]))
+    for cap, shared, fits in ((64, 0, True), (0, 10**6, False), (32, 98304, True), (32, 67900, False)):
+        monkeypatch.setattr(fb, "max_channels", lambda device=None, cap=cap: cap)
+        optin["v"] = shared
+        assert fb.fused_fits() is fits, (cap, shared)
+
+
 @pytest.mark.gpu
 @needs_gpu
-def test_auto_takes_the_sparse_tile_kernel_where_it_builds():
+def test_auto_takes_the_fused_kernel_where_it_builds():
+    from gaussian_renderer.feature_backward import fused_fits
     from gaussian_renderer.rasterizer import feature_backward_kind, set_feature_backward
 
     try:
         assert set_feature_backward("auto") is None
-        assert feature_backward_kind() == "tile_sparse"
+        assert feature_backward_kind() == ("fused" if fused_fits() else "tile_sparse")
     finally:
         set_feature_backward("gsplat")
 
