@@ -13,8 +13,8 @@ first use, for the current GPU, into ``$UNIC_LIFT_CACHE`` (default ``~/.cache/un
 called through ctypes: no PyTorch extension headers are needed. On the bench scene the tile kernel made
 the UniC-Lift step 1.31x faster (benchmarks/RESULTS.md, 11a). ``fused_backward`` also does gsplat's
 geometry backward for the colour channels in the same walk, so each weight is computed once: 5-9 % more
-it/s over whole 30k runs after the first 2000 iterations (28a). ``--feature_backward auto`` (the default, ``set_feature_backward``) takes
-it where its block fits the GPU's shared memory, else the sparse tile kernel.
+it/s over whole 30k runs after the first 2000 iterations (28a). ``--feature_backward auto`` (the default,
+``set_feature_backward``) takes it where its block fits the GPU's shared memory, else the sparse tile kernel.
 """
 from __future__ import annotations
 

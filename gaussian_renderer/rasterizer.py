@@ -118,9 +118,10 @@ def set_feature_backward(kind: str) -> Optional[str]:
 
     "tile_sparse" rather than "tile" (H200, 4000 iterations, RESULTS.md 12a): backward 3.77 -> 3.09 ms
     per iteration, 119.5 -> 140.9 it/s, same PSNR and PQ^scene. "fused" rather than "tile_sparse" (H200,
-    whole 30k runs, RESULTS.md 28a): 262.7 s against 279.1 s, 5-9 % more it/s after the first 2000 iterations; the same gradients to float
-    rounding (tests/test_feature_backward.py); PQ^scene within the seed noise. A render it does not take
-    (not 3 colour + 1..32 feature channels) falls back to "tile_sparse" in the backward."""
+    whole 30k runs, RESULTS.md 28a): 262.7 s against 279.1 s, 5-9 % more it/s after the first 2000
+    iterations; the same gradients to float rounding (tests/test_feature_backward.py); PQ^scene within the
+    seed noise. A render it does not take (not 3 colour + 1..32 feature channels) falls back to
+    "tile_sparse" in the backward."""
     global _FEATURE_BACKWARD
     from gaussian_renderer.feature_backward import FEATURE_BACKWARDS, FeatureBackwardError, fused_fits, load_library
 
