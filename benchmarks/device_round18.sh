@@ -64,6 +64,18 @@
 #   speed_logs.tgz brings their train_log.jsonl back), to see whether 25c's 2.4x repeats and, from train_log.jsonl
 #   (seconds every 100 iterations), in which iterations; the profiles (26b, 27b) predict no slowdown. Then second
 #   seeds of Tab. 1's rows whose gaps exceed the seed noise: SEEDS=1 TABLES=tab1 TABLE_ARGS_tab1="--objects 50 100".
+# Session 25 ran that plan; the machine went back in the gap after A (result transfer + reply > 30 s), so it then ran
+#   A_WAIT=583 SPEED_ARGS=--no_eval SPEED_VARIANTS="unic:--feature_backward fused unic" ... A as ONE call (RESULTS 28:
+#   whole 30k runs, the fused backward 6 % faster and now auto's choice). **Plan every chain to fit in one call**
+#   (A_WAIT up to ~585 with timeout_s 600; what is finished comes back); a poll after A is a gamble.
+# Session 26's plan (issue 10), carry [".whl", ".prebuilt"], each line one call of its own:
+#   1. GPU_TESTS=1 PROFILE=1 PROFILE_VARIANTS="plain unic" PROFILE_ARGS="--densify_until 15000 --warmup 15100" SPEED=0
+#      OPS=0 TABLES="" A_WAIT=585 bash ... A: the GPU tests (auto now takes the fused kernel: test_feature_backward's
+#      test_auto_takes_the_fused_kernel_where_it_builds), and the kernel table at 1.24 M Gaussians, the size where 28a's
+#      whole runs spend most of their time (23a's profile was at 528k): what the 2.98 ms UniC-Lift adds there is made of.
+#   2. SPEED_ITERS=30000 SPEED_ARGS=--no_eval SPEED_VARIANTS="plain:--densify_until_iter 1200 unic:--densify_until_iter
+#      1200" PROFILE=0 OPS=0 GPU_TESTS=0 TABLES="" A_WAIT=585 bash ... A: a proxy for the issue's own scene size (about
+#      250k Gaussians at the end; ours end at 1.24 M), all losses on from 1200, 30k iterations, timing only.
 # Since session 23 a stage A on a bare machine also writes $OUT/prebuilt.tar.xz (gsplat's extension and the project's
 #   nvcc libraries, benchmarks/device_prebuilt.py): copy it to .prebuilt/ here and carry [".whl", ".prebuilt"], and the
 #   next machine with the same torch skips the ~70 s build. The first lease that uses it runs GPU_TESTS=1 (the tests
