@@ -73,9 +73,11 @@
 #      OPS=0 TABLES="" A_WAIT=585 bash ... A: the GPU tests (auto now takes the fused kernel: test_feature_backward's
 #      test_auto_takes_the_fused_kernel_where_it_builds), and the kernel table at 1.24 M Gaussians, the size where 28a's
 #      whole runs spend most of their time (23a's profile was at 528k): what the 2.98 ms UniC-Lift adds there is made of.
-#   2. SPEED_ITERS=30000 SPEED_ARGS=--no_eval SPEED_VARIANTS="plain:--densify_until_iter 1200 unic:--densify_until_iter
-#      1200" PROFILE=0 OPS=0 GPU_TESTS=0 TABLES="" A_WAIT=585 bash ... A: a proxy for the issue's own scene size (about
-#      250k Gaussians at the end; ours end at 1.24 M), all losses on from 1200, 30k iterations, timing only.
+#   2. SPEED_ITERS=30000 SPEED_ARGS=--no_eval SPEED_VARIANTS="plain unic" SPEED_EXTRA="--densify_until_iter 1200"
+#      PROFILE=0 OPS=0 GPU_TESTS=0 TABLES="" A_WAIT=585 bash ... A: a proxy for the issue's own scene size (about 250k
+#      Gaussians at the end; ours end at 1.24 M; 28a's logs: 258k at 1100, 286k at 1200), all losses on from 1200 (the
+#      triplet and L_3D start when densification stops), 30k iterations, timing only (SPEED_EXTRA: train.py flags for
+#      every variant, after bench_train's --).
 # Since session 23 a stage A on a bare machine also writes $OUT/prebuilt.tar.xz (gsplat's extension and the project's
 #   nvcc libraries, benchmarks/device_prebuilt.py): copy it to .prebuilt/ here and carry [".whl", ".prebuilt"], and the
 #   next machine with the same torch skips the ~70 s build. The first lease that uses it runs GPU_TESTS=1 (the tests
@@ -110,7 +112,7 @@ variant_args() {
 speed_matrix() {
   local args; variant_args "$SPEED_VARIANTS"
   python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed --iterations $SPEED_ITERS --seeds ${SPEED_SEEDS:-0} \
-    ${SPEED_ARGS:-} --variants "${args[@]}" > $R/speed.log 2>&1
+    ${SPEED_ARGS:-} --variants "${args[@]}" ${SPEED_EXTRA:+-- $SPEED_EXTRA} > $R/speed.log 2>&1
   if [ "${STEP_OPS_AB:-0}" = 1 ]; then  # UniC-Lift with the step kernels on (off by default until tested), same seeds
     UNIC_LIFT_STEP_OPS=1 python3 benchmarks/bench_train.py --scene $D/bench --out $R/speed_on \
       --iterations $SPEED_ITERS --seeds ${SPEED_SEEDS:-0} --variants unic "unic:--feature_backward fused" \
@@ -159,7 +161,7 @@ if [ "$stage" = A ]; then
   setsid bash -c "$(declare -f chain18 variant_args speed_matrix profile_run tables_chain table_args); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
     PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' SPEED_SEEDS='${SPEED_SEEDS:-0}' STEP_OPS_AB='${STEP_OPS_AB:-0}' PROFILE_STEP_OPS='${PROFILE_STEP_OPS:-1}' \
     PROFILE_VARIANTS='${PROFILE_VARIANTS:-plain unic}' PROFILE_ARGS='${PROFILE_ARGS:-}' OBJ='${OBJ:-}' OBJ_ITERS='${OBJ_ITERS:-10000}' \
-    SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' SPEED_ARGS='${SPEED_ARGS:-}' TABLES='${TABLES-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
+    SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' SPEED_ARGS='${SPEED_ARGS:-}' SPEED_EXTRA='${SPEED_EXTRA:-}' TABLES='${TABLES-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
     ITERS=${ITERS:-10000} JOBS=${JOBS:-2} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \
     TABLE_ARGS='${TABLE_ARGS:-}'; chain18" < /dev/null > $R/chain.log 2>&1 &
   # Stay in this call until A_WAIT seconds (default 540) have passed: fewer gaps between calls, and a gap over
