@@ -69,10 +69,13 @@
 #   whole 30k runs, the fused backward 6 % faster and now auto's choice). **Plan every chain to fit in one call**
 #   (A_WAIT up to ~585 with timeout_s 600; what is finished comes back); a poll after A is a gamble.
 # Session 26's plan (issue 10), carry [".whl", ".prebuilt"], each line one call of its own:
-#   1. GPU_TESTS=1 PROFILE=1 PROFILE_VARIANTS="plain unic" PROFILE_ARGS="--densify_until 15000 --warmup 15100" SPEED=0
-#      OPS=0 TABLES="" A_WAIT=585 bash ... A: the GPU tests (auto now takes the fused kernel: test_feature_backward's
-#      test_auto_takes_the_fused_kernel_where_it_builds), and the kernel table at 1.24 M Gaussians, the size where 28a's
-#      whole runs spend most of their time (23a's profile was at 528k): what the 2.98 ms UniC-Lift adds there is made of.
+#   1. GPU_TESTS=1 PROFILE=1 PROFILE_VARIANTS="plain unic unic:--feature_backward tile_sparse" PROFILE_ARGS="--densify_until
+#      15000 --warmup 15100" SPEED=0 OPS=0 TABLES="" A_WAIT=585 bash ... A (about 8 minutes): the GPU tests (auto now
+#      takes the fused kernel: test_feature_backward's test_auto_takes_the_fused_kernel_where_it_builds), and the kernel
+#      table at 1.24 M Gaussians, the size where 28a's whole runs spend most of their time (23a's profile was at 528k):
+#      what the 2.98 ms UniC-Lift adds there is made of, and the fused kernel's time against gsplat's backward plus the
+#      tile kernel's. Then, if device time is left, the same three at PROFILE_ARGS="--densify_until 600 --warmup 700"
+#      (about 144k Gaussians), where 28a saw the fused kernel 6 % slower (the occupancy hypothesis of 28a).
 #   2. SPEED_ITERS=30000 SPEED_ARGS=--no_eval SPEED_VARIANTS="plain unic" SPEED_EXTRA="--densify_until_iter 1200"
 #      PROFILE=0 OPS=0 GPU_TESTS=0 TABLES="" A_WAIT=585 bash ... A: a proxy for the issue's own scene size (about 250k
 #      Gaussians at the end; ours end at 1.24 M; 28a's logs: 258k at 1100, 286k at 1200), all losses on from 1200 (the
