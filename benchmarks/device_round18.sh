@@ -69,6 +69,7 @@
 #   whole 30k runs, the fused backward 6 % faster and now auto's choice). **Plan every chain to fit in one call**
 #   (A_WAIT up to ~585 with timeout_s 600; what is finished comes back); a poll after A is a gamble.
 # Session 26's plan (issue 10), carry [".whl", ".prebuilt"], each line one call of its own:
+#   (feature_bwd.cu gained unic_fused_bwd_fits after the last archive: the project's library builds again, seconds.)
 #   1. GPU_TESTS=1 PROFILE=1 PROFILE_VARIANTS="plain unic unic:--feature_backward tile_sparse" PROFILE_ARGS="--densify_until
 #      15000 --warmup 15100" SPEED=0 OPS=0 TABLES="" A_WAIT=585 bash ... A (about 8 minutes): the GPU tests (auto now
 #      takes the fused kernel: test_feature_backward's test_auto_takes_the_fused_kernel_where_it_builds), and the kernel

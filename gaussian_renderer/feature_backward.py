@@ -109,6 +109,8 @@ def load_library(device: Optional[torch.device] = None) -> ctypes.CDLL:
         lib.unic_feature_bwd_error.argtypes = [i]
         lib.unic_feature_bwd_max_channels.restype = ctypes.c_int
         lib.unic_feature_bwd_max_channels.argtypes = [i]
+        lib.unic_fused_bwd_fits.restype = ctypes.c_int
+        lib.unic_fused_bwd_fits.argtypes = [i]
         idx = _device_index(device)
         cap = _caps[idx] = int(lib.unic_feature_bwd_max_channels(idx))
         if cap <= 0:
@@ -180,21 +182,10 @@ def feature_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, isect_o
     return out
 
 
-# The fused kernel's shared memory per block, as ``fused_dynamic_shared() + STATIC_SHARED`` in csrc/feature_bwd.cu:
-# 4 * (32 * 257 + 256 * 32 + 32 * 9) + 4 * 32 dynamic, 4 * (256 + 8) static.
-FUSED_SHARED_BYTES = 4 * (32 * 257 + 256 * 32 + 32 * 9) + 4 * 32 + 4 * (256 + 8)
-
-
 def fused_fits(device: Optional[torch.device] = None) -> bool:
-    """Whether the fused kernel's block fits ``device``'s shared memory (opt-in maximum). The tile kernel at 64
-    channels needs more, so a GPU that takes it takes the fused one; at 32 channels the device is asked."""
-    cap = max_channels(device)
-    if cap >= 64:
-        return True
-    if cap <= 0:
-        return False
-    props = torch.cuda.get_device_properties(_device_index(device))
-    return int(getattr(props, "shared_memory_per_block_optin", 0)) >= FUSED_SHARED_BYTES
+    """Whether the fused kernel's block fits ``device``'s shared memory (the kernel library asks the device;
+    about 68 KB per block, so every GPU that takes the tile kernel at 64 channels, and Volta's 96 KB)."""
+    return load_library(device).unic_fused_bwd_fits(_device_index(device)) == 1
 
 
 def fused_supported(n_geo: int, n_feat: int, tile_size: int) -> bool:

@@ -326,29 +326,25 @@ def test_auto_falls_back_to_gsplat_in_one_line_without_nvcc(tiny_scene, tmp_path
         set_feature_backward("gsplat")
 
 
-def test_the_fused_kernels_shared_memory_is_the_sources_and_auto_asks_the_device(monkeypatch):
-    """FUSED_SHARED_BYTES mirrors csrc/feature_bwd.cu (its constants read from the source here), and
-    ``fused_fits`` (which "auto" asks before taking the fused kernel) answers by the device's shared memory."""
+def test_auto_takes_fused_only_where_the_library_says_its_block_fits(monkeypatch):
+    """"auto": the fused kernel where the kernel library says its block fits the device's shared memory, else the
+    sparse tile kernel (no GPU needed: the library is replaced by one that answers as told)."""
     import types
 
     from gaussian_renderer import feature_backward as fb
+    from gaussian_renderer.rasterizer import feature_backward_kind, set_feature_backward
 
-    src = open(SOURCE).read()
-    c = {k: int(v) for k, v in re.findall(r"constexpr int (\w+) = (\d+);", src)}
-    c["BLOCK"], c["WSTRIDE"] = c["TILE"] * c["TILE"], c["TILE"] * c["TILE"] + 1
-    assert "BATCH * WSTRIDE + BLOCK * FUSED_CP + BATCH * (6 + GEO)) + sizeof(int32_t) * BATCH" in src
-    assert "STATIC_SHARED = sizeof(int) * (BLOCK + BLOCK / 32)" in src
-    dynamic = 4 * (c["BATCH"] * c["WSTRIDE"] + c["BLOCK"] * c["FUSED_CP"] + c["BATCH"] * (6 + c["GEO"])) + 4 * c["BATCH"]
-    assert fb.FUSED_SHARED_BYTES == dynamic + 4 * (c["BLOCK"] + c["BLOCK"] // 32) == 68000
-
-    optin = {"v": 0}
+    answer = {"fits": 1}
+    lib = types.SimpleNamespace(unic_fused_bwd_fits=lambda idx: answer["fits"])
+    monkeypatch.setattr(fb, "load_library", lambda device=None: lib)
     monkeypatch.setattr(fb, "_device_index", lambda device: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda i: types.SimpleNamespace(shared_memory_per_block_optin=optin["v"]))
-    for cap, shared, fits in ((64, 0, True), (0, 10**6, False), (32, 98304, True), (32, 67900, False)):
-        monkeypatch.setattr(fb, "max_channels", lambda device=None, cap=cap: cap)
-        optin["v"] = shared
-        assert fb.fused_fits() is fits, (cap, shared)
+    try:
+        for fits, kind in ((1, "fused"), (0, "tile_sparse"), (-1, "tile_sparse")):
+            answer["fits"] = fits
+            assert set_feature_backward("auto") is None
+            assert feature_backward_kind() == kind, fits
+    finally:
+        set_feature_backward("gsplat")
 
 
 @pytest.mark.gpu

@@ -436,6 +436,16 @@ extern "C" int unic_feature_bwd_max_channels(int device) {
     return dynamic_shared(32) + STATIC_SHARED <= (size_t)optin ? 32 : 0;
 }
 
+// Whether the fused kernel's block (fused_dynamic_shared() + STATIC_SHARED bytes) fits ``device``'s shared memory:
+// 1 yes, 0 no, -1 when the device cannot be queried.
+extern "C" int unic_fused_bwd_fits(int device) {
+    int optin = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+        return -1;
+    }
+    return fused_dynamic_shared() + STATIC_SHARED <= (size_t)optin ? 1 : 0;
+}
+
 extern "C" const char *unic_feature_bwd_error(int code) {
     return code == 1000 ? "unsupported arguments (tile size 16, 1..64 channels)" : cudaGetErrorString((cudaError_t)code);
 }
