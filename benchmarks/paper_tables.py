@@ -412,16 +412,12 @@ LABEL_ABOVE, LABEL_BELOW, LABEL_HEIGHT, MARKER_HALF = 6.0, -12.0, 7.0, 3.5  # po
 LABEL_SIDE_DX, LABEL_GAP = 6.0, 1.0  # a crowded column: labels this far beside the markers, this far apart
 
 
-def labels_below(points: Sequence[Tuple[float, float]]) -> List[bool]:
-    """For each (x, y) point of a line figure, y in points on the page, whether its value label goes
-    below it rather than above: at each x, from the highest point down, the first side whose label
-    box overlaps no label placed before and no other marker (else the side that overlaps less), so
-    that close values of different series (25 objects: 87.4, 86.4 and 83.8) stay readable."""
-    return [below for below, _ in _above_below(points)]
-
-
-def _above_below(points: Sequence[Tuple[float, float]]) -> List[Tuple[bool, float]]:
-    """labels_below's choice per point, with the overlap (points) its label box is left with."""
+def above_below(points: Sequence[Tuple[float, float]]) -> List[Tuple[bool, float]]:
+    """For each (x, y) point of a line figure, y in points on the page: whether its value label goes below it
+    rather than above, and the overlap (points) its label box is left with. At each x, from the highest point
+    down, the first side whose label box overlaps no label placed before and no other marker (else the side
+    that overlaps less), so that close values of different series (25 objects: 87.4, 86.4 and 83.8) stay
+    readable."""
     out: List[Tuple[bool, float]] = [(False, 0.0)] * len(points)
     placed: Dict[float, List[Tuple[float, float]]] = {}
     for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i)):
@@ -469,11 +465,11 @@ def dodge(ys: Sequence[float], gap: float) -> List[float]:
 
 def label_places(points: Sequence[Tuple[float, float]]) -> List[Tuple[float, float, str, str]]:
     """Where each value label of a line figure goes: (dx, dy) in points from its marker, and its horizontal and
-    vertical alignment. At an x whose labels fit above or below their markers (``labels_below``) they go there;
+    vertical alignment. At an x whose labels fit above or below their markers (``above_below``) they go there;
     where they cannot without overlap (25 objects in Tab. 1: four series within 5 PQ points) the whole column
     goes beside the markers, on the right (on the left at the last x, inside the axes), each label at its
     point's height, pushed apart just enough not to overlap (``dodge``)."""
-    choice = _above_below(points)
+    choice = above_below(points)
     columns: Dict[float, List[int]] = {}
     for i, (x, _) in enumerate(points):
         columns.setdefault(x, []).append(i)

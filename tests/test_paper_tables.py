@@ -274,19 +274,22 @@ def test_value_labels_of_close_points_are_drawn_apart():
     point keeps its label above, and no two labels at one x overlap where a free side exists."""
     h = pt.LABEL_HEIGHT
 
+    def labels_below(points):
+        return [below for below, _ in pt.above_below(points)]
+
     def boxes(points, below):
         return [(x, y + (pt.LABEL_BELOW if b else pt.LABEL_ABOVE)) for (x, y), b in zip(points, below)]
 
     pts = [(25, 200.0), (25, 206.0), (50, 150.0)]  # two close points at x = 25, one alone at x = 50
-    assert pt.labels_below(pts) == [True, False, False]
+    assert labels_below(pts) == [True, False, False]
     spread = [(25, 100.0), (25, 200.0)]  # far apart: both above
-    assert pt.labels_below(spread) == [False, False]
+    assert labels_below(spread) == [False, False]
     three = [(25, 206.0), (25, 200.0), (25, 185.0)]  # 87.4, 86.4, 83.8 of docs/tab1.png, in points
-    below = pt.labels_below(three)
+    below = labels_below(three)
     placed = sorted(y for _, y in boxes(three, below))
     assert below[0] is False and below[1] is True
     assert all(b - a >= h - 4.5 for a, b in zip(placed, placed[1:]))  # at most a sliver of overlap
-    assert pt.labels_below([(1, 5.0), (1, 5.0)]) in ([True, False], [False, True])  # equal values: one each side
+    assert labels_below([(1, 5.0), (1, 5.0)]) in ([True, False], [False, True])  # equal values: one each side
 
 
 def test_a_crowded_column_of_labels_goes_beside_its_markers_without_overlap():
