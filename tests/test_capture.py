@@ -125,8 +125,9 @@ def test_masks_from_elsewhere_are_converted(gen, prepared, tmp_path, capsys):
         else:
             Image.fromarray(ids.astype(np.uint16)).save(src / n)
     assert run(["--out", prepared, "--masks-from", str(src), "--mask-dir", "theirs", "--quiet"]) == 0
-    assert "masks: 40 views" in capsys.readouterr().out
     images = sorted(os.listdir(os.path.join(prepared, "images")))
+    # one mask per registered view (40 here, 39 on the CI machine: SfM registration varies by machine)
+    assert f"masks: {len(images)} views" in capsys.readouterr().out
     assert sorted(os.listdir(os.path.join(prepared, "theirs"))) == [n[:-4] + ".png" for n in images]
     agree = []
     for n in images:
