@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from scene.cameras import SceneError
+from scene.gaussian_model import feature_of, has_feature
 from scene.model_folder import find_iteration, load_model, require_model  # noqa: F401  (shared with tools/)
 
 
@@ -71,7 +72,7 @@ def _render_into(base: str, frames, model, cfg, *, labels: bool, device, quiet: 
         if labels or k in ("renders", "gt"):
             os.makedirs(d, exist_ok=True)
     bg = torch.full((3,), 1.0 if cfg.white_background else 0.0, device=device)
-    with_labels = labels and "embedding" in model.params
+    with_labels = labels and has_feature(model, "embedding")
     if labels and not with_labels:
         print(f"note: {model_path} has no segmentation embedding (trained without masks); no labels written",
               file=sys.stderr)
@@ -89,10 +90,10 @@ def _render_into(base: str, frames, model, cfg, *, labels: bool, device, quiet: 
         view = load_view(frame, scale, with_masks=False)
         feats = {}
         if with_labels:
-            emb = model.params["embedding"]
+            emb = feature_of(model, "embedding")
             feats["embedding"] = torch.sigmoid(emb) if sigmoid_where == "gaussian" else emb
-            if "semantic" in model.params:
-                feats["semantic"] = model.params["semantic"]
+            if has_feature(model, "semantic"):
+                feats["semantic"] = feature_of(model, "semantic")
             if piece_feats is not None:
                 feats["piece"] = piece_feats[0]
         out = render(view.camera, model, bg=bg, features=feats or None, backend=getattr(cfg, "backend", "auto"))
@@ -180,7 +181,7 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
                          f"fix source_path in {os.path.join(model_path, 'cfg_args')}")
     info = read_scene_for(cfg, allow_missing_masks=True)
     model = load_model(model_path, iteration, dev)
-    if labels and "embedding" not in model.params:
+    if labels and not has_feature(model, "embedding"):
         ply = os.path.join(model_path, "point_cloud", f"iteration_{iteration}", "point_cloud.ply")
         raise SceneError(f"{ply}: no segmentation embedding (model trained without masks), so there are no "
                          f"labels to render; drop --labels or retrain with masks")
@@ -190,16 +191,16 @@ def render_model(model_path: str, iteration: int = -1, *, skip_train: bool = Fal
         if clusters is None and labels:
             raise SceneError(f"{model_path}: contrastive_lift model without clusters.pt; retrain to fit them")
     decoder = None  # --semantic_head embed: Linear(semantic_dim, C) saved in segmentation.pt
-    if labels and getattr(cfg, "semantic_head", "logits") == "embed" and "semantic" in model.params:
+    if labels and getattr(cfg, "semantic_head", "logits") == "embed" and has_feature(model, "semantic"):
         from segmentation.labels import SEGMENTATION_FILE, load_semantic_decoder
 
         folder = os.path.join(model_path, "point_cloud", f"iteration_{iteration}")
         decoder = load_semantic_decoder(folder, dev)
-        if decoder is None or decoder.in_features != model.params["semantic"].shape[-1]:
+        if decoder is None or decoder.in_features != feature_of(model, "semantic").shape[-1]:
             raise SceneError(f"{os.path.join(folder, SEGMENTATION_FILE)}: missing or without a semantic decoder "
                              f"matching the PLY (model trained with --semantic_head embed); retrain or restore it")
     valid = None
-    if labels and clusters is None and "embedding" in model.params:
+    if labels and clusters is None and has_feature(model, "embedding"):
         valid = _valid_codes(model_path, iteration, model, cfg, info, dev, quiet=quiet, decode=decode,
                              snap_min_segments=snap_min_segments, snap_min_gaussians=snap_min_gaussians,
                              snap_fraction=snap_fraction)

@@ -40,7 +40,7 @@ from scene import (CameraTensors, View, load_views, resolution_scale, resolve_da
                    training_bytes, view_draws)
 from scene.cameras import SceneError, SceneInfo
 from scene.dataset_readers import read_scene_for  # noqa: F401  (re-exported for old imports)
-from scene.gaussian_model import GaussianModel
+from scene.gaussian_model import PACKED_KEY, GaussianModel, has_feature
 from training.checkpoint import (CHECKPOINT_VERSION, acquire_lock, check_scene, checkpoint_state,  # noqa: F401
                                  load_checkpoint, load_latest_checkpoint, release_lock, restore_rng,
                                  save_checkpoint, save_periodic_checkpoint)
@@ -48,7 +48,8 @@ from training.densify import make_strategy
 from training.evaluation import evaluate_views
 from training.log import TrainLog
 from training.numerics import NonFiniteError, bad_terms, message as nonfinite_message, nonfinite_flags
-from training.optim import adam, make_gaussian_optimizers, resolve_optimizer, step_all, visibility_from_info
+from training.optim import (adam, make_gaussian_optimizers, packed_optimizer_state, resolve_optimizer, step_all,
+                            visibility_from_info)
 from training.schedule import explicit_flags, fit_schedule, reset_warning
 from training.profiling import TORCH_PROFILE_STEPS, PhaseTimer, start_torch_profiler, stop_torch_profiler
 from utils.general_utils import atomic_write_text, exponential_lr, pick_device, remove_stale_tmp, seed_everything
@@ -68,7 +69,7 @@ def _label_summary(labels: Optional[Dict[str, torch.Tensor]], model) -> str:
     ids = torch.unique(inst[inst > 0])
     from segmentation.pieces import first_piece_id
 
-    pieces = int((ids >= first_piece_id(model)).sum()) if "embedding" in model.params else 0
+    pieces = int((ids >= first_piece_id(model)).sum()) if has_feature(model, "embedding") else 0
     more = f" ({pieces} of them second objects that share a code: tools/objects.py list)" if pieces else ""
     return f": {ids.numel()} object ids on {int((inst > 0).sum())} of {inst.numel()} Gaussians{more}"
 
@@ -225,8 +226,31 @@ class Trainer:
         torch.manual_seed(self.args.seed)
         model = GaussianModel.from_points(points, colors, self.dataset.sh_degree, features=features,
                                           device=self.device, generator=torch.Generator().manual_seed(self.args.seed))
-        if "semantic" in model.params:
-            model.params["semantic"].data.mul_(0.1)  # near-uniform class logits at the start
+        if model.has_feature("semantic"):
+            model.feature("semantic").data.mul_(0.1)  # near-uniform class logits at the start
+        return self._lay_out(model)
+
+    def _feature_layout(self) -> str:
+        """--feature_layout resolved: "packed" or "separate" (see ``GaussianModel.pack_features``). auto is
+        separate until the packed layout is timed on a GPU."""
+        kind = self.pipe.feature_layout
+        if kind != "packed":
+            return "separate"
+        s = self.seg
+        if s.sigmoid_where != "rendered":
+            raise SceneError("--feature_layout packed renders the embedding as stored: it needs --sigmoid_where "
+                             "rendered (or use --feature_layout separate)")
+        if self.has_masks and s.use_semantic and s.semantic_head != "vote" and s.embedding_lr != s.semantic_lr:
+            raise SceneError(f"--feature_layout packed trains embedding and semantic logits as one parameter with one "
+                             f"learning rate: --embedding_lr {s.embedding_lr} and --semantic_lr {s.semantic_lr} differ; "
+                             f"make them equal or use --feature_layout separate")
+        return "packed"
+
+    def _lay_out(self, model: GaussianModel) -> GaussianModel:
+        """The model with its trained features in the layout --feature_layout asks for (before the optimisers)."""
+        names = [n for n in ("embedding", "semantic") if n in model.params]
+        if self._feature_layout() == "packed" and names:
+            model.pack_features(names)
         return model
 
     def _init_objective(self):
@@ -234,14 +258,14 @@ class Trainer:
             return None
         from segmentation.objective import SegmentationObjective
 
-        num_classes = self.info.num_classes if "semantic" in self.model.params else None
+        num_classes = self.info.num_classes if self.model.has_feature("semantic") else None
         return SegmentationObjective(self.seg, num_classes, self.device, generator=self.seg_gen)
 
     def _init_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
         o, s, kind = self.opt, self.seg, self.optimizer_kind
         lrs = {"means": o.position_lr_init * self.info.extent, "scales": o.scaling_lr, "quats": o.rotation_lr,
                "opacities": o.opacity_lr, "sh0": o.feature_lr, "shN": o.feature_lr / 20.0,
-               "embedding": s.embedding_lr, "semantic": s.semantic_lr}
+               "embedding": s.embedding_lr, "semantic": s.semantic_lr, PACKED_KEY: s.embedding_lr}
         opts = make_gaussian_optimizers(self.model.params, lrs, kind)
         head = self.objective.head if self.objective is not None else None
         trainable = head is not None and any(p.requires_grad for p in head.parameters())
@@ -451,7 +475,7 @@ class Trainer:
 
     def scene_fingerprint(self) -> dict:
         """What a checkpoint must match to resume this run: the training views and the feature sizes."""
-        dims = {k: int(self.model.params[k].shape[-1]) if k in self.model.params else 0
+        dims = {k: int(self.model.feature(k).shape[-1]) if self.model.has_feature(k) else 0
                 for k in ("embedding", "semantic")}
         return {"train_views": len(self.views), "embedding_dim": dims["embedding"], "semantic_dim": dims["semantic"],
                 "sh_degree": self.model.max_sh_degree}
@@ -477,12 +501,13 @@ class Trainer:
         else:
             state = load_checkpoint(path, self.device)
         check_scene(path, state.get("scene") or {}, self.scene_fingerprint())
-        self.model = GaussianModel.from_state_dict(state["model"], device=self.device)
+        self.model = self._lay_out(GaussianModel.from_state_dict(state["model"], device=self.device))
         if self.objective is not None and state.get("objective") is not None:
             self.objective.load_state_dict(state["objective"])
         self.optimizers = self._init_optimizers()
-        for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+        for k, o in self.optimizers.items():  # the checkpoint holds them by feature name, whatever the layout
+            o.load_state_dict(packed_optimizer_state(state["optimizers"], self.model.packing) if k == PACKED_KEY
+                              else state["optimizers"][k])
         if self.head_optimizer is not None and state["head_optimizer"] is not None:
             self.head_optimizer.load_state_dict(state["head_optimizer"])
         if self.decoder_optimizer is not None and state.get("decoder_optimizer") is not None:
@@ -657,6 +682,7 @@ class Trainer:
                  "data_device": str(self.data_device), "optimizer": self.optimizer_kind,
                  "seg_raster": self.raster_mode(step) if self.objective is not None else None,
                  "step_kernels": self._step_kernels(),
+                 "feature_layout": "packed" if self.model.packing is not None else "separate",
                  "eval": {str(k): v for k, v in self.eval_history.items()}}
         if clustering is not None:  # contrastive_lift: the kept min_cluster_size and, when tuned, every candidate
             stats.update({"cluster_tune_seconds": clustering["tune_seconds"],

@@ -81,6 +81,13 @@ class PipelineParams(GroupMixin):
                                "geometry's and the features' backward: the weights are computed once; 3 colour + at most "
                                "32 feature channels, else tile_sparse) | gsplat (its full backward, geometry gradients "
                                "discarded)", choices=["auto", "tile", "tile_sparse", "fused", "gsplat"])
+    feature_layout: str = _f("auto", "how the per-Gaussian embedding and semantic logits are stored while training: "
+                             "separate (one parameter each; the render concatenates them after the colour) | packed "
+                             "(one parameter [N, 3 + d + C] whose first 3 columns take the colour in place: no "
+                             "concatenation forward, no gradient copies backward; needs --embedding_lr = --semantic_lr "
+                             "and --sigmoid_where rendered) | auto (separate until packed is timed on a GPU). Same "
+                             "results either way; checkpoints and PLYs store features by name",
+                             choices=["auto", "separate", "packed"])
 
 
 @dataclass

@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch  # noqa: E402
 
 from scene.cameras import SceneError  # noqa: E402
+from scene.gaussian_model import feature_of, has_feature  # noqa: E402
 
 
 @torch.no_grad()
@@ -42,10 +43,10 @@ def rendered_test_codes(model, cfg, info, dev, decoder=None, size=None):
     size = size or EVAL_SIZE
     variant = variant_for(info)
     sigmoid_where = getattr(cfg, "sigmoid_where", "rendered")
-    emb = model.params["embedding"]
+    emb = feature_of(model, "embedding")
     feats = {"embedding": torch.sigmoid(emb) if sigmoid_where == "gaussian" else emb}
-    if "semantic" in model.params:
-        feats["semantic"] = model.params["semantic"]
+    if has_feature(model, "semantic"):
+        feats["semantic"] = feature_of(model, "semantic")
     parts = {k: [] for k in ("codes", "sem", "covered", "gt_sem", "gt_inst")}
     for frame in info.test:
         if not (frame.gt_semantic_path and frame.gt_instance_path):
@@ -102,7 +103,7 @@ def sweep(model_path: str, iteration: int = -1, *, segments=(1, 2, 3, 5, 8, 13, 
         raise SceneError(f"{cfg.source_path}: no test views; train with --eval")
     iteration = find_iteration(model_path, iteration)
     model = load_model(model_path, iteration, dev)
-    if "embedding" not in model.params:
+    if not has_feature(model, "embedding"):
         raise SceneError(f"{model_path}: model has no segmentation embedding (trained without masks)")
     folder = os.path.join(model_path, "point_cloud", f"iteration_{iteration}")
     decoder = load_semantic_decoder(folder, dev) if getattr(cfg, "semantic_head", "logits") == "embed" else None
@@ -185,7 +186,7 @@ def dump(model_path: str, path: str, iteration: int = -1, device=None, quiet: bo
     folder = os.path.join(model_path, "point_cloud", f"iteration_{iteration}")
     decoder = load_semantic_decoder(folder, dev) if getattr(cfg, "semantic_head", "logits") == "embed" else None
     sigmoid_where = getattr(cfg, "sigmoid_where", "rendered")
-    emb = model.params["embedding"]
+    emb = feature_of(model, "embedding")
     feats = {"embedding": torch.sigmoid(emb) if sigmoid_where == "gaussian" else emb}
     frames = [f for f in info.train if f.instance_path]
     scale = resolution_scale(frames[0].camera.width, cfg.resolution) * getattr(cfg, "mask_downscale", 1.0)

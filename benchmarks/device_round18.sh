@@ -82,6 +82,17 @@
 #      Gaussians at the end; ours end at 1.24 M; 28a's logs: 258k at 1100, 286k at 1200), all losses on from 1200 (the
 #      triplet and L_3D start when densification stops), 30k iterations, timing only (SPEED_EXTRA: train.py flags for
 #      every variant, after bench_train's --).
+# Session 26 had 180 s of device time (less than a machine's start): nothing above ran. It built --feature_layout
+#   packed (RESULTS 29; tested on the CPU, bit for bit against the separate layout), which the next lease times:
+# Session 27's plan (issue 10), carry [".whl", ".prebuilt"], each line one call of its own:
+#   1. GPU_TESTS=1 PROFILE=1 PROFILE_VARIANTS="plain unic unic:--feature_layout packed" PROFILE_ARGS="--densify_until
+#      15000 --warmup 15100" SPEED=0 OPS=0 TABLES="" A_WAIT=585 bash ... A: the GPU tests (new since the last lease: the
+#      fused kernel as auto's choice, the packed render and training, L_3D's kernel on a column block), then the
+#      kernel table at 1.24 M Gaussians: the concatenation and gradient copies the packed layout removes, measured.
+#   2. SPEED_ITERS=30000 SPEED_ARGS=--no_eval SPEED_VARIANTS="unic:--feature_layout packed plain" PROFILE=0 OPS=0
+#      GPU_TESTS=0 TABLES="" A_WAIT=585 bash ... A: the packed layout's whole run against 28a's 262.7 s (the default
+#      layout's), plain for this machine's baseline. If it wins, auto takes packed (train.py _feature_layout).
+#   3. Session 26's line 2 (the proxy for the issue's scene size), with the winning layout.
 # Since session 23 a stage A on a bare machine also writes $OUT/prebuilt.tar.xz (gsplat's extension and the project's
 #   nvcc libraries, benchmarks/device_prebuilt.py): copy it to .prebuilt/ here and carry [".whl", ".prebuilt"], and the
 #   next machine with the same torch skips the ~70 s build. The first lease that uses it runs GPU_TESTS=1 (the tests

@@ -95,6 +95,7 @@ def outside_mass(ids, means, opac, scales, boxes, pts, inst, seen, own, vote, fi
 def main(argv=None) -> int:
     from arguments import load_cfg_args
     from scene.dataset_readers import read_scene_for
+    from scene.gaussian_model import feature_of
     from scene.model_folder import find_iteration, load_model
     from segmentation.labels import (DEFAULT_THING_RULE, gaussian_label_columns, label_votes, load_semantic_decoder,
                                      semantic_classes, thing_mask, training_views)
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
         print("model has no semantic head: every Gaussian is a thing; nothing to compare")
         return 0
     codes = gaussian_label_columns(model, (), valid=votes.valid())["instance_label"].cpu()  # [N] code + 1
-    own = thing_mask(semantic_classes(model.params["semantic"].detach(), decoder), info.thing_classes).cpu()
+    own = thing_mask(semantic_classes(feature_of(model, "semantic").detach(), decoder), info.thing_classes).cpu()
     seen = (tv.seen >= 1.0).cpu()
     vote = tv.decide(own.to(tv.seen.device), rule="vote").cpu()
     means = model.get_means().detach().cpu()

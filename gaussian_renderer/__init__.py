@@ -5,7 +5,9 @@
 feature, camera z for depth) in ONE ``rasterize()`` call, so all of them share exactly the same
 blending weights, then splits the result. With ``feature_geometry_grad=False`` the features are
 still blended in that one pass, but their gradients stop at the feature values (see
-``rasterize(detached_channels=...)``). The backend is gsplat's CUDA rasterizer for CUDA models
+``rasterize(detached_channels=...)``). Features that are the column blocks of one packed parameter, after a
+3-column slot (``GaussianModel.pack_features``), are not concatenated: the colour is written into the slot and
+the parameter is the rasterizer's input (``_ColourIntoSlot``). The backend is gsplat's CUDA rasterizer for CUDA models
 and the pure-PyTorch twin otherwise (``UNICLIFT_BACKEND=torch`` forces the twin).
 
 Convention: ``Camera.world_view`` is world-to-camera in OpenCV axes and ``Camera.K`` puts pixel
@@ -60,6 +62,45 @@ def _raw_quats(model) -> Tensor:
     per step) is skipped."""
     raw = getattr(model, "get_raw_quats", None)
     return raw() if raw is not None else model.get_quats()
+
+
+def _packed_parameter(blocks: list, slot: int) -> Optional[Tensor]:
+    """The 2D contiguous tensor whose columns ``slot`` on are exactly ``blocks`` (column views of it, in order,
+    covering the rest of its columns), or None. ``GaussianModel.pack_features`` lays its features out so."""
+    if not blocks:
+        return None
+    base = blocks[0]._base
+    if (base is None or base.dim() != 2 or not base.is_contiguous() or base.shape[0] != blocks[0].shape[0]
+            or base.shape[1] != slot + sum(b.shape[1] for b in blocks)):
+        return None
+    column = slot
+    for b in blocks:
+        if (b._base is not base or b.dtype != base.dtype or b.dim() != 2 or b.shape[0] != base.shape[0]
+                or b.storage_offset() != base.storage_offset() + column or (b.shape[0] > 1 and b.stride(0) != base.shape[1])
+                or (b.shape[1] > 1 and b.stride(1) != 1)):
+            return None
+        column += b.shape[1]
+    return base
+
+
+class _ColourIntoSlot(torch.autograd.Function):
+    """The rasterizer's colour input [N, D] from a packed feature parameter ``packed`` [N, D] whose first
+    ``rgb.shape[1]`` columns are a free slot: the colour is written into the slot IN PLACE and ``packed`` itself
+    is returned (no [N, D] concatenation). Backward: the colour gets the slot's columns of the gradient, and
+    ``packed`` the whole gradient as it is (contiguous, so no copy; the slot's part moves only the slot, which
+    the next render overwrites). Nothing in the step may write ``packed`` between this render and its backward:
+    the optimiser steps after it."""
+
+    @staticmethod
+    def forward(ctx, rgb, packed):
+        out = packed.detach()  # the same storage (and version counter)
+        out[:, :rgb.shape[1]] = rgb
+        ctx.slot = rgb.shape[1]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad[:, :ctx.slot], grad
 
 
 def camera_tensors(camera, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
@@ -125,8 +166,11 @@ def render(
         names.append("depth"), widths.append(1), channels.append(z[:, None])
     if not channels:  # alpha only: blend one dummy channel
         names.append(None), widths.append(1), channels.append(means.new_zeros(n, 1))
-    # [N, D_total]; one block is passed as it is (a packing kernel lost to torch.cat: RESULTS.md 23a)
-    colors = channels[0] if len(channels) == 1 else torch.cat(channels, dim=-1)
+    packed = _packed_parameter(channels[1:], 3) if with_rgb and n_features and names[-1] != "depth" else None
+    if packed is not None:  # the features are the packed parameter's columns: the colour goes into its slot
+        colors = _ColourIntoSlot.apply(channels[0], packed)
+    else:  # [N, D_total]; one block is passed as it is (a packing kernel lost to torch.cat: RESULTS.md 23a)
+        colors = channels[0] if len(channels) == 1 else torch.cat(channels, dim=-1)
 
     background = None
     if bg is not None:

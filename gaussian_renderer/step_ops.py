@@ -70,7 +70,7 @@ def _load(device: torch.device) -> Optional[ctypes.CDLL]:
         lib = ctypes.CDLL(so)
         p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
         lib.unic_neighbor_loss.restype = i
-        lib.unic_neighbor_loss.argtypes = [p, i, p, i64, i, p, p, p]
+        lib.unic_neighbor_loss.argtypes = [p, i, i, p, i64, i, p, p, p]
         lib.unic_triplet_fwd.restype = lib.unic_triplet_bwd.restype = i
         lib.unic_triplet_fwd.argtypes = [p, i, p, i, i, p, i, p, p, i, i, p, ctypes.c_float, p, p, p]
         lib.unic_triplet_bwd.argtypes = [p, i, p, i, p, p, p, p, p, p]
@@ -114,34 +114,60 @@ def _stream(device: torch.device) -> int:
 
 
 class _NeighborLossCUDA(torch.autograd.Function):
+    """L_3D on columns ``column .. column + width`` of ``table`` [N, W] (contiguous): the whole table is the
+    input, so a packed feature parameter gets its gradient in its own layout (no [N, width] copy either way)."""
+
     @staticmethod
-    def forward(ctx, v, idx, sigmoid):
-        lib = _load(v.device)
+    def forward(ctx, table, idx, sigmoid, column, width):
+        lib = _load(table.device)
         E = idx.shape[0] // 2
-        loss = v.new_zeros(())
-        grad = v.new_zeros(v.shape) if ctx.needs_input_grad[0] else None
-        with torch.cuda.device(v.device):
-            _check(lib.unic_neighbor_loss(v.data_ptr(), v.shape[1], idx.data_ptr(), E, int(bool(sigmoid)),
-                                          loss.data_ptr(), None if grad is None else grad.data_ptr(),
-                                          _stream(v.device)), lib, "neighbor_loss")
+        loss = table.new_zeros(())
+        grad = table.new_zeros(table.shape) if ctx.needs_input_grad[0] else None
+        offset = column * table.element_size()
+        with torch.cuda.device(table.device):
+            _check(lib.unic_neighbor_loss(table.data_ptr() + offset, width, table.shape[1], idx.data_ptr(), E,
+                                          int(bool(sigmoid)), loss.data_ptr(),
+                                          None if grad is None else grad.data_ptr() + offset,
+                                          _stream(table.device)), lib, "neighbor_loss")
         ctx.save_for_backward(grad)
         return loss
 
     @staticmethod
     def backward(ctx, g):
         (grad,) = ctx.saved_tensors
-        return grad * g, None, None
+        # in place: the buffer is this node's own, and a second backward through it fails the saved-tensor
+        # version check instead of reading a scaled buffer (a packed table's gradient is [N, W], not [N, width])
+        return grad.mul_(g), None, None, None, None
+
+
+def _column_block(v: Tensor):
+    """(table, first column) with ``v`` = ``table[:, first:first + v.shape[1]]`` for a contiguous 2D table
+    (``v`` itself, 0 when it is contiguous), or None."""
+    if v.dim() != 2:
+        return None
+    if v.is_contiguous():
+        return v, 0
+    base = v._base
+    if (base is None or base.dim() != 2 or not base.is_contiguous() or base.shape[0] != v.shape[0]
+            or v.stride(1) != 1 or v.stride(0) != base.shape[1]):
+        return None
+    column = v.storage_offset() - base.storage_offset()
+    if not 0 <= column <= base.shape[1] - v.shape[1]:
+        return None
+    return base, column
 
 
 def neighbor_loss_cuda(v: Tensor, idx: Tensor, sigmoid: bool) -> Optional[Tensor]:
     """L_3D on the pairs ``idx`` [2E] (i0, j0, i1, j1, ...) as one kernel: mean over pairs of
     ||f(v_i) - f(v_j)||^2, f = sigmoid or the identity; the gradient is computed in the same pass. None where the
     kernel does not apply (not CUDA float32, int32 pairs, or not built): the caller then uses PyTorch's operators."""
-    if not (v.is_cuda and v.dtype == torch.float32 and v.dim() == 2 and v.is_contiguous() and idx.dtype == torch.int32
+    block = _column_block(v)
+    if not (block is not None and v.is_cuda and v.dtype == torch.float32 and idx.dtype == torch.int32
             and idx.is_contiguous() and idx.device == v.device and idx.numel() >= 2 and idx.numel() % 2 == 0
             and step_ops_available(v.device)):
         return None
-    return _NeighborLossCUDA.apply(v, idx, bool(sigmoid))
+    table, column = block
+    return _NeighborLossCUDA.apply(table, idx, bool(sigmoid), column, v.shape[1])
 
 
 class _TripletTermCUDA(torch.autograd.Function):

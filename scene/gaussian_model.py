@@ -8,10 +8,18 @@ Convention: ``quats`` are (w, x, y, z), unnormalised; ``scales`` are log-scales;
 are logits; ``sh0`` is the DC SH coefficient [N, 1, 3] and ``shN`` the rest [N, (deg+1)^2-1, 3].
 PLY files follow the 3DGS property order (x y z nx ny nz f_dc_0..2 f_rest_0..44 opacity
 scale_0..2 rot_0..3) with extra features appended after rot_3 as ``<name>_<i>``.
+
+Feature layout (``pack_features``): while training, the extra features may live as column blocks of
+ONE parameter ``params[PACKED_KEY]`` [N, slot + widths], whose first ``slot`` columns the renderer
+fills with the view's SH colour in place (``gaussian_renderer.render``): the rasterizer then reads
+that parameter as its colour input, and its colour gradient is that parameter's gradient, with no
+concatenation forward and no strided copies backward. Read features with ``feature(name)`` /
+``has_feature(name)`` whatever the layout; ``state_dict()`` and the PLY always hold them by name.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +30,42 @@ from utils.ply import PlyError, read_ply, write_ply
 SH_C0 = 0.28209479177387814
 CORE_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
 LABEL_COLUMNS = ("instance_label", "semantic_label")  # decoded per-Gaussian labels, written for tools
+PACKED_KEY = "packed_features"  # the one parameter of packed features (pack_features)
+
+
+@dataclass(frozen=True)
+class FeaturePacking:
+    """Where each packed feature lives in ``params[PACKED_KEY]``: columns ``slot + offset`` on, in
+    ``names`` order; the first ``slot`` columns are the renderer's (the view's colour)."""
+    names: Tuple[str, ...]
+    widths: Tuple[int, ...]
+    slot: int = 3
+
+    def columns(self, name: str) -> Tuple[int, int]:
+        """(first, end) column of ``name`` in the packed parameter."""
+        start = self.slot
+        for n, w in zip(self.names, self.widths):
+            if n == name:
+                return start, start + w
+            start += w
+        raise KeyError(name)
+
+    @property
+    def width(self) -> int:
+        return self.slot + sum(self.widths)
+
+
+def feature_of(model, name: str) -> Tensor:
+    """``model.feature(name)`` for a ``GaussianModel`` (any layout); ``model.params[name]`` for any other object
+    with a ``params`` mapping (stand-ins, older callers)."""
+    get = getattr(model, "feature", None)
+    return get(name) if get is not None else model.params[name]
+
+
+def has_feature(model, name: str) -> bool:
+    """``model.has_feature(name)``, or ``name in model.params`` for objects without it (see ``feature_of``)."""
+    has = getattr(model, "has_feature", None)
+    return has(name) if has is not None else name in model.params
 
 
 def rgb_to_sh0(rgb: Tensor) -> Tensor:
@@ -47,6 +91,7 @@ class GaussianModel:
         self.active_sh_degree = 0
         self.params = nn.ParameterDict()
         self.labels: Dict[str, Tensor] = {}  # decoded per-Gaussian labels read from a PLY, if any
+        self.packing: Optional[FeaturePacking] = None  # set by pack_features
 
     # ----- construction -------------------------------------------------------------------
     @classmethod
@@ -78,8 +123,10 @@ class GaussianModel:
 
     def add_feature(self, name: str, width: int, std: float = 1.0,
                     generator: Optional[torch.Generator] = None) -> None:
-        if name in CORE_KEYS or name in LABEL_COLUMNS:
+        if name in CORE_KEYS or name in LABEL_COLUMNS or name == PACKED_KEY:
             raise ValueError(f"feature name {name!r} is reserved")
+        if self.packing is not None:
+            raise ValueError("add_feature on a model with packed features: unpack_features() first")
         n = self.num_gaussians
         values = torch.randn(n, width, generator=generator) * std
         self.params[name] = nn.Parameter(values.to(self.device))
@@ -99,7 +146,67 @@ class GaussianModel:
 
     @property
     def feature_names(self) -> list:
-        return [k for k in self.params.keys() if k not in CORE_KEYS]
+        """The extra per-Gaussian features by name (the packed ones in their packing order)."""
+        out = []
+        for k in self.params.keys():
+            if k == PACKED_KEY and self.packing is not None:
+                out.extend(self.packing.names)
+            elif k not in CORE_KEYS:
+                out.append(k)
+        return out
+
+    def has_feature(self, name: str) -> bool:
+        return name in self.feature_names
+
+    def feature(self, name: str) -> Tensor:
+        """[N, D] values of the feature ``name``: its parameter, or a view of its columns of the packed one
+        (differentiable, row stride = the packed width). KeyError if the model has none."""
+        if self.packing is not None and name in self.packing.names:
+            a, b = self.packing.columns(name)
+            return self.params[PACKED_KEY][:, a:b]
+        if name in CORE_KEYS or name not in self.params:
+            raise KeyError(f"the model has no feature {name!r} (it has: {', '.join(self.feature_names) or 'none'})")
+        return self.params[name]
+
+    # ----- feature layout ------------------------------------------------------------------
+    def pack_features(self, names: Sequence[str], slot: int = 3) -> FeaturePacking:
+        """Moves the features ``names`` (in this order) into ONE parameter ``params[PACKED_KEY]`` =
+        [zeros(N, slot) | names...]. Exact: the values are copied bit for bit. Before the optimisers are
+        made (they hold the parameters)."""
+        names = tuple(names)
+        if self.packing is not None:
+            raise ValueError("the model's features are packed already")
+        if not names or len(set(names)) != len(names) or any(n not in self.params or n in CORE_KEYS for n in names):
+            raise ValueError(f"pack_features: {list(names)} must be distinct features of the model "
+                             f"(it has: {', '.join(self.feature_names) or 'none'})")
+        if slot < 0:
+            raise ValueError(f"pack_features: slot must be >= 0, got {slot}")
+        values = [self.params[n].detach() for n in names]
+        packed = torch.cat([values[0].new_zeros(self.num_gaussians, slot), *values], dim=1)
+        packing = FeaturePacking(names, tuple(int(v.shape[1]) for v in values), int(slot))
+        for n in names:
+            del self.params[n]
+        self.params[PACKED_KEY] = nn.Parameter(packed.contiguous())
+        self.packing = packing
+        return packing
+
+    def unpack_features(self) -> None:
+        """The inverse of ``pack_features``: one parameter per feature again (the slot is dropped)."""
+        if self.packing is None:
+            return
+        packed = self.params[PACKED_KEY].detach()
+        del self.params[PACKED_KEY]
+        for n in self.packing.names:
+            a, b = self.packing.columns(n)
+            self.params[n] = nn.Parameter(packed[:, a:b].clone())
+        self.packing = None
+
+    def named_tensors(self) -> Dict[str, Tensor]:
+        """Every per-Gaussian tensor by its layout-free name (features by name, detached)."""
+        out = {k: v.detach() for k, v in self.params.items() if k != PACKED_KEY}
+        for n in (self.packing.names if self.packing is not None else ()):
+            out[n] = self.feature(n).detach()
+        return out
 
     def get_means(self) -> Tensor:  # [N, 3]
         return self.params["means"]
@@ -124,9 +231,11 @@ class GaussianModel:
 
     # ----- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The parameters by name, whatever the feature layout (a packed model stores its features
+        unpacked, so a state loads into either layout)."""
         return {"format_version": 1, "max_sh_degree": self.max_sh_degree,
                 "active_sh_degree": self.active_sh_degree,
-                "params": {k: v.detach().clone() for k, v in self.params.items()}}
+                "params": {k: v.clone() for k, v in self.named_tensors().items()}}
 
     @classmethod
     def from_state_dict(cls, state: dict, device="cpu") -> "GaussianModel":
@@ -139,7 +248,7 @@ class GaussianModel:
 
     # ----- PLY -----------------------------------------------------------------------------
     def ply_columns(self, labels: Optional[Dict[str, Tensor]] = None) -> Dict[str, np.ndarray]:
-        p = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.params.items()}
+        p = {k: v.cpu().numpy().astype(np.float32) for k, v in self.named_tensors().items()}
         n = self.num_gaussians
         cols: Dict[str, np.ndarray] = {}
         for i, axis in enumerate("xyz"):

@@ -18,6 +18,7 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import Tensor
 
+from scene.gaussian_model import feature_of, has_feature
 from segmentation.decode import decode_codes, gaussian_labels
 
 CLUSTERS_FILE = "clusters.pt"
@@ -72,14 +73,14 @@ def gaussian_label_columns(model, thing_classes: Sequence[int],
     Without votes, each Gaussian's own feature decides (the former rule)."""
     thing_rule = DEFAULT_THING_RULE if thing_rule is None else thing_rule
     cols: Dict[str, Tensor] = {}
-    codes = gaussian_labels(model.params["embedding"].detach())  # [N]
+    codes = gaussian_labels(feature_of(model, "embedding").detach())  # [N]
     if valid is not None:
         from segmentation.postprocess import snap_to_valid
 
         codes = snap_to_valid(codes, valid)
     inst = codes + 1  # [N]
-    if "semantic" in model.params:
-        feat = model.params["semantic"].detach()
+    if has_feature(model, "semantic"):
+        feat = feature_of(model, "semantic").detach()
         sem = semantic_classes(feat, decoder)  # [N]
         own = thing_mask(sem, thing_classes)
         if own is not None:
@@ -197,9 +198,9 @@ def gaussian_id_classes(model, thing_classes: Sequence[int], *, valid: Optional[
     """``IdClasses`` of a trained model: each Gaussian's id decoded as its pixels are (its code snapped to
     ``valid`` + 1, or its nearest cluster), its class from its own semantic feature, weighted by opacity.
     None without an embedding or a semantic feature."""
-    if "embedding" not in model.params or "semantic" not in model.params or not thing_classes:
+    if not has_feature(model, "embedding") or not has_feature(model, "semantic") or not thing_classes:
         return None
-    prob = torch.sigmoid(model.params["embedding"].detach())  # [N, d] what a pixel of this Gaussian alone decodes
+    prob = torch.sigmoid(feature_of(model, "embedding").detach())  # [N, d] what a pixel of this Gaussian alone decodes
     if clusters is not None:
         ids = clusters.assign(prob).long()
     else:
@@ -207,8 +208,8 @@ def gaussian_id_classes(model, thing_classes: Sequence[int], *, valid: Optional[
 
         codes = decode_codes(prob)
         ids = (snap_to_valid(codes, valid) if valid is not None else codes) + 1
-    logits_dim = decoder.out_features if decoder is not None else model.params["semantic"].shape[-1]
-    classes = semantic_classes(model.params["semantic"].detach(), decoder)
+    logits_dim = decoder.out_features if decoder is not None else feature_of(model, "semantic").shape[-1]
+    classes = semantic_classes(feature_of(model, "semantic").detach(), decoder)
     return id_class_table(ids, classes, model.get_opacities().detach().reshape(-1), thing_classes, logits_dim)
 
 
@@ -430,11 +431,11 @@ def label_votes(model, views, *, sigmoid_where: str = "rendered", thing_classes:
     from gaussian_renderer import GeometryDetached, render
     from segmentation.postprocess import CodeVotes, segment_winners
 
-    emb = model.params["embedding"].detach()
+    emb = feature_of(model, "embedding").detach()
     feats = {"embedding": torch.sigmoid(emb) if sigmoid_where == "gaussian" else emb}
-    with_sem = "semantic" in model.params and bool(thing_classes)
+    with_sem = has_feature(model, "semantic") and bool(thing_classes)
     if with_sem:
-        feats["semantic"] = model.params["semantic"].detach()
+        feats["semantic"] = feature_of(model, "semantic").detach()
     things = things and with_sem
     ones = torch.ones(emb.shape[0], 4, device=emb.device, dtype=emb.dtype, requires_grad=things)
     if things:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from scene import nearest_resize
+from scene.gaussian_model import feature_of, has_feature
 from segmentation.losses import TripletHead, gather_rows, neighbor_loss, semantic_loss, triplet_hinge
 from segmentation.neighbors import neighbor_graph, neighbor_pairs
 from segmentation.targets import (SegmentTargets, prepare_semantic_target, prepare_targets,
@@ -89,10 +90,10 @@ class SegmentationObjective:
     # ----- what to render ------------------------------------------------------------------
     def features(self, model) -> Dict[str, Tensor]:
         feats = {}
-        v = model.params[EMBEDDING]  # [N, d]
+        v = feature_of(model, EMBEDDING)  # [N, d]
         feats[EMBEDDING] = torch.sigmoid(v) if self.cfg.sigmoid_where == "gaussian" else v
-        if self.num_classes and SEMANTIC in model.params:
-            feats[SEMANTIC] = model.params[SEMANTIC]  # [N, C]
+        if self.num_classes and has_feature(model, SEMANTIC):
+            feats[SEMANTIC] = feature_of(model, SEMANTIC)  # [N, C]
         return feats
 
     def semantic_logits(self, semantic: Tensor) -> Tensor:
@@ -188,7 +189,7 @@ class SegmentationObjective:
         self._refresh_graph(step, model)
         if self.edges is None or not len(self.edges):
             return None
-        return neighbor_loss(model.params[EMBEDDING], self._edge_window(), activation=torch.sigmoid)  # code space
+        return neighbor_loss(feature_of(model, EMBEDDING), self._edge_window(), activation=torch.sigmoid)  # code space
 
     def _edge_window(self) -> Tensor:
         """This step's neighbour pairs: the next ``l3d_max_edges`` of the graph's pairs, which were shuffled

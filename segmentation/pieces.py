@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from scene.gaussian_model import feature_of
+
 __all__ = ["stray_filter", "separate_pieces", "first_piece_id", "piece_features", "piece_pixels", "DEFAULT_MIN_SHARE",
            "DEFAULT_MIN_OPACITY", "DEFAULT_NEAR", "PIECE_MIN_GAUSSIANS", "PIECE_MIN_SEEN", "PIECE_MIN_MASK_SHARE"]
 
@@ -214,7 +216,7 @@ def separate_pieces(ids: Tensor, means: Tensor, opacities: Tensor, seen: Tensor,
 def first_piece_id(model) -> int:
     """The first id ``separate_pieces`` gives a piece in ``model``'s PLY: 2^emb_dim + 1, above every code's
     id (code + 1), so that no rendered id can collide with it."""
-    return 2 ** int(model.params["embedding"].shape[1]) + 1
+    return 2 ** int(feature_of(model, "embedding").shape[1]) + 1
 
 
 def piece_features(instance: Tensor, first_id: int) -> Optional[Tuple[Tensor, Tensor]]:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from scene.gaussian_model import feature_of
 from segmentation.decode import gaussian_labels
 from segmentation.losses import relabel
 
@@ -79,7 +80,7 @@ def model_valid_codes(model, min_gaussians: Optional[int] = None,
     if min_gaussians == 0:
         return None
     k = snap_threshold(model.num_gaussians, min_gaussians or 0, fraction)
-    return valid_codes(model.params["embedding"], model.get_opacities(), k) if k > 0 else None
+    return valid_codes(feature_of(model, "embedding"), model.get_opacities(), k) if k > 0 else None
 
 
 def split_disconnected_codes(codes: Tensor, edges: Tensor, *, min_gaussians: int = 50) -> Tensor:

@@ -81,6 +81,28 @@ def test_the_neighbour_kernel_equals_pytorchs_operators(sigmoid, n, d, e, seed):
 
 @pytest.mark.gpu
 @needs_gpu
+@pytest.mark.parametrize("column,width,total", [(3, 12, 32), (0, 5, 9), (7, 1, 8)])
+def test_the_neighbour_kernel_reads_and_writes_a_column_block_of_a_wider_table(column, width, total):
+    """--feature_layout packed: L_3D on the embedding's columns of the packed parameter. The kernel reads them in
+    place and its gradient lands in the table's layout, zero elsewhere: equal to the kernel on a contiguous copy."""
+    g = torch.Generator(device="cuda").manual_seed(column)
+    table = torch.randn(3000, total, generator=g, device="cuda").requires_grad_(True)
+    idx = torch.randint(0, 3000, (2 * 20000,), generator=g, device="cuda", dtype=torch.int32)
+    block = table[:, column:column + width]
+    ref = block.detach().clone().requires_grad_(True)
+    got, want = neighbor_loss_cuda(block, idx, True), neighbor_loss_cuda(ref, idx, True)
+    assert got.grad_fn.name() == "_NeighborLossCUDABackward"
+    torch.testing.assert_close(got, want, rtol=2e-5, atol=1e-7)
+    (2.0 * got).backward()
+    (2.0 * want).backward()
+    torch.testing.assert_close(table.grad[:, column:column + width], ref.grad, rtol=1e-4, atol=1e-9)
+    outside = torch.ones(total, dtype=torch.bool, device="cuda")
+    outside[column:column + width] = False
+    assert not table.grad[:, outside].any()
+
+
+@pytest.mark.gpu
+@needs_gpu
 def test_l3d_takes_the_kernel_and_can_be_turned_off(monkeypatch):
     g = torch.Generator(device="cuda").manual_seed(3)
     v = torch.randn(1000, 12, generator=g, device="cuda", requires_grad=True)

@@ -173,15 +173,17 @@ def test_optimizer_and_data_device_choices():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("optimizer", ["fused", "selective", "adam"])
-def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer,layout", [("fused", "separate"), ("selective", "separate"), ("adam", "separate"),
+                                              ("fused", "packed")])
+def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer, layout):
     """Fused Adam and SelectiveAdam keep working while gsplat's strategy grows, splits, prunes and
-    resets opacity (it replaces parameters and carries their optimiser state over)."""
+    resets opacity (it replaces parameters and carries their optimiser state over); so does the packed
+    feature layout."""
     out = str(tmp_path / optimizer)
     stats = _run(["-s", tiny_scene, "-m", out, "--iterations", "300", "--test_iterations", "1", "300", "--quiet",
                   "--optimizer", optimizer, "--densify_from_iter", "50", "--densification_interval", "50",
                   "--opacity_reset_interval", "150", "--densify_until_iter", "250", "--l3d_from_iter", "200",
-                  "--triplet_from_iter", "200", "--profile"])
+                  "--triplet_from_iter", "200", "--profile", "--feature_layout", layout])
     assert stats["optimizer"] == optimizer and stats["data_device"].startswith("cuda")
     assert stats["step_kernels"] is True  # on by default, built (tests/test_step_ops.py compares them)
     assert stats["eval"]["300"]["test"]["psnr"] > stats["eval"]["1"]["test"]["psnr"] + 2.0
@@ -329,6 +331,36 @@ def test_ctrl_c_finishes_the_step_and_resume_is_exact(tiny_scene, tmp_path, monk
     assert train.load_checkpoint(os.path.join(out, "chkpnt35.pth"), "cpu")["iteration"] == 35
     _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS, "--start_checkpoint", os.path.join(out, "chkpnt35.pth")])
     _assert_same_model(full_run, out)
+
+
+def test_packed_feature_layout_trains_the_same_model_bit_for_bit_and_resumes_in_either_layout(
+        tiny_scene, tmp_path, full_run):
+    """--feature_layout packed (embedding and semantic logits as one parameter whose first 3 columns take the colour:
+    no concatenation, no gradient copies) takes exactly the separate layout's steps on the CPU, through
+    densification, L_3D, the triplet term and an opacity reset. Its checkpoint holds the features by name: resumed
+    packed or separate, the run ends on the uninterrupted model exactly."""
+    out = str(tmp_path / "packed")
+    _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS, "--feature_layout", "packed", "--checkpoint_iterations", "35"])
+    _assert_same_model(full_run, out)
+    ckpt = train.load_checkpoint(os.path.join(out, "chkpnt35.pth"), "cpu")
+    assert {"embedding", "semantic"} <= set(ckpt["optimizers"]) and "packed_features" not in ckpt["optimizers"]
+    assert {"embedding", "semantic"} <= set(ckpt["model"]["params"])
+    for layout in ("separate", "packed"):
+        folder = str(tmp_path / f"resumed_{layout}")
+        _run(["-s", tiny_scene, "-m", folder, *_RESUME_ARGS, "--feature_layout", layout,
+              "--start_checkpoint", os.path.join(out, "chkpnt35.pth")])
+        _assert_same_model(full_run, folder)
+
+
+def test_packed_feature_layout_refuses_what_it_cannot_train_in_one_line(tiny_scene, tmp_path):
+    for extra, words in ((["--semantic_lr", "0.01"], ["--semantic_lr 0.01", "--feature_layout separate"]),
+                         (["--sigmoid_where", "gaussian"], ["--sigmoid_where rendered"])):
+        with pytest.raises(train.SceneError) as e:
+            _trainer(tiny_scene, tmp_path, "--feature_layout", "packed", *extra)
+        assert len(str(e.value).splitlines()) == 1 and all(w in str(e.value) for w in words), str(e.value)
+    t = _trainer(tiny_scene, tmp_path, "--feature_layout", "packed", "--no-use_semantic", "--semantic_lr", "0.01")
+    assert t.model.packing.names == ("embedding",) and list(t.optimizers).count("packed_features") == 1
+    assert _trainer(tiny_scene, tmp_path).model.packing is None  # auto: separate until timed on a GPU
 
 
 _KILL_DURING_SECOND_CHECKPOINT = """

@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scene.cameras import SceneError  # noqa: E402
-from scene.gaussian_model import GaussianModel  # noqa: E402
+from scene.gaussian_model import GaussianModel, feature_of, has_feature  # noqa: E402
 from segmentation.decode import colorize_ids, gaussian_labels  # noqa: E402
 from segmentation.labels import DEFAULT_THING_RULE, THING_RULES  # noqa: E402
 # the stray filter lives in the package (train.py's label save uses it too); re-exported here
@@ -117,11 +117,11 @@ def _cfg(model_path: str) -> Optional[argparse.Namespace]:
 def _semantic_from_params(model: GaussianModel, folder: str, cfg) -> Optional[Tensor]:
     """[N] int64 classes from the semantic feature (argmax of logits, or of the embed head's decoder
     saved in ``segmentation.pt``); None when there is no semantic feature or its decoder is gone."""
-    if "semantic" not in model.params:
+    if not has_feature(model, "semantic"):
         return None
     from segmentation.labels import load_semantic_decoder, semantic_classes
 
-    feat = model.params["semantic"].detach()  # [N, F]
+    feat = feature_of(model, "semantic").detach()  # [N, F]
     decoder = load_semantic_decoder(folder)
     if decoder is not None and decoder.in_features == feat.shape[1]:
         return semantic_classes(feat, decoder)
@@ -151,7 +151,7 @@ class OpenedModel:
     @property
     def has_objects(self) -> bool:
         """The PLY carries object ids (``instance_label``) or the embedding they decode from."""
-        return "instance_label" in self.model.labels or "embedding" in self.model.params
+        return "instance_label" in self.model.labels or has_feature(self.model, "embedding")
 
 
 def open_model(model_path: str, iteration: int = -1) -> OpenedModel:
@@ -202,14 +202,14 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     model_path, iteration, ply_path, model = opened.model_path, opened.iteration, opened.ply_path, opened.model
     folder = os.path.dirname(ply_path)
     cfg = _cfg(model_path)
-    if "instance_label" in model.labels and decode == "plain" and "embedding" in model.params:
+    if "instance_label" in model.labels and decode == "plain" and has_feature(model, "embedding"):
         column = model.labels["instance_label"].to(torch.int64)  # 0 = stuff, whatever the snapping
-        plain = gaussian_labels(model.params["embedding"].detach()) + 1
+        plain = gaussian_labels(feature_of(model, "embedding").detach()) + 1
         ids, source = torch.where(column > 0, plain, torch.zeros_like(plain)), "embedding"
     elif "instance_label" in model.labels:
         ids, source = model.labels["instance_label"].to(torch.int64), "column"
-    elif "embedding" in model.params:
-        ids, source = gaussian_labels(model.params["embedding"].detach()) + 1, "embedding"
+    elif has_feature(model, "embedding"):
+        ids, source = gaussian_labels(feature_of(model, "embedding").detach()) + 1, "embedding"
     else:
         raise ObjectsError(f"{ply_path}: no instance embedding (model trained without masks); "
                            f"retrain with masks to get objects")
@@ -217,8 +217,8 @@ def load_labels(model_path: str, iteration: int = -1, *, split_disconnected: boo
     if semantic is None:
         semantic = _semantic_from_params(model, folder, cfg)
     num_classes = None
-    if "semantic" in model.params and getattr(cfg, "semantic_head", "logits") != "embed":
-        num_classes = int(model.params["semantic"].shape[1])
+    if has_feature(model, "semantic") and getattr(cfg, "semantic_head", "logits") != "embed":
+        num_classes = int(feature_of(model, "semantic").shape[1])
     if fill_unseen:
         from segmentation.visibility import fill_unseen as fill, gaussian_visibility
 
@@ -415,12 +415,12 @@ def _render_ids(model, uniq: Tensor, inv: Tensor, things: Tensor) -> Tensor:
     gave an id of their own (``segmentation.pieces.separate_pieces``, ids from 2^emb_dim + 1), which
     render with the id of their code (the most common code + 1 of their Gaussians). ``inv`` [M]: the
     row of each thing Gaussian (``things`` [N] bool)."""
-    if "embedding" not in model.params:
+    if not has_feature(model, "embedding"):
         return uniq.clone()
     piece = uniq >= first_piece_id(model)  # [K]
     if not bool(piece.any()):
         return uniq.clone()
-    code = gaussian_labels(model.params["embedding"].detach()[things].cpu()) + 1  # [M]
+    code = gaussian_labels(feature_of(model, "embedding").detach()[things].cpu()) + 1  # [M]
     sel = piece[inv]  # [M]
     pairs, count = torch.unique(torch.stack([inv[sel], code[sel]], 1), dim=0, return_counts=True)  # [P, 2], [P]
     K = uniq.numel()
@@ -573,13 +573,13 @@ def relabel(model_path: str, output: str, *, iteration: int = -1, things: str = 
     except SceneError as e:
         raise ObjectsError(str(e)) from None
     src = os.path.join(model_path, "point_cloud", f"iteration_{iteration}")
-    if "embedding" not in model.params:
+    if not has_feature(model, "embedding"):
         raise ObjectsError(f"{os.path.join(src, 'point_cloud.ply')}: no instance embedding (model trained "
                            f"without masks); nothing to relabel")
     decoder = None
-    if getattr(cfg, "semantic_head", "logits") == "embed" and "semantic" in model.params:
+    if getattr(cfg, "semantic_head", "logits") == "embed" and has_feature(model, "semantic"):
         decoder = load_semantic_decoder(src, dev)
-        if decoder is None or decoder.in_features != model.params["semantic"].shape[-1]:
+        if decoder is None or decoder.in_features != feature_of(model, "semantic").shape[-1]:
             raise ObjectsError(f"{os.path.join(src, SEGMENTATION_FILE)}: missing or without a semantic decoder "
                                f"matching the PLY; it is needed to tell things from stuff")
     if not info.train:

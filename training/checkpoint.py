@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from scene.cameras import SceneError
+from training.optim import optimizer_states
 from utils.general_utils import atomic_torch_save
 
 CHECKPOINT_VERSION = 2  # 2: loadable with weights_only=True (numpy RNG as a tensor), scene fingerprint
@@ -64,7 +65,7 @@ def checkpoint_state(*, step: int, model, optimizers: Dict[str, torch.optim.Opti
     return {
         "format_version": CHECKPOINT_VERSION, "iteration": step, "scene": scene or {},
         "model": model.state_dict(),
-        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "optimizers": optimizer_states(optimizers, getattr(model, "packing", None)),  # by feature name, any layout
         "head_optimizer": _state(head_optimizer), "decoder_optimizer": _state(decoder_optimizer),
         "strategy_state": strategy_state,
         "objective": objective.state_dict() if objective is not None else None,

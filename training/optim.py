@@ -120,3 +120,56 @@ def step_all(optimizers, visibility: Optional[Tensor] = None) -> None:
         else:
             opt.step()
         opt.zero_grad(set_to_none=True)
+
+
+# ----- the packed feature layout (GaussianModel.pack_features) in checkpoints ------------------
+def _columns(value, a: int, b: int):
+    """A per-Gaussian moment's columns a..b ([N, W] tensors); anything else (the step counter) as it is."""
+    if isinstance(value, Tensor) and value.dim() == 2:
+        return value[:, a:b].clone()
+    return value.clone() if isinstance(value, Tensor) else value
+
+
+def optimizer_states(optimizers: Dict[str, torch.optim.Optimizer], packing=None) -> Dict[str, dict]:
+    """Each optimiser's ``state_dict()`` by parameter name, the packed parameter's split into one per packed
+    feature (its columns of the moments; the slot's are dropped: the render rewrites the slot every step), so a
+    checkpoint holds the same names whatever ``--feature_layout`` trained it."""
+    from scene.gaussian_model import PACKED_KEY
+
+    out = {}
+    for key, opt in optimizers.items():
+        state = opt.state_dict()
+        if key != PACKED_KEY or packing is None:
+            out[key] = state
+            continue
+        inner = state["state"].get(0)  # one parameter per optimiser
+        for name in packing.names:
+            a, b = packing.columns(name)
+            out[name] = {"state": {} if inner is None else {0: {k: _columns(v, a, b) for k, v in inner.items()}},
+                         "param_groups": [dict(g, name=name) for g in state["param_groups"]]}
+    return out
+
+
+def packed_optimizer_state(states: Dict[str, dict], packing) -> dict:
+    """The inverse of ``optimizer_states`` for the packed parameter: its state_dict from the features' (the slot's
+    moments start at 0). Exact for the features' columns when their step counters agree (the step counter is the
+    first feature's; the features of one step are all trained, so they do)."""
+    from scene.gaussian_model import PACKED_KEY
+
+    missing = [n for n in packing.names if n not in states]
+    if missing:
+        raise KeyError(f"the checkpoint has no optimiser state for {', '.join(missing)}")
+    inners = [states[n]["state"].get(0) for n in packing.names]
+    template = next((s for s in inners if s is not None), None)
+    merged = {}
+    if template is not None:
+        for k, v in template.items():
+            if isinstance(v, Tensor) and v.dim() == 2:
+                blocks = [v.new_zeros(v.shape[0], packing.slot)]
+                for s, width in zip(inners, packing.widths):
+                    blocks.append(s[k] if s is not None else v.new_zeros(v.shape[0], width))
+                merged[k] = torch.cat(blocks, dim=1)
+            else:
+                merged[k] = v
+    groups = [dict(g, name=PACKED_KEY) for g in states[packing.names[0]]["param_groups"]]
+    return {"state": {0: merged} if merged else {}, "param_groups": groups}

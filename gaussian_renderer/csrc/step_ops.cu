@@ -33,7 +33,7 @@ namespace {
 constexpr int THREADS = 256;
 
 // One thread per (pair, channel); the block's share of the loss is reduced in shared memory and added once.
-__global__ void neighbor_kernel(const float *__restrict__ v, int D, const int32_t *__restrict__ idx, int64_t E,
+__global__ void neighbor_kernel(const float *__restrict__ v, int D, int ld, const int32_t *__restrict__ idx, int64_t E,
                                 int sigmoid, float inv_e, float *__restrict__ loss, float *__restrict__ grad) {
     __shared__ float partial[THREADS / 32];
     const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -42,7 +42,7 @@ __global__ void neighbor_kernel(const float *__restrict__ v, int D, const int32_
         const int64_t e = t / D;
         const int c = (int)(t - e * D);
         const int64_t i = idx[2 * e], j = idx[2 * e + 1];
-        float a = v[i * D + c], b = v[j * D + c];
+        float a = v[i * ld + c], b = v[j * ld + c];
         if (sigmoid) {
             a = 1.f / (1.f + expf(-a));
             b = 1.f / (1.f + expf(-b));
@@ -51,8 +51,8 @@ __global__ void neighbor_kernel(const float *__restrict__ v, int D, const int32_
         sq = d * d;
         if (grad != nullptr) {
             const float g = 2.f * d * inv_e;
-            atomicAdd(grad + i * D + c, sigmoid ? g * a * (1.f - a) : g);
-            atomicAdd(grad + j * D + c, sigmoid ? -g * b * (1.f - b) : -g);
+            atomicAdd(grad + i * ld + c, sigmoid ? g * a * (1.f - a) : g);
+            atomicAdd(grad + j * ld + c, sigmoid ? -g * b * (1.f - b) : -g);
         }
     }
 #pragma unroll
@@ -403,14 +403,15 @@ int blocks_for(int64_t n) { return (int)((n + THREADS - 1) / THREADS); }
 }  // namespace
 
 // loss (one float, zeroed) += mean over the E pairs idx [2E] (i0, j0, i1, j1, ...) of ||f(v_i) - f(v_j)||^2;
-// grad (zeroed [N, D], or null) += its gradient with respect to v.
-extern "C" int unic_neighbor_loss(const float *v, int D, const int32_t *idx, int64_t E, int sigmoid, float *loss,
-                                  float *grad, void *stream) {
-    if (D < 1 || E < 1) {
+// grad (zeroed, or null) += its gradient with respect to v. v and grad: N rows of D floats, ld floats apart (ld = D:
+// a contiguous [N, D]; ld > D: D columns of a wider row-major table, e.g. a packed feature parameter).
+extern "C" int unic_neighbor_loss(const float *v, int D, int ld, const int32_t *idx, int64_t E, int sigmoid,
+                                  float *loss, float *grad, void *stream) {
+    if (D < 1 || E < 1 || ld < D) {
         return 1000;
     }
     neighbor_kernel<<<blocks_for(E * D), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(
-        v, D, idx, E, sigmoid, 1.f / (float)E, loss, grad);
+        v, D, ld, idx, E, sigmoid, 1.f / (float)E, loss, grad);
     return (int)cudaGetLastError();
 }
 
