@@ -238,8 +238,8 @@ class Trainer:
             return "separate"
         s = self.seg
         if s.sigmoid_where != "rendered":
-            raise SceneError("--feature_layout packed renders the embedding as stored: it needs --sigmoid_where "
-                             "rendered (or use --feature_layout separate)")
+            raise SceneError("--feature_layout packed renders the embedding as stored, not its sigmoid; pass "
+                             "--sigmoid_where rendered or --feature_layout separate")
         if self.has_masks and s.use_semantic and s.semantic_head != "vote" and s.embedding_lr != s.semantic_lr:
             raise SceneError(f"--feature_layout packed trains embedding and semantic logits as one parameter with one "
                              f"learning rate: --embedding_lr {s.embedding_lr} and --semantic_lr {s.semantic_lr} differ; "
