@@ -441,12 +441,12 @@ def _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, patch, *extra):
     return rc, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("l3d_from", ["1000", "30"])
+@pytest.mark.parametrize("l3d_from,layout", [("1000", "separate"), ("30", "separate"), ("1000", "packed")])
 def test_nan_loss_term_stops_training_naming_term_iteration_and_parameters(tiny_scene, tmp_path, monkeypatch,
-                                                                          capsys, l3d_from):
+                                                                          capsys, l3d_from, layout):
     poisoned = _nan_render_loss_from(25)
     rc, err = _diverging_run(tiny_scene, tmp_path, monkeypatch, capsys, ("compute_losses", poisoned),
-                             "--l3d_from_iter", l3d_from)
+                             "--l3d_from_iter", l3d_from, "--feature_layout", layout)
     assert rc == 3 and err.count("\n") == 1 and "Traceback" not in err, err
     assert "iteration 30" in err and "finite at iteration 20" in err, err
     if l3d_from == "30":  # the L3D neighbour graph meets the NaN means before the read-back: named too
@@ -454,6 +454,7 @@ def test_nan_loss_term_stops_training_naming_term_iteration_and_parameters(tiny_
     else:
         assert "render = nan" in err, err
     assert "means" in err and "no checkpoint" in err, err  # NaN gradients reached the parameters
+    assert "packed_features" not in err, err  # features are named as in the separate layout
     assert not os.path.isdir(str(tmp_path / "nan" / "point_cloud" / "iteration_60"))
 
 
