@@ -10,6 +10,8 @@ Two families, each against the alternatives the training step could use (issue 1
 * **packing the channels** blended in one rasterisation, rgb [N, 3] + sigmoid(embedding) [N, 12] +
   semantic logits [N, 17] -> [N, 32], forward and backward: ``torch.cat`` (today), slice assignment into
   one buffer, and the packing done in one autograd function;
+* **the feature layouts** (``--feature_layout``): the colour input built by ``torch.cat`` or written into the packed
+  parameter's slot, with the backward into the parameters' ``.grad`` (and L_3D's gradient accumulated there);
 * **the step kernels** (``gaussian_renderer/step_ops.py``, CUDA only): L_3D, the triplet term and the cluster
   term, forward and backward, with ``UNIC_LIFT_STEP_OPS`` on and off (after checking that both
   give the same values), on a Voronoi mask of ``--segments`` regions at ``--pixels``.
@@ -129,9 +131,58 @@ def bench(args) -> List[str]:
         add(f"pack [N, 3 + 12 + 17], N = {n}: forward", name, lambda: fn(rgb, emb, sem))
         add(f"pack [N, 3 + 12 + 17], N = {n}: forward + backward", name,
             lambda: torch.autograd.grad(fn(rgb, emb, sem), (rgb, emb, sem), w))
+    for size in args.layout_n:
+        layout_rows(size, args.edges, device, g, add)
     if device.type == "cuda":
         rows += step_kernel_rows(args, device, table, pairs, add)
     return rows
+
+
+def layout_rows(n: int, edges: int, device: torch.device, g: torch.Generator, add) -> None:
+    """--feature_layout separate against packed as the step runs them: the colour input [N, 3 + 12 + 17] built from
+    the SH colour and the feature parameters, a backward of a given output gradient into the parameters' ``.grad``
+    (where the separate layout's strided gradient slices are copied), then, as in the step after densification, L_3D
+    on the embedding accumulated into the same ``.grad``. Checks that both layouts give the same gradients first."""
+    from gaussian_renderer import _ColourIntoSlot
+    from segmentation.losses import neighbor_loss
+
+    sh = torch.rand(n, 3, device=device, generator=g).requires_grad_(True)  # stands in for the SH coefficients
+    emb = torch.randn(n, 12, device=device, generator=g).requires_grad_(True)
+    sem = torch.randn(n, 17, device=device, generator=g).requires_grad_(True)
+    packed = torch.cat([torch.zeros(n, 3, device=device), emb.detach(), sem.detach()], 1).requires_grad_(True)
+    w = torch.randn(n, 32, device=device, generator=g)
+    pairs = torch.randint(0, n, (edges, 2), device=device, generator=g,
+                          dtype=torch.int32 if device.type == "cuda" else torch.int64)
+
+    def separate(l3d: bool):
+        colors = torch.cat([sh * 1.0, emb, sem], dim=-1)
+        loss = (colors * w).sum()
+        if l3d:
+            loss = loss + neighbor_loss(emb, pairs, activation=torch.sigmoid)
+        loss.backward()
+
+    def packed_step(l3d: bool):
+        colors = _ColourIntoSlot.apply(sh * 1.0, packed)
+        loss = (colors * w).sum()
+        if l3d:
+            loss = loss + neighbor_loss(packed[:, 3:15], pairs, activation=torch.sigmoid)
+        loss.backward()
+
+    def clear():
+        for t in (sh, emb, sem, packed):
+            t.grad = None
+
+    for l3d in (False, True):
+        clear()
+        separate(l3d)
+        want = (sh.grad.clone(), emb.grad.clone(), sem.grad.clone())
+        clear()
+        packed_step(l3d)
+        got = (sh.grad, packed.grad[:, 3:15], packed.grad[:, 15:])
+        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, want)), "layouts disagree"
+        op = f"colour input + backward into .grad{' + L_3D' if l3d else ''}, N = {n}"
+        add(op, "separate (cat, strided gradient copies)", lambda: (clear(), separate(l3d)))
+        add(op, "packed (colour into the slot)", lambda: (clear(), packed_step(l3d)))
 
 
 def _voronoi_targets(args, device):
@@ -213,6 +264,8 @@ def main(argv=None) -> int:
     p.add_argument("--segments", type=int, default=40)
     p.add_argument("--edges", type=int, default=200_000, help="L_3D pairs per step (--l3d_max_edges)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--layout_n", type=int, nargs="*", default=[528_000, 1_240_000],
+                   help="Gaussians for the feature layouts' rows (28a's whole runs end at 1.24 M)")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--out", default=None, help="also write the table here")

@@ -86,9 +86,10 @@
 #   packed (RESULTS 29; tested on the CPU, bit for bit against the separate layout), which the next lease times:
 # Session 27's plan (issue 10), carry [".whl", ".prebuilt"], each line one call of its own:
 #   1. GPU_TESTS=1 PROFILE=1 PROFILE_VARIANTS="plain unic unic:--feature_layout packed" PROFILE_ARGS="--densify_until
-#      15000 --warmup 15100" SPEED=0 OPS=0 TABLES="" A_WAIT=585 bash ... A: the GPU tests (new since the last lease: the
-#      fused kernel as auto's choice, the packed render and training, L_3D's kernel on a column block), then the
-#      kernel table at 1.24 M Gaussians: the concatenation and gradient copies the packed layout removes, measured.
+#      15000 --warmup 15100" SPEED=0 OPS=1 TABLES="" A_WAIT=585 bash ... A: the GPU tests (new since the last lease: the
+#      fused kernel as auto's choice, the packed render and training, L_3D's kernel on a column block), bench_ops (its
+#      new rows: both layouts' colour input and backward into .grad, with and without L_3D, at 528k and 1.24 M), then
+#      the kernel table at 1.24 M Gaussians: the concatenation and gradient copies the packed layout removes, measured.
 #   2. SPEED_ITERS=30000 SPEED_ARGS=--no_eval SPEED_VARIANTS="unic:--feature_layout packed plain" PROFILE=0 OPS=0
 #      GPU_TESTS=0 TABLES="" A_WAIT=585 bash ... A: the packed layout's whole run against 28a's 262.7 s (the default
 #      layout's), plain for this machine's baseline. If it wins, auto takes packed (train.py _feature_layout).

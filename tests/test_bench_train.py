@@ -68,12 +68,13 @@ def test_bench_ops_runs_every_variant_and_they_agree(tmp_path, capsys):
 
     out = str(tmp_path / "ops.md")
     assert bench_ops.main(["--device", "cpu", "--n", "3000", "--pixels", "900", "--segments", "7", "--edges", "500",
-                           "--repeats", "2", "--warmup", "1", "--out", out]) == 0
+                           "--layout_n", "2000", "--repeats", "2", "--warmup", "1", "--out", out]) == 0
     text = open(out).read()
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| operation")]
-    assert len(rows) == 2 * 3 + 3 * 2
+    assert len(rows) == 2 * 3 + 3 * 2 + 2 * 2  # gathers, packings, the two feature layouts with and without L_3D
     assert all(float(r.rstrip(" |").rsplit("|", 1)[1]) >= 0 for r in rows)
     assert "flat view (gather_rows)" in text and "one autograd function" in text
+    assert "+ L_3D, N = 2000 | packed (colour into the slot)" in text
 
 
 def test_bench_ops_step_kernel_rows_run_both_sides_and_check_them(monkeypatch):
