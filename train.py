@@ -524,9 +524,7 @@ class Trainer:
     # ----- the loop ------------------------------------------------------------------------
     def watched_params(self) -> Dict[str, Tensor]:
         """Every trained tensor, by name, for the non-finite check (packed features by their own names)."""
-        named = {k: p for k, p in self.model.params.items() if k != PACKED_KEY}
-        for name in (self.model.packing.names if self.model.packing is not None else ()):
-            named[name] = self.model.feature(name)
+        named = self.model.named_tensors()
         for owner in ("head", "decoder"):
             module = getattr(self.objective, owner, None) if self.objective is not None else None
             if isinstance(module, torch.nn.Module):

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from utils.sh_utils import sh_colors
 
-from .rasterizer import BACKEND_ENV, BACKENDS, rasterize, resolve_backend
+from .rasterizer import BACKEND_ENV, BACKENDS, column_block, rasterize, resolve_backend
 
 __all__ = ["RenderOutput", "GeometryDetached", "render", "rasterize", "resolve_backend", "BACKENDS", "BACKEND_ENV"]
 
@@ -67,20 +67,13 @@ def _raw_quats(model) -> Tensor:
 def _packed_parameter(blocks: list, slot: int) -> Optional[Tensor]:
     """The 2D contiguous tensor whose columns ``slot`` on are exactly ``blocks`` (column views of it, in order,
     covering the rest of its columns), or None. ``GaussianModel.pack_features`` lays its features out so."""
-    if not blocks:
-        return None
-    base = blocks[0]._base
-    if (base is None or base.dim() != 2 or not base.is_contiguous() or base.shape[0] != blocks[0].shape[0]
-            or base.shape[1] != slot + sum(b.shape[1] for b in blocks)):
-        return None
-    column = slot
+    base, column = None, slot
     for b in blocks:
-        if (b._base is not base or b.dtype != base.dtype or b.dim() != 2 or b.shape[0] != base.shape[0]
-                or b.storage_offset() != base.storage_offset() + column or (b.shape[0] > 1 and b.stride(0) != base.shape[1])
-                or (b.shape[1] > 1 and b.stride(1) != 1)):
+        found = column_block(b)
+        if found is None or found[1] != column or (base is not None and found[0] is not base):
             return None
-        column += b.shape[1]
-    return base
+        base, column = found[0], column + b.shape[1]
+    return base if base is not None and base.shape[1] == column else None
 
 
 class _ColourIntoSlot(torch.autograd.Function):

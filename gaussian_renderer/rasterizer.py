@@ -147,6 +147,22 @@ def feature_backward_kind() -> str:
 GSPLAT_TILE_SIZE = 16
 
 
+def column_block(v: Tensor) -> Optional[tuple]:
+    """``(table, first)`` with ``v`` = ``table[:, first:first + v.shape[1]]`` for a contiguous 2D ``table`` (``v``
+    itself and 0 when ``v`` is contiguous), or None: how the render and L_3D's kernel find a packed feature
+    parameter (``GaussianModel.pack_features``) behind its column views."""
+    if v.dim() != 2:
+        return None
+    if v.is_contiguous():
+        return v, 0
+    base = v._base
+    if (base is None or base.dim() != 2 or not base.is_contiguous() or base.shape[0] != v.shape[0]
+            or v.stride(1) != 1 or v.stride(0) != base.shape[1]):
+        return None
+    first = v.storage_offset() - base.storage_offset()
+    return (base, first) if 0 <= first <= base.shape[1] - v.shape[1] else None
+
+
 def _pad_channels(x: Optional[Tensor]) -> Optional[Tensor]:
     """Zero-pads the last axis to the next channel count gsplat's kernels are compiled for."""
     if x is None:

@@ -24,6 +24,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from gaussian_renderer.rasterizer import column_block
+
 __all__ = ["cluster_term_cuda", "neighbor_loss_cuda", "step_ops_available", "step_ops_status", "triplet_term_cuda"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "step_ops.cu")
@@ -140,28 +142,11 @@ class _NeighborLossCUDA(torch.autograd.Function):
         return grad.mul_(g), None, None, None, None
 
 
-def _column_block(v: Tensor):
-    """(table, first column) with ``v`` = ``table[:, first:first + v.shape[1]]`` for a contiguous 2D table
-    (``v`` itself, 0 when it is contiguous), or None."""
-    if v.dim() != 2:
-        return None
-    if v.is_contiguous():
-        return v, 0
-    base = v._base
-    if (base is None or base.dim() != 2 or not base.is_contiguous() or base.shape[0] != v.shape[0]
-            or v.stride(1) != 1 or v.stride(0) != base.shape[1]):
-        return None
-    column = v.storage_offset() - base.storage_offset()
-    if not 0 <= column <= base.shape[1] - v.shape[1]:
-        return None
-    return base, column
-
-
 def neighbor_loss_cuda(v: Tensor, idx: Tensor, sigmoid: bool) -> Optional[Tensor]:
     """L_3D on the pairs ``idx`` [2E] (i0, j0, i1, j1, ...) as one kernel: mean over pairs of
     ||f(v_i) - f(v_j)||^2, f = sigmoid or the identity; the gradient is computed in the same pass. None where the
     kernel does not apply (not CUDA float32, int32 pairs, or not built): the caller then uses PyTorch's operators."""
-    block = _column_block(v)
+    block = column_block(v)
     if not (block is not None and v.is_cuda and v.dtype == torch.float32 and idx.dtype == torch.int32
             and idx.is_contiguous() and idx.device == v.device and idx.numel() >= 2 and idx.numel() % 2 == 0
             and step_ops_available(v.device)):

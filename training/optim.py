@@ -19,6 +19,8 @@ from typing import Dict, Iterable, Optional
 import torch
 from torch import Tensor
 
+from scene.gaussian_model import PACKED_KEY
+
 OPTIMIZERS = ("auto", "adam", "fused", "selective")
 GEOMETRY_AND_COLOUR = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
@@ -134,8 +136,6 @@ def optimizer_states(optimizers: Dict[str, torch.optim.Optimizer], packing=None)
     """Each optimiser's ``state_dict()`` by parameter name, the packed parameter's split into one per packed
     feature (its columns of the moments; the slot's are dropped: the render rewrites the slot every step), so a
     checkpoint holds the same names whatever ``--feature_layout`` trained it."""
-    from scene.gaussian_model import PACKED_KEY
-
     out = {}
     for key, opt in optimizers.items():
         state = opt.state_dict()
@@ -154,8 +154,6 @@ def packed_optimizer_state(states: Dict[str, dict], packing) -> dict:
     """The inverse of ``optimizer_states`` for the packed parameter: its state_dict from the features' (the slot's
     moments start at 0). Exact for the features' columns when their step counters agree (the step counter is the
     first feature's; the features of one step are all trained, so they do)."""
-    from scene.gaussian_model import PACKED_KEY
-
     missing = [n for n in packing.names if n not in states]
     if missing:
         raise KeyError(f"the checkpoint has no optimiser state for {', '.join(missing)}")
