@@ -85,8 +85,8 @@ class PipelineParams(GroupMixin):
                              "separate (one parameter each; the render concatenates them after the colour) | packed "
                              "(one parameter [N, 3 + d + C] whose first 3 columns take the colour in place: no "
                              "concatenation forward, no gradient copies backward; needs --embedding_lr = --semantic_lr "
-                             "and --sigmoid_where rendered) | auto (separate until packed is timed on a GPU). Same "
-                             "results either way; checkpoints and PLYs store features by name",
+                             "and --sigmoid_where rendered) | auto (packed where the run allows it, else separate). "
+                             "Same results either way; checkpoints and PLYs store features by name",
                              choices=["auto", "separate", "packed"])
 
 

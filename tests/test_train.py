@@ -295,7 +295,7 @@ _RESUME_ARGS = ["--iterations", "60", "--densify_from_iter", "10", "--densificat
 @pytest.fixture(scope="module")
 def full_run(tiny_scene, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("full") / "m")
-    _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS])
+    assert _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS])["feature_layout"] == "packed"  # auto's choice
     return GaussianModel.load_ply(os.path.join(out, "point_cloud/iteration_60/point_cloud.ply"))
 
 
@@ -333,23 +333,24 @@ def test_ctrl_c_finishes_the_step_and_resume_is_exact(tiny_scene, tmp_path, monk
     _assert_same_model(full_run, out)
 
 
-def test_packed_feature_layout_trains_the_same_model_bit_for_bit_and_resumes_in_either_layout(
-        tiny_scene, tmp_path, full_run):
-    """--feature_layout packed (embedding and semantic logits as one parameter whose first 3 columns take the colour:
-    no concatenation, no gradient copies) takes exactly the separate layout's steps on the CPU, through
-    densification, L_3D, the triplet term and an opacity reset. Its checkpoint holds the features by name: resumed
-    packed or separate, the run ends on the uninterrupted model exactly."""
-    out = str(tmp_path / "packed")
-    _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS, "--feature_layout", "packed", "--checkpoint_iterations", "35"])
+def test_feature_layouts_train_the_same_model_bit_for_bit_and_resume_in_either_layout(tiny_scene, tmp_path, full_run):
+    """--feature_layout packed (auto's choice here: embedding and semantic logits as one parameter whose first 3
+    columns take the colour; no concatenation, no gradient copies) takes exactly the separate layout's steps on the
+    CPU, through densification, L_3D, the triplet term and an opacity reset. Checkpoints hold the features by name:
+    resumed packed or separate, the run ends on the uninterrupted model exactly."""
+    out = str(tmp_path / "separate")
+    stats = _run(["-s", tiny_scene, "-m", out, *_RESUME_ARGS, "--feature_layout", "separate",
+                  "--checkpoint_iterations", "35"])
+    assert stats["feature_layout"] == "separate"
     _assert_same_model(full_run, out)
-    ckpt = train.load_checkpoint(os.path.join(out, "chkpnt35.pth"), "cpu")
-    assert {"embedding", "semantic"} <= set(ckpt["optimizers"]) and "packed_features" not in ckpt["optimizers"]
-    assert {"embedding", "semantic"} <= set(ckpt["model"]["params"])
     for layout in ("separate", "packed"):
         folder = str(tmp_path / f"resumed_{layout}")
-        _run(["-s", tiny_scene, "-m", folder, *_RESUME_ARGS, "--feature_layout", layout,
-              "--start_checkpoint", os.path.join(out, "chkpnt35.pth")])
+        _run(["-s", tiny_scene, "-m", folder, *_RESUME_ARGS, "--feature_layout", layout, "--checkpoint_iterations",
+              "45", "--start_checkpoint", os.path.join(out, "chkpnt35.pth")])
         _assert_same_model(full_run, folder)
+    ckpt = train.load_checkpoint(os.path.join(tmp_path / "resumed_packed", "chkpnt45.pth"), "cpu")
+    assert {"embedding", "semantic"} <= set(ckpt["optimizers"]) and "packed_features" not in ckpt["optimizers"]
+    assert {"embedding", "semantic"} <= set(ckpt["model"]["params"])
 
 
 def test_packed_feature_layout_refuses_what_it_cannot_train_in_one_line(tiny_scene, tmp_path):
@@ -360,7 +361,9 @@ def test_packed_feature_layout_refuses_what_it_cannot_train_in_one_line(tiny_sce
         assert len(str(e.value).splitlines()) == 1 and all(w in str(e.value) for w in words), str(e.value)
     t = _trainer(tiny_scene, tmp_path, "--feature_layout", "packed", "--no-use_semantic", "--semantic_lr", "0.01")
     assert t.model.packing.names == ("embedding",) and list(t.optimizers).count("packed_features") == 1
-    assert _trainer(tiny_scene, tmp_path).model.packing is None  # auto: separate until timed on a GPU
+    assert _trainer(tiny_scene, tmp_path).model.packing.names == ("embedding", "semantic")  # auto: packed
+    for extra in (["--semantic_lr", "0.01"], ["--sigmoid_where", "gaussian"]):  # auto: separate where packed cannot
+        assert _trainer(tiny_scene, tmp_path, *extra).model.packing is None
 
 
 _KILL_DURING_SECOND_CHECKPOINT = """
