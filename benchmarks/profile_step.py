@@ -7,6 +7,9 @@ For each variant the trainer is built in this process and stepped ``--warmup`` i
 the end of densification, so every loss is on and the Gaussian count is fixed), then:
 
 * **wall**: ``--steps`` iterations between two synchronisations, ms per iteration;
+* **loop**: the same as ``train.py --profile --quiet`` runs them (``bench_train.py``'s runs): every phase between
+  two CUDA events, and every 100th step its statistics and non-finite flags read back (the loop's one sync). What
+  it adds to **wall** is the cost of measuring a run, which a host-bound step pays in full (RESULTS.md 30c);
 * **host**: the same iterations again with every stage timed by ``time.perf_counter`` and no
   synchronisation, i.e. the time Python needs to issue the work (where it exceeds the GPU's
   kernel time, the loop is bound by the host);
@@ -88,7 +91,32 @@ def _syncs_and_allocations(t, step: int, out: dict, n: int = 10) -> int:
     return step
 
 
-def profile_variant(scene: str, flags: list, warmup: int, steps: int, trace: str = "", stacks: bool = False) -> dict:
+def _train_py_loop(t, step: int, steps: int, log_every: int = 100) -> tuple:
+    """``steps`` iterations as ``train.py --profile --quiet`` runs them (its loop without the bar, the log file and
+    checkpoints): CUDA events around each phase, and every ``log_every``-th step (``--log_interval``) the statistics
+    and the parameters' non-finite flags read back in one ``tolist()``, then the events. -> (last step, ms/it)."""
+    from training.numerics import nonfinite_flags
+    from training.profiling import PhaseTimer
+
+    dev = t.device
+    saved, t.timer = t.timer, PhaseTimer(True, dev)
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step += 1
+        want = step % log_every == 0
+        stats = t.train_step(step, with_stats=want)
+        if want:
+            torch.stack([*(v.float() for v in stats.values()), *nonfinite_flags(t.watched_params())]).tolist()
+            t.timer.collect()
+    sync(dev)
+    loop_ms = (time.perf_counter() - t0) * 1e3 / steps
+    t.timer = saved
+    return step, loop_ms
+
+
+def profile_variant(scene: str, flags: list, warmup: int, steps: int, trace: str = "", stacks: bool = False,
+                    log_every: int = 100) -> dict:
     from training.profiling import PhaseTimer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,6 +143,9 @@ def profile_variant(scene: str, flags: list, warmup: int, steps: int, trace: str
             busy_wall += rebuilding()
         sync(dev)
         wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+
+        # the loop as train.py --profile --quiet runs it: phase events, a read-back every log_every steps
+        step, loop_ms = _train_py_loop(t, step, steps, log_every)
 
         # host time per stage: perf_counter phases, no synchronisation
         t.timer = PhaseTimer(True, torch.device("cpu"))
@@ -175,17 +206,19 @@ def profile_variant(scene: str, flags: list, warmup: int, steps: int, trace: str
                     sync(dev)
                 prof.export_chrome_trace(trace)
         return {"flags": flags, "gaussians": t.model.num_gaussians, "warmup_s": warm_s, "wall_ms": wall_ms,
+                "loop_ms": loop_ms,
                 "host_ms": host_total * 1e3 / steps, "host_phases_ms": host,
                 "rebuild_share": {"wall": busy_wall / steps, "host": busy_host / steps}, **gpu}
 
 
 def markdown(results: dict) -> str:
-    lines = ["| variant | Gaussians | wall ms/it | it/s | host ms/it | GPU kernel ms/it | kernels/it | "
-             "graph rebuild in flight (wall / host loops) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| variant | Gaussians | wall ms/it | it/s | train.py loop ms/it | host ms/it | GPU kernel ms/it | "
+             "kernels/it | graph rebuild in flight (wall / host loops) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         share = r.get("rebuild_share", {})
-        lines.append(f"| {name} | {r['gaussians']} | {r['wall_ms']:.2f} | {1e3 / r['wall_ms']:.1f} | {r['host_ms']:.2f} | "
+        lines.append(f"| {name} | {r['gaussians']} | {r['wall_ms']:.2f} | {1e3 / r['wall_ms']:.1f} | "
+                     f"{r.get('loop_ms', float('nan')):.2f} | {r['host_ms']:.2f} | "
                      f"{r.get('kernel_ms', float('nan')):.2f} | {r.get('kernels', float('nan')):.0f} | "
                      f"{100 * share.get('wall', 0.0):.0f} % / {100 * share.get('host', 0.0):.0f} % |")
     phases = []
@@ -218,6 +251,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=["plain", "unic"])
     p.add_argument("--warmup", type=int, default=3100)
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--log_every", type=int, default=100,
+                   help="the train.py loop's read-back interval (train.py --log_interval's default)")
     p.add_argument("--densify_until", type=int, default=3000)
     p.add_argument("--trace", action="store_true", help="also write OUT/trace_VARIANT.json (5 iterations)")
     p.add_argument("--stacks", action="store_true",
@@ -233,7 +268,7 @@ def main(argv=None) -> int:
         print(f"[profile_step] {spec}", flush=True)
         trace = os.path.join(a.out, f"trace_{name.strip()}.json") if a.trace else ""
         os.makedirs(a.out, exist_ok=True)
-        results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps, trace, stacks=a.stacks)
+        results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps, trace, stacks=a.stacks, log_every=a.log_every)
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "profile.json"), "w") as f:
             json.dump(results, f, indent=1)

@@ -44,18 +44,18 @@ def test_profile_step_reports_wall_host_stages(tiny_scene, tmp_path):
     from benchmarks import profile_step
 
     out = str(tmp_path / "prof")
-    assert profile_step.main(["-s", tiny_scene, "--out", out, "--warmup", "12", "--steps", "3",
+    assert profile_step.main(["-s", tiny_scene, "--out", out, "--warmup", "12", "--steps", "3", "--log_every", "2",
                               "--densify_until", "10", "--", "--init_points", "500"]) == 0
     res = json.load(open(os.path.join(out, "profile.json")))
     assert set(res) == {"plain", "unic"}
     for r in res.values():
-        assert r["wall_ms"] > 0 and r["host_ms"] > 0 and r["gaussians"] > 0
+        assert r["wall_ms"] > 0 and r["host_ms"] > 0 and r["gaussians"] > 0 and r["loop_ms"] > 0
         assert {"render", "backward", "optimizer"} <= set(r["host_phases_ms"])
     # every loss is on after densification (L_triplet and L_3D start there)
     assert {"losses", "loss/3d"} <= set(res["unic"]["host_phases_ms"])
     assert "losses" in res["plain"]["host_phases_ms"] and "loss/3d" not in res["plain"]["host_phases_ms"]
     md = open(os.path.join(out, "profile.md")).read()
-    assert "| unic |" in md and "| loss/3d |" in md
+    assert "| unic |" in md and "| loss/3d |" in md and "train.py loop ms/it" in md
     share = res["unic"]["rebuild_share"]  # the iterations that ran beside a background graph rebuild
     assert set(share) == {"wall", "host"} and all(0.0 <= v <= 1.0 for v in share.values())
     assert "graph rebuild in flight" in md

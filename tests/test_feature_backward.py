@@ -261,11 +261,11 @@ def test_training_steps_with_the_tile_kernel(tiny_scene, tmp_path, kind):
 
     try:
         assert feature_backward_kind() == kind
-        emb0 = t.model.params["embedding"].detach().clone()
+        emb0 = t.model.feature("embedding").detach().clone()
         for step in range(1, 4):
             stats = t.train_step(step)
         assert torch.isfinite(stats["loss"]) and "cluster" in stats
-        assert not torch.equal(t.model.params["embedding"], emb0)
+        assert not torch.equal(t.model.feature("embedding"), emb0)
     finally:
         set_feature_backward("gsplat")
 

@@ -116,13 +116,13 @@ def test_seg_interval_trains_segmentation_on_selected_steps_only(tiny_scene, tmp
     """--seg_interval 2: odd steps are plain 3DGS steps (colour only; the embedding and its heads keep their
     values), even steps the full objective, the same as a --seg_interval 1 run's step from the same state."""
     t = _trainer(tiny_scene, tmp_path, "--seg_interval", "2")
-    emb0, sh0 = t.model.params["embedding"].detach().clone(), t.model.params["sh0"].detach().clone()
+    emb0, sh0 = t.model.feature("embedding").detach().clone(), t.model.params["sh0"].detach().clone()
     odd = t.train_step(1)
     assert set(odd) == {"render", "loss", "psnr"}
-    assert torch.equal(t.model.params["embedding"], emb0)  # no gradient, no Adam update
+    assert torch.equal(t.model.feature("embedding"), emb0)  # no gradient, no Adam update
     assert not torch.equal(t.model.params["sh0"], sh0)  # colour trained
     even = t.train_step(2)
-    assert "cluster" in even and not torch.equal(t.model.params["embedding"], emb0)
+    assert "cluster" in even and not torch.equal(t.model.feature("embedding"), emb0)
     every = _trainer(tiny_scene, tmp_path, "--seg_interval", "1")
     assert {"cluster", "semantic"} <= set(every.train_step(1))
     r = _cli("-s", tiny_scene, "-m", str(tmp_path / "o"), "--iterations", "1", "--seg_interval", "0")
@@ -268,7 +268,8 @@ def test_fused_raster_matches_separate_calls(tiny_scene, tmp_path):
     torch.testing.assert_close(fused.strategy_state["grad2d"], sep.strategy_state["grad2d"], rtol=1e-4, atol=1e-7)
     assert torch.equal(sep.strategy_state["count"], fused.strategy_state["count"])
     for name in ("means", "scales", "quats", "opacities", "sh0", "embedding"):
-        torch.testing.assert_close(fused.model.params[name], sep.model.params[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(fused.model.named_tensors()[name], sep.model.named_tensors()[name], rtol=1e-4,
+                                   atol=1e-6)
 
 
 def test_views_are_prepared_once_on_the_data_device(tiny_scene, tmp_path):
@@ -550,7 +551,7 @@ def test_seg_scale_renders_features_and_their_masks_smaller(tiny_scene, tmp_path
     assert torch.equal(view.targets.instance.labels, expected.labels)
     assert view.targets.instance.labels.numel() == h * w
 
-    emb0 = half.model.params["embedding"].detach().clone()
+    emb0 = half.model.feature("embedding").detach().clone()
     out, seg_out, mode = half.render_view(view, half.background(), 1)
     assert mode == "scaled" and out.rgb.shape[:2] == (H, W) and seg_out.rgb is None
     assert seg_out.features["embedding"].shape[:2] == (h, w)
@@ -560,8 +561,8 @@ def test_seg_scale_renders_features_and_their_masks_smaller(tiny_scene, tmp_path
     torch.testing.assert_close(half.strategy_state["grad2d"], fused.strategy_state["grad2d"], rtol=1e-4, atol=1e-7)
     for name in ("means", "scales", "quats", "opacities", "sh0"):
         torch.testing.assert_close(half.model.params[name], fused.model.params[name], rtol=1e-4, atol=1e-6)
-    assert not torch.equal(half.model.params["embedding"], emb0)  # the embedding trained, on other pixels
-    assert not torch.allclose(half.model.params["embedding"], fused.model.params["embedding"], atol=1e-6)
+    assert not torch.equal(half.model.feature("embedding"), emb0)  # the embedding trained, on other pixels
+    assert not torch.allclose(half.model.feature("embedding"), fused.model.feature("embedding"), atol=1e-6)
     for bad, words in ((["--seg_scale", "0"], "--seg_scale 0.0: must be in (0, 1]"),
                        (["--seg_scale", "0.5", "--seg_geometry_grad"], "does not combine with --seg_geometry_grad")):
         r = _cli("-s", tiny_scene, "-m", str(tmp_path / "o"), "--iterations", "1", *bad)
