@@ -8,7 +8,7 @@ Default scene (tools/make_scene.py): 480x360, 186 views of which 140 train and 4
 generator holds out every 4th), 25 objects, realistic mask noise, PanopLi format, ``--scene_seed``.
 For each seed and variant, as subprocesses with their output in ``OUT/logs/<run>_<stage>.log``::
 
-    train.py -s SCENE -m OUT/runs/<run> --eval --quiet --profile --seed S --iterations N
+    train.py -s SCENE -m OUT/runs/<run> --eval --quiet --profile --seed S --iterations N   (--no_phases: no --profile)
              --test_iterations -1 --save_iterations N VARIANT_FLAGS [extra args after --]
     render.py -m MODEL --skip_train --quiet [--labels]     (labels for variants with masks)
     metrics.py -m MODEL --quiet
@@ -130,9 +130,12 @@ def collect(model: str) -> dict:
     }
 
 
-def finished(model: str, iterations: int, no_eval: bool) -> bool:
+def finished(model: str, iterations: int, no_eval: bool, phases: bool = True) -> bool:
+    """A run of this length, timed the same way (with or without ``--profile``'s phase events), evaluated unless
+    ``no_eval``."""
     stats = _read_json(os.path.join(model, "train_stats.json"))
-    return stats.get("iterations") == iterations and (no_eval or bool(_read_json(os.path.join(model, "results.json"))))
+    return (stats.get("iterations") == iterations and (stats.get("profile") is not None) == phases
+            and (no_eval or bool(_read_json(os.path.join(model, "results.json")))))
 
 
 def _n(v, fmt: str) -> str:
@@ -216,6 +219,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="NAME or NAME:FLAGS, NAME in plain|unic (also one comma-separated string)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--no_eval", action="store_true", help="skip render.py / metrics.py (speed only)")
+    p.add_argument("--no_phases", action="store_true",
+                   help="train without --profile: no per-phase table, and none of its CUDA events or their read-backs "
+                        "in the timed loop (the time a user's run takes; RESULTS.md 30c)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per stage (default: none)")
     p.add_argument("--gen_workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)),
                    help="processes for the scene generator")
@@ -240,9 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             model = os.path.join(out, "runs", name)
             row = {"run": name, "variant": label, "seed": seed, "model_path": model, "status": "ok"}
             train_cmd = [py, os.path.join(REPO, "train.py"), "-s", scene, "-m", model, "--eval", "--quiet",
-                         "--profile", "--seed", str(seed), "--iterations", str(args.iterations),
-                         "--test_iterations", "-1", "--save_iterations", str(args.iterations), *flags, *extra]
-            if not args.force and finished(model, args.iterations, args.no_eval):
+                         *([] if args.no_phases else ["--profile"]), "--seed", str(seed),
+                         "--iterations", str(args.iterations), "--test_iterations", "-1",
+                         "--save_iterations", str(args.iterations), *flags, *extra]
+            if not args.force and finished(model, args.iterations, args.no_eval, not args.no_phases):
                 log(f"{name}: finished earlier, reusing its numbers (--force reruns it)")
                 row.update(collect(model))
                 report["runs"].append(row)

@@ -268,7 +268,8 @@ def main(argv=None) -> int:
         print(f"[profile_step] {spec}", flush=True)
         trace = os.path.join(a.out, f"trace_{name.strip()}.json") if a.trace else ""
         os.makedirs(a.out, exist_ok=True)
-        results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps, trace, stacks=a.stacks, log_every=a.log_every)
+        results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps, trace, stacks=a.stacks,
+                                        log_every=a.log_every)
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "profile.json"), "w") as f:
             json.dump(results, f, indent=1)

@@ -36,6 +36,12 @@ def test_bench_train_writes_markdown_and_json(tiny_scene, tmp_path):
     assert time.perf_counter() - t0 < 5.0
     again = json.load(open(os.path.join(out, "bench.json")))
     assert [r["train_seconds"] for r in again["runs"]] == [r["train_seconds"] for r in report["runs"]]
+    # --no_phases: the same runs timed without --profile's events are not the ones above: plain trains again
+    assert bench_train.main(["--scene", tiny_scene, "--out", out, "--iterations", "20", "--variants", "plain",
+                             "--no_phases", "--no_eval", "--", "--init_points", "800"]) == 0
+    bare = json.load(open(os.path.join(out, "bench.json")))["runs"][0]
+    assert bare["status"] == "ok" and bare["profile"] is None and bare["train_seconds"] > 0
+    assert bare["train_seconds"] != runs["plain"]["train_seconds"]
 
 
 def test_profile_step_reports_wall_host_stages(tiny_scene, tmp_path):
