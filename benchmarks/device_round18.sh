@@ -94,6 +94,21 @@
 #      GPU_TESTS=0 TABLES="" A_WAIT=585 bash ... A: the packed layout's whole run against 28a's 262.7 s (the default
 #      layout's), plain for this machine's baseline. If it wins, auto takes packed (train.py _feature_layout).
 #   3. Session 26's line 2 (the proxy for the issue's scene size), with the winning layout.
+# Session 27 ran lines 1-3 (RESULTS 30a-b: packed 3.7 % faster over the whole bench run, now auto's choice; at the
+#   issue's size 136 s, plain 97 s, 1.39x), then PROFILE=1 PROFILE_VARIANTS="plain unic" PROFILE_ARGS="--densify_until
+#   1200 --warmup 1300" SPEED=0 OPS=0 GPU_TESTS=0 on a second machine with the bench scene carried in .scene/ (30c: both
+#   steps bound by the host; profile_step's ratio 1.83x against the run's 1.39x, plain's step differing most).
+# Session 28's plan (issue 10), carry [".whl", ".prebuilt", ".scene"] (.scene/bench: make it here first with
+#   bench_scene's make_scene.py command, --workers 2, about 4 minutes; bench_scene copies it), each line one call:
+#   1. GPU_TESTS=1 PROFILE=1 PROFILE_VARIANTS="plain unic" PROFILE_ARGS="--densify_until 1200 --warmup 1300" SPEED=1
+#      SPEED_ITERS=30000 SPEED_ARGS="--no_eval --no_phases" SPEED_VARIANTS="plain unic" SPEED_EXTRA="--densify_until_iter
+#      1200" OPS=0 TABLES="" A_WAIT=585 bash ... A: the GPU tests (every trainer now packs its features by default), the
+#      profile at the issue's size with its new "train.py loop" column (the phase events' cost), then plain and
+#      UniC-Lift at that size without phase events, one after the other: the time a user's run takes.
+#   2. The same SPEED line with SPEED_SEEDS="1 2" (GPU_TESTS=0 PROFILE=0): the noise of the ratio (seeds alternate
+#      plain, unic, plain, unic).
+#   3. Whatever is left: the default at 30k with evaluation on the bench scene (SPEED_ARGS="" SPEED_VARIANTS=unic), the
+#      issue's quality check (PQ^scene and PSNR against 10a's 91.02 and 33.79).
 # Since session 23 a stage A on a bare machine also writes $OUT/prebuilt.tar.xz (gsplat's extension and the project's
 #   nvcc libraries, benchmarks/device_prebuilt.py): copy it to .prebuilt/ here and carry [".whl", ".prebuilt"], and the
 #   next machine with the same torch skips the ~70 s build. The first lease that uses it runs GPU_TESTS=1 (the tests
