@@ -109,6 +109,7 @@ class Trainer:
         self.strategy_state = self.strategy.initialize_state(scene_scale=scene_info.extent)
         self.weights = {"render": 1.0, **(self.objective.weights() if self.objective is not None else {})}
         self._weight_vectors: Dict[tuple, Tensor] = {}  # weighted_total: the terms' weights, per set of terms
+        self.l3d_after_backward = self._l3d_after_backward()
         self.timer = PhaseTimer(getattr(args, "profile", False), self.device)
         self.stack: List[int] = []
         self.first_iter = 1
@@ -263,6 +264,16 @@ class Trainer:
             model.pack_features(names)
         return model
 
+    def _l3d_after_backward(self) -> bool:
+        """L_3D after the backward, its weighted gradient added straight into the embedding's ``.grad`` by its kernel
+        (CUDA, step kernels built): no autograd node, no zeroed [N, W] gradient to scale and accumulate
+        (``step_ops.neighbor_loss_into_grad``). Elsewhere it is one more term of the step's loss, as in the paper."""
+        if self.objective is None or self.device.type != "cuda" or not self.model.has_feature("embedding"):
+            return False
+        from gaussian_renderer.step_ops import neighbor_grad_applies
+
+        return neighbor_grad_applies(self.model.feature("embedding"))
+
     def _init_objective(self):
         if not self.has_masks:
             return None
@@ -352,7 +363,7 @@ class Trainer:
         static-shape stage (a CUDA graph on the GPU), then L_3D."""
         with self.timer.phase("losses"):
             losses = self.stages(step, view, out.rgb, seg_out.features if seg_out is not None else None)
-        if seg_out is not None and self.objective.neighbor_due(step):
+        if seg_out is not None and self.objective.neighbor_due(step) and not self.l3d_after_backward:
             with self.timer.phase("loss/3d"):
                 l3d = self.objective.neighbor_term(step, self.model)
             if l3d is not None:
@@ -373,7 +384,9 @@ class Trainer:
             self._weight_vectors[keys] = w
         return torch.dot(torch.stack([losses[k] for k in keys]), w)
 
-    def backward(self, total: Tensor, losses: Dict[str, Tensor], out, mode: str, step: int) -> None:
+    def backward(self, total: Tensor, losses: Dict[str, Tensor], out, mode: str, step: int) -> Optional[Tensor]:
+        """Gradients of ``total``; then, with ``l3d_after_backward``, L_3D's (added to ``losses`` as "3d"): returns
+        the weighted terms added after ``total`` (None if none), which the logged loss includes."""
         means2d = out.info.get("means2d")
         if (mode == "joint" and step < self.opt.densify_until_iter and len(losses) > 1
                 and means2d is not None and means2d.requires_grad):
@@ -383,6 +396,14 @@ class Trainer:
             means2d.grad = render_grad
         else:
             total.backward()
+        if self.l3d_after_backward and mode != "none" and self.objective.neighbor_due(step):
+            # L_3D's kernel computes its gradient in its forward pass: weighted, straight into the embedding's .grad
+            with self.timer.phase("loss/3d"):
+                l3d = self.objective.neighbor_term(step, self.model, grad_scale=self.weights["3d"])
+            if l3d is not None:
+                losses["3d"] = l3d
+                return self.weights["3d"] * l3d
+        return None
 
     def optimizer_step(self, out) -> None:
         visibility = visibility_from_info(out.info) if self.optimizer_kind == "selective" else None
@@ -406,7 +427,7 @@ class Trainer:
         losses = self.compute_losses(step, view, out, seg_out)
         total = self.weighted_total(losses)
         with phase("backward"):
-            self.backward(total, losses, out, mode, step)
+            late = self.backward(total, losses, out, mode, step)
         with phase("optimizer"):
             self.optimizer_step(out)
         with phase("densify"):
@@ -415,7 +436,7 @@ class Trainer:
             return {}
         with torch.no_grad():
             stats = {k: v.detach() for k, v in losses.items()}
-            stats["loss"] = total.detach()
+            stats["loss"] = total.detach() if late is None else total.detach() + late
             stats["psnr"] = psnr(out.rgb.detach().clamp(0, 1), view.image_float(self.device))
         return stats
 

@@ -165,8 +165,9 @@ def markdown(report: dict) -> str:
                 phases.append(p)
     if phases:
         lines += ["", "Per-phase time (ms per iteration; CUDA events on the GPU, wall clock on the CPU; "
-                  "`losses`: the per-view terms' forward (one graph replay on CUDA), `loss/3d`: L_3D's forward and "
-                  "its neighbour graph, `backward`: all terms together):", "",
+                  "`losses`: the per-view terms' forward (one graph replay on CUDA), `loss/3d`: L_3D and its "
+                  "neighbour graph (on CUDA after the backward, its kernel adding the gradient, and inside `backward`'s "
+                  "time), `backward`: all terms together):", "",
                   "| Phase | " + " | ".join(r["run"] for r in runs) + " |",
                   "|---|" + "---:|" * len(runs)]
         for p in phases:

@@ -2,6 +2,8 @@
 
 * ``neighbor_loss_cuda(v, idx, sigmoid)``: L_3D, mean over pairs of ||f(v_i) - f(v_j)||^2, as one kernel that
   also adds the gradient into a buffer; the backward multiplies it by the incoming gradient.
+  ``neighbor_loss_into_grad(v, idx, sigmoid, scale)``: the same kernel after the step's backward, adding ``scale``
+  times the gradient straight into the parameter's ``.grad`` (the training step's path on CUDA).
 * ``cluster_term_cuda(e, labels, counts, k, num_kept, push, push_scale)``: the loss stage's cluster term (segment
   means, pull and push) in four kernels forward and two backward.
 * ``triplet_term_cuda(e, W, table, boundary, scalars, rand, margin)``: the loss stage's triplet term (drawing the
@@ -26,7 +28,8 @@ from torch import Tensor
 
 from gaussian_renderer.rasterizer import column_block
 
-__all__ = ["cluster_term_cuda", "neighbor_loss_cuda", "step_ops_available", "step_ops_status", "triplet_term_cuda"]
+__all__ = ["cluster_term_cuda", "neighbor_grad_applies", "neighbor_loss_cuda", "neighbor_loss_into_grad",
+           "step_ops_available", "step_ops_status", "triplet_term_cuda"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "step_ops.cu")
 MAX_DIM = 16  # csrc/step_ops.cu
@@ -72,7 +75,7 @@ def _load(device: torch.device) -> Optional[ctypes.CDLL]:
         lib = ctypes.CDLL(so)
         p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
         lib.unic_neighbor_loss.restype = i
-        lib.unic_neighbor_loss.argtypes = [p, i, i, p, i64, i, p, p, p]
+        lib.unic_neighbor_loss.argtypes = [p, i, i, p, i64, i, ctypes.c_float, p, p, p]
         lib.unic_triplet_fwd.restype = lib.unic_triplet_bwd.restype = i
         lib.unic_triplet_fwd.argtypes = [p, i, p, i, i, p, i, p, p, i, i, p, ctypes.c_float, p, p, p]
         lib.unic_triplet_bwd.argtypes = [p, i, p, i, p, p, p, p, p, p]
@@ -128,7 +131,7 @@ class _NeighborLossCUDA(torch.autograd.Function):
         offset = column * table.element_size()
         with torch.cuda.device(table.device):
             _check(lib.unic_neighbor_loss(table.data_ptr() + offset, width, table.shape[1], idx.data_ptr(), E,
-                                          int(bool(sigmoid)), loss.data_ptr(),
+                                          int(bool(sigmoid)), 1.0, loss.data_ptr(),
                                           None if grad is None else grad.data_ptr() + offset,
                                           _stream(table.device)), lib, "neighbor_loss")
         ctx.save_for_backward(grad)
@@ -142,17 +145,61 @@ class _NeighborLossCUDA(torch.autograd.Function):
         return grad.mul_(g), None, None, None, None
 
 
-def neighbor_loss_cuda(v: Tensor, idx: Tensor, sigmoid: bool) -> Optional[Tensor]:
-    """L_3D on the pairs ``idx`` [2E] (i0, j0, i1, j1, ...) as one kernel: mean over pairs of
-    ||f(v_i) - f(v_j)||^2, f = sigmoid or the identity; the gradient is computed in the same pass. None where the
-    kernel does not apply (not CUDA float32, int32 pairs, or not built): the caller then uses PyTorch's operators."""
+def _neighbor_block(v: Tensor, idx: Tensor) -> Optional[tuple]:
+    """``(table, column)`` behind ``v`` where L_3D's kernel takes ``v`` and the pairs ``idx``, else None."""
     block = column_block(v)
     if not (block is not None and v.is_cuda and v.dtype == torch.float32 and idx.dtype == torch.int32
             and idx.is_contiguous() and idx.device == v.device and idx.numel() >= 2 and idx.numel() % 2 == 0
             and step_ops_available(v.device)):
         return None
+    return block
+
+
+def neighbor_loss_cuda(v: Tensor, idx: Tensor, sigmoid: bool) -> Optional[Tensor]:
+    """L_3D on the pairs ``idx`` [2E] (i0, j0, i1, j1, ...) as one kernel: mean over pairs of
+    ||f(v_i) - f(v_j)||^2, f = sigmoid or the identity; the gradient is computed in the same pass. None where the
+    kernel does not apply (not CUDA float32, int32 pairs, or not built): the caller then uses PyTorch's operators."""
+    block = _neighbor_block(v, idx)
+    if block is None:
+        return None
     table, column = block
     return _NeighborLossCUDA.apply(table, idx, bool(sigmoid), column, v.shape[1])
+
+
+def neighbor_grad_applies(v: Tensor, idx: Optional[Tensor] = None) -> bool:
+    """Whether ``neighbor_loss_into_grad`` takes the feature ``v`` (a trained parameter or its column view) and, if
+    given, the pairs ``idx``: decided before the backward, after which nothing else can apply L_3D's gradient."""
+    block = column_block(v)
+    if block is None or not (v.is_cuda and v.dtype == torch.float32 and step_ops_available(v.device)):
+        return False
+    table = block[0]
+    if not (table.is_leaf and table.requires_grad):
+        return False
+    return idx is None or _neighbor_block(v, idx) is not None
+
+
+@torch.no_grad()
+def neighbor_loss_into_grad(v: Tensor, idx: Tensor, sigmoid: bool, scale: float) -> Tensor:
+    """L_3D on the pairs ``idx`` as ``neighbor_loss_cuda`` computes it, with ``scale`` times its gradient added
+    straight into the ``.grad`` of the parameter behind ``v`` (one kernel, atomics on the pairs' rows only; a
+    zeroed ``.grad`` is made if it has none), outside autograd: called after the step's backward, it spares the
+    autograd node, a zeroed [N, W] buffer, its scaling and its accumulation into ``.grad``. Returns the loss,
+    detached. ``neighbor_grad_applies(v, idx)`` must hold."""
+    table, column = _neighbor_block(v, idx)
+    if table.grad is None:
+        table.grad = torch.zeros_like(table)
+    grad = table.grad
+    if grad.shape != table.shape or not grad.is_contiguous():
+        raise ValueError(f"neighbor_loss_into_grad: the parameter's .grad {tuple(grad.shape)} is not a contiguous "
+                         f"{tuple(table.shape)}")
+    lib = _load(table.device)
+    loss = table.new_zeros(())
+    offset = column * table.element_size()
+    with torch.cuda.device(table.device):
+        _check(lib.unic_neighbor_loss(table.data_ptr() + offset, v.shape[1], table.shape[1], idx.data_ptr(),
+                                      idx.shape[0] // 2, int(bool(sigmoid)), float(scale), loss.data_ptr(),
+                                      grad.data_ptr() + offset, _stream(table.device)), lib, "neighbor_loss")
+    return loss
 
 
 class _TripletTermCUDA(torch.autograd.Function):

@@ -181,15 +181,28 @@ class SegmentationObjective:
         cfg = self.cfg
         return bool(cfg.use_3d and cfg.method == "unic" and step >= cfg.l3d_from_iter)
 
-    def neighbor_term(self, step: int, model) -> Optional[Tensor]:
+    def neighbor_term(self, step: int, model, grad_scale: Optional[float] = None) -> Optional[Tensor]:
         """L_3D of this step (the neighbour graph refreshed when due), or None when it is off or not yet
-        on. The training step's 2D terms come from ``segmentation.stage``; this one reads the Gaussians."""
+        on. The training step's 2D terms come from ``segmentation.stage``; this one reads the Gaussians.
+        ``grad_scale`` (after the step's backward): ``grad_scale`` times L_3D's gradient is added to the
+        embedding's ``.grad`` here, by L_3D's kernel where it applies (``neighbor_loss_into_grad``), else by a
+        backward of its own; the loss comes back detached."""
         if not self.neighbor_due(step):
             return None
         self._refresh_graph(step, model)
         if self.edges is None or not len(self.edges):
             return None
-        return neighbor_loss(feature_of(model, EMBEDDING), self._edge_window(), activation=torch.sigmoid)  # code space
+        v, edges = feature_of(model, EMBEDDING), self._edge_window()
+        if grad_scale is None:
+            return neighbor_loss(v, edges, activation=torch.sigmoid)  # code space
+        from gaussian_renderer.step_ops import neighbor_grad_applies, neighbor_loss_into_grad
+
+        idx = edges.reshape(-1)
+        if neighbor_grad_applies(v, idx):
+            return neighbor_loss_into_grad(v, idx, True, grad_scale)
+        loss = neighbor_loss(v, edges, activation=torch.sigmoid)
+        (loss * grad_scale).backward()
+        return loss.detach()
 
     def _edge_window(self) -> Tensor:
         """This step's neighbour pairs: the next ``l3d_max_edges`` of the graph's pairs, which were shuffled

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from gaussian_renderer import step_ops
-from gaussian_renderer.step_ops import SOURCE, neighbor_loss_cuda, step_ops_available, step_ops_status, triplet_term_cuda
+from gaussian_renderer.step_ops import (SOURCE, neighbor_grad_applies, neighbor_loss_cuda, neighbor_loss_into_grad,
+                                       step_ops_available, step_ops_status, triplet_term_cuda)
 from segmentation.losses import TripletHead, _NeighborLoss, gather_rows, neighbor_loss, triplet_hinge
 from segmentation.targets import _StaticClusterLoss, prepare_targets, static_cluster_total, static_sample_triplets
 
@@ -48,6 +49,18 @@ def test_the_cpu_keeps_pytorchs_operators():
     assert triplet_term_cuda(v, None, table, boundary, torch.zeros(4), torch.rand(5, 4), 1.0) is None
     assert not step_ops_available(torch.device("cpu"))
     assert "CUDA only" in step_ops_status(torch.device("cpu"))
+
+
+def test_l3d_into_grad_applies_to_trained_cuda_parameters_only():
+    """The training step decides before its backward whether L_3D's kernel adds the gradient afterwards: never for
+    CPU tensors or for tensors that are not a trained parameter (or its column view)."""
+    p = torch.nn.Parameter(torch.randn(40, 32))
+    assert not neighbor_grad_applies(p) and not neighbor_grad_applies(p[:, 3:15])
+    if torch.cuda.is_available() and step_ops_available(torch.device("cuda")):
+        q = torch.nn.Parameter(torch.randn(40, 32, device="cuda"))
+        idx = torch.arange(8, device="cuda", dtype=torch.int32)
+        assert neighbor_grad_applies(q) and neighbor_grad_applies(q[:, 3:15], idx)
+        assert not neighbor_grad_applies(q.detach() * 2) and not neighbor_grad_applies(q[:, 3:15], idx.long())
 
 
 def test_the_kernels_are_on_by_default_and_can_be_turned_off(monkeypatch):
@@ -99,6 +112,37 @@ def test_the_neighbour_kernel_reads_and_writes_a_column_block_of_a_wider_table(c
     outside = torch.ones(total, dtype=torch.bool, device="cuda")
     outside[column:column + width] = False
     assert not table.grad[:, outside].any()
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("column,width,total,with_grad", [(3, 12, 32, True), (0, 12, 12, True), (3, 12, 32, False)])
+def test_l3d_into_grad_adds_the_weighted_gradient_to_the_parameters_grad(column, width, total, with_grad):
+    """The training step's L_3D on CUDA (``Trainer.l3d_after_backward``): after the backward, the kernel adds
+    scale x dL_3D/dv to the .grad the backward left (packed columns or a whole [N, 12] parameter), nothing outside
+    the feature's columns, and makes a zeroed .grad where there is none; the loss is the autograd kernel's."""
+    g = torch.Generator(device="cuda").manual_seed(column + total)
+    table = torch.nn.Parameter(torch.randn(4000, total, generator=g, device="cuda"))
+    idx = torch.randint(0, 4000, (2 * 30000,), generator=g, device="cuda", dtype=torch.int32)
+    before = torch.zeros(4000, total, device="cuda")  # the render's gradient, of the size of L_3D's
+    if with_grad:
+        before = 1e-5 * torch.randn(4000, total, generator=g, device="cuda")
+    if with_grad:
+        table.grad = before.clone()
+    ref = table.detach()[:, column:column + width].clone().requires_grad_(True)
+    want = neighbor_loss_cuda(ref, idx, True)
+    (0.3 * want).backward()
+    block = table[:, column:column + width]
+    assert neighbor_grad_applies(block, idx)
+    got = neighbor_loss_into_grad(block, idx, True, 0.3)
+    assert got.grad_fn is None and table.grad is not None
+    torch.testing.assert_close(got, want.detach(), rtol=2e-5, atol=1e-7)
+    assert ref.grad.abs().max() > 1e-6  # a gradient of its own size, so the comparison below can fail
+    torch.testing.assert_close(table.grad[:, column:column + width], before[:, column:column + width] + ref.grad,
+                               rtol=1e-4, atol=1e-10)
+    outside = torch.ones(total, dtype=torch.bool, device="cuda")
+    outside[column:column + width] = False
+    assert torch.equal(table.grad[:, outside], before[:, outside])
 
 
 @pytest.mark.gpu

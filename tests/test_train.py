@@ -588,3 +588,58 @@ def test_semantic_head_vote_renders_no_semantic_channel_and_saves_the_masks_clas
     torch.testing.assert_close(shares.sum(1), torch.ones(len(shares)), atol=1e-5, rtol=0)
     torch.testing.assert_close(shares, semantic_votes(t.model, t.views, t.info.num_classes).float(), atol=1e-6, rtol=0)
     assert "cluster" in t.train_step(2)  # training goes on after the save
+
+
+@pytest.mark.parametrize("layout", ["separate", "packed"])
+def test_l3d_after_the_backward_trains_the_same_model(tiny_scene, tmp_path, layout):
+    """``Trainer.l3d_after_backward`` (CUDA's path: L_3D's kernel adds its weighted gradient to the embedding's .grad
+    after the step's backward) takes exactly the steps of L_3D as one term of the step's loss. On the CPU, where the
+    kernel does not apply, the term runs after the backward with a backward of its own (neighbor_term's fallback),
+    which adds the same numbers to the same .grad: the models stay equal bit for bit, and the logged terms too (the
+    total to rounding: it sums them in another order)."""
+    extra = ("--l3d_from_iter", "3", "--densify_until_iter", "2", "--feature_layout", layout)
+    inline, late = _trainer(tiny_scene, tmp_path, *extra), _trainer(tiny_scene, tmp_path, *extra)
+    assert inline.l3d_after_backward is False  # the CPU's default
+    late.l3d_after_backward = True
+    for step in range(1, 9):
+        a, b = inline.train_step(step), late.train_step(step)
+        assert set(a) == set(b) and ("3d" in a) == (step >= 3), (step, set(a))
+        for k in a:  # the logged total sums the same weighted terms in another order: equal to rounding
+            assert torch.equal(a[k], b[k]) if k != "loss" else torch.allclose(a[k], b[k], rtol=1e-6, atol=0), (step, k)
+    assert float(a["3d"]) > 0.0
+    for name, value in inline.model.named_tensors().items():
+        assert torch.equal(value, late.model.named_tensors()[name]), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("layout", ["separate", "packed"])
+def test_gpu_l3d_after_the_backward_gives_the_inline_terms_gradients(tiny_scene, tmp_path, layout):
+    """On CUDA L_3D runs after the backward, its kernel adding the weighted gradient to the embedding's .grad
+    (``Trainer.l3d_after_backward``, on by default there). One step's gradients, both ways from the same state and
+    the same pairs: equal to the atomic adds' rounding, and the logged term too."""
+    t = _trainer(tiny_scene, tmp_path, "--device", "cuda", "--l3d_from_iter", "1", "--densify_until_iter", "0",
+                 "--triplet_from_iter", "100000", "--feature_layout", layout)
+    assert t.l3d_after_backward is True and (t.model.packing is not None) == (layout == "packed")
+    view, bg, step = t.views[0], t.background(), 5
+
+    def one_step(after: bool):
+        t.l3d_after_backward = after
+        offset = t.objective.edges_offset
+        out, seg_out, mode = t.render_view(view, bg, step)
+        losses = t.compute_losses(step, view, out, seg_out)
+        assert ("3d" in losses) != after  # inline: a term of the loss; after: added by the backward
+        t.backward(t.weighted_total(losses), losses, out, mode, step)
+        t.objective.edges_offset = offset  # the next call takes the same pairs
+        grads = {n: p.grad.clone() for n, p in t.model.params.items() if p.grad is not None}
+        for p in t.model.params.values():
+            p.grad = None
+        return grads, float(losses["3d"].detach())
+
+    inline, l_inline = one_step(False)
+    late, l_late = one_step(True)
+    assert l_inline > 0 and abs(l_late - l_inline) <= 1e-5 * l_inline and set(late) == set(inline)
+    for name in inline:
+        torch.testing.assert_close(late[name], inline[name], rtol=1e-4, atol=1e-9)
+    emb = "packed_features" if layout == "packed" else "embedding"
+    assert inline[emb].abs().max() > 0

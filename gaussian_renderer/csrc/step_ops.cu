@@ -34,7 +34,8 @@ constexpr int THREADS = 256;
 
 // One thread per (pair, channel); the block's share of the loss is reduced in shared memory and added once.
 __global__ void neighbor_kernel(const float *__restrict__ v, int D, int ld, const int32_t *__restrict__ idx, int64_t E,
-                                int sigmoid, float inv_e, float *__restrict__ loss, float *__restrict__ grad) {
+                                int sigmoid, float inv_e, float g_scale, float *__restrict__ loss,
+                                float *__restrict__ grad) {
     __shared__ float partial[THREADS / 32];
     const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     float sq = 0.f;
@@ -50,7 +51,7 @@ __global__ void neighbor_kernel(const float *__restrict__ v, int D, int ld, cons
         const float d = a - b;
         sq = d * d;
         if (grad != nullptr) {
-            const float g = 2.f * d * inv_e;
+            const float g = 2.f * d * g_scale;
             atomicAdd(grad + i * ld + c, sigmoid ? g * a * (1.f - a) : g);
             atomicAdd(grad + j * ld + c, sigmoid ? -g * b * (1.f - b) : -g);
         }
@@ -403,15 +404,17 @@ int blocks_for(int64_t n) { return (int)((n + THREADS - 1) / THREADS); }
 }  // namespace
 
 // loss (one float, zeroed) += mean over the E pairs idx [2E] (i0, j0, i1, j1, ...) of ||f(v_i) - f(v_j)||^2;
-// grad (zeroed, or null) += its gradient with respect to v. v and grad: N rows of D floats, ld floats apart (ld = D:
-// a contiguous [N, D]; ld > D: D columns of a wider row-major table, e.g. a packed feature parameter).
+// grad (or null) += grad_scale times its gradient with respect to v: a zeroed buffer with grad_scale 1 (the autograd
+// node), or a parameter's .grad after the backward with grad_scale = L_3D's weight (the gradient applied directly).
+// v and grad: N rows of D floats, ld floats apart (ld = D: a contiguous [N, D]; ld > D: D columns of a wider
+// row-major table, e.g. a packed feature parameter).
 extern "C" int unic_neighbor_loss(const float *v, int D, int ld, const int32_t *idx, int64_t E, int sigmoid,
-                                  float *loss, float *grad, void *stream) {
+                                  float grad_scale, float *loss, float *grad, void *stream) {
     if (D < 1 || E < 1 || ld < D) {
         return 1000;
     }
     neighbor_kernel<<<blocks_for(E * D), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(
-        v, D, ld, idx, E, sigmoid, 1.f / (float)E, loss, grad);
+        v, D, ld, idx, E, sigmoid, 1.f / (float)E, grad_scale / (float)E, loss, grad);
     return (int)cudaGetLastError();
 }
 
