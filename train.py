@@ -265,9 +265,12 @@ class Trainer:
         return model
 
     def _l3d_after_backward(self) -> bool:
-        """L_3D after the backward, its weighted gradient added straight into the embedding's ``.grad`` by its kernel
-        (CUDA, step kernels built): no autograd node, no zeroed [N, W] gradient to scale and accumulate
-        (``step_ops.neighbor_loss_into_grad``). Elsewhere it is one more term of the step's loss, as in the paper."""
+        """--l3d_grad kernel: L_3D after the backward, its weighted gradient added straight into the embedding's
+        ``.grad`` by its kernel (CUDA, step kernels built): no autograd node, no zeroed [N, W] gradient to scale and
+        accumulate (``step_ops.neighbor_loss_into_grad``). Otherwise it is one more term of the step's loss, as in
+        the paper (auto: so until the kernel's way is timed on a GPU)."""
+        if getattr(self.pipe, "l3d_grad", "auto") != "kernel":
+            return False
         if self.objective is None or self.device.type != "cuda" or not self.model.has_feature("embedding"):
             return False
         from gaussian_renderer.step_ops import neighbor_grad_applies
@@ -714,6 +717,7 @@ class Trainer:
                  "seg_raster": self.raster_mode(step) if self.objective is not None else None,
                  "step_kernels": self._step_kernels(),
                  "feature_layout": "packed" if self.model.packing is not None else "separate",
+                 "l3d_grad": "kernel" if self.l3d_after_backward else "autograd",
                  "eval": {str(k): v for k, v in self.eval_history.items()}}
         if clustering is not None:  # contrastive_lift: the kept min_cluster_size and, when tuned, every candidate
             stats.update({"cluster_tune_seconds": clustering["tune_seconds"],

@@ -88,6 +88,11 @@ class PipelineParams(GroupMixin):
                              "and --sigmoid_where rendered) | auto (packed where the run allows it, else separate). "
                              "Same results either way; checkpoints and PLYs store features by name",
                              choices=["auto", "separate", "packed"])
+    l3d_grad: str = _f("auto", "how L_3D's gradient reaches the embedding on CUDA: autograd (one term of the step's "
+                       "loss) | kernel (after the backward, L_3D's kernel adds its weighted gradient straight into the "
+                       "embedding's .grad: no autograd node, no zeroed [N, W] gradient to scale and accumulate; "
+                       "CUDA with the step kernels, else autograd) | auto (autograd until kernel is timed on a GPU). "
+                       "Same gradients either way", choices=["auto", "autograd", "kernel"])
 
 
 @dataclass

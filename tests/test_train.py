@@ -173,18 +173,20 @@ def test_optimizer_and_data_device_choices():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("optimizer,layout", [("fused", "separate"), ("selective", "separate"), ("adam", "separate"),
-                                              ("fused", "packed")])
-def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer, layout):
+@pytest.mark.parametrize("optimizer,layout,l3d_grad", [("fused", "separate", "auto"), ("selective", "separate", "auto"),
+                                                       ("adam", "separate", "auto"), ("fused", "packed", "auto"),
+                                                       ("fused", "packed", "kernel")])
+def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer, layout, l3d_grad):
     """Fused Adam and SelectiveAdam keep working while gsplat's strategy grows, splits, prunes and
-    resets opacity (it replaces parameters and carries their optimiser state over); so does the packed
-    feature layout."""
+    resets opacity (it replaces parameters and carries their optimiser state over); so do the packed
+    feature layout and L_3D's gradient added by its kernel after the backward."""
     out = str(tmp_path / optimizer)
     stats = _run(["-s", tiny_scene, "-m", out, "--iterations", "300", "--test_iterations", "1", "300", "--quiet",
                   "--optimizer", optimizer, "--densify_from_iter", "50", "--densification_interval", "50",
                   "--opacity_reset_interval", "150", "--densify_until_iter", "250", "--l3d_from_iter", "200",
-                  "--triplet_from_iter", "200", "--profile", "--feature_layout", layout])
+                  "--triplet_from_iter", "200", "--profile", "--feature_layout", layout, "--l3d_grad", l3d_grad])
     assert stats["optimizer"] == optimizer and stats["data_device"].startswith("cuda")
+    assert stats["l3d_grad"] == ("kernel" if l3d_grad == "kernel" else "autograd")
     assert stats["step_kernels"] is True  # on by default, built (tests/test_step_ops.py compares them)
     assert stats["eval"]["300"]["test"]["psnr"] > stats["eval"]["1"]["test"]["psnr"] + 2.0
     ckpt = GaussianModel.load_ply(os.path.join(out, "point_cloud/iteration_300/point_cloud.ply"))
@@ -193,7 +195,7 @@ def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer, l
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("extra", [[], ["--seg_scale", "0.5"]])
+@pytest.mark.parametrize("extra", [[], ["--seg_scale", "0.5"], ["--l3d_grad", "kernel"]])
 def test_gpu_training_step_waits_for_the_gpu_once(tiny_scene, tmp_path, extra):
     """Issue 10: after densification a UniC-Lift step makes the host wait for the GPU once per
     rasterisation (two with --seg_scale), in gsplat's tile intersection (it reads the intersection count
@@ -228,7 +230,8 @@ def test_gpu_training_step_waits_for_the_gpu_once(tiny_scene, tmp_path, extra):
     # run alone, this test sees that warning (in the whole GPU suite an earlier test took it)
     other = [w for w in where if "isect_tiles" not in w and "__init__.py:set_sync_debug_mode" not in w.split(" <- ")[:2]]
     assert not other, "\n".join(other)
-    assert len([w for w in where if "isect_tiles" in w]) <= 5 * (2 if extra else 1), where
+    assert len([w for w in where if "isect_tiles" in w]) <= 5 * (2 if "--seg_scale" in extra else 1), where
+    assert t.l3d_after_backward == ("kernel" in extra) and t.objective.neighbor_due(31)
 
 
 @pytest.mark.parametrize("with_radii", [False, True])
@@ -592,14 +595,14 @@ def test_semantic_head_vote_renders_no_semantic_channel_and_saves_the_masks_clas
 
 @pytest.mark.parametrize("layout", ["separate", "packed"])
 def test_l3d_after_the_backward_trains_the_same_model(tiny_scene, tmp_path, layout):
-    """``Trainer.l3d_after_backward`` (CUDA's path: L_3D's kernel adds its weighted gradient to the embedding's .grad
-    after the step's backward) takes exactly the steps of L_3D as one term of the step's loss. On the CPU, where the
-    kernel does not apply, the term runs after the backward with a backward of its own (neighbor_term's fallback),
-    which adds the same numbers to the same .grad: the models stay equal bit for bit, and the logged terms too (the
-    total to rounding: it sums them in another order)."""
-    extra = ("--l3d_from_iter", "3", "--densify_until_iter", "2", "--feature_layout", layout)
+    """``Trainer.l3d_after_backward`` (--l3d_grad kernel on CUDA: L_3D's kernel adds its weighted gradient to the
+    embedding's .grad after the step's backward) takes exactly the steps of L_3D as one term of the step's loss. On
+    the CPU, where the kernel does not apply, the term runs after the backward with a backward of its own
+    (neighbor_term's fallback), which adds the same numbers to the same .grad: the models stay equal bit for bit,
+    and the logged terms too (the total to rounding: it sums them in another order)."""
+    extra = ("--l3d_from_iter", "3", "--densify_until_iter", "2", "--feature_layout", layout, "--l3d_grad", "kernel")
     inline, late = _trainer(tiny_scene, tmp_path, *extra), _trainer(tiny_scene, tmp_path, *extra)
-    assert inline.l3d_after_backward is False  # the CPU's default
+    assert inline.l3d_after_backward is False  # no kernel on the CPU
     late.l3d_after_backward = True
     for step in range(1, 9):
         a, b = inline.train_step(step), late.train_step(step)
@@ -615,11 +618,11 @@ def test_l3d_after_the_backward_trains_the_same_model(tiny_scene, tmp_path, layo
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("layout", ["separate", "packed"])
 def test_gpu_l3d_after_the_backward_gives_the_inline_terms_gradients(tiny_scene, tmp_path, layout):
-    """On CUDA L_3D runs after the backward, its kernel adding the weighted gradient to the embedding's .grad
-    (``Trainer.l3d_after_backward``, on by default there). One step's gradients, both ways from the same state and
-    the same pairs: equal to the atomic adds' rounding, and the logged term too."""
+    """--l3d_grad kernel on CUDA: L_3D runs after the backward, its kernel adding the weighted gradient to the
+    embedding's .grad (``Trainer.l3d_after_backward``). One step's gradients, both ways from the same state and the
+    same pairs: equal to the atomic adds' rounding, and the logged term too."""
     t = _trainer(tiny_scene, tmp_path, "--device", "cuda", "--l3d_from_iter", "1", "--densify_until_iter", "0",
-                 "--triplet_from_iter", "100000", "--feature_layout", layout)
+                 "--triplet_from_iter", "100000", "--feature_layout", layout, "--l3d_grad", "kernel")
     assert t.l3d_after_backward is True and (t.model.packing is not None) == (layout == "packed")
     view, bg, step = t.views[0], t.background(), 5
 
