@@ -16,11 +16,12 @@ pytestmark = pytest.mark.skipif(
 
 def _make(seed):
     g = torch.Generator().manual_seed(seed)
-    shapes = {"means": (50, 3), "scales": (50, 3), "embedding": (50, 12), "head": (12, 12)}
+    shapes = {"means": (50, 3), "scales": (50, 3), "embedding": (50, 12), "head": (12, 12), "quats": (50, 4)}
     params = {k: torch.nn.Parameter(torch.randn(*s, generator=g)) for k, s in shapes.items()}
-    lrs = {"means": 1.6e-4, "scales": 5e-3, "embedding": 2.5e-3, "head": 1e-3}
-    opts = {k: torch.optim.Adam([{"params": [p], "lr": lrs[k], "name": k}], eps=1e-15, fused=True)
-            for k, p in params.items()}
+    # scales and embedding share their hyperparameters (one kernel call); quats share head's lr, not its eps
+    lrs = {"means": 1.6e-4, "scales": 5e-3, "embedding": 5e-3, "head": 1e-3, "quats": 1e-3}
+    opts = {k: torch.optim.Adam([{"params": [p], "lr": lrs[k], "name": k}], eps=1e-8 if k == "head" else 1e-15,
+                                fused=True) for k, p in params.items()}
     return params, opts
 
 
@@ -88,3 +89,20 @@ def test_step_all_keeps_other_optimisers_and_skips_none():
     torch.testing.assert_close(q.detach(), torch.full((4,), 0.9))
     assert p.grad is None and q.grad is None
     fused_adam_step([])  # nothing to do
+
+
+def test_groups_with_the_same_hyperparameters_share_one_kernel_call(monkeypatch):
+    """One ``torch._fused_adam_`` call per set of hyperparameters: scales and embedding (lr 5e-3, eps 1e-15) go
+    together; head and quats share a learning rate but not eps, so they do not."""
+    params, opts = _make(0)
+    _grads(params, 1)
+    calls = []
+    real = torch._fused_adam_
+
+    def counting(ps, *args, **kwargs):
+        calls.append(sorted(next(k for k, p in params.items() if p is q) for q in ps))
+        return real(ps, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adam_", counting)
+    step_all(opts)
+    assert sorted(calls) == [["embedding", "scales"], ["head"], ["means"], ["quats"]]

@@ -79,8 +79,9 @@ def _direct_fused(opt: torch.optim.Optimizer) -> bool:
 def fused_adam_step(optimizers: Iterable[torch.optim.Optimizer]) -> None:
     """``opt.step(); opt.zero_grad(set_to_none=True)`` for fused Adam optimisers, with the host work
     of ``torch.optim.Adam.step`` cut to the kernels: ONE ``_foreach_add_`` advances every step
-    counter, then one ``torch._fused_adam_`` call per parameter group (each has its own learning
-    rate). Same kernels, same arguments, same state layout as ``Adam(fused=True).step()``, so the
+    counter, then one ``torch._fused_adam_`` call per set of hyperparameters (learning rate, betas, weight decay,
+    eps; most groups have a learning rate of their own). Same kernels, same per-tensor arguments, same state
+    layout as ``Adam(fused=True).step()``, so the
     numbers are identical and checkpoints interchange; it saves about 2 ms of Python per iteration
     with ten optimisers (benchmarks/RESULTS.md, section 8)."""
     calls, steps = [], []
@@ -100,12 +101,20 @@ def fused_adam_step(optimizers: Iterable[torch.optim.Optimizer]) -> None:
     if not calls:
         return
     torch._foreach_add_(steps, 1)
+    # groups with the same hyperparameters share one call (PanopLi defaults: the scales and the packed features,
+    # both lr 0.005): the kernel updates each tensor on its own, so the numbers are those of a call per group
+    merged: Dict[tuple, tuple] = {}
     for group, params, states in calls:
         beta1, beta2 = group["betas"]
+        key = (float(group["lr"]), float(beta1), float(beta2), float(group["weight_decay"]), float(group["eps"]))
+        ps, ss = merged.setdefault(key, ([], []))
+        ps.extend(params)
+        ss.extend(states)
+    for (lr, beta1, beta2, weight_decay, eps), (params, states) in merged.items():
         torch._fused_adam_(
             params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-            [], [s["step"] for s in states], amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
-            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
+            [], [s["step"] for s in states], amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
+            weight_decay=weight_decay, eps=eps, maximize=False, grad_scale=None, found_inf=None)
         for p in params:
             p.grad = None
 
