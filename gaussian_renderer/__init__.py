@@ -96,6 +96,24 @@ class _ColourIntoSlot(torch.autograd.Function):
         return grad[:, :ctx.slot], grad
 
 
+def _padded_background(given, bg: Tensor, width: int) -> Tensor:
+    """[width]: the RGB background ``bg`` [3] (``given`` as the caller passed it), then zeros for the feature
+    channels. Kept on ``given`` while it is the same tensor, unchanged (its version), on the same device and dtype:
+    the trainer's background is one tensor for the whole run, so its steps make no two kernels for it (a random
+    background per step is padded anew, as is one that needs a gradient)."""
+    if width == 3:
+        return bg
+    cacheable = isinstance(given, Tensor) and not bg.requires_grad
+    kept = getattr(given, "_unic_padded", None) if cacheable else None
+    if (kept is not None and kept[0] == given._version and kept[1].shape[0] == width
+            and kept[1].device == bg.device and kept[1].dtype == bg.dtype):
+        return kept[1]
+    padded = torch.cat([bg, bg.new_zeros(width - 3)])
+    if cacheable:
+        given._unic_padded = (given._version, padded)
+    return padded
+
+
 def camera_tensors(camera, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """``(viewmat [4, 4], K [3, 3], centre [3])`` of a ``scene.cameras.Camera`` as tensors."""
     viewmat = torch.as_tensor(camera.world_view, dtype=dtype, device=device)
@@ -167,11 +185,12 @@ def render(
 
     background = None
     if bg is not None:
+        given = bg
         bg = torch.as_tensor(bg, dtype=dtype, device=device).reshape(-1)
         if bg.shape[0] != 3:
             raise ValueError(f"bg must hold 3 values (RGB), got {bg.shape[0]}")
         if with_rgb:
-            background = torch.cat([bg, bg.new_zeros(colors.shape[1] - 3)])  # [D_total]
+            background = _padded_background(given, bg, colors.shape[1])  # [D_total]
 
     image, alpha, info = rasterize(
         means, _raw_quats(model), model.get_scales(), model.get_opacities(), colors,

@@ -217,3 +217,31 @@ def test_gpu_packed_render_equals_the_separate_layouts(kind):
         torch.testing.assert_close(g[:, 15:], sep.params["semantic"].grad, rtol=1e-4, atol=1e-6)
     finally:
         set_feature_backward(before)
+
+
+def test_the_padded_background_is_made_once_per_background_and_follows_its_changes(monkeypatch):
+    """The background of a render with features is the RGB background then zeros [3 + D]: made once for the trainer's
+    one background tensor (no torch.cat per step), and made again when that tensor changes in place."""
+    scene = tiny_scene(seed=3)
+    cam = as_camera(scene)
+    m = _model(seed=4)
+    feats = {"embedding": m.feature("embedding").detach(), "semantic": m.feature("semantic").detach()}
+    bg = torch.tensor([0.2, 0.3, 0.4])
+    seen = []
+    real = gaussian_renderer.rasterize
+
+    def spy(*a, **k):
+        seen.append(k["background"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(gaussian_renderer, "rasterize", spy)
+    with torch.no_grad():
+        first = render(cam, m, bg=bg, features=feats)
+        again = render(cam, m, bg=bg, features=feats)
+        assert seen[1] is seen[0] and torch.equal(seen[0], torch.tensor([0.2, 0.3, 0.4] + [0.0] * 9))
+        assert torch.equal(first.rgb, again.rgb)
+        bg.fill_(1.0)  # e.g. a white background set in place
+        white = render(cam, m, bg=bg, features=feats)
+        assert seen[2] is not seen[0] and torch.equal(seen[2][:3], torch.ones(3)) and not seen[2][3:].any()
+        fresh = render(cam, m, bg=torch.ones(3), features=feats)  # a new tensor of the same values: same image
+    assert torch.equal(white.rgb, fresh.rgb) and not torch.equal(white.rgb, first.rgb)
