@@ -228,10 +228,12 @@ def fused_backward(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: T
                              f"got {tuple(background.shape)}")
     lib = load_library(v_render.device)
     dev = v_render.device
-    v_means2d = torch.zeros(1, n, 2, device=dev)
-    v_conics = torch.zeros(1, n, 3, device=dev)
-    v_opacities = torch.zeros(1, n, device=dev)
-    v_colors = torch.zeros(1, n, D, device=dev)
+    # the four gradients as contiguous blocks of ONE zeroed buffer: one allocation and one fill, not four
+    flat = torch.zeros(n * (6 + D), device=dev)
+    v_means2d = flat[:2 * n].view(1, n, 2)
+    v_conics = flat[2 * n:5 * n].view(1, n, 3)
+    v_opacities = flat[5 * n:6 * n].view(1, n)
+    v_colors = flat[6 * n:].view(1, n, D)
     th, tw = isect_offsets.shape[-2], isect_offsets.shape[-1]
     with torch.cuda.device(dev):
         stream = torch.cuda.current_stream(dev).cuda_stream
