@@ -48,8 +48,8 @@ from training.densify import make_strategy
 from training.evaluation import evaluate_views
 from training.log import TrainLog
 from training.numerics import NonFiniteError, bad_terms, message as nonfinite_message, nonfinite_flags
-from training.optim import (adam, make_gaussian_optimizers, packed_optimizer_state, resolve_optimizer, step_all,
-                            visibility_from_info)
+from training.optim import (AdamGraph, adam, make_gaussian_optimizers, packed_optimizer_state, resolve_optimizer,
+                            step_all, visibility_from_info)
 from training.schedule import explicit_flags, fit_schedule, reset_warning
 from training.profiling import TORCH_PROFILE_STEPS, PhaseTimer, start_torch_profiler, stop_torch_profiler
 from utils.general_utils import atomic_write_text, exponential_lr, pick_device, remove_stale_tmp, seed_everything
@@ -110,6 +110,8 @@ class Trainer:
         self.weights = {"render": 1.0, **(self.objective.weights() if self.objective is not None else {})}
         self._weight_vectors: Dict[tuple, Tensor] = {}  # weighted_total: the terms' weights, per set of terms
         self.l3d_after_backward = self._l3d_after_backward()
+        self.adam_graph = (AdamGraph() if getattr(self.opt, "optimizer_graph", "auto") == "on"
+                           and self.optimizer_kind == "fused" and self.device.type == "cuda" else None)
         self.timer = PhaseTimer(getattr(args, "profile", False), self.device)
         self.stack: List[int] = []
         self.first_iter = 1
@@ -408,9 +410,11 @@ class Trainer:
                 return self.weights["3d"] * l3d
         return None
 
-    def optimizer_step(self, out) -> None:
+    def optimizer_step(self, out, step: Optional[int] = None) -> None:
         visibility = visibility_from_info(out.info) if self.optimizer_kind == "selective" else None
-        step_all([*self.optimizers.values(), self.head_optimizer, self.decoder_optimizer], visibility)
+        # --optimizer_graph: once densification is over the parameters stay put, and the step can be a graph
+        graph = self.adam_graph if step is not None and step >= self.opt.densify_until_iter else None
+        step_all([*self.optimizers.values(), self.head_optimizer, self.decoder_optimizer], visibility, graph=graph)
 
     def densify(self, step: int, out) -> None:
         self.strategy.step_post_backward(self.model.params, self.optimizers, self.strategy_state, step, out.info)
@@ -432,7 +436,7 @@ class Trainer:
         with phase("backward"):
             late = self.backward(total, losses, out, mode, step)
         with phase("optimizer"):
-            self.optimizer_step(out)
+            self.optimizer_step(out, step)
         with phase("densify"):
             self.densify(step, out)
         if not with_stats:
@@ -718,6 +722,9 @@ class Trainer:
                  "step_kernels": self._step_kernels(),
                  "feature_layout": "packed" if self.model.packing is not None else "separate",
                  "l3d_grad": "kernel" if self.l3d_after_backward else "autograd",
+                 "optimizer_graph": (None if self.adam_graph is None else {
+                     "replays": self.adam_graph.replays, "captures": self.adam_graph.captures,
+                     "eager": self.adam_graph.eager}),
                  "eval": {str(k): v for k, v in self.eval_history.items()}}
         if clustering is not None:  # contrastive_lift: the kept min_cluster_size and, when tuned, every candidate
             stats.update({"cluster_tune_seconds": clustering["tune_seconds"],

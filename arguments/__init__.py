@@ -118,6 +118,11 @@ class OptimizationParams(GroupMixin):
                                 "(torch fused Adam, CUDA) | selective (gsplat SelectiveAdam for geometry and colour: "
                                 "visible Gaussians only, no bias correction; CUDA)",
                         choices=["auto", "adam", "fused", "selective"])
+    optimizer_graph: str = _f("auto", "fused Adam after densification as a replayed CUDA graph: one launch per step "
+                                      "instead of a kernel call per learning rate and the Python around them (the step "
+                                      "is bound by the host at 250k Gaussians) | on | off | auto (off until timed "
+                                      "on a GPU). Same numbers; --optimizer fused on CUDA only",
+                              choices=["auto", "on", "off"])
 
 
 @dataclass

@@ -125,6 +125,7 @@ def collect(model: str) -> dict:
         "optimizer": stats.get("optimizer"), "seg_raster": stats.get("seg_raster"),
         "step_kernels": stats.get("step_kernels"), "data_device": stats.get("data_device"),
         "feature_layout": stats.get("feature_layout"), "l3d_grad": stats.get("l3d_grad"),
+        "optimizer_graph": stats.get("optimizer_graph"),
         "PSNR": metrics.get("PSNR"), "PQ_scene": metrics.get("PQ_scene"), "mIoU": metrics.get("mIoU"),
         "profile": stats.get("profile"),
     }

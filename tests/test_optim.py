@@ -8,7 +8,7 @@ gsplat's densification replaces one (its state carried over).
 import pytest
 import torch
 
-from training.optim import _direct_fused, fused_adam_step, step_all
+from training.optim import AdamGraph, _direct_fused, fused_adam_step, step_all
 
 pytestmark = pytest.mark.skipif(
     not hasattr(torch, "_fused_adam_"), reason="this torch has no fused Adam kernel")
@@ -106,3 +106,54 @@ def test_groups_with_the_same_hyperparameters_share_one_kernel_call(monkeypatch)
     monkeypatch.setattr(torch, "_fused_adam_", counting)
     step_all(opts)
     assert sorted(calls) == [["embedding", "scales"], ["head"], ["means"], ["quats"]]
+
+
+def test_a_graph_given_for_cpu_parameters_steps_them_eagerly():
+    """step_all(..., graph=AdamGraph()) on CPU parameters is the eager step (CUDA graphs are CUDA's)."""
+    ref_p, ref_o = _make(0)
+    our_p, our_o = _make(0)
+    graph = AdamGraph()
+    for step in range(1, 4):
+        _grads(ref_p, step)
+        _grads(our_p, step)
+        step_all(ref_o)
+        step_all(our_o, graph=graph)
+    assert all(torch.equal(ref_p[k], our_p[k]) for k in ref_p)
+    assert graph.replays == graph.captures == graph.eager == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_adam_graph_replays_the_fused_step_bit_for_bit():
+    """--optimizer_graph: the captured step, replayed with the gradients in the blocks the allocator hands out again,
+    moves the parameters and the moments exactly as the eager fused step does, through a learning rate that changes
+    every step (read from a device scalar) and a step with one parameter without a gradient (eager, then a graph of
+    its own)."""
+    def make(seed):
+        params, opts = _make(seed)
+        cuda = {k: torch.nn.Parameter(p.detach().cuda()) for k, p in params.items()}
+        for k, o in opts.items():
+            o.param_groups[0]["params"] = [cuda[k]]
+        return cuda, opts
+
+    ref_p, ref_o = make(0)
+    our_p, our_o = make(0)
+    graph = AdamGraph()
+    for step in range(1, 21):
+        for opts in (ref_o, our_o):
+            opts["means"].param_groups[0]["lr"] = 1.6e-4 * 0.9 ** step
+        for params in (ref_p, our_p):
+            g = torch.Generator(device="cuda").manual_seed(1000 + step)
+            for k, p in params.items():
+                skip = k == "head" and step % 7 == 0
+                p.grad = None if skip else torch.randn(p.shape, generator=g, device="cuda") * 10.0 ** (step % 4 - 2)
+        step_all(ref_o)
+        step_all(our_o, graph=graph)
+        for k in ref_p:
+            assert torch.equal(ref_p[k], our_p[k]), (k, step)
+            assert our_p[k].grad is None
+    for k in ref_p:
+        rs, os_ = ref_o[k].state[ref_p[k]], our_o[k].state[our_p[k]]
+        for key in rs:
+            assert torch.equal(rs[key], os_[key]), (k, key)
+    assert graph.captures >= 1 and graph.replays >= 12, (graph.captures, graph.replays, graph.eager)

@@ -173,20 +173,28 @@ def test_optimizer_and_data_device_choices():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("optimizer,layout,l3d_grad", [("fused", "separate", "auto"), ("selective", "separate", "auto"),
-                                                       ("adam", "separate", "auto"), ("fused", "packed", "auto"),
-                                                       ("fused", "packed", "kernel")])
-def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer, layout, l3d_grad):
+@pytest.mark.parametrize("optimizer,layout,l3d_grad,graph", [
+    ("fused", "separate", "auto", "auto"), ("selective", "separate", "auto", "auto"),
+    ("adam", "separate", "auto", "auto"), ("fused", "packed", "auto", "auto"), ("fused", "packed", "kernel", "auto"),
+    ("fused", "packed", "auto", "on")])
+def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer, layout, l3d_grad, graph):
     """Fused Adam and SelectiveAdam keep working while gsplat's strategy grows, splits, prunes and
     resets opacity (it replaces parameters and carries their optimiser state over); so do the packed
-    feature layout and L_3D's gradient added by its kernel after the backward."""
+    feature layout, L_3D's gradient added by its kernel after the backward, and fused Adam replayed as a CUDA graph
+    after densification."""
     out = str(tmp_path / optimizer)
     stats = _run(["-s", tiny_scene, "-m", out, "--iterations", "300", "--test_iterations", "1", "300", "--quiet",
                   "--optimizer", optimizer, "--densify_from_iter", "50", "--densification_interval", "50",
                   "--opacity_reset_interval", "150", "--densify_until_iter", "250", "--l3d_from_iter", "200",
-                  "--triplet_from_iter", "200", "--profile", "--feature_layout", layout, "--l3d_grad", l3d_grad])
+                  "--triplet_from_iter", "200", "--profile", "--feature_layout", layout, "--l3d_grad", l3d_grad,
+                  "--optimizer_graph", graph])
     assert stats["optimizer"] == optimizer and stats["data_device"].startswith("cuda")
     assert stats["l3d_grad"] == ("kernel" if l3d_grad == "kernel" else "autograd")
+    if graph == "on":  # the 50 steps after densification: replayed once the gradients' blocks repeat
+        g = stats["optimizer_graph"]
+        assert g["captures"] >= 1 and g["replays"] >= 40 and g["replays"] + g["eager"] == 51, g
+    else:
+        assert stats["optimizer_graph"] is None
     assert stats["step_kernels"] is True  # on by default, built (tests/test_step_ops.py compares them)
     assert stats["eval"]["300"]["test"]["psnr"] > stats["eval"]["1"]["test"]["psnr"] + 2.0
     ckpt = GaussianModel.load_ply(os.path.join(out, "point_cloud/iteration_300/point_cloud.ply"))
@@ -368,6 +376,7 @@ def test_packed_feature_layout_refuses_what_it_cannot_train_in_one_line(tiny_sce
     assert _trainer(tiny_scene, tmp_path).model.packing.names == ("embedding", "semantic")  # auto: packed
     for extra in (["--semantic_lr", "0.01"], ["--sigmoid_where", "gaussian"]):  # auto: separate where packed cannot
         assert _trainer(tiny_scene, tmp_path, *extra).model.packing is None
+    assert _trainer(tiny_scene, tmp_path, "--optimizer_graph", "on").adam_graph is None  # CUDA's fused Adam only
 
 
 _KILL_DURING_SECOND_CHECKPOINT = """

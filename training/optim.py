@@ -119,12 +119,121 @@ def fused_adam_step(optimizers: Iterable[torch.optim.Optimizer]) -> None:
             p.grad = None
 
 
-def step_all(optimizers, visibility: Optional[Tensor] = None) -> None:
+class AdamGraph:
+    """``fused_adam_step`` as a replayed CUDA graph (``--optimizer_graph``): one launch instead of a kernel call per
+    set of hyperparameters and the Python around them, for the steps after densification, when the step is
+    bound by the host (RESULTS.md 30c).
+
+    A graph holds addresses: it is replayed only when every parameter, gradient, moment and step counter of the
+    step sits where it sat when the graph was captured (``key``: their addresses). After densification the
+    parameters and their state stay put, and the caching allocator hands the backward the same blocks for the
+    gradients step after step, so one or two graphs serve the rest of the run; a key seen ``CAPTURE_AFTER``
+    times is captured (no synchronisation, and the allocator's cache is left as it is), and past ``MAX_GRAPHS``
+    keys the step stays eager. Learning rates are device scalars the graph reads, refreshed (one fill) when they change.
+    ``replays`` / ``captures`` / ``eager`` count what happened."""
+
+    CAPTURE_AFTER = 2
+    MAX_GRAPHS = 4
+
+    def __init__(self):
+        self.graphs: Dict[tuple, tuple] = {}  # key -> (CUDAGraph, [(group, lr tensor)], params)
+        self.sightings: Dict[tuple, int] = {}
+        self.replays = self.captures = self.eager = 0
+
+    @staticmethod
+    def _calls(optimizers) -> list:
+        calls = []
+        for opt in optimizers:
+            for group in opt.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                if params:
+                    calls.append((group, params, opt))
+        return calls
+
+    @staticmethod
+    def _key(calls) -> Optional[tuple]:
+        key = []
+        for group, params, opt in calls:
+            for p in params:
+                state = opt.state[p]
+                if len(state) == 0:  # a first step makes the state: eager
+                    return None
+                key += (p.data_ptr(), p.grad.data_ptr(), state["exp_avg"].data_ptr(), state["exp_avg_sq"].data_ptr(),
+                        state["step"].data_ptr())
+            key.append(id(group))
+        return tuple(key)
+
+    def step(self, optimizers) -> None:
+        """Steps and clears the fused Adam optimisers ``optimizers`` (all ``_direct_fused``), from a graph where
+        one fits."""
+        opts = list(optimizers)
+        calls = self._calls(opts)
+        key = self._key(calls) if calls else None
+        entry = self.graphs.get(key) if key is not None else None
+        if entry is None and key is not None and len(self.graphs) < self.MAX_GRAPHS:
+            seen = self.sightings[key] = self.sightings.get(key, 0) + 1
+            if seen >= self.CAPTURE_AFTER:
+                entry = self.graphs[key] = self._capture(calls)
+                self.captures += 1
+        if entry is None:
+            self.eager += 1
+            fused_adam_step(opts)
+            return
+        graph, lrs, params = entry
+        for group, lr in lrs:
+            if float(group["lr"]) != lr[1]:
+                lr[0].fill_(float(group["lr"]))
+                lr[1] = float(group["lr"])
+        graph.replay()
+        self.replays += 1
+        for p in params:
+            p.grad = None
+
+    @staticmethod
+    def _capture(calls) -> tuple:
+        """Captures this step's Adam update (counters, then one fused call per group, its learning rate read from
+        a device scalar); the caller replays it."""
+        device = calls[0][1][0].device
+        lrs, args = [], []
+        for group, params, opt in calls:
+            lr = [torch.full((), float(group["lr"]), device=device), float(group["lr"])]
+            lrs.append((group, lr))
+            states = [opt.state[p] for p in params]
+            args.append((group, params, states, lr[0]))
+        steps = [s["step"] for _, _, states, _ in args for s in states]
+        # capture_begin / capture_end on a side stream, not ``torch.cuda.graph``: that one empties the allocator's
+        # cache first, which would move the next steps' gradients to new blocks and so to a new key every time
+        graph, side, here = torch.cuda.CUDAGraph(), torch.cuda.Stream(device), torch.cuda.current_stream(device)
+        side.wait_stream(here)
+        with torch.cuda.stream(side):
+            graph.capture_begin(capture_error_mode="thread_local")  # the graph-rebuild thread may run
+            try:
+                torch._foreach_add_(steps, 1)
+                for group, params, states, lr in args:
+                    beta1, beta2 = group["betas"]
+                    torch._fused_adam_(
+                        params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                        [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states], amsgrad=False, lr=lr,
+                        beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                        maximize=False, grad_scale=None, found_inf=None)
+            finally:
+                graph.capture_end()
+        here.wait_stream(side)
+        params = [p for _, ps, _, _ in args for p in ps]
+        return graph, lrs, params
+
+
+def step_all(optimizers, visibility: Optional[Tensor] = None, graph: Optional[AdamGraph] = None) -> None:
     """Steps and clears every optimiser (a dict of them, or an iterable; None entries are skipped);
-    SelectiveAdam gets the step's visibility mask; fused Adam goes through ``fused_adam_step``."""
+    SelectiveAdam gets the step's visibility mask; fused Adam goes through ``fused_adam_step``, or through
+    ``graph`` (an ``AdamGraph``) where one is given."""
     opts = [o for o in (optimizers.values() if isinstance(optimizers, dict) else optimizers) if o is not None]
     direct = [_direct_fused(o) for o in opts]
-    fused_adam_step([o for o, d in zip(opts, direct) if d])
+    fused = [o for o, d in zip(opts, direct) if d]
+    if graph is not None and fused and next(iter(fused[0].param_groups[0]["params"])).is_cuda:
+        graph.step(fused)
+    else:
+        fused_adam_step(fused)
     for opt in (o for o, d in zip(opts, direct) if not d):
         if visibility is not None and type(opt).__name__ == "SelectiveAdam":
             opt.step(visibility)
