@@ -99,16 +99,19 @@
 #   1200 --warmup 1300" SPEED=0 OPS=0 GPU_TESTS=0 on a second machine with the bench scene carried in .scene/ (30c: both
 #   steps bound by the host; profile_step's ratio 1.83x against the run's 1.39x, plain's step differing most).
 # Session 28's plan (issue 10), carry [".whl", ".prebuilt", ".scene"] (.scene/bench: make it here first with
-#   bench_scene's make_scene.py command, --workers 2, about 4 minutes; bench_scene copies it), each line one call:
-#   1. GPU_TESTS=1 PROFILE=1 PROFILE_VARIANTS="plain unic" PROFILE_ARGS="--densify_until 1200 --warmup 1300" SPEED=1
-#      SPEED_ITERS=30000 SPEED_ARGS="--no_eval --no_phases" SPEED_VARIANTS="plain unic" SPEED_EXTRA="--densify_until_iter
-#      1200" OPS=0 TABLES="" A_WAIT=585 bash ... A: the GPU tests (every trainer now packs its features by default), the
-#      profile at the issue's size with its new "train.py loop" column (the phase events' cost), then plain and
-#      UniC-Lift at that size without phase events, one after the other: the time a user's run takes.
-#   2. The same SPEED line with SPEED_SEEDS="1 2" (GPU_TESTS=0 PROFILE=0): the noise of the ratio (seeds alternate
-#      plain, unic, plain, unic).
-#   3. Whatever is left: the default at 30k with evaluation on the bench scene (SPEED_ARGS="" SPEED_VARIANTS=unic), the
-#      issue's quality check (PQ^scene and PSNR against 10a's 91.02 and 33.79).
+#   bench_scene's make_scene.py command, --workers 2, about 4 minutes; bench_scene copies it), each line one call.
+#   Session 27 also built, after its lease, three defaults (fused Adam calls merged by hyperparameters, the padded
+#   background kept, the fused backward's gradients in one buffer) and two opt-in candidates for the host-bound step
+#   (RESULTS 30d): --l3d_grad kernel and --optimizer_graph on. C="unic:--l3d_grad kernel --optimizer_graph on".
+#   1. GPU_TESTS=1 PROFILE=1 PROFILE_VARIANTS="plain unic $C" PROFILE_ARGS="--densify_until 1200 --warmup 1300" SPEED=0
+#      OPS=0 TABLES="" A_WAIT=585 bash ... A: the GPU tests (new: every trainer packs its features by default; the
+#      two candidates' tests in test_step_ops, test_optim and test_train), then the profile at the issue's size with
+#      its new "train.py loop" column (the phase events' cost). A candidate whose tests fail stays off.
+#   2. SPEED=1 SPEED_ITERS=30000 SPEED_ARGS="--no_eval --no_phases" SPEED_VARIANTS="plain unic $C" SPEED_EXTRA=
+#      "--densify_until_iter 1200" GPU_TESTS=0 PROFILE=0 OPS=0 TABLES="" A_WAIT=585 bash ... A: the time a user's run
+#      takes at the issue's size, one after the other (about 6 minutes). A candidate that wins becomes auto's choice.
+#   3. The same with SPEED_SEEDS=1: the noise. 4. Whatever is left: the default at 30k with evaluation on the bench
+#      scene (SPEED_ARGS="" SPEED_VARIANTS=unic), the issue's quality check (against 10a's 91.02 PQ^scene, 33.79 dB).
 # Since session 23 a stage A on a bare machine also writes $OUT/prebuilt.tar.xz (gsplat's extension and the project's
 #   nvcc libraries, benchmarks/device_prebuilt.py): copy it to .prebuilt/ here and carry [".whl", ".prebuilt"], and the
 #   next machine with the same torch skips the ~70 s build. The first lease that uses it runs GPU_TESTS=1 (the tests
