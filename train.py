@@ -367,7 +367,9 @@ class Trainer:
         """The named loss terms of this step (weighted by ``self.weights``): the view's 2D terms in one
         static-shape stage (a CUDA graph on the GPU), then L_3D."""
         with self.timer.phase("losses"):
-            losses = self.stages(step, view, out.rgb, seg_out.features if seg_out is not None else None)
+            one = seg_out is out  # a fused render: the stage takes its image whole (no split, no concatenation)
+            losses = self.stages(step, view, out.rgb, seg_out.features if seg_out is not None else None,
+                                 image=out.image if one else None, layout=out.layout if one else None)
         if seg_out is not None and self.objective.neighbor_due(step) and not self.l3d_after_backward:
             with self.timer.phase("loss/3d"):
                 l3d = self.objective.neighbor_term(step, self.model)

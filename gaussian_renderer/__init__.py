@@ -35,6 +35,8 @@ class RenderOutput:
     depth: Optional[Tensor] = None  # [H, W, 1] expected z (sum w z / alpha; 0 where alpha = 0)
     alpha: Optional[Tensor] = None  # [H, W, 1] accumulated opacity
     info: dict = field(default_factory=dict)  # rasterizer info: means2d, radii, ... (densification)
+    image: Optional[Tensor] = None  # [H, W, D_total] the rasterizer's output, of which the fields above are views
+    layout: dict = field(default_factory=dict)  # "rgb" / feature name / "depth" -> (first channel, width) in image
 
 
 class GeometryDetached:
@@ -199,7 +201,12 @@ def render(
         detached_channels=0 if feature_geometry_grad else n_features,
     )  # [H, W, D_total], [H, W, 1]
 
-    out = RenderOutput(rgb=None, features={}, depth=None, alpha=alpha, info=info)
+    out = RenderOutput(rgb=None, features={}, depth=None, alpha=alpha, info=info, image=image)
+    first = 0
+    for name, width in zip(names, widths):
+        if name is not None:
+            out.layout[name[1] if isinstance(name, tuple) else name] = (first, width)
+        first += width
     for name, part in zip(names, torch.split(image, widths, dim=-1)):
         if name == "rgb":
             out.rgb = part

@@ -103,12 +103,20 @@ def _padded_counts(t, kmax: int, device) -> Tensor:
     return cached
 
 
+RENDERED = ("rgb", "embedding", "semantic_feature")  # the stage's inputs from the render; the rest are buffers
+
+
 class LossStage(torch.nn.Module):
     """One view's 2D loss terms from its render and the static buffers. ``terms``: which of
-    render | cluster | triplet | semantic; ``inputs`` names the tensors ``forward`` takes, in order."""
+    render | cluster | triplet | semantic; ``inputs`` names the tensors ``forward`` takes, in order: the rendered
+    ones only (rgb, embedding, semantic_feature), or ONE when ``packed`` says where each lies in the channels of the
+    render's image ([(name, start, width)]: a fused render). The targets are read from ``buffers`` (a
+    ``StageBuffers``, loaded in place before each call), so a CUDA graph of the stage takes one or three inputs,
+    not twelve, and the render's image needs no split before it (and no concatenation of gradients after)."""
 
     def __init__(self, terms: Sequence[str], *, lambda_dssim: float, cfg=None, head=None, decoder=None,
-                 num_classes: Optional[int] = None, code_space=None, confidence: bool = False):
+                 num_classes: Optional[int] = None, code_space=None, confidence: bool = False,
+                 buffers: Optional[StageBuffers] = None, packed: Optional[tuple] = None):
         super().__init__()
         self.terms = tuple(terms)
         self.lambda_dssim = float(lambda_dssim)
@@ -117,25 +125,31 @@ class LossStage(torch.nn.Module):
         self.decoder = decoder if "semantic" in self.terms else None
         self.num_classes = num_classes
         self.code_space = code_space
-        inputs = ["rgb", "image"]
-        if "cluster" in self.terms or "triplet" in self.terms:
-            inputs += ["embedding", "labels", "scalars"]
-        if "cluster" in self.terms:
-            inputs += ["counts"]
-        if "triplet" in self.terms:
-            inputs += ["boundary", "table", "rand"]
-        if "semantic" in self.terms:
-            inputs += ["semantic_feature", "semantic"] + (["confidence"] if confidence else [])
-            if "scalars" not in inputs:
-                inputs.append("scalars")
-        self.inputs = tuple(inputs)
+        self.buffers = buffers
+        self.confidence = confidence
+        self.rendered = rendered_inputs(self.terms)
+        self.packed = packed
+        self.inputs = ("render",) if packed is not None else self.rendered
 
     def forward(self, *tensors: Tensor) -> Tuple[Tensor, ...]:
         x = dict(zip(self.inputs, tensors))
+        if self.packed is not None:  # the render's channels: one split (its backward, one concatenation)
+            render = x.pop("render")
+            ends = [start + width for _, start, width in self.packed]
+            if [start for _, start, _ in self.packed] != [0] + ends[:-1] or ends[-1] != render.shape[-1]:
+                raise ValueError(f"LossStage: the channel layout {self.packed} does not tile the render's "
+                                 f"{render.shape[-1]} channels")
+            parts = torch.split(render, [width for _, _, width in self.packed], dim=-1)
+            x.update({name: part for (name, _, _), part in zip(self.packed, parts)})
+        b = self.buffers
+        x.update(image=b.image, labels=b.labels, scalars=b.scalars, counts=b.counts, boundary=b.boundary,
+                 table=b.table, rand=b.rand, semantic=b.semantic)
+        if self.confidence:
+            x["confidence"] = b.confidence
         gt = x["image"].to(x["rgb"].dtype) / 255.0
         out = {"render": photometric_loss(x["rgb"], gt, self.lambda_dssim)}
         cfg = self.cfg
-        if "embedding" in x:
+        if "embedding" in self.rendered:
             emb = self.code_space(x["embedding"])
             e = emb.reshape(-1, emb.shape[-1])  # [P, d]
             k = x["scalars"][0]
@@ -161,6 +175,37 @@ class LossStage(torch.nn.Module):
             out["semantic"] = semantic_loss(logits, x["semantic"], x.get("confidence"), ignore_index=-1,
                                             n_valid=x["scalars"][3])
         return tuple(out[t] for t in self.terms)
+
+
+def rendered_inputs(terms: Sequence[str]) -> Tuple[str, ...]:
+    """The rendered tensors the stage of ``terms`` reads: rgb, then the embedding (cluster, triplet) and the
+    semantic feature (semantic)."""
+    names = ["rgb"]
+    if "cluster" in terms or "triplet" in terms:
+        names.append("embedding")
+    if "semantic" in terms:
+        names.append("semantic_feature")
+    return tuple(names)
+
+
+def _channel_layout(names: Sequence[str], image: Optional[Tensor], layout: Optional[dict]) -> Optional[tuple]:
+    """``((input, first, width), ...)`` covering ALL of ``image``'s channels in order, where the stage's rendered
+    inputs ``names`` (rgb, embedding, semantic_feature: the layout's rgb, embedding, semantic) are among them; else
+    None (the inputs are then passed one by one). Channels the stage does not read get names of their own."""
+    if image is None or not layout:
+        return None
+    source = {"rgb": "rgb", "embedding": "embedding", "semantic_feature": "semantic"}
+    if any(source[n] not in layout for n in names):
+        return None
+    wanted = {source[n]: n for n in names}
+    blocks = sorted((first, width, wanted.get(name, f"unused:{name}")) for name, (first, width) in layout.items())
+    out, at = [], 0
+    for first, width, name in blocks:
+        if first != at:
+            return None
+        out.append((name, first, width))
+        at = first + width
+    return tuple(out) if at == image.shape[-1] else None
 
 
 class LossStages:
@@ -210,7 +255,11 @@ class LossStages:
             terms.append("semantic")
         return tuple(terms)
 
-    def __call__(self, step: int, view, rgb: Tensor, features: Optional[dict]) -> Dict[str, Tensor]:
+    def __call__(self, step: int, view, rgb: Tensor, features: Optional[dict], image: Optional[Tensor] = None,
+                 layout: Optional[dict] = None) -> Dict[str, Tensor]:
+        """The named terms of ``view``'s render. ``image`` and ``layout`` (``RenderOutput.image`` / ``.layout``,
+        name -> (first channel, width)), when ``rgb`` and ``features`` are channels of that one image (a fused
+        render): the stage then takes the image as it is (one graph input, no split and concatenation outside)."""
         obj = self.objective
         terms = self.terms_for(step, view, features)
         h, w = rgb.shape[:2]
@@ -221,17 +270,20 @@ class LossStages:
         conf = "semantic" in terms and targets.confidence is not None
         buf.load(view, targets, instance="cluster" in terms or "triplet" in terms, triplets="triplet" in terms,
                  semantic="semantic" in terms, confidence=conf, generator=obj.generator if obj else None)
-        key = (h, w, p, terms, conf)
+        packed = _channel_layout(rendered_inputs(terms), image, layout)
+        key = (h, w, p, terms, conf, packed)
         stage = self.stages.get(key)
         if stage is None:
             stage = LossStage(terms, lambda_dssim=self.lambda_dssim, cfg=obj.cfg if obj else None,
                               head=obj.head if obj else None, decoder=obj.decoder if obj else None,
                               num_classes=obj.num_classes if obj else None,
-                              code_space=obj.code_space if obj else None, confidence=conf)
+                              code_space=obj.code_space if obj else None, confidence=conf, buffers=buf,
+                              packed=packed)
             self.stages[key] = stage
         feats = features or {}
-        given = {"rgb": rgb, "embedding": feats.get("embedding"), "semantic_feature": feats.get("semantic")}
-        args = tuple(given[n] if n in given else getattr(buf, n) for n in stage.inputs)
+        given = {"render": image, "rgb": rgb, "embedding": feats.get("embedding"),
+                 "semantic_feature": feats.get("semantic")}
+        args = tuple(given[n] for n in stage.inputs)
         run = self._graph(key, stage, args) if self.graphs else stage
         return dict(zip(terms, run(*args)))
 
@@ -242,14 +294,15 @@ class LossStages:
             return self.graphed[key]
         if len(self.graphed) >= MAX_GRAPHS:
             return stage
-        # the rendered inputs get leaves of their own; the buffers themselves are the graph's inputs
-        # for the targets (no copy per call)
-        leaves = tuple(a.detach().clone().requires_grad_(True) if a.requires_grad else a for a in args)
-        h, w, p, terms, conf = key
-        if "triplet" in terms:  # the triplets never turn off again: the graph without them is freed
-            stale = (h, w, p, tuple(t for t in terms if t != "triplet"), conf)
-            self.graphed.pop(stale, None)
-            self.stages.pop(stale, None)
+        # the rendered inputs get leaves of their own; the targets are the stage's buffers, which the graph reads
+        # where they are (loaded in place before each call)
+        leaves = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
+        h, w, p, terms, conf, packed = key
+        if "triplet" in terms:  # the triplets never turn off again: the graphs without them are freed
+            fewer = tuple(t for t in terms if t != "triplet")
+            for stale in [k for k in self.graphed if k[:5] == (h, w, p, fewer, conf)]:
+                self.graphed.pop(stale, None)
+                self.stages.pop(stale, None)
         torch.cuda.synchronize()
         graphed = torch.cuda.make_graphed_callables(stage, leaves,
                                                     num_warmup_iters=GRAPH_WARMUP, allow_unused_input=True)

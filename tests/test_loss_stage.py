@@ -135,9 +135,11 @@ def test_loss_stage_equals_the_per_term_losses():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_graphed_stage_equals_eager_stage_and_never_syncs():
+@pytest.mark.parametrize("whole", [False, True])
+def test_gpu_graphed_stage_equals_eager_stage_and_never_syncs(whole):
     """The CUDA-graphed stage replays the eager stage's values and gradients (render inputs, W,
-    decoder) over views of different K, and a replay never makes the host wait."""
+    decoder) over views of different K, and a replay never makes the host wait; also when it takes a fused
+    render's image whole (``whole``: one input, split inside the graph)."""
     dev = torch.device("cuda")
 
     def build(graphs):
@@ -163,18 +165,25 @@ def test_gpu_graphed_stage_equals_eager_stage_and_never_syncs():
             for i, v in enumerate(views):
                 H, W = v.instance.shape
                 g = torch.Generator(device=dev).manual_seed(100 * rep + i)
-                rgb = torch.rand(H, W, 3, device=dev, generator=g, requires_grad=True)
-                emb = torch.randn(H, W, 4, device=dev, generator=g, requires_grad=True)
-                sem = torch.randn(H, W, 3, device=dev, generator=g, requires_grad=True)
+                kw = {}
+                if whole:
+                    image = torch.rand(H, W, 10, device=dev, generator=g, requires_grad=True)
+                    rgb, emb, sem = torch.split(image, [3, 4, 3], dim=-1)
+                    kw = {"image": image, "layout": {"rgb": (0, 3), "embedding": (3, 4), "semantic": (7, 3)}}
+                else:
+                    rgb = torch.rand(H, W, 3, device=dev, generator=g, requires_grad=True)
+                    emb = torch.randn(H, W, 4, device=dev, generator=g, requires_grad=True)
+                    sem = torch.randn(H, W, 3, device=dev, generator=g, requires_grad=True)
                 if graphs and rep == 1:
                     torch.cuda.synchronize()
                     torch.cuda.set_sync_debug_mode("error")
                 try:
-                    out = stages(5, v, rgb, {"embedding": emb, "semantic": sem})
+                    out = stages(5, v, rgb, {"embedding": emb, "semantic": sem}, **kw)
                     (out["render"] + 0.5 * out["cluster"] + 0.25 * out["triplet"] + 2.0 * out["semantic"]).backward()
                 finally:
                     torch.cuda.set_sync_debug_mode(0)
-                got.append([x.detach().clone() for x in (*out.values(), rgb.grad, emb.grad, sem.grad,
+                inputs = (image.grad,) if whole else (rgb.grad, emb.grad, sem.grad)
+                got.append([x.detach().clone() for x in (*out.values(), *inputs,
                                                          obj.head.weight.grad, obj.decoder.weight.grad)])
                 obj.head.weight.grad = obj.decoder.weight.grad = obj.decoder.bias.grad = None
         runs.append(got)
@@ -334,3 +343,40 @@ def test_static_cluster_loss_over_several_row_blocks():
     new.backward()
     ref.backward()
     torch.testing.assert_close(e1.grad, e2.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_the_stage_takes_a_fused_renders_image_whole_with_the_same_terms_and_gradients():
+    """A fused render's rgb and features are channels of one image: the stage takes that image as its one input (its
+    layout in the key), splitting it inside, and gives the very terms and image gradient of the stage fed the three
+    views (eager, CPU: bit for bit). A layout that does not cover the stage's inputs falls back to them."""
+    obj = _objective()
+    views = [_view(s, n) for s, n in ((0, 6), (1, 3))]
+    for v in views:
+        obj.prepare(v)
+    stages = LossStages(views, lambda_dssim=0.2, objective=obj, device=torch.device("cpu"), triplets=64)
+    layout = {"rgb": (0, 3), "embedding": (3, 4), "semantic": (7, 4)}
+    for i, v in enumerate(views):
+        H, W = v.instance.shape
+        grads, terms = [], []
+        for whole in (False, True):
+            image = torch.rand(H, W, 11, generator=torch.Generator().manual_seed(i)).requires_grad_(True)
+            rgb, emb, sem = torch.split(image, [3, 4, 4], dim=-1)
+            obj.generator = torch.Generator().manual_seed(5)  # the same triplets both times
+            out = stages(5, v, rgb, {"embedding": emb, "semantic": sem},
+                         image=image if whole else None, layout=layout if whole else None)
+            (out["render"] + 0.3 * out["cluster"] + 0.2 * out["triplet"] + 0.5 * out["semantic"]).backward()
+            grads.append(image.grad)
+            terms.append(out)
+        assert set(terms[0]) == set(terms[1]) == {"render", "cluster", "triplet", "semantic"}
+        for k in terms[0]:
+            assert torch.equal(terms[0][k], terms[1][k]), k
+        assert torch.equal(grads[0], grads[1]) and grads[1].abs().sum() > 0
+    whole = [s for k, s in stages.stages.items() if k[-1] is not None]
+    assert whole and all(s.inputs == ("render",) for s in whole)
+    assert all(s.inputs == ("rgb", "embedding", "semantic_feature") for k, s in stages.stages.items() if k[-1] is None)
+    # the semantic channels missing from the layout: the three inputs again
+    rgb, emb, sem = (torch.rand(H, W, c) for c in (3, 4, 4))
+    before = len(stages.stages)
+    stages(5, views[-1], rgb, {"embedding": emb, "semantic": sem}, image=torch.cat([rgb, emb], -1),
+           layout={"rgb": (0, 3), "embedding": (3, 4)})
+    assert len(stages.stages) == before
