@@ -100,8 +100,9 @@
 #   steps bound by the host; profile_step's ratio 1.83x against the run's 1.39x, plain's step differing most).
 # Session 28's plan (issue 10), carry [".whl", ".prebuilt", ".scene"] (.scene/bench: make it here first with
 #   bench_scene's make_scene.py command, --workers 2, about 4 minutes; bench_scene copies it), each line one call.
-#   Session 27 also built, after its lease, three defaults (fused Adam calls merged by hyperparameters, the padded
-#   background kept, the fused backward's gradients in one buffer) and two opt-in candidates for the host-bound step
+#   Session 27 also built, after its lease, four defaults (fused Adam calls merged by hyperparameters, the padded
+#   background kept, the fused backward's gradients in one buffer, the loss stage taking the render's image whole)
+#   and two opt-in candidates for the host-bound step
 #   (RESULTS 30d): --l3d_grad kernel and --optimizer_graph on. C="unic:--l3d_grad kernel --optimizer_graph on".
 #   1. GPU_TESTS=1 PROFILE=1 PROFILE_VARIANTS="plain unic $C" PROFILE_ARGS="--densify_until 1200 --warmup 1300" SPEED=0
 #      OPS=0 TABLES="" A_WAIT=585 bash ... A: the GPU tests (new: every trainer packs its features by default; the
