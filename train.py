@@ -726,7 +726,7 @@ class Trainer:
                  "l3d_grad": "kernel" if self.l3d_after_backward else "autograd",
                  "optimizer_graph": (None if self.adam_graph is None else {
                      "replays": self.adam_graph.replays, "captures": self.adam_graph.captures,
-                     "eager": self.adam_graph.eager}),
+                     "eager": self.adam_graph.eager, "failed": self.adam_graph.failed}),
                  "eval": {str(k): v for k, v in self.eval_history.items()}}
         if clustering is not None:  # contrastive_lift: the kept min_cluster_size and, when tuned, every candidate
             stats.update({"cluster_tune_seconds": clustering["tune_seconds"],

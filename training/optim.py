@@ -14,6 +14,7 @@ the 3DGS learning-rate schedule.
 """
 from __future__ import annotations
 
+import sys
 from typing import Dict, Iterable, Optional
 
 import torch
@@ -139,6 +140,7 @@ class AdamGraph:
         self.graphs: Dict[tuple, tuple] = {}  # key -> (CUDAGraph, [(group, lr tensor)], params)
         self.sightings: Dict[tuple, int] = {}
         self.replays = self.captures = self.eager = 0
+        self.failed: Optional[str] = None  # a capture that failed: the rest of the run steps eagerly
 
     @staticmethod
     def _calls(optimizers) -> list:
@@ -167,14 +169,21 @@ class AdamGraph:
         """Steps and clears the fused Adam optimisers ``optimizers`` (all ``_direct_fused``), from a graph where
         one fits."""
         opts = list(optimizers)
-        calls = self._calls(opts)
+        calls = self._calls(opts) if self.failed is None else None
         key = self._key(calls) if calls else None
         entry = self.graphs.get(key) if key is not None else None
         if entry is None and key is not None and len(self.graphs) < self.MAX_GRAPHS:
+            if len(self.sightings) > 64:  # addresses that never repeat: forget them
+                self.sightings.clear()
             seen = self.sightings[key] = self.sightings.get(key, 0) + 1
             if seen >= self.CAPTURE_AFTER:
-                entry = self.graphs[key] = self._capture(calls)
-                self.captures += 1
+                try:
+                    entry = self.graphs[key] = self._capture(calls)
+                    self.captures += 1
+                except RuntimeError as e:  # nothing captured ran: this step, and the rest, go eagerly
+                    self.failed = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    print(f"[unic-lift] --optimizer_graph: capturing fused Adam failed ({self.failed}); "
+                          "stepping it eagerly", file=sys.stderr, flush=True)
         if entry is None:
             self.eager += 1
             fused_adam_step(opts)
