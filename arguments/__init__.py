@@ -121,7 +121,8 @@ class OptimizationParams(GroupMixin):
     optimizer_graph: str = _f("auto", "fused Adam after densification as a replayed CUDA graph: one launch per step "
                                       "instead of a kernel call per learning rate and the Python around them (the step "
                                       "is bound by the host at 250k Gaussians) | on | off | auto (off until timed "
-                                      "on a GPU). Same numbers; --optimizer fused on CUDA only",
+                                      "on a GPU). The same updates (the means' to the float32 rounding of their "
+                                      "learning rate); --optimizer fused on CUDA only",
                               choices=["auto", "on", "off"])
 
 

@@ -126,9 +126,10 @@ def test_a_graph_given_for_cpu_parameters_steps_them_eagerly():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_adam_graph_replays_the_fused_step_bit_for_bit():
     """--optimizer_graph: the captured step, replayed with the gradients in the blocks the allocator hands out again,
-    moves the parameters and the moments exactly as the eager fused step does, through a learning rate that changes
-    every step (read from a device scalar) and a step with one parameter without a gradient (eager, then a graph of
-    its own)."""
+    moves the parameters and the moments as the eager fused step does: bit for bit where the learning rate is a
+    constant of the graph, and to the float32 rounding of the learning rate for the means, whose rate changes every
+    step (a device scalar the graph reads; the eager kernel takes it in double). Also through a step with one
+    parameter without a gradient (eager, then a graph of its own)."""
     def make(seed):
         params, opts = _make(seed)
         cuda = {k: torch.nn.Parameter(p.detach().cuda()) for k, p in params.items()}
@@ -150,10 +151,13 @@ def test_gpu_adam_graph_replays_the_fused_step_bit_for_bit():
         step_all(ref_o)
         step_all(our_o, graph=graph)
         for k in ref_p:
-            assert torch.equal(ref_p[k], our_p[k]), (k, step)
+            if k == "means":
+                torch.testing.assert_close(our_p[k], ref_p[k], rtol=1e-6, atol=1e-9)
+            else:
+                assert torch.equal(ref_p[k], our_p[k]), (k, step)
             assert our_p[k].grad is None
     for k in ref_p:
         rs, os_ = ref_o[k].state[ref_p[k]], our_o[k].state[our_p[k]]
         for key in rs:
-            assert torch.equal(rs[key], os_[key]), (k, key)
+            assert torch.equal(rs[key], os_[key]), (k, key)  # the moments do not read the learning rate
     assert graph.captures >= 1 and graph.replays >= 12, (graph.captures, graph.replays, graph.eager)

@@ -130,14 +130,20 @@ class AdamGraph:
     parameters and their state stay put, and the caching allocator hands the backward the same blocks for the
     gradients step after step, so one or two graphs serve the rest of the run; a key seen ``CAPTURE_AFTER``
     times is captured (no synchronisation, and the allocator's cache is left as it is), and past ``MAX_GRAPHS``
-    keys the step stays eager. Learning rates are device scalars the graph reads, refreshed (one fill) when they change.
+    keys the step stays eager. The scheduled learning rate (the means') is a device scalar the graph reads, refreshed
+    (one fill) when it changes; the others are constants of the graph.
     ``replays`` / ``captures`` / ``eager`` count what happened."""
 
     CAPTURE_AFTER = 2
     MAX_GRAPHS = 4
 
-    def __init__(self):
-        self.graphs: Dict[tuple, tuple] = {}  # key -> (CUDAGraph, [(group, lr tensor)], params)
+    def __init__(self, scheduled: Iterable[str] = ("means",)):
+        # the groups (by name) whose learning rate changes every step: the graph reads theirs from a float32 device
+        # scalar, so their updates equal the eager step's to that rounding of the learning rate (the eager kernel
+        # takes it in double); every other group's is a constant of the graph, checked before each replay, so
+        # theirs are the same bit for bit
+        self.scheduled = frozenset(scheduled)
+        self.graphs: Dict[tuple, tuple] = {}  # key -> (CUDAGraph, [(group, lr tensor)], [(group, lr)], params)
         self.sightings: Dict[tuple, int] = {}
         self.replays = self.captures = self.eager = 0
         self.failed: Optional[str] = None  # a capture that failed: the rest of the run steps eagerly
@@ -188,7 +194,12 @@ class AdamGraph:
             self.eager += 1
             fused_adam_step(opts)
             return
-        graph, lrs, params = entry
+        graph, lrs, fixed, params = entry
+        if any(float(group["lr"]) != lr for group, lr in fixed):  # a constant of the graph changed: capture anew
+            del self.graphs[key]
+            self.eager += 1
+            fused_adam_step(opts)
+            return
         for group, lr in lrs:
             if float(group["lr"]) != lr[1]:
                 lr[0].fill_(float(group["lr"]))
@@ -198,17 +209,21 @@ class AdamGraph:
         for p in params:
             p.grad = None
 
-    @staticmethod
-    def _capture(calls) -> tuple:
-        """Captures this step's Adam update (counters, then one fused call per group, its learning rate read from
-        a device scalar); the caller replays it."""
+    def _capture(self, calls) -> tuple:
+        """Captures this step's Adam update (counters, then one fused call per group; a scheduled group's learning
+        rate read from a device scalar, the others' constants); the caller replays it."""
         device = calls[0][1][0].device
-        lrs, args = [], []
+        lrs, fixed, args = [], [], []
         for group, params, opt in calls:
-            lr = [torch.full((), float(group["lr"]), device=device), float(group["lr"])]
-            lrs.append((group, lr))
+            if group.get("name") in self.scheduled:
+                lr = [torch.full((), float(group["lr"]), device=device), float(group["lr"])]
+                lrs.append((group, lr))
+                value = lr[0]
+            else:
+                value = float(group["lr"])
+                fixed.append((group, value))
             states = [opt.state[p] for p in params]
-            args.append((group, params, states, lr[0]))
+            args.append((group, params, states, value))
         steps = [s["step"] for _, _, states, _ in args for s in states]
         # capture_begin / capture_end on a side stream, not ``torch.cuda.graph``: that one empties the allocator's
         # cache first, which would move the next steps' gradients to new blocks and so to a new key every time
@@ -229,7 +244,7 @@ class AdamGraph:
                 graph.capture_end()
         here.wait_stream(side)
         params = [p for _, ps, _, _ in args for p in ps]
-        return graph, lrs, params
+        return graph, lrs, fixed, params
 
 
 def step_all(optimizers, visibility: Optional[Tensor] = None, graph: Optional[AdamGraph] = None) -> None:
