@@ -35,7 +35,7 @@ from torch import Tensor
 from arguments import (ModelParams, OptimizationParams, PipelineParams, SegmentationParams,
                        save_cfg_args)
 from gaussian_renderer import GeometryDetached, render
-from gaussian_renderer.step_ops import step_ops_available
+from gaussian_renderer.step_ops import neighbor_grad_applies, step_ops_available
 from scene import (CameraTensors, View, load_views, resolution_scale, resolve_data_device, select_mask_views,
                    training_bytes, view_draws)
 from scene.cameras import SceneError, SceneInfo
@@ -275,8 +275,6 @@ class Trainer:
             return False
         if self.objective is None or self.device.type != "cuda" or not self.model.has_feature("embedding"):
             return False
-        from gaussian_renderer.step_ops import neighbor_grad_applies
-
         return neighbor_grad_applies(self.model.feature("embedding"))
 
     def _init_objective(self):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gaussian_renderer.step_ops import neighbor_grad_applies, neighbor_loss_into_grad
 from scene import nearest_resize
 from scene.gaussian_model import feature_of, has_feature
 from segmentation.losses import TripletHead, gather_rows, neighbor_loss, semantic_loss, triplet_hinge
@@ -195,8 +196,6 @@ class SegmentationObjective:
         v, edges = feature_of(model, EMBEDDING), self._edge_window()
         if grad_scale is None:
             return neighbor_loss(v, edges, activation=torch.sigmoid)  # code space
-        from gaussian_renderer.step_ops import neighbor_grad_applies, neighbor_loss_into_grad
-
         idx = edges.reshape(-1)
         if neighbor_grad_applies(v, idx):
             return neighbor_loss_into_grad(v, idx, True, grad_scale)

@@ -103,9 +103,6 @@ def _padded_counts(t, kmax: int, device) -> Tensor:
     return cached
 
 
-RENDERED = ("rgb", "embedding", "semantic_feature")  # the stage's inputs from the render; the rest are buffers
-
-
 class LossStage(torch.nn.Module):
     """One view's 2D loss terms from its render and the static buffers. ``terms``: which of
     render | cluster | triplet | semantic; ``inputs`` names the tensors ``forward`` takes, in order: the rendered
@@ -134,12 +131,8 @@ class LossStage(torch.nn.Module):
     def forward(self, *tensors: Tensor) -> Tuple[Tensor, ...]:
         x = dict(zip(self.inputs, tensors))
         if self.packed is not None:  # the render's channels: one split (its backward, one concatenation)
-            render = x.pop("render")
-            ends = [start + width for _, start, width in self.packed]
-            if [start for _, start, _ in self.packed] != [0] + ends[:-1] or ends[-1] != render.shape[-1]:
-                raise ValueError(f"LossStage: the channel layout {self.packed} does not tile the render's "
-                                 f"{render.shape[-1]} channels")
-            parts = torch.split(render, [width for _, _, width in self.packed], dim=-1)
+            # (``_channel_layout`` made the blocks tile the image's channels in order)
+            parts = torch.split(x.pop("render"), [width for _, _, width in self.packed], dim=-1)
             x.update({name: part for (name, _, _), part in zip(self.packed, parts)})
         b = self.buffers
         x.update(image=b.image, labels=b.labels, scalars=b.scalars, counts=b.counts, boundary=b.boundary,
