@@ -153,9 +153,11 @@ def column_block(v: Tensor) -> Optional[tuple]:
     parameter (``GaussianModel.pack_features``) behind its column views."""
     if v.dim() != 2:
         return None
-    if v.is_contiguous():
-        return v, 0
     base = v._base
+    if v.is_contiguous():  # itself, or the whole of the tensor it views (table[:, 0:W] of a [N, W] table)
+        whole = (base is not None and base.shape == v.shape and base.is_contiguous()
+                 and base.data_ptr() == v.data_ptr() and base.requires_grad == v.requires_grad)
+        return (base if whole else v), 0
     if (base is None or base.dim() != 2 or not base.is_contiguous() or base.shape[0] != v.shape[0]
             or v.stride(1) != 1 or v.stride(0) != base.shape[1]):
         return None

@@ -122,7 +122,7 @@ class LossStage(torch.nn.Module):
         self.decoder = decoder if "semantic" in self.terms else None
         self.num_classes = num_classes
         self.code_space = code_space
-        self.buffers = buffers
+        self.stage_buffers = buffers  # not self.buffers: that is nn.Module.buffers(), which torch's CUDA graphs call
         self.confidence = confidence
         self.rendered = rendered_inputs(self.terms)
         self.packed = packed
@@ -134,7 +134,7 @@ class LossStage(torch.nn.Module):
             # (``_channel_layout`` made the blocks tile the image's channels in order)
             parts = torch.split(x.pop("render"), [width for _, _, width in self.packed], dim=-1)
             x.update({name: part for (name, _, _), part in zip(self.packed, parts)})
-        b = self.buffers
+        b = self.stage_buffers
         x.update(image=b.image, labels=b.labels, scalars=b.scalars, counts=b.counts, boundary=b.boundary,
                  table=b.table, rand=b.rand, semantic=b.semantic)
         if self.confidence:

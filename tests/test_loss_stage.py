@@ -374,6 +374,10 @@ def test_the_stage_takes_a_fused_renders_image_whole_with_the_same_terms_and_gra
     whole = [s for k, s in stages.stages.items() if k[-1] is not None]
     assert whole and all(s.inputs == ("render",) for s in whole)
     assert all(s.inputs == ("rgb", "embedding", "semantic_feature") for k, s in stages.stages.items() if k[-1] is None)
+    # each stage is still a whole nn.Module: torch's make_graphed_callables (CUDA) asks every module for its
+    # buffers() and parameters() (an attribute once shadowed buffers(), and only the GPU tests saw it)
+    for s in stages.stages.values():
+        assert all(not b.requires_grad for b in s.buffers()) and all(p.requires_grad for p in s.parameters())
     # the semantic channels missing from the layout: the three inputs again
     rgb, emb, sem = (torch.rand(H, W, c) for c in (3, 4, 4))
     before = len(stages.stages)
