@@ -161,7 +161,7 @@ speed_matrix() {
 profile_run() {
   local args; variant_args "$PROFILE_VARIANTS"
   UNIC_LIFT_STEP_OPS=${PROFILE_STEP_OPS:-1} python3 benchmarks/profile_step.py -s $D/bench --out $R/profile ${PROFILE_ARGS:-} --variants "${args[@]}" \
-    --stacks > $R/profile.log 2>&1
+    $([ "${PROFILE_STACKS:-1}" = 1 ] && echo --stacks) > $R/profile.log 2>&1
   touch $R/profile.DONE
 }
 
@@ -194,7 +194,7 @@ if [ "$stage" = A ]; then
   [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests  # on the GPU while the scene is made on the CPU
   wait; echo "scene ready at ${SECONDS}s"
   setsid bash -c "$(declare -f chain18 variant_args speed_matrix profile_run tables_chain table_args); R=$R W=$W D=$D SPEED='${SPEED:-1}' \
-    PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' SPEED_SEEDS='${SPEED_SEEDS:-0}' STEP_OPS_AB='${STEP_OPS_AB:-0}' PROFILE_STEP_OPS='${PROFILE_STEP_OPS:-1}' \
+    PROFILE='${PROFILE:-0}' OPS='${OPS:-1}' SPEED_SEEDS='${SPEED_SEEDS:-0}' STEP_OPS_AB='${STEP_OPS_AB:-0}' PROFILE_STEP_OPS='${PROFILE_STEP_OPS:-1}' PROFILE_STACKS='${PROFILE_STACKS:-1}' \
     PROFILE_VARIANTS='${PROFILE_VARIANTS:-plain unic}' PROFILE_ARGS='${PROFILE_ARGS:-}' OBJ='${OBJ:-}' OBJ_ITERS='${OBJ_ITERS:-10000}' \
     SPEED_ITERS=$SPEED_ITERS SPEED_VARIANTS='$SPEED_VARIANTS' SPEED_ARGS='${SPEED_ARGS:-}' SPEED_EXTRA='${SPEED_EXTRA:-}' TABLES='${TABLES-tab4 tab6}' SEEDS='${SEEDS:-0 1}' \
     ITERS=${ITERS:-10000} JOBS=${JOBS:-2} SIZE=${SIZE:-480x360} VIEWS=${VIEWS:-186} GPUS='${GPUS:-0}' \

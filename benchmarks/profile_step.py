@@ -268,7 +268,11 @@ def main(argv=None) -> int:
         print(f"[profile_step] {spec}", flush=True)
         trace = os.path.join(a.out, f"trace_{name.strip()}.json") if a.trace else ""
         os.makedirs(a.out, exist_ok=True)
-        results[spec] = profile_variant(a.scene, flags, a.warmup, a.steps, trace, stacks=a.stacks,
+        key, n = spec, 1
+        while key in results:  # a variant named twice (alternating repeats: the noise): "spec (2)"
+            n += 1
+            key = f"{spec} ({n})"
+        results[key] = profile_variant(a.scene, flags, a.warmup, a.steps, trace, stacks=a.stacks,
                                         log_every=a.log_every)
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "profile.json"), "w") as f:

@@ -125,14 +125,14 @@ def test_a_graph_given_for_cpu_parameters_steps_them_eagerly():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_adam_graph_replays_the_fused_step_bit_for_bit():
-    """--optimizer_graph: the captured step, replayed with new gradients in the same blocks (as the backward's are
-    after densification; whether the allocator hands them out so is the densification test's to show), moves the
-    parameters and the moments as the eager fused step does: bit for bit where the learning rate is a constant of
-    the graph, and to the float32 rounding of the learning rate for the means, whose rate changes every step (a
-    device scalar the graph reads; the eager kernel takes it in double). Also through a step with one parameter
-    without a gradient (eager, then a graph of its own). With fixed addresses the counts are exact: step 1 makes
-    the state, step 2 is the first sighting, step 3 captures; steps 7 and 14 (no gradient for the head) are
-    another key, eager at first sight and captured at the second."""
+    """--optimizer_graph: the captured step, replayed with new gradients wherever the allocator puts them (the graph
+    copies them into its own buffers), moves the parameters and the moments as the eager fused step does: bit for
+    bit where the learning rate is a constant of the graph, and to the float32 rounding of the learning rate for the
+    means, whose rate changes every step (a device scalar the graph reads; the eager kernel takes it in double).
+    Also through a step with one parameter without a gradient (eager, then a graph of its own). The counts are
+    exact, as the key does not hold the gradients' addresses: step 1 makes the state, step 2 is the first
+    sighting, step 3 captures; steps 7 and 14 (no gradient for the head) are another key, eager at first sight
+    and captured at the second."""
     def make(seed):
         params, opts = _make(seed)
         cuda = {k: torch.nn.Parameter(p.detach().cuda()) for k, p in params.items()}
@@ -142,7 +142,7 @@ def test_gpu_adam_graph_replays_the_fused_step_bit_for_bit():
 
     ref_p, ref_o = make(0)
     our_p, our_o = make(0)
-    graph, blocks = AdamGraph(), {}
+    graph = AdamGraph()
     for step in range(1, 21):
         for opts in (ref_o, our_o):
             opts["means"].param_groups[0]["lr"] = 1.6e-4 * 0.9 ** step
@@ -150,10 +150,7 @@ def test_gpu_adam_graph_replays_the_fused_step_bit_for_bit():
             g = torch.Generator(device="cuda").manual_seed(1000 + step)
             for k, p in params.items():
                 skip = k == "head" and step % 7 == 0
-                grad = None if skip else torch.randn(p.shape, generator=g, device="cuda") * 10.0 ** (step % 4 - 2)
-                if params is our_p and grad is not None:  # ours: the same block every step
-                    grad = blocks.setdefault(k, torch.empty_like(p)).copy_(grad)
-                p.grad = grad
+                p.grad = None if skip else torch.randn(p.shape, generator=g, device="cuda") * 10.0 ** (step % 4 - 2)
         step_all(ref_o)
         step_all(our_o, graph=graph)
         for k in ref_p:

@@ -120,19 +120,29 @@ def fused_adam_step(optimizers: Iterable[torch.optim.Optimizer]) -> None:
             p.grad = None
 
 
+def _copy_all(dst: list, src: list) -> None:
+    """dst[i].copy_(src[i]) for all i: one multi-tensor launch where torch has it (2.2 on), else a loop."""
+    if hasattr(torch, "_foreach_copy_"):
+        torch._foreach_copy_(dst, src)
+    else:
+        for d, s in zip(dst, src):
+            d.copy_(s)
+
+
 class AdamGraph:
     """``fused_adam_step`` as a replayed CUDA graph (``--optimizer_graph``): one launch instead of a kernel call per
     set of hyperparameters and the Python around them, for the steps after densification, when the step is
     bound by the host (RESULTS.md 30c).
 
-    A graph holds addresses: it is replayed only when every parameter, gradient, moment and step counter of the
-    step sits where it sat when the graph was captured (``key``: their addresses). After densification the
-    parameters and their state stay put, and the caching allocator hands the backward the same blocks for the
-    gradients step after step, so one or two graphs serve the rest of the run; a key seen ``CAPTURE_AFTER``
-    times is captured (no synchronisation, and the allocator's cache is left as it is), and past ``MAX_GRAPHS``
-    keys the step stays eager. The scheduled learning rate (the means') is a device scalar the graph reads, refreshed
-    (one fill) when it changes; the others are constants of the graph.
-    ``replays`` / ``captures`` / ``eager`` count what happened."""
+    A graph holds addresses. After densification the parameters and their state stay put, but the backward's
+    gradients do not: the caching allocator places them among the render's buffers, whose sizes change with the
+    view (RESULTS.md 31a: keyed by the gradients' addresses, 15 % of the steps replayed). So the graph reads the
+    gradients from buffers of its own, filled by one ``_foreach_copy_`` before each replay (one launch; a copy of
+    the trained tensors' size, on a GPU that waits for the host anyway), and is keyed by the parameters, their
+    state and the set of them with a gradient (``key``). A key seen ``CAPTURE_AFTER`` times is captured (no
+    synchronisation, and the allocator's cache is left as it is); past ``MAX_GRAPHS`` keys the step stays eager.
+    The scheduled learning rate (the means') is a device scalar the graph reads, refreshed (one fill) when it
+    changes; the others are constants of the graph. ``replays`` / ``captures`` / ``eager`` count what happened."""
 
     CAPTURE_AFTER = 2
     MAX_GRAPHS = 4
@@ -143,7 +153,8 @@ class AdamGraph:
         # takes it in double); every other group's is a constant of the graph, checked before each replay, so
         # theirs are the same bit for bit
         self.scheduled = frozenset(scheduled)
-        self.graphs: Dict[tuple, tuple] = {}  # key -> (CUDAGraph, [(group, lr tensor)], [(group, lr)], params)
+        # key -> (CUDAGraph, [(group, lr tensor)], [(group, lr)], params, the graph's gradient buffers)
+        self.graphs: Dict[tuple, tuple] = {}
         self.sightings: Dict[tuple, int] = {}
         self.replays = self.captures = self.eager = 0
         self.failed: Optional[str] = None  # a capture that failed: the rest of the run steps eagerly
@@ -166,7 +177,7 @@ class AdamGraph:
                 state = opt.state[p]
                 if len(state) == 0:  # a first step makes the state: eager
                     return None
-                key += (p.data_ptr(), p.grad.data_ptr(), state["exp_avg"].data_ptr(), state["exp_avg_sq"].data_ptr(),
+                key += (p.data_ptr(), state["exp_avg"].data_ptr(), state["exp_avg_sq"].data_ptr(),
                         state["step"].data_ptr())
             key.append(id(group))
         return tuple(key)
@@ -194,7 +205,7 @@ class AdamGraph:
             self.eager += 1
             fused_adam_step(opts)
             return
-        graph, lrs, fixed, params = entry
+        graph, lrs, fixed, params, grads = entry
         if any(float(group["lr"]) != lr for group, lr in fixed):  # a constant of the graph changed: capture anew
             del self.graphs[key]
             self.eager += 1
@@ -204,6 +215,7 @@ class AdamGraph:
             if float(group["lr"]) != lr[1]:
                 lr[0].fill_(float(group["lr"]))
                 lr[1] = float(group["lr"])
+        _copy_all(grads, [p.grad for p in params])
         graph.replay()
         self.replays += 1
         for p in params:
@@ -211,7 +223,8 @@ class AdamGraph:
 
     def _capture(self, calls) -> tuple:
         """Captures this step's Adam update (counters, then one fused call per group; a scheduled group's learning
-        rate read from a device scalar, the others' constants); the caller replays it."""
+        rate read from a device scalar, the others' constants; the gradients read from buffers of the graph's own,
+        which the caller fills before each replay); the caller replays it."""
         device = calls[0][1][0].device
         lrs, fixed, args = [], [], []
         for group, params, opt in calls:
@@ -223,8 +236,8 @@ class AdamGraph:
                 value = float(group["lr"])
                 fixed.append((group, value))
             states = [opt.state[p] for p in params]
-            args.append((group, params, states, value))
-        steps = [s["step"] for _, _, states, _ in args for s in states]
+            args.append((group, params, [torch.empty_like(p.grad) for p in params], states, value))
+        steps = [s["step"] for _, _, _, states, _ in args for s in states]
         # capture_begin / capture_end on a side stream, not ``torch.cuda.graph``: that one empties the allocator's
         # cache first, which would move the next steps' gradients to new blocks and so to a new key every time
         graph, side, here = torch.cuda.CUDAGraph(), torch.cuda.Stream(device), torch.cuda.current_stream(device)
@@ -233,18 +246,19 @@ class AdamGraph:
             graph.capture_begin(capture_error_mode="thread_local")  # the graph-rebuild thread may run
             try:
                 torch._foreach_add_(steps, 1)
-                for group, params, states, lr in args:
+                for group, params, grads, states, lr in args:
                     beta1, beta2 = group["betas"]
                     torch._fused_adam_(
-                        params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                        params, grads, [s["exp_avg"] for s in states],
                         [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states], amsgrad=False, lr=lr,
                         beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                         maximize=False, grad_scale=None, found_inf=None)
             finally:
                 graph.capture_end()
         here.wait_stream(side)
-        params = [p for _, ps, _, _ in args for p in ps]
-        return graph, lrs, fixed, params
+        params = [p for _, ps, _, _, _ in args for p in ps]
+        grads = [g for _, _, gs, _, _ in args for g in gs]
+        return graph, lrs, fixed, params, grads
 
 
 def step_all(optimizers, visibility: Optional[Tensor] = None, graph: Optional[AdamGraph] = None) -> None:
