@@ -91,7 +91,7 @@ class PipelineParams(GroupMixin):
     l3d_grad: str = _f("auto", "how L_3D's gradient reaches the embedding on CUDA: autograd (one term of the step's "
                        "loss) | kernel (after the backward, L_3D's kernel adds its weighted gradient straight into the "
                        "embedding's .grad: no autograd node, no zeroed [N, W] gradient to scale and accumulate; "
-                       "CUDA with the step kernels, else autograd) | auto (autograd until kernel is timed on a GPU). "
+                       "CUDA with the step kernels, else autograd) | auto (autograd: timed on an H200, kernel saved no host time that showed, RESULTS.md 31c). "
                        "Same gradients either way", choices=["auto", "autograd", "kernel"])
 
 
@@ -120,8 +120,9 @@ class OptimizationParams(GroupMixin):
                         choices=["auto", "adam", "fused", "selective"])
     optimizer_graph: str = _f("auto", "fused Adam after densification as a replayed CUDA graph: one launch per step "
                                       "instead of a kernel call per learning rate and the Python around them (the step "
-                                      "is bound by the host at 250k Gaussians) | on | off | auto (off until timed "
-                                      "on a GPU). The same updates (the means' to the float32 rounding of their "
+                                      "is bound by the host at 250k Gaussians; the gradients are copied into the "
+                                      "graph's own buffers) | on | off | auto (off: it saved 0.06-0.11 ms of host per "
+                                      "step on an H200, inside the noise, RESULTS.md 31c). The same updates (the means' to the float32 rounding of their "
                                       "learning rate); --optimizer fused on CUDA only",
                               choices=["auto", "on", "off"])
 

@@ -113,6 +113,18 @@
 #      takes at the issue's size, one after the other (about 6 minutes). A candidate that wins becomes auto's choice.
 #   3. The same with SPEED_SEEDS=1: the noise. 4. Whatever is left: the default at 30k with evaluation on the bench
 #      scene (SPEED_ARGS="" SPEED_VARIANTS=unic), the issue's quality check (against 10a's 91.02 PQ^scene, 33.79 dB).
+# Session 28 ran line 1 on tree 329a450 (the GPU tests failed: 30d's loss stage shadowed nn.Module.buffers(); fixed
+#   in d511c6e), line 1 again (all passed), lines 2 and 3 (RESULTS 31b: the default 1.44-1.46x plain, 7-9 % noise
+#   between runs; AdamGraph replayed 10-15 % of the steps, fixed in e3f932c), then on a third machine GPU_TESTS=1
+#   PROFILE=1 PROFILE_STACKS=0 with the variants alternated, each twice (31c: up to 17 % between repeats a minute
+#   apart; the graph saves 0.06-0.11 ms of host per step; both candidates stay opt-in).
+# Session 29's plan (issue 10), carry [".whl", ".prebuilt", ".scene"] (.scene/bench: bench_scene's make_scene.py
+#   command, --workers 2, about 35 s here), each line one call:
+#   1. GPU_TESTS=1 first, always, after any change to GPU code (31a: a landed submission is not a tested one).
+#   2. Whole runs at the issue's size alternated, so that the noise is measured, not guessed: SPEED_VARIANTS="plain
+#      unic" SPEED_SEEDS="0 1" (bench_train runs seed by seed: plain, unic, plain, unic; about 430 s) with
+#      SPEED_ARGS="--no_eval --no_phases" SPEED_EXTRA="--densify_until_iter 1200"; a change is claimed only where
+#      its runs beat the default's on both seeds by more than the two seeds' spread.
 # Since session 23 a stage A on a bare machine also writes $OUT/prebuilt.tar.xz (gsplat's extension and the project's
 #   nvcc libraries, benchmarks/device_prebuilt.py): copy it to .prebuilt/ here and carry [".whl", ".prebuilt"], and the
 #   next machine with the same torch skips the ~70 s build. The first lease that uses it runs GPU_TESTS=1 (the tests
