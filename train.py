@@ -722,6 +722,8 @@ class Trainer:
                  "step_kernels": self._step_kernels(),
                  "feature_layout": "packed" if self.model.packing is not None else "separate",
                  "l3d_grad": "kernel" if self.l3d_after_backward else "autograd",
+                 "loss_graph": (None if self.stages is None else {
+                     "graphed": len(self.stages.graphed), "failed": self.stages.failed}),
                  "optimizer_graph": (None if self.adam_graph is None else {
                      "replays": self.adam_graph.replays, "captures": self.adam_graph.captures,
                      "eager": self.adam_graph.eager, "failed": self.adam_graph.failed}),

@@ -16,6 +16,7 @@ The 3D neighbour loss reads the Gaussians, whose number changes while densifying
 """
 from __future__ import annotations
 
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -211,6 +212,7 @@ class LossStages:
         self.objective, self.lambda_dssim = objective, lambda_dssim
         self.device = torch.empty(0, device=device).device
         self.graphs = bool(graphs) and self.device.type == "cuda"
+        self.failed: Optional[str] = None  # a capture that failed: every stage runs eagerly from then on
         self.triplets = triplets
         self.sizes: Dict[Tuple[int, int, int], Tuple[int, int, int, int]] = {}
         for view in views:  # the scene's largest targets per image size (and feature pixel count)
@@ -296,8 +298,18 @@ class LossStages:
             for stale in [k for k in self.graphed if k[:5] == (h, w, p, fewer, conf)]:
                 self.graphed.pop(stale, None)
                 self.stages.pop(stale, None)
-        torch.cuda.synchronize()
-        graphed = torch.cuda.make_graphed_callables(stage, leaves,
-                                                    num_warmup_iters=GRAPH_WARMUP, allow_unused_input=True)
+        try:
+            torch.cuda.synchronize()
+            graphed = torch.cuda.make_graphed_callables(stage, leaves,
+                                                        num_warmup_iters=GRAPH_WARMUP, allow_unused_input=True)
+        except Exception as e:  # noqa: BLE001 -- the eager stage computes the same terms; a fault of its own
+            # shows there, loudly. Graphing is a speed-up, so a capture that fails (31a: every one did, for a
+            # reason the eager stage never met) costs speed, said once, not the run.
+            first = str(e).splitlines()[0] if str(e) else ""
+            self.failed = f"{type(e).__name__}: {first}" if first else type(e).__name__
+            self.graphs = False
+            print(f"[unic-lift] capturing the loss stage as a CUDA graph failed ({self.failed}); the losses run "
+                  "eagerly (the same numbers, slower; train_stats.json: loss_graph)", file=sys.stderr, flush=True)
+            return stage
         self.graphed[key] = graphed
         return graphed

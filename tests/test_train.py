@@ -190,12 +190,14 @@ def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer, l
                   "--optimizer_graph", graph])
     assert stats["optimizer"] == optimizer and stats["data_device"].startswith("cuda")
     assert stats["l3d_grad"] == ("kernel" if l3d_grad == "kernel" else "autograd")
-    if graph == "on":  # the 50 steps after densification: replayed once the gradients' blocks repeat
+    if graph == "on":  # the 50 steps after densification: one sighting, then replays (the key holds no gradient)
         g = stats["optimizer_graph"]
-        assert g["captures"] >= 1 and g["replays"] >= 40 and g["replays"] + g["eager"] == 51, g
+        assert g["captures"] >= 1 and g["replays"] >= 45 and g["replays"] + g["eager"] == 51, g
     else:
         assert stats["optimizer_graph"] is None
     assert stats["step_kernels"] is True  # on by default, built (tests/test_step_ops.py compares them)
+    # the loss stage was graphed, not silently run eagerly after a failed capture (RESULTS.md 31a)
+    assert stats["loss_graph"]["failed"] is None and stats["loss_graph"]["graphed"] >= 1, stats["loss_graph"]
     assert stats["eval"]["300"]["test"]["psnr"] > stats["eval"]["1"]["test"]["psnr"] + 2.0
     ckpt = GaussianModel.load_ply(os.path.join(out, "point_cloud/iteration_300/point_cloud.ply"))
     assert ckpt.num_gaussians == stats["num_gaussians"]
