@@ -91,8 +91,9 @@ class PipelineParams(GroupMixin):
     l3d_grad: str = _f("auto", "how L_3D's gradient reaches the embedding on CUDA: autograd (one term of the step's "
                        "loss) | kernel (after the backward, L_3D's kernel adds its weighted gradient straight into the "
                        "embedding's .grad: no autograd node, no zeroed [N, W] gradient to scale and accumulate; "
-                       "CUDA with the step kernels, else autograd) | auto (autograd: timed on an H200, kernel saved no host time that showed, RESULTS.md 31c). "
-                       "Same gradients either way", choices=["auto", "autograd", "kernel"])
+                       "CUDA with the step kernels, else autograd) | auto (autograd: on an H200 kernel saved no host "
+                       "time that showed, RESULTS.md 31c). Same gradients either way",
+                       choices=["auto", "autograd", "kernel"])
 
 
 @dataclass
@@ -122,8 +123,9 @@ class OptimizationParams(GroupMixin):
                                       "instead of a kernel call per learning rate and the Python around them (the step "
                                       "is bound by the host at 250k Gaussians; the gradients are copied into the "
                                       "graph's own buffers) | on | off | auto (off: it saved 0.06-0.11 ms of host per "
-                                      "step on an H200, inside the noise, RESULTS.md 31c). The same updates (the means' to the float32 rounding of their "
-                                      "learning rate); --optimizer fused on CUDA only",
+                                      "step on an H200, inside the noise, RESULTS.md 31c). The same updates (the "
+                                      "means' to the float32 rounding of their learning rate); --optimizer fused on "
+                                      "CUDA only",
                               choices=["auto", "on", "off"])
 
 

@@ -136,7 +136,7 @@ class AdamGraph:
 
     A graph holds addresses. After densification the parameters and their state stay put, but the backward's
     gradients do not: the caching allocator places them among the render's buffers, whose sizes change with the
-    view (RESULTS.md 31a: keyed by the gradients' addresses, 15 % of the steps replayed). So the graph reads the
+    view (RESULTS.md 31b: keyed by the gradients' addresses, 10-15 % of a run's steps replayed). So the graph reads the
     gradients from buffers of its own, filled by one ``_foreach_copy_`` before each replay (one launch; a copy of
     the trained tensors' size, on a GPU that waits for the host anyway), and is keyed by the parameters, their
     state and the set of them with a gradient (``key``). A key seen ``CAPTURE_AFTER`` times is captured (no
@@ -158,6 +158,9 @@ class AdamGraph:
         self.sightings: Dict[tuple, int] = {}
         self.replays = self.captures = self.eager = 0
         self.failed: Optional[str] = None  # a capture that failed: the rest of the run steps eagerly
+        # the graphs' gradient buffers, one per parameter, shared by every graph (keys differ in which parameters
+        # have a gradient, not in where they are): no more than one extra gradient's memory however many graphs
+        self.grad_buffers: Dict[Tensor, Tensor] = {}
 
     @staticmethod
     def _calls(optimizers) -> list:
@@ -221,6 +224,12 @@ class AdamGraph:
         for p in params:
             p.grad = None
 
+    def _grad_buffer(self, p: Tensor) -> Tensor:
+        buf = self.grad_buffers.get(p)
+        if buf is None or buf.shape != p.grad.shape or buf.stride() != p.grad.stride() or buf.dtype != p.grad.dtype:
+            buf = self.grad_buffers[p] = torch.empty_like(p.grad)
+        return buf
+
     def _capture(self, calls) -> tuple:
         """Captures this step's Adam update (counters, then one fused call per group; a scheduled group's learning
         rate read from a device scalar, the others' constants; the gradients read from buffers of the graph's own,
@@ -236,7 +245,7 @@ class AdamGraph:
                 value = float(group["lr"])
                 fixed.append((group, value))
             states = [opt.state[p] for p in params]
-            args.append((group, params, [torch.empty_like(p.grad) for p in params], states, value))
+            args.append((group, params, [self._grad_buffer(p) for p in params], states, value))
         steps = [s["step"] for _, _, _, states, _ in args for s in states]
         # capture_begin / capture_end on a side stream, not ``torch.cuda.graph``: that one empties the allocator's
         # cache first, which would move the next steps' gradients to new blocks and so to a new key every time
