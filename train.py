@@ -367,7 +367,8 @@ class Trainer:
         with self.timer.phase("losses"):
             one = seg_out is out  # a fused render: the stage takes its image whole (no split, no concatenation)
             losses = self.stages(step, view, out.rgb, seg_out.features if seg_out is not None else None,
-                                 image=out.image if one else None, layout=out.layout if one else None)
+                                 image=out.image if one else None, layout=out.layout if one else None,
+                                 weights=self.weights)  # graphed: the terms and their weighted sum in one replay
         if seg_out is not None and self.objective.neighbor_due(step) and not self.l3d_after_backward:
             with self.timer.phase("loss/3d"):
                 l3d = self.objective.neighbor_term(step, self.model)
@@ -378,7 +379,12 @@ class Trainer:
     def weighted_total(self, losses: Dict[str, Tensor]) -> Tensor:
         """sum_k weights[k] * losses[k] as ONE dot product of the stacked terms with a weight vector made once per
         set of terms: two autograd nodes and kernels instead of a multiplication and an addition per term (the
-        step is bound by the host on an H200, RESULTS.md 22a). A single term is weighted as it is."""
+        step is bound by the host on an H200, RESULTS.md 22a). A single term is weighted as it is. Where the loss
+        stage's CUDA graph already weighted its terms (``losses.total``: the terms are then detached), L_3D's term
+        is added to that sum."""
+        graphed = getattr(losses, "total", None)
+        if graphed is not None:
+            return graphed if "3d" not in losses else torch.add(graphed, losses["3d"], alpha=float(self.weights["3d"]))
         keys = tuple(losses)
         if len(keys) == 1:
             return self.weights[keys[0]] * losses[keys[0]]

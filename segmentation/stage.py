@@ -1,15 +1,21 @@
 """The per-view losses of one training step (photometric, cluster, triplet, semantic) as ONE module
-with static shapes, replayed as a CUDA graph on the GPU.
+with static shapes, replayed as ONE CUDA graph on the GPU.
 
 Why: after the one-node losses, a UniC-Lift step was still bound by the host: Python and the
 autograd engine took about 14.7 ms to issue what the GPU ran in 8 ms (benchmarks/RESULTS.md,
 section 9). The losses of a view read only its render and its prepared masks, so they can be
-captured once (``torch.cuda.make_graphed_callables``, forward and backward) and replayed for every
-view, if every view has the same shapes. So the view's targets are copied into buffers padded to
-the largest view of the scene (segments K_max, boundary pixels B_max, anchor candidates M_max), the
-sizes that vary per view travel as tensors, and the triplets are drawn with replacement from
-random numbers drawn before the replay (``targets.static_sample_triplets``). On the CPU the same
-module runs eagerly: one code path, one set of numbers.
+captured once and replayed for every view, if every view has the same shapes. So the view's targets
+are copied into buffers padded to the largest view of the scene (segments K_max, boundary pixels
+B_max, anchor candidates M_max), the sizes that vary per view travel as tensors, and the triplets
+are drawn with replacement from random numbers drawn before the replay
+(``targets.static_sample_triplets``). On the CPU the same module runs eagerly: one code path, one
+set of numbers.
+
+A training step only ever needs the weighted sum of the terms and its gradient, so the graph
+(``TotalGraph``) computes both in one replay: the terms, sum_k w_k L_k, and that sum's gradient with
+respect to the render and the stage's parameters (torch's ``make_graphed_callables``, used until
+RESULTS.md 32, replays a forward and a backward graph: two launches and their Python per step on a
+step bound by the host). The backward of the returned total hands those gradients out.
 
 The 3D neighbour loss reads the Gaussians, whose number changes while densifying: it stays outside
 (``SegmentationObjective.neighbor_term``).
@@ -202,6 +208,84 @@ def _channel_layout(names: Sequence[str], image: Optional[Tensor], layout: Optio
     return tuple(out) if at == image.shape[-1] else None
 
 
+class StepTerms(dict):
+    """The named terms of one step's stage. ``total``: sum_k weights[k] * term_k with its gradient, where one CUDA
+    graph replay computed the terms (they are then detached: the gradient flows through ``total`` alone); None where
+    the stage ran eagerly (the terms carry their own autograd graph; the caller weights them)."""
+
+    def __init__(self, terms: Dict[str, Tensor], total: Optional[Tensor] = None):
+        super().__init__(terms)
+        self.total = total
+
+
+class _ReplayedTotal(torch.autograd.Function):
+    """The weighted total of a ``TotalGraph`` replay as an autograd node: its backward hands out the gradients the
+    same replay computed, times the incoming gradient (1 in a training step: one multiplication per input)."""
+
+    @staticmethod
+    def forward(ctx, graph: "TotalGraph", *inputs: Tensor) -> Tensor:
+        ctx.graph = graph
+        return graph.total.detach()  # an alias of the static output, as make_graphed_callables returns its outputs
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return (None, *(None if g is None else g * grad for g in ctx.graph.grads))
+
+
+class TotalGraph:
+    """ONE CUDA graph of ``stage``: its terms, their weighted sum (``weights``, one per term) and that sum's
+    gradient with respect to the rendered inputs that require one and the stage's trainable parameters. Captured
+    at construction from ``args`` (the inputs get static copies, into which each call copies); a call replays it
+    and returns (terms, total). Off CUDA nothing is captured and each call runs the same steps eagerly (the CPU
+    tests' twin of the replay)."""
+
+    def __init__(self, stage: torch.nn.Module, args: Tuple[Tensor, ...], weights: Sequence[float]):
+        self.stage = stage
+        self.inputs = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
+        self.params = tuple(p for p in stage.parameters() if p.requires_grad)
+        self.wrt = tuple(x for x in self.inputs if x.requires_grad) + self.params
+        self.grad_mask = tuple(a.requires_grad for a in args)
+        device = self.inputs[0].device
+        self.weights = torch.tensor([float(w) for w in weights], device=device, dtype=self.inputs[0].dtype)
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        if device.type != "cuda":
+            return
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # the warm-up, as torch's make_graphed_callables does it
+            for _ in range(GRAPH_WARMUP):
+                self._run()
+        torch.cuda.current_stream(device).wait_stream(side)
+        torch.cuda.synchronize(device)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            terms, total, grads = self._run()
+        self._keep(terms, total, grads)
+
+    def _keep(self, terms, total, grads) -> None:
+        self.terms = tuple(t.detach() for t in terms)
+        self.total = total.detach()
+        self.grads = tuple(None if g is None else g.detach() for g in grads)
+
+    def _run(self):
+        terms = self.stage(*self.inputs)
+        total = torch.dot(torch.stack(terms), self.weights) if len(terms) > 1 else self.weights[0] * terms[0]
+        grads = torch.autograd.grad(total, self.wrt, allow_unused=True) if self.wrt else ()
+        return terms, total, grads
+
+    def __call__(self, *args: Tensor) -> Tuple[Tuple[Tensor, ...], Tensor]:
+        with torch.no_grad():
+            for static, a in zip(self.inputs, args):
+                static.copy_(a)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._keep(*self._run())
+        needing = [a for a, m in zip(args, self.grad_mask) if m]
+        total = _ReplayedTotal.apply(self, *needing, *self.params) if self.wrt else self.total.detach()
+        return self.terms, total
+
+
 class LossStages:
     """Builds and runs the ``LossStage`` of each step: buffers per image size, one module per set of
     terms, graphed on CUDA (``graphs``) after its first use. ``__call__`` returns the named terms."""
@@ -251,10 +335,13 @@ class LossStages:
         return tuple(terms)
 
     def __call__(self, step: int, view, rgb: Tensor, features: Optional[dict], image: Optional[Tensor] = None,
-                 layout: Optional[dict] = None) -> Dict[str, Tensor]:
+                 layout: Optional[dict] = None, weights: Optional[Dict[str, float]] = None) -> StepTerms:
         """The named terms of ``view``'s render. ``image`` and ``layout`` (``RenderOutput.image`` / ``.layout``,
         name -> (first channel, width)), when ``rgb`` and ``features`` are channels of that one image (a fused
-        render): the stage then takes the image as it is (one graph input, no split and concatenation outside)."""
+        render): the stage then takes the image as it is (one input, no split and concatenation outside).
+        ``weights`` (name -> weight, every term's): on CUDA with graphs, ONE replay of the stage's ``TotalGraph``
+        gives the terms (detached) and their weighted sum with its gradient (``StepTerms.total``); without
+        ``weights``, or eagerly, the terms carry their own autograd graph and ``total`` is None."""
         obj = self.objective
         terms = self.terms_for(step, view, features)
         h, w = rgb.shape[:2]
@@ -279,29 +366,31 @@ class LossStages:
         given = {"render": image, "rgb": rgb, "embedding": feats.get("embedding"),
                  "semantic_feature": feats.get("semantic")}
         args = tuple(given[n] for n in stage.inputs)
-        run = self._graph(key, stage, args) if self.graphs else stage
-        return dict(zip(terms, run(*args)))
+        graph = None
+        if self.graphs and weights is not None:
+            graph = self._graph(key + (tuple(float(weights[t]) for t in terms),), stage, args)
+        if graph is None:
+            return StepTerms(dict(zip(terms, stage(*args))))
+        values, total = graph(*args)
+        return StepTerms(dict(zip(terms, values)), total)
 
-    def _graph(self, key: tuple, stage: LossStage, args: Tuple[Tensor, ...]):
-        """The CUDA-graphed stage of ``key``, captured at its first use (the rendered inputs get
-        leaves of their own, into which each call copies); eager past MAX_GRAPHS keys."""
+    def _graph(self, key: tuple, stage: LossStage, args: Tuple[Tensor, ...]) -> Optional[TotalGraph]:
+        """The ``TotalGraph`` of ``key`` (the stage's key and its weights), captured at its first use; None (run
+        eagerly) past MAX_GRAPHS keys and after a capture failed."""
         if key in self.graphed:
             return self.graphed[key]
         if len(self.graphed) >= MAX_GRAPHS:
-            return stage
-        # the rendered inputs get leaves of their own; the targets are the stage's buffers, which the graph reads
-        # where they are (loaded in place before each call)
-        leaves = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
-        h, w, p, terms, conf, packed = key
+            return None
+        h, w, p, terms, conf, packed = key[:6]
         if "triplet" in terms:  # the triplets never turn off again: the graphs without them are freed
             fewer = tuple(t for t in terms if t != "triplet")
             for stale in [k for k in self.graphed if k[:5] == (h, w, p, fewer, conf)]:
                 self.graphed.pop(stale, None)
-                self.stages.pop(stale, None)
+                self.stages.pop(stale[:6], None)
         try:
-            torch.cuda.synchronize()
-            graphed = torch.cuda.make_graphed_callables(stage, leaves,
-                                                        num_warmup_iters=GRAPH_WARMUP, allow_unused_input=True)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            graph = TotalGraph(stage, args, key[6])
         except Exception as e:  # noqa: BLE001 -- the eager stage computes the same terms; a fault of its own
             # shows there, loudly. Graphing is a speed-up, so a capture that fails (31a: every one did, for a
             # reason the eager stage never met) costs speed, said once, not the run.
@@ -310,6 +399,6 @@ class LossStages:
             self.graphs = False
             print(f"[unic-lift] capturing the loss stage as a CUDA graph failed ({self.failed}); the losses run "
                   "eagerly (the same numbers, slower; train_stats.json: loss_graph)", file=sys.stderr, flush=True)
-            return stage
-        self.graphed[key] = graphed
-        return graphed
+            return None
+        self.graphed[key] = graph
+        return graph

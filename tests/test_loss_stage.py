@@ -137,9 +137,10 @@ def test_loss_stage_equals_the_per_term_losses():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("whole", [False, True])
 def test_gpu_graphed_stage_equals_eager_stage_and_never_syncs(whole):
-    """The CUDA-graphed stage replays the eager stage's values and gradients (render inputs, W,
-    decoder) over views of different K, and a replay never makes the host wait; also when it takes a fused
-    render's image whole (``whole``: one input, split inside the graph)."""
+    """The CUDA-graphed stage (ONE graph: the terms, their weighted total and its gradients) replays the eager
+    stage's values, weighted total and gradients (render inputs, W, decoder) over views of different K, and a call
+    (replay, and the total's backward) never makes the host wait; also when it takes a fused render's image whole
+    (``whole``: one input, split inside the graph)."""
     dev = torch.device("cuda")
 
     def build(graphs):
@@ -157,6 +158,7 @@ def test_gpu_graphed_stage_equals_eager_stage_and_never_syncs(whole):
             obj.prepare(v, dev)
         return obj, views, LossStages(views, lambda_dssim=0.2, objective=obj, device=dev, graphs=graphs, triplets=64)
 
+    weights = {"render": 1.0, "cluster": 0.5, "triplet": 0.25, "semantic": 2.0}
     runs = []
     for graphs in (False, True):
         obj, views, stages = build(graphs)
@@ -178,12 +180,15 @@ def test_gpu_graphed_stage_equals_eager_stage_and_never_syncs(whole):
                     torch.cuda.synchronize()
                     torch.cuda.set_sync_debug_mode("error")
                 try:
-                    out = stages(5, v, rgb, {"embedding": emb, "semantic": sem}, **kw)
-                    (out["render"] + 0.5 * out["cluster"] + 0.25 * out["triplet"] + 2.0 * out["semantic"]).backward()
+                    out = stages(5, v, rgb, {"embedding": emb, "semantic": sem}, weights=weights, **kw)
+                    assert (out.total is not None) == graphs
+                    total = out.total if graphs else torch.dot(torch.stack([out[k] for k in weights]),
+                                                               torch.tensor(list(weights.values()), device=dev))
+                    total.backward()
                 finally:
                     torch.cuda.set_sync_debug_mode(0)
                 inputs = (image.grad,) if whole else (rgb.grad, emb.grad, sem.grad)
-                got.append([x.detach().clone() for x in (*out.values(), *inputs,
+                got.append([x.detach().clone() for x in (*out.values(), total, *inputs,
                                                          obj.head.weight.grad, obj.decoder.weight.grad)])
                 obj.head.weight.grad = obj.decoder.weight.grad = obj.decoder.bias.grad = None
         runs.append(got)
@@ -387,9 +392,11 @@ def test_the_stage_takes_a_fused_renders_image_whole_with_the_same_terms_and_gra
 
 
 def test_a_failed_graph_capture_runs_the_stage_eagerly_and_says_so_once(monkeypatch, capsys):
-    """Graphing the stage is a speed-up: where torch's capture raises (RESULTS.md 31a: every capture did, for a fault
+    """Graphing the stage is a speed-up: where the capture raises (RESULTS.md 31a: every capture did, for a fault
     the eager stage never met), the step gets the eager stage's terms, one line on stderr says why, and every later
     step runs eagerly without trying again. (The capture is CUDA-only; here it is made to fail on the CPU.)"""
+    import segmentation.stage as stage_mod
+
     obj = _objective()
     views = [_view(s, n) for s, n in ((0, 6), (1, 3))]
     for v in views:
@@ -403,8 +410,8 @@ def test_a_failed_graph_capture_runs_the_stage_eagerly_and_says_so_once(monkeypa
         calls.append(1)
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
 
-    monkeypatch.setattr(torch.cuda, "make_graphed_callables", failing_capture)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(stage_mod, "TotalGraph", failing_capture)
+    weights = {"render": 1.0, "cluster": 0.5, "triplet": 0.25, "semantic": 2.0}
     for step, v in enumerate(views * 2):
         H, W = v.instance.shape
         g = torch.Generator().manual_seed(step)
@@ -413,11 +420,67 @@ def test_a_failed_graph_capture_runs_the_stage_eagerly_and_says_so_once(monkeypa
         terms = []
         for s in (eager, stages):
             obj.generator = torch.Generator().manual_seed(7)  # the same triplets both times
-            terms.append(s(5, v, rgb, feats))
-        assert set(terms[1]) == {"render", "cluster", "triplet", "semantic"}
+            terms.append(s(5, v, rgb, feats, weights=weights))
+        assert set(terms[1]) == {"render", "cluster", "triplet", "semantic"} and terms[1].total is None
         for k in terms[0]:
             assert torch.equal(terms[0][k], terms[1][k]), (k, step)
     assert len(calls) == 1 and not stages.graphs and not stages.graphed
     assert stages.failed == "RuntimeError: CUDA error: operation not permitted when stream is capturing"
     err = capsys.readouterr().err
     assert err.count("capturing the loss stage as a CUDA graph failed") == 1 and "more detail" not in err
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_the_total_graph_gives_the_weighted_sum_and_the_gradients_of_the_terms(whole):
+    """With weights, the graphed stage (here ``TotalGraph``'s eager twin: the CPU captures nothing, and runs what the
+    CUDA graph replays) returns the terms detached and ONE total whose backward hands out the gradients the same
+    call computed: the total, the render's gradient and the triplet head's equal those of the eager terms weighted
+    by the trainer's dot product, bit for bit, over views of different K and a set of terms that changes
+    (triplets from iteration 3). A key is captured once; the graphs without triplets are freed when they start."""
+    obj = _objective()
+    obj.cfg.triplet_from_iter = 3
+    views = [_view(s, n) for s, n in ((0, 6), (1, 3), (3, 9))]
+    for v in views:
+        obj.prepare(v)
+    weights = {"render": 1.0, "cluster": 0.5, "triplet": 0.25, "semantic": 2.0}
+    runs = []
+    for graphs in (False, True):
+        stages = LossStages(views, lambda_dssim=0.2, objective=obj, device=torch.device("cpu"), triplets=64)
+        stages.graphs = graphs
+        obj.generator = torch.Generator().manual_seed(3)
+        got = []
+        for step in range(6):
+            v = views[step % 3]
+            H, W = v.instance.shape
+            image = torch.rand(H, W, 11, generator=torch.Generator().manual_seed(step)).requires_grad_(True)
+            if whole:  # a fused render's image, taken whole
+                rgb, emb, sem = torch.split(image, [3, 4, 4], dim=-1)
+                kw = {"image": image, "layout": {"rgb": (0, 3), "embedding": (3, 4), "semantic": (7, 4)}}
+            else:  # three renders (the graph's inputs are contiguous copies: so are these, for equal roundings)
+                rgb, emb, sem = (x.detach().contiguous().requires_grad_(True) for x in torch.split(image, [3, 4, 4], -1))
+                kw = {}
+            out = stages(step, v, rgb, {"embedding": emb, "semantic": sem}, weights=weights, **kw)
+            if graphs:
+                assert out.total is not None and all(not t.requires_grad for t in out.values())
+                total = out.total
+            else:
+                assert out.total is None
+                total = torch.dot(torch.stack(list(out.values())), torch.tensor([weights[k] for k in out]))
+            obj.head.weight.grad = None
+            total.backward()
+            head = obj.head.weight.grad if "triplet" in out else torch.zeros(0)
+            grad = image.grad if whole else torch.cat([rgb.grad, emb.grad, sem.grad], -1)
+            got.append((dict(out), total.detach().clone(), grad.clone(), head.clone()))
+        runs.append(got)
+        if graphs:
+            assert set(k[3] for k in stages.graphed) == {("render", "cluster", "triplet", "semantic")}
+            assert len(stages.graphed) == 1  # the views' one size: the graph without triplets was freed
+    for step, (eager, graphed) in enumerate(zip(*runs)):
+        assert set(eager[0]) == set(graphed[0]) == ({"render", "cluster", "semantic"} |
+                                                    ({"triplet"} if step >= 3 else set()))
+        for k in eager[0]:
+            assert torch.equal(eager[0][k], graphed[0][k]), (step, k)
+        assert torch.equal(eager[1], graphed[1]), step  # the total
+        for a, b in zip(eager[2:], graphed[2:]):  # the render's gradient, the head's
+            assert torch.equal(a, b), (step, (a - b).abs().max())
+        assert graphed[2].abs().sum() > 0 and (step < 3 or graphed[3].abs().sum() > 0)

@@ -110,6 +110,16 @@ def test_the_weighted_total_is_one_dot_product_equal_to_the_sum(tiny_scene, tmp_
     assert t.weights["3d"] == 0.25
     one = t.weighted_total({"render": terms["render"]})
     assert float(one.detach()) == pytest.approx(0.1)
+    # where the loss stage's graph weighted its terms (StepTerms.total, the terms detached), L_3D's term is added
+    from segmentation.stage import StepTerms
+
+    graphed = torch.tensor(0.7, requires_grad=True)
+    l3d = torch.tensor(0.2, requires_grad=True)
+    both = t.weighted_total(StepTerms({"render": torch.tensor(0.1), "3d": l3d}, total=graphed))
+    assert float(both.detach()) == pytest.approx(0.7 + 0.25 * 0.2)
+    both.backward()
+    assert float(graphed.grad) == 1.0 and float(l3d.grad) == 0.25
+    assert t.weighted_total(StepTerms({"render": torch.tensor(0.1)}, total=graphed)) is graphed
 
 
 def test_seg_interval_trains_segmentation_on_selected_steps_only(tiny_scene, tmp_path):
