@@ -368,15 +368,16 @@ class LossStages:
         args = tuple(given[n] for n in stage.inputs)
         graph = None
         if self.graphs and weights is not None:
-            graph = self._graph(key + (tuple(float(weights[t]) for t in terms),), stage, args)
+            graph = self._graph(key + (tuple(float(weights[t]) for t in terms), tuple(a.requires_grad for a in args)),
+                                stage, args)
         if graph is None:
             return StepTerms(dict(zip(terms, stage(*args))))
         values, total = graph(*args)
         return StepTerms(dict(zip(terms, values)), total)
 
     def _graph(self, key: tuple, stage: LossStage, args: Tuple[Tensor, ...]) -> Optional[TotalGraph]:
-        """The ``TotalGraph`` of ``key`` (the stage's key and its weights), captured at its first use; None (run
-        eagerly) past MAX_GRAPHS keys and after a capture failed."""
+        """The ``TotalGraph`` of ``key`` (the stage's key, its weights, which inputs need a gradient), captured at
+        its first use; None (run eagerly) past MAX_GRAPHS keys and after a capture failed."""
         if key in self.graphed:
             return self.graphed[key]
         if len(self.graphed) >= MAX_GRAPHS:
