@@ -22,6 +22,7 @@ The 3D neighbour loss reads the Gaussians, whose number changes while densifying
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -40,26 +41,78 @@ GRAPH_WARMUP = 3
 class StageBuffers:
     """The static inputs of one image size: a view's targets are copied in before each step.
     Scalars: [K, kept pixels, anchor candidates M, pixels with a class]. ``pixels``: the per-pixel
-    targets' length, the feature render's pixel count (below H x W with --seg_scale)."""
+    targets' length, the feature render's pixel count (below H x W with --seg_scale).
+
+    The targets are blocks of ONE byte buffer (``blob``), and each view on the stage's device gets a blob of the same
+    layout holding its image and targets (``pack``; the view's own tensors then become blocks of it, so the padding
+    is all the memory it adds): loading a view is one copy, not eight (a step bound by the host pays each op)."""
 
     def __init__(self, height: int, width: int, pixels: int, kmax: int, bmax: int, mmax: int, window: int,
-                 triplets: int, device: torch.device):
+                 triplets: int, device: torch.device, semantic_dtype: torch.dtype = torch.int64):
         P = pixels
         self.kmax = kmax
-        self.image = torch.zeros(height, width, 3, dtype=torch.uint8, device=device)
-        self.labels = torch.full((P,), kmax, dtype=torch.int32, device=device)
-        self.counts = torch.ones(kmax + 1, device=device)
-        self.boundary = torch.zeros(max(bmax, 1), dtype=torch.int64, device=device)
-        self.table = torch.zeros(max(mmax, 1), 4 + window, dtype=torch.int32, device=device)
-        self.scalars = torch.zeros(4, device=device)
+        specs = (("image", torch.uint8, (height, width, 3), 0), ("labels", torch.int32, (P,), kmax),
+                 ("counts", torch.float32, (kmax + 1,), 1), ("boundary", torch.int64, (max(bmax, 1),), 0),
+                 ("table", torch.int32, (max(mmax, 1), 4 + window), 0), ("scalars", torch.float32, (4,), 0),
+                 ("semantic", semantic_dtype, (P,), -1), ("confidence", torch.float32, (P,), 1))
+        self.fields: Dict[str, tuple] = {}  # name -> (first byte, bytes, dtype, shape, fill)
+        at = 0
+        for name, dtype, shape, fill in specs:
+            at = -(-at // 16) * 16  # aligned for any dtype's view of the bytes
+            size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+            self.fields[name] = (at, size, dtype, shape, fill)
+            at += size
+        self.blob = torch.empty(at, dtype=torch.uint8, device=device)
+        for name, block in self.blocks(self.blob).items():
+            block.fill_(self.fields[name][4])
+            setattr(self, name, block)
         self.rand = torch.zeros(triplets, 2 + window, device=device)
-        self.semantic = torch.full((P,), -1, dtype=torch.int64, device=device)
-        self.confidence = torch.ones(P, device=device)
+
+    def blocks(self, blob: Tensor) -> Dict[str, Tensor]:
+        """name -> the typed block of ``blob`` (a buffer of this layout)."""
+        return {name: blob[first:first + size].view(dtype).view(shape)
+                for name, (first, size, dtype, shape, _) in self.fields.items()}
+
+    def pack(self, view, targets) -> Tensor:
+        """A blob of this layout holding ``view``'s image and ``targets`` (which live on the stage's device); the
+        view's image and the targets' tensors of the same type become its blocks (their old storage is freed)."""
+        blob = self.blob.clone()  # the fills: padding, and what the view lacks
+        parts = self.blocks(blob)
+        parts["image"].copy_(view.image)
+        if view.image.dtype == torch.uint8:
+            view.image = parts["image"]
+        t = targets.instance if targets is not None else None
+        if targets is not None:
+            parts["scalars"].copy_(_view_scalars(targets, blob.device))
+        if t is not None:
+            parts["labels"].copy_(t.labels)
+            parts["counts"].copy_(_padded_counts(t, self.kmax, blob.device))
+            parts["boundary"][:t.boundary.shape[0]].copy_(t.boundary)
+            parts["table"][:t.num_anchors].copy_(t.anchor_table)
+            if t.labels.dtype == torch.int32:
+                t.labels = parts["labels"]
+            if t.boundary.dtype == torch.int64:
+                t.boundary = parts["boundary"][:t.boundary.shape[0]]
+            if t.anchor_table.dtype == torch.int32:
+                t.anchor_table = parts["table"][:t.num_anchors]
+        if targets is not None and targets.semantic is not None:
+            parts["semantic"].copy_(targets.semantic)
+            if targets.semantic.dtype == parts["semantic"].dtype:
+                targets.semantic = parts["semantic"]
+        if targets is not None and targets.confidence is not None:
+            parts["confidence"].copy_(targets.confidence)
+            targets.confidence = parts["confidence"]
+        return blob
 
     def load(self, view, targets, *, instance: bool, triplets: bool, semantic: bool, confidence: bool,
-             generator: Optional[torch.Generator]) -> None:
+             generator: Optional[torch.Generator], blob: Optional[Tensor] = None) -> None:
         """Copies ``view``'s image and the parts of its prepared ``targets`` the step uses (a few copies,
-        no host sync)."""
+        no host sync), or with ``blob`` (the view's ``pack``), the whole of it in one copy."""
+        if triplets:
+            self.rand.uniform_(generator=generator)
+        if blob is not None:
+            self.blob.copy_(blob, non_blocking=True)
+            return
         self.image.copy_(view.image, non_blocking=True)
         t = targets.instance if targets is not None else None
         if instance or semantic:
@@ -71,7 +124,6 @@ class StageBuffers:
             self.boundary[:t.boundary.shape[0]].copy_(t.boundary, non_blocking=True)
             if t.num_anchors:
                 self.table[:t.num_anchors].copy_(t.anchor_table, non_blocking=True)
-            self.rand.uniform_(generator=generator)
         if semantic:
             self.semantic.copy_(targets.semantic, non_blocking=True)
             if confidence:
@@ -308,6 +360,12 @@ class LossStages:
             key = (h, w, _target_pixels(targets, h * w))
             old = self.sizes.get(key, (0, 0, 0, 0))
             self.sizes[key] = (max(old[0], k), max(old[1], b), max(old[2], m), max(old[3], q))
+        # the class ids' type: int16 where every view's targets are prepared and hold int16 ids (the usual case:
+        # targets.prepare_semantic_target), else int64
+        prepared = [getattr(v, "targets", None) for v in views]
+        semantic = [x.semantic.dtype for x in prepared if x is not None and x.semantic is not None]
+        self.semantic_dtype = torch.int16 if (semantic and all(x is not None for x in prepared)
+                                              and all(d == torch.int16 for d in semantic)) else torch.int64
         self.buffers: Dict[Tuple[int, int, int], StageBuffers] = {}
         self.stages: Dict[tuple, torch.nn.Module] = {}
         self.graphed: Dict[tuple, object] = {}
@@ -315,8 +373,26 @@ class LossStages:
     def _buffers(self, h: int, w: int, p: int) -> StageBuffers:
         if (h, w, p) not in self.buffers:
             k, b, m, q = self.sizes.get((h, w, p), (0, 0, 0, 0))
-            self.buffers[(h, w, p)] = StageBuffers(h, w, p, k, b, m, q, self.triplets, self.device)
+            self.buffers[(h, w, p)] = StageBuffers(h, w, p, k, b, m, q, self.triplets, self.device,
+                                                   semantic_dtype=self.semantic_dtype)
         return self.buffers[(h, w, p)]
+
+    def _blob(self, view, buf: StageBuffers) -> Optional[Tensor]:
+        """``view``'s image and prepared targets packed in ``buf``'s layout (``StageBuffers.pack``), made at its
+        first step and kept on the view; None (the targets are copied one by one) where the image or the targets
+        live elsewhere (--data_device cpu) or the image is not 8-bit."""
+        targets = getattr(view, "targets", None)
+        kept = getattr(view, "_stage_blob", None)
+        if kept is not None and kept[0] is buf and kept[1] is targets:
+            return kept[2]
+        t = getattr(targets, "instance", None)
+        tensors = [view.image] + ([t.labels, t.boundary, t.anchor_table] if t is not None else []) + \
+            [x for x in (getattr(targets, "semantic", None), getattr(targets, "confidence", None)) if x is not None]
+        if view.image.dtype != torch.uint8 or any(x.device != self.device for x in tensors):
+            return None
+        blob = buf.pack(view, targets)
+        view._stage_blob = (buf, targets, blob)
+        return blob
 
     def terms_for(self, step: int, view, features: Optional[dict]) -> Tuple[str, ...]:
         obj = self.objective
@@ -351,7 +427,8 @@ class LossStages:
         targets = obj.targets_of(view, self.device) if len(terms) > 1 else None
         conf = "semantic" in terms and targets.confidence is not None
         buf.load(view, targets, instance="cluster" in terms or "triplet" in terms, triplets="triplet" in terms,
-                 semantic="semantic" in terms, confidence=conf, generator=obj.generator if obj else None)
+                 semantic="semantic" in terms, confidence=conf, generator=obj.generator if obj else None,
+                 blob=self._blob(view, buf))
         packed = _channel_layout(rendered_inputs(terms), image, layout)
         key = (h, w, p, terms, conf, packed)
         stage = self.stages.get(key)

@@ -484,3 +484,52 @@ def test_the_total_graph_gives_the_weighted_sum_and_the_gradients_of_the_terms(w
         for a, b in zip(eager[2:], graphed[2:]):  # the render's gradient, the head's
             assert torch.equal(a, b), (step, (a - b).abs().max())
         assert graphed[2].abs().sum() > 0 and (step < 3 or graphed[3].abs().sum() > 0)
+
+
+def test_a_views_targets_load_as_one_copy_of_its_packed_blob_with_the_same_terms(monkeypatch):
+    """Each view's image and targets are packed once into a blob of the stage buffers' layout, the view's own
+    tensors becoming its blocks (no second copy in memory): a step then loads the view with ONE copy (and the
+    triplets' random numbers), and the terms and gradients are those of the per-tensor loads, bit for bit, over
+    views of different K, B and M in an order that leaves stale data behind in the per-tensor buffers."""
+    obj = _objective()
+    views = [_view(s, n) for s, n in ((0, 6), (1, 3), (3, 9))]
+    for v in views:
+        obj.prepare(v)
+    copies = [v.image.clone() for v in views] + [v.targets.instance.anchor_table.clone() for v in views]
+    weights = {"render": 1.0, "cluster": 0.5, "triplet": 0.25, "semantic": 2.0}
+    runs = []
+    for packed in (False, True):
+        stages = LossStages(views, lambda_dssim=0.2, objective=obj, device=torch.device("cpu"), triplets=64)
+        if not packed:
+            monkeypatch.setattr(LossStages, "_blob", lambda self, view, buf: None)
+        else:
+            monkeypatch.undo()
+        obj.generator = torch.Generator().manual_seed(1)
+        got = []
+        for step, i in enumerate((2, 0, 1, 2, 1, 0)):
+            v = views[i]
+            H, W = v.instance.shape
+            g = torch.Generator().manual_seed(step)
+            rgb = torch.rand(H, W, 3, generator=g, requires_grad=True)
+            emb = torch.randn(H, W, 4, generator=g, requires_grad=True)
+            out = stages(5, v, rgb, {"embedding": emb, "semantic": torch.randn(H, W, 4, generator=g)}, weights=weights)
+            sum(weights[k] * x for k, x in out.items()).backward()
+            got.append([*(x.detach() for x in out.values()), rgb.grad, emb.grad])
+        runs.append(got)
+    for step, (a, b) in enumerate(zip(*runs)):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y), step
+    assert sum(float(t[2]) > 0 for t in runs[1]) == 6  # every step had triplets
+    buf = stages.buffers[(24, 32, 24 * 32)]
+    for i, v in enumerate(views):
+        kept_buf, kept_targets, blob = v._stage_blob
+        assert kept_buf is buf and kept_targets is v.targets and blob.shape == buf.blob.shape
+        t = v.targets
+        for x in (v.image, t.instance.labels, t.instance.boundary, t.instance.anchor_table, t.semantic, t.confidence):
+            assert x.untyped_storage().data_ptr() == blob.untyped_storage().data_ptr()  # blocks of the blob
+        assert torch.equal(v.image, copies[i]) and torch.equal(t.instance.anchor_table, copies[3 + i])
+    with torch.profiler.profile() as prof:
+        buf.load(views[0], views[0].targets, instance=True, triplets=True, semantic=True, confidence=True,
+                 generator=obj.generator, blob=stages._blob(views[0], buf))
+    ops = [e.name for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None]
+    assert ops == ["aten::uniform_", "aten::copy_"], ops
