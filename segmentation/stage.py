@@ -48,16 +48,23 @@ class StageBuffers:
     is all the memory it adds): loading a view is one copy, not eight (a step bound by the host pays each op)."""
 
     def __init__(self, height: int, width: int, pixels: int, kmax: int, bmax: int, mmax: int, window: int,
-                 triplets: int, device: torch.device, semantic_dtype: torch.dtype = torch.int64):
+                 triplets: int, device: torch.device, semantic_dtype: torch.dtype = torch.int64,
+                 blob_fields: Optional[Sequence[str]] = None):
         P = pixels
         self.kmax = kmax
         specs = (("image", torch.uint8, (height, width, 3), 0), ("labels", torch.int32, (P,), kmax),
                  ("counts", torch.float32, (kmax + 1,), 1), ("boundary", torch.int64, (max(bmax, 1),), 0),
                  ("table", torch.int32, (max(mmax, 1), 4 + window), 0), ("scalars", torch.float32, (4,), 0),
                  ("semantic", semantic_dtype, (P,), -1), ("confidence", torch.float32, (P,), 1))
+        # the blob holds the image, the scalars and ``blob_fields`` (default: all; a field no view of the scene has
+        # stays a tensor of its own, so that no view's blob carries it)
+        wanted = {"image", "scalars", *(blob_fields if blob_fields is not None else (n for n, *_ in specs))}
         self.fields: Dict[str, tuple] = {}  # name -> (first byte, bytes, dtype, shape, fill)
         at = 0
         for name, dtype, shape, fill in specs:
+            if name not in wanted:
+                setattr(self, name, torch.full(shape, fill, dtype=dtype, device=device))
+                continue
             at = -(-at // 16) * 16  # aligned for any dtype's view of the bytes
             size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
             self.fields[name] = (at, size, dtype, shape, fill)
@@ -84,7 +91,7 @@ class StageBuffers:
         t = targets.instance if targets is not None else None
         if targets is not None:
             parts["scalars"].copy_(_view_scalars(targets, blob.device))
-        if t is not None:
+        if t is not None and "labels" in parts:
             parts["labels"].copy_(t.labels)
             parts["counts"].copy_(_padded_counts(t, self.kmax, blob.device))
             parts["boundary"][:t.boundary.shape[0]].copy_(t.boundary)
@@ -95,11 +102,11 @@ class StageBuffers:
                 t.boundary = parts["boundary"][:t.boundary.shape[0]]
             if t.anchor_table.dtype == torch.int32:
                 t.anchor_table = parts["table"][:t.num_anchors]
-        if targets is not None and targets.semantic is not None:
+        if targets is not None and targets.semantic is not None and "semantic" in parts:
             parts["semantic"].copy_(targets.semantic)
             if targets.semantic.dtype == parts["semantic"].dtype:
                 targets.semantic = parts["semantic"]
-        if targets is not None and targets.confidence is not None:
+        if targets is not None and targets.confidence is not None and "confidence" in parts:
             parts["confidence"].copy_(targets.confidence)
             targets.confidence = parts["confidence"]
         return blob
@@ -366,6 +373,15 @@ class LossStages:
         semantic = [x.semantic.dtype for x in prepared if x is not None and x.semantic is not None]
         self.semantic_dtype = torch.int16 if (semantic and all(x is not None for x in prepared)
                                               and all(d == torch.int16 for d in semantic)) else torch.int64
+        # the targets the views' blobs hold: those some view has (each view's blob is as large as the layout)
+        present = set()
+        if any(getattr(x, "instance", None) is not None for x in prepared):
+            present |= {"labels", "counts", "boundary", "table"}
+        if semantic:
+            present.add("semantic")
+        if any(getattr(x, "confidence", None) is not None for x in prepared):
+            present.add("confidence")
+        self.blob_fields = tuple(sorted(present))
         self.buffers: Dict[Tuple[int, int, int], StageBuffers] = {}
         self.stages: Dict[tuple, torch.nn.Module] = {}
         self.graphed: Dict[tuple, object] = {}
@@ -374,14 +390,17 @@ class LossStages:
         if (h, w, p) not in self.buffers:
             k, b, m, q = self.sizes.get((h, w, p), (0, 0, 0, 0))
             self.buffers[(h, w, p)] = StageBuffers(h, w, p, k, b, m, q, self.triplets, self.device,
-                                                   semantic_dtype=self.semantic_dtype)
+                                                   semantic_dtype=self.semantic_dtype,
+                                                   blob_fields=self.blob_fields)
         return self.buffers[(h, w, p)]
 
     def _blob(self, view, buf: StageBuffers) -> Optional[Tensor]:
         """``view``'s image and prepared targets packed in ``buf``'s layout (``StageBuffers.pack``), made at its
-        first step and kept on the view; None (the targets are copied one by one) where the image or the targets
-        live elsewhere (--data_device cpu) or the image is not 8-bit."""
+        first step and kept on the view; None (the targets are copied one by one) where the view has no targets,
+        where the image or the targets live elsewhere (--data_device cpu), or where the image is not 8-bit."""
         targets = getattr(view, "targets", None)
+        if targets is None:  # the image alone: one copy either way, and no blob of padding per view
+            return None
         kept = getattr(view, "_stage_blob", None)
         if kept is not None and kept[0] is buf and kept[1] is targets:
             return kept[2]

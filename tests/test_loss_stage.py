@@ -7,7 +7,7 @@ import torch
 from arguments import SegmentationParams
 from segmentation.losses import semantic_loss, triplet_hinge
 from segmentation.objective import SegmentationObjective
-from segmentation.stage import LossStages
+from segmentation.stage import LossStages, StageBuffers
 from segmentation.targets import (prepare_targets, prepared_cluster_total, static_cluster_total,
                                   static_sample_triplets)
 from tests.test_seg_losses import seg_image
@@ -533,3 +533,28 @@ def test_a_views_targets_load_as_one_copy_of_its_packed_blob_with_the_same_terms
                  generator=obj.generator, blob=stages._blob(views[0], buf))
     ops = [e.name for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None]
     assert ops == ["aten::uniform_", "aten::copy_"], ops
+
+
+def test_the_blob_holds_only_the_targets_the_scene_has():
+    """A view's blob is as large as the layout, so the layout leaves out what no view of the scene has (here no
+    confidence: its buffer stays a tensor of its own); a view without targets (plain 3DGS) gets no blob (its image
+    is one copy either way), and no memory per view."""
+    obj = _objective()
+    views = [_view(s, n) for s, n in ((0, 6), (1, 3))]
+    for v in views:
+        v.confidence = None
+        obj.prepare(v)
+    stages = LossStages(views, lambda_dssim=0.2, objective=obj, device=torch.device("cpu"), triplets=64)
+    assert stages.blob_fields == ("boundary", "counts", "labels", "semantic", "table")
+    buf = stages._buffers(24, 32, 24 * 32)
+    assert "confidence" not in buf.fields and buf.confidence.shape == (24 * 32,) and bool((buf.confidence == 1).all())
+    P, (k, b, m, q) = 24 * 32, stages.sizes[(24, 32, 24 * 32)]
+    full = StageBuffers(24, 32, P, k, b, m, q, 64, torch.device("cpu"), semantic_dtype=torch.int16)
+    assert full.blob.numel() - buf.blob.numel() >= 4 * P  # no [P] floats of confidence in every view's blob
+    blob = stages._blob(views[0], buf)
+    assert blob is not None and blob.shape == buf.blob.shape
+    plain = [_view(s, n) for s, n in ((0, 6), (1, 3))]
+    bare = LossStages(plain, lambda_dssim=0.2, objective=None, device=torch.device("cpu"), triplets=64)
+    assert bare.blob_fields == ()
+    out = bare(0, plain[0], torch.rand(24, 32, 3), None)
+    assert set(out) == {"render"} and not hasattr(plain[0], "_stage_blob")
