@@ -110,6 +110,7 @@ class Trainer:
         self.weights = {"render": 1.0, **(self.objective.weights() if self.objective is not None else {})}
         self._weight_vectors: Dict[tuple, Tensor] = {}  # weighted_total: the terms' weights, per set of terms
         self.l3d_after_backward = self._l3d_after_backward()
+        self.l3d_in_stage = self.objective is not None and getattr(self.pipe, "l3d_grad", "auto") == "graph"
         self.adam_graph = (AdamGraph() if getattr(self.opt, "optimizer_graph", "auto") == "on"
                            and self.optimizer_kind == "fused" and self.device.type == "cuda" else None)
         self.timer = PhaseTimer(getattr(args, "profile", False), self.device)
@@ -364,12 +365,17 @@ class Trainer:
     def compute_losses(self, step: int, view: View, out, seg_out) -> Dict[str, Tensor]:
         """The named loss terms of this step (weighted by ``self.weights``): the view's 2D terms in one
         static-shape stage (a CUDA graph on the GPU), then L_3D."""
+        # --l3d_grad graph: once the Gaussians stay put, L_3D is a term of the stage (its graph reads the embedding)
+        in_stage = (seg_out is not None and self.l3d_in_stage and step >= self.opt.densify_until_iter
+                    and self.objective.neighbor_due(step))
         with self.timer.phase("losses"):
             one = seg_out is out  # a fused render: the stage takes its image whole (no split, no concatenation)
             losses = self.stages(step, view, out.rgb, seg_out.features if seg_out is not None else None,
                                  image=out.image if one else None, layout=out.layout if one else None,
-                                 weights=self.weights)  # graphed: the terms and their weighted sum in one replay
-        if seg_out is not None and self.objective.neighbor_due(step) and not self.l3d_after_backward:
+                                 weights=self.weights,  # graphed: the terms and their weighted sum in one replay
+                                 neighbor=self.objective.neighbor_inputs(step, self.model) if in_stage else None)
+        if (seg_out is not None and self.objective.neighbor_due(step) and not self.l3d_after_backward
+                and not in_stage):
             with self.timer.phase("loss/3d"):
                 l3d = self.objective.neighbor_term(step, self.model)
             if l3d is not None:
@@ -384,7 +390,10 @@ class Trainer:
         is added to that sum."""
         graphed = getattr(losses, "total", None)
         if graphed is not None:
-            return graphed if "3d" not in losses else torch.add(graphed, losses["3d"], alpha=float(self.weights["3d"]))
+            for k in losses:
+                if k not in losses.covered:  # L_3D outside the stage
+                    graphed = torch.add(graphed, losses[k], alpha=float(self.weights[k]))
+            return graphed
         keys = tuple(losses)
         if len(keys) == 1:
             return self.weights[keys[0]] * losses[keys[0]]
@@ -727,7 +736,7 @@ class Trainer:
                  "seg_raster": self.raster_mode(step) if self.objective is not None else None,
                  "step_kernels": self._step_kernels(),
                  "feature_layout": "packed" if self.model.packing is not None else "separate",
-                 "l3d_grad": "kernel" if self.l3d_after_backward else "autograd",
+                 "l3d_grad": "kernel" if self.l3d_after_backward else "graph" if self.l3d_in_stage else "autograd",
                  "loss_graph": (None if self.stages is None else {
                      "graphed": len(self.stages.graphed), "failed": self.stages.failed}),
                  "optimizer_graph": (None if self.adam_graph is None else {

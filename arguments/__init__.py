@@ -91,9 +91,12 @@ class PipelineParams(GroupMixin):
     l3d_grad: str = _f("auto", "how L_3D's gradient reaches the embedding on CUDA: autograd (one term of the step's "
                        "loss) | kernel (after the backward, L_3D's kernel adds its weighted gradient straight into the "
                        "embedding's .grad: no autograd node, no zeroed [N, W] gradient to scale and accumulate; "
-                       "CUDA with the step kernels, else autograd) | auto (autograd: on an H200 kernel saved no host "
-                       "time that showed, RESULTS.md 31c). Same gradients either way",
-                       choices=["auto", "autograd", "kernel"])
+                       "CUDA with the step kernels, else autograd) | graph (once densification has stopped, L_3D is a "
+                       "term of the loss stage's one CUDA graph: its value and gradient come with the view's terms, "
+                       "no Python or autograd node of its own per step; on the CPU the stage runs eagerly with it) | "
+                       "auto (autograd: on an H200 kernel saved no host time that showed, RESULTS.md 31c; graph is "
+                       "not yet timed). Same gradients every way",
+                       choices=["auto", "autograd", "kernel", "graph"])
 
 
 @dataclass

@@ -21,7 +21,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -188,12 +188,10 @@ class SegmentationObjective:
         ``grad_scale`` (after the step's backward): ``grad_scale`` times L_3D's gradient is added to the
         embedding's ``.grad`` here, by L_3D's kernel where it applies (``neighbor_loss_into_grad``), else by a
         backward of its own; the loss comes back detached."""
-        if not self.neighbor_due(step):
+        inputs = self.neighbor_inputs(step, model)
+        if inputs is None:
             return None
-        self._refresh_graph(step, model)
-        if self.edges is None or not len(self.edges):
-            return None
-        v, edges = feature_of(model, EMBEDDING), self._edge_window()
+        v, edges = inputs
         if grad_scale is None:
             return neighbor_loss(v, edges, activation=torch.sigmoid)  # code space
         idx = edges.reshape(-1)
@@ -202,6 +200,17 @@ class SegmentationObjective:
         loss = neighbor_loss(v, edges, activation=torch.sigmoid)
         (loss * grad_scale).backward()
         return loss.detach()
+
+    def neighbor_inputs(self, step: int, model) -> Optional[Tuple[Tensor, Tensor]]:
+        """L_3D's inputs at ``step``: the Gaussians' embedding [N, W] and this step's neighbour pairs [m, 2] (the
+        graph refreshed when due; the window advances), or None when L_3D is off, not yet on, or has no pairs.
+        ``neighbor_term`` takes them, or the loss stage (--l3d_grad graph)."""
+        if not self.neighbor_due(step):
+            return None
+        self._refresh_graph(step, model)
+        if self.edges is None or not len(self.edges):
+            return None
+        return feature_of(model, EMBEDDING), self._edge_window()
 
     def _edge_window(self) -> Tensor:
         """This step's neighbour pairs: the next ``l3d_max_edges`` of the graph's pairs, which were shuffled

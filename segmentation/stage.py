@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from gaussian_renderer.step_ops import step_ops_available, triplet_term_cuda
-from segmentation.losses import gather_rows, semantic_loss, triplet_hinge
+from segmentation.losses import gather_rows, neighbor_loss, semantic_loss, triplet_hinge
 from segmentation.targets import static_cluster_total, static_sample_triplets
 from utils.loss_utils import photometric_loss
 
@@ -192,7 +192,9 @@ class LossStage(torch.nn.Module):
         self.confidence = confidence
         self.rendered = rendered_inputs(self.terms)
         self.packed = packed
-        self.inputs = ("render",) if packed is not None else self.rendered
+        # L_3D (--l3d_grad graph): the Gaussians' embedding and this step's pairs follow the rendered inputs
+        self.inputs = (("render",) if packed is not None else self.rendered) + \
+            (("gaussian_embedding", "pairs") if "3d" in self.terms else ())
 
     def forward(self, *tensors: Tensor) -> Tuple[Tensor, ...]:
         x = dict(zip(self.inputs, tensors))
@@ -228,6 +230,8 @@ class LossStage(torch.nn.Module):
                 z = gather_rows(e, trip.reshape(-1))  # W acts per pixel: the 3T sampled ones only
                 z = self.head(z).reshape(-1, 3, e.shape[-1])
                 out["triplet"] = triplet_hinge(z, cfg.triplet_margin) * (m > 0).to(e.dtype)
+        if "3d" in self.terms:  # Eq. 6 on the Gaussians, as SegmentationObjective.neighbor_term computes it
+            out["3d"] = neighbor_loss(x["gaussian_embedding"], x["pairs"], activation=torch.sigmoid)
         if "semantic" in self.terms:
             s = x["semantic_feature"]
             logits = (self.decoder(s) if self.decoder is not None else s).reshape(-1, self.num_classes)
@@ -270,11 +274,13 @@ def _channel_layout(names: Sequence[str], image: Optional[Tensor], layout: Optio
 class StepTerms(dict):
     """The named terms of one step's stage. ``total``: sum_k weights[k] * term_k with its gradient, where one CUDA
     graph replay computed the terms (they are then detached: the gradient flows through ``total`` alone); None where
-    the stage ran eagerly (the terms carry their own autograd graph; the caller weights them)."""
+    the stage ran eagerly (the terms carry their own autograd graph; the caller weights them). ``covered``: the
+    terms ``total`` holds (a caller may add more, e.g. L_3D outside the stage)."""
 
     def __init__(self, terms: Dict[str, Tensor], total: Optional[Tensor] = None):
         super().__init__(terms)
         self.total = total
+        self.covered = frozenset(terms) if total is not None else frozenset()  # the terms ``total`` holds
 
 
 class _ReplayedTotal(torch.autograd.Function):
@@ -430,15 +436,17 @@ class LossStages:
         return tuple(terms)
 
     def __call__(self, step: int, view, rgb: Tensor, features: Optional[dict], image: Optional[Tensor] = None,
-                 layout: Optional[dict] = None, weights: Optional[Dict[str, float]] = None) -> StepTerms:
+                 layout: Optional[dict] = None, weights: Optional[Dict[str, float]] = None,
+                 neighbor: Optional[Tuple[Tensor, Tensor]] = None) -> StepTerms:
         """The named terms of ``view``'s render. ``image`` and ``layout`` (``RenderOutput.image`` / ``.layout``,
         name -> (first channel, width)), when ``rgb`` and ``features`` are channels of that one image (a fused
         render): the stage then takes the image as it is (one input, no split and concatenation outside).
         ``weights`` (name -> weight, every term's): on CUDA with graphs, ONE replay of the stage's ``TotalGraph``
         gives the terms (detached) and their weighted sum with its gradient (``StepTerms.total``); without
-        ``weights``, or eagerly, the terms carry their own autograd graph and ``total`` is None."""
+        ``weights``, or eagerly, the terms carry their own autograd graph and ``total`` is None. ``neighbor``: L_3D's
+        inputs (``SegmentationObjective.neighbor_inputs``), which make "3d" a term of the stage (--l3d_grad graph)."""
         obj = self.objective
-        terms = self.terms_for(step, view, features)
+        terms = self.terms_for(step, view, features) + (("3d",) if neighbor is not None else ())
         h, w = rgb.shape[:2]
         feature = next((v for v in (features or {}).values() if v is not None), None)  # [h', w', D]
         p = feature.shape[0] * feature.shape[1] if feature is not None else h * w
@@ -461,10 +469,13 @@ class LossStages:
         feats = features or {}
         given = {"render": image, "rgb": rgb, "embedding": feats.get("embedding"),
                  "semantic_feature": feats.get("semantic")}
+        if neighbor is not None:
+            given["gaussian_embedding"], given["pairs"] = neighbor
         args = tuple(given[n] for n in stage.inputs)
         graph = None
         if self.graphs and weights is not None:
-            graph = self._graph(key + (tuple(float(weights[t]) for t in terms), tuple(a.requires_grad for a in args)),
+            graph = self._graph(key + (tuple(float(weights[t]) for t in terms), tuple(a.requires_grad for a in args),
+                                       tuple(tuple(a.shape) for a in args[-2:]) if neighbor is not None else ()),
                                 stage, args)
         if graph is None:
             return StepTerms(dict(zip(terms, stage(*args))))
@@ -479,9 +490,8 @@ class LossStages:
         if len(self.graphed) >= MAX_GRAPHS:
             return None
         h, w, p, terms, conf, packed = key[:6]
-        if "triplet" in terms:  # the triplets never turn off again: the graphs without them are freed
-            fewer = tuple(t for t in terms if t != "triplet")
-            for stale in [k for k in self.graphed if k[:5] == (h, w, p, fewer, conf)]:
+        if "triplet" in terms or "3d" in terms:  # neither turns off again: the graphs of fewer terms are freed
+            for stale in [k for k in self.graphed if k[:3] == (h, w, p) and k[4] == conf and set(k[3]) < set(terms)]:
                 self.graphed.pop(stale, None)
                 self.stages.pop(stale[:6], None)
         try:
