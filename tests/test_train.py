@@ -646,7 +646,10 @@ def _l3d_in_stage_runs(tiny_scene, tmp_path, layout, device, graphs):
     base, staged = _trainer(tiny_scene, tmp_path, *extra), _trainer(tiny_scene, tmp_path, *extra, "--l3d_grad", "graph")
     assert staged.l3d_in_stage and not base.l3d_in_stage
     staged.stages.graphs = graphs  # on the CPU: TotalGraph's eager twin, the steps a CUDA graph replays
-    steps = [(base.train_step(step), staged.train_step(step)) for step in range(1, 9)]
+    # each step's stats copied at once, as the training loop reads them back at once: graphed terms are views of
+    # the graph's outputs, which the next replay overwrites
+    steps = [tuple({k: v.clone() for k, v in t.train_step(step).items()} for t in (base, staged))
+             for step in range(1, 9)]
     return steps, base, staged
 
 
