@@ -7,7 +7,18 @@
 #                                             (PROFILE_VARIANTS, alternated), packs everything into $OUT
 #   bash benchmarks/device_round29.sh T       whole timed runs at the issue's size (SPEED_VARIANTS, SPEED_SEEDS), one at
 #                                             a time, alone on the GPU; a fresh machine needs A's GPU tests first
-# RESULTS.md 32 has what came back.
+# RESULTS.md 32 has what came back. Session 29 ran A (GPU tests and the quality check), T (SPEED_SEEDS="0 1"), then B
+#   twice (PROFILE_VARIANTS="plain unic", then PROFILE_STACKS=0 "unic plain unic plain"), all on tree 8d13ee9.
+# Session 30's plan (issue 10), carry [".whl", ".prebuilt", ".scene"] (.scene/bench: make_scene.py as bench_scene
+#   says, --workers 2, about 35 s here). Each line is one call on one machine; ask `status` first, since a refused
+#   start costs device time (session 29 lost 286 s to three).
+#   1. GPU_TESTS=1 with SPEED_VARIANTS="plain unic unic:--l3d_grad graph" SPEED_SEEDS=0, as one call:
+#        A_WAIT=585 bash benchmarks/device_round29.sh A   (with QUALITY_SEEDS="" the quality runs are left out)
+#        then at once: A_WAIT=585 SPEED_VARIANTS=... SPEED_SEEDS=0 bash benchmarks/device_round29.sh T
+#      The whole GPU suite first (new since 8d13ee9: the blob layout without empty blocks, L_3D in the graph). Then
+#      the three runs at the issue's size: plain's peak should be back at about 0.5 GB (32b: 0.87 GB before d58b3bb).
+#   2. The same three with SPEED_SEEDS=1. --l3d_grad graph becomes auto's choice only if it beats the default on both
+#      seeds by more than their spread (32b: the seeds agree within 2.3 %).
 set -u
 W=/tmp/w; R=/tmp/r29; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -36,14 +47,14 @@ if [ "$stage" = A ]; then
   fresh_tree || exit 1
   bench_scene 8
   export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
-  for s in ${QUALITY_SEEDS:-0 1}; do  # each in its own session, from W: it outlives this call
+  for s in ${QUALITY_SEEDS-0 1}; do  # each in its own session, from W: it outlives this call
     setsid bash -c "cd $W; python3 benchmarks/bench_train.py --scene $D/bench --out $R/quality$s --iterations \
       ${QUALITY_ITERS:-30000} --seeds $s --variants unic > $R/quality$s.log 2>&1; touch $R/quality$s.DONE" \
       < /dev/null > /dev/null 2>&1 &
   done
   [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests
-  wait_until $(for s in ${QUALITY_SEEDS:-0 1}; do echo $R/quality$s.DONE; done)
-  tail -n 4 $R/quality*.log; pack
+  wait_until $(for s in ${QUALITY_SEEDS-0 1}; do echo $R/quality$s.DONE; done)
+  tail -n 4 $R/quality*.log 2>/dev/null; pack
 fi
 
 if [ "$stage" = B ]; then
