@@ -192,7 +192,7 @@ class Trainer:
         backward then runs twice while densifying)."""
         from segmentation.stage import LossStages
 
-        graphs = self.pipe.loss_graph == "auto" and not self.seg.seg_geometry_grad
+        graphs = self.pipe.loss_graph in ("auto", "direct") and not self.seg.seg_geometry_grad
         return LossStages(self.views, lambda_dssim=self.opt.lambda_dssim, objective=self.objective,
                           device=self.device, graphs=graphs, triplets=self.seg.triplet_max)
 
@@ -373,7 +373,8 @@ class Trainer:
             losses = self.stages(step, view, out.rgb, seg_out.features if seg_out is not None else None,
                                  image=out.image if one else None, layout=out.layout if one else None,
                                  weights=self.weights,  # graphed: the terms and their weighted sum in one replay
-                                 neighbor=self.objective.neighbor_inputs(step, self.model) if in_stage else None)
+                                 neighbor=self.objective.neighbor_inputs(step, self.model) if in_stage else None,
+                                 direct=self.pipe.loss_graph == "direct")
         if (seg_out is not None and self.objective.neighbor_due(step) and not self.l3d_after_backward
                 and not in_stage):
             with self.timer.phase("loss/3d"):
@@ -408,7 +409,15 @@ class Trainer:
         """Gradients of ``total``; then, with ``l3d_after_backward``, L_3D's (added to ``losses`` as "3d"): returns
         the weighted terms added after ``total`` (None if none), which the logged loss includes."""
         means2d = out.info.get("means2d")
-        if (mode == "joint" and step < self.opt.densify_until_iter and len(losses) > 1
+        pairs = getattr(losses, "grads", None)
+        if pairs is not None:  # --loss_graph direct: the stage's graph computed its gradients; they go straight in
+            tensors, grads = [t for t, _ in pairs], [g for _, g in pairs]
+            if total.requires_grad:  # terms from outside the stage (L_3D)
+                tensors.append(total)
+                grads.append(None)
+            if tensors:
+                torch.autograd.backward(tensors, grads)
+        elif (mode == "joint" and step < self.opt.densify_until_iter and len(losses) > 1
                 and means2d is not None and means2d.requires_grad):
             # Densification must see the rendering loss's screen-space gradient only.
             (render_grad,) = torch.autograd.grad(losses["render"], means2d, retain_graph=True)

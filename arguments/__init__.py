@@ -72,8 +72,11 @@ class PipelineParams(GroupMixin):
     backend: str = _f("auto", "rasterizer: auto (gsplat on CUDA, torch on CPU) | gsplat | torch",
                       choices=["auto", "gsplat", "torch"])
     random_background: bool = _f(False, "random background colour per iteration")
-    loss_graph: str = _f("auto", "the per-view losses as a replayed CUDA graph: auto (on with CUDA) | off",
-                         choices=["auto", "off"])
+    loss_graph: str = _f("auto", "the per-view losses as ONE replayed CUDA graph (their weighted sum's gradients "
+                         "computed in the replay): auto (on with CUDA; the sum's backward node hands the gradients "
+                         "out) | direct (on with CUDA; the trainer hands them straight to the backward, no node and no "
+                         "multiplication per input: not yet timed) | off",
+                         choices=["auto", "direct", "off"])
     feature_backward: str = _f("auto", "kernel for the segmentation features' gradient on CUDA: auto (fused where nvcc "
                                "builds it and the GPU's shared memory holds its block, else tile_sparse, else gsplat) | tile (a weights-times-gradient product per tile, "
                                "gaussian_renderer/feature_backward.py; built with nvcc on first use) | tile_sparse (the same "

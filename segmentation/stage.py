@@ -275,12 +275,16 @@ class StepTerms(dict):
     """The named terms of one step's stage. ``total``: sum_k weights[k] * term_k with its gradient, where one CUDA
     graph replay computed the terms (they are then detached: the gradient flows through ``total`` alone); None where
     the stage ran eagerly (the terms carry their own autograd graph; the caller weights them). ``covered``: the
-    terms ``total`` holds (a caller may add more, e.g. L_3D outside the stage)."""
+    terms ``total`` holds (a caller may add more, e.g. L_3D outside the stage). ``grads`` (``direct`` calls):
+    ``total`` is then detached, and these (tensor, gradient) pairs are what its backward would have handed out (the
+    caller's ``torch.autograd.backward(tensors, gradients)``)."""
 
-    def __init__(self, terms: Dict[str, Tensor], total: Optional[Tensor] = None):
+    def __init__(self, terms: Dict[str, Tensor], total: Optional[Tensor] = None,
+                 grads: Optional[List[Tuple[Tensor, Tensor]]] = None):
         super().__init__(terms)
         self.total = total
         self.covered = frozenset(terms) if total is not None else frozenset()  # the terms ``total`` holds
+        self.grads: Optional[List[Tuple[Tensor, Tensor]]] = grads
 
 
 class _ReplayedTotal(torch.autograd.Function):
@@ -338,7 +342,8 @@ class TotalGraph:
         grads = torch.autograd.grad(total, self.wrt, allow_unused=True) if self.wrt else ()
         return terms, total, grads
 
-    def __call__(self, *args: Tensor) -> Tuple[Tuple[Tensor, ...], Tensor]:
+    def __call__(self, *args: Tensor, direct: bool = False):
+        """-> (terms, total, None), or with ``direct`` (terms, total detached, [(input or parameter, gradient)])."""
         with torch.no_grad():
             for static, a in zip(self.inputs, args):
                 static.copy_(a)
@@ -347,8 +352,11 @@ class TotalGraph:
         else:
             self._keep(*self._run())
         needing = [a for a, m in zip(args, self.grad_mask) if m]
+        if direct:
+            return self.terms, self.total, [(x, g) for x, g in zip((*needing, *self.params), self.grads)
+                                            if g is not None]
         total = _ReplayedTotal.apply(self, *needing, *self.params) if self.wrt else self.total.detach()
-        return self.terms, total
+        return self.terms, total, None
 
 
 class LossStages:
@@ -437,14 +445,16 @@ class LossStages:
 
     def __call__(self, step: int, view, rgb: Tensor, features: Optional[dict], image: Optional[Tensor] = None,
                  layout: Optional[dict] = None, weights: Optional[Dict[str, float]] = None,
-                 neighbor: Optional[Tuple[Tensor, Tensor]] = None) -> StepTerms:
+                 neighbor: Optional[Tuple[Tensor, Tensor]] = None, direct: bool = False) -> StepTerms:
         """The named terms of ``view``'s render. ``image`` and ``layout`` (``RenderOutput.image`` / ``.layout``,
         name -> (first channel, width)), when ``rgb`` and ``features`` are channels of that one image (a fused
         render): the stage then takes the image as it is (one input, no split and concatenation outside).
         ``weights`` (name -> weight, every term's): on CUDA with graphs, ONE replay of the stage's ``TotalGraph``
         gives the terms (detached) and their weighted sum with its gradient (``StepTerms.total``); without
         ``weights``, or eagerly, the terms carry their own autograd graph and ``total`` is None. ``neighbor``: L_3D's
-        inputs (``SegmentationObjective.neighbor_inputs``), which make "3d" a term of the stage (--l3d_grad graph)."""
+        inputs (``SegmentationObjective.neighbor_inputs``), which make "3d" a term of the stage (--l3d_grad graph).
+        ``direct`` (--loss_graph direct): a graphed call returns the total detached and the gradients as pairs
+        (``StepTerms.grads``) for the caller's backward, instead of the total's autograd node."""
         obj = self.objective
         terms = self.terms_for(step, view, features) + (("3d",) if neighbor is not None else ())
         h, w = rgb.shape[:2]
@@ -479,8 +489,8 @@ class LossStages:
                                 stage, args)
         if graph is None:
             return StepTerms(dict(zip(terms, stage(*args))))
-        values, total = graph(*args)
-        return StepTerms(dict(zip(terms, values)), total)
+        values, total, pairs = graph(*args, direct=direct)
+        return StepTerms(dict(zip(terms, values)), total, pairs)
 
     def _graph(self, key: tuple, stage: LossStage, args: Tuple[Tensor, ...]) -> Optional[TotalGraph]:
         """The ``TotalGraph`` of ``key`` (the stage's key, its weights, which inputs need a gradient), captured at

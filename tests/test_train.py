@@ -638,12 +638,13 @@ def test_l3d_after_the_backward_trains_the_same_model(tiny_scene, tmp_path, layo
         assert torch.equal(value, late.model.named_tensors()[name]), name
 
 
-def _l3d_in_stage_runs(tiny_scene, tmp_path, layout, device, graphs):
+def _l3d_in_stage_runs(tiny_scene, tmp_path, layout, device, graphs, *more):
     """The default (L_3D an autograd term after the stage) and --l3d_grad graph (L_3D a term of the stage from the
     end of densification), trained side by side for 8 steps: [(default step stats, graph step stats)], the two
     trainers."""
     extra = ("--l3d_from_iter", "3", "--densify_until_iter", "4", "--feature_layout", layout, "--device", device)
-    base, staged = _trainer(tiny_scene, tmp_path, *extra), _trainer(tiny_scene, tmp_path, *extra, "--l3d_grad", "graph")
+    base = _trainer(tiny_scene, tmp_path, *extra)
+    staged = _trainer(tiny_scene, tmp_path, *extra, "--l3d_grad", "graph", *more)
     assert staged.l3d_in_stage and not base.l3d_in_stage
     staged.stages.graphs = graphs  # on the CPU: TotalGraph's eager twin, the steps a CUDA graph replays
     # each step's stats copied at once, as the training loop reads them back at once: graphed terms are views of
@@ -653,13 +654,26 @@ def _l3d_in_stage_runs(tiny_scene, tmp_path, layout, device, graphs):
     return steps, base, staged
 
 
-@pytest.mark.parametrize("layout,graphs", [("separate", False), ("packed", False), ("packed", True)])
-def test_l3d_in_the_loss_stage_trains_the_same_model(tiny_scene, tmp_path, layout, graphs):
+@pytest.mark.parametrize("layout,graphs,direct", [("separate", False, False), ("packed", False, False),
+                                                  ("packed", True, False), ("packed", True, True)])
+def test_l3d_in_the_loss_stage_trains_the_same_model(tiny_scene, tmp_path, monkeypatch, layout, graphs, direct):
     """--l3d_grad graph: once densification has stopped, L_3D is a term of the loss stage (its one CUDA graph reads
     the embedding and the step's pairs); before, and in the default, it is an autograd term of its own. The same
     pairs, the same terms and total, and the same model, bit for bit: eagerly, and through ``TotalGraph``'s steps
-    (``graphs``: its eager twin, what the CUDA graph replays)."""
-    steps, base, staged = _l3d_in_stage_runs(tiny_scene, tmp_path, layout, "cpu", graphs)
+    (``graphs``: its eager twin, what the CUDA graph replays), also where the trainer hands the graph's gradients
+    straight to the backward (``direct``: --loss_graph direct)."""
+    handed = []  # the backward calls that got the graph's gradients directly
+    real = torch.autograd.backward
+
+    def spy(tensors, *args, **kwargs):
+        if isinstance(tensors, list):  # Tensor.backward passes one tensor
+            handed.append(len(tensors))
+        return real(tensors, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "backward", spy)
+    steps, base, staged = _l3d_in_stage_runs(tiny_scene, tmp_path, layout, "cpu", graphs,
+                                             *(("--loss_graph", "direct") if direct else ()))
+    assert (len(handed) == 8 and min(handed) >= 2) if direct else not handed  # the image, the head (+ L_3D)
     for step, (a, b) in enumerate(steps, start=1):
         assert set(a) == set(b) and ("3d" in a) == (step >= 3), (step, set(a))
         for k in a:
@@ -675,10 +689,14 @@ def test_l3d_in_the_loss_stage_trains_the_same_model(tiny_scene, tmp_path, layou
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_l3d_in_the_loss_stages_graph_trains_the_same_model(tiny_scene, tmp_path):
+@pytest.mark.parametrize("direct", [False, True])
+def test_gpu_l3d_in_the_loss_stages_graph_trains_the_same_model(tiny_scene, tmp_path, direct):
     """--l3d_grad graph on CUDA: L_3D inside the loss stage's graph from the end of densification gives the default's
-    terms and model (to the rounding of atomics and summation order), and the stage is graphed with it."""
-    steps, base, staged = _l3d_in_stage_runs(tiny_scene, tmp_path, "packed", "cuda", True)
+    terms and model (to the rounding of atomics and summation order), and the stage is graphed with it; also with
+    the graph's gradients handed straight to the backward (``direct``: --loss_graph direct, the static gradient
+    buffers going into the render's backward and the heads' .grad)."""
+    steps, base, staged = _l3d_in_stage_runs(tiny_scene, tmp_path, "packed", "cuda", True,
+                                             *(("--loss_graph", "direct") if direct else ()))
     for step, (a, b) in enumerate(steps, start=1):
         assert set(a) == set(b) and ("3d" in a) == (step >= 3), (step, set(a))
         for k in a:
