@@ -12,13 +12,15 @@
 # Session 30's plan (issue 10), carry [".whl", ".prebuilt", ".scene"] (.scene/bench: make_scene.py as bench_scene
 #   says, --workers 2, about 35 s here). Each line is one call on one machine; ask `status` first, since a refused
 #   start costs device time (session 29 lost 286 s to three).
-#   1. GPU_TESTS=1 with SPEED_VARIANTS="plain unic unic:--l3d_grad graph" SPEED_SEEDS=0, as one call:
+#   C="unic:--l3d_grad graph", D="unic:--l3d_grad graph --loss_graph direct" (RESULTS 32e).
+#   1. GPU_TESTS=1 with SPEED_VARIANTS="plain unic $C $D" SPEED_SEEDS=0, as two calls:
 #        A_WAIT=585 bash benchmarks/device_round29.sh A   (with QUALITY_SEEDS="" the quality runs are left out)
 #        then at once: A_WAIT=585 SPEED_VARIANTS=... SPEED_SEEDS=0 bash benchmarks/device_round29.sh T
 #      The whole GPU suite first (new since 8d13ee9: the blob layout without empty blocks, L_3D in the graph). Then
-#      the three runs at the issue's size: plain's peak should be back at about 0.5 GB (32b: 0.87 GB before d58b3bb).
-#   2. The same three with SPEED_SEEDS=1. --l3d_grad graph becomes auto's choice only if it beats the default on both
-#      seeds by more than their spread (32b: the seeds agree within 2.3 %).
+#      the four runs at the issue's size (about 450 s): plain's peak should be back at about 0.5 GB (32b: 0.87 GB
+#      before d58b3bb).
+#   2. The same four with SPEED_SEEDS=1. A candidate becomes auto's choice only if it beats the default on both seeds
+#      by more than their spread (32b: the seeds agree within 2.3 %).
 set -u
 W=/tmp/w; R=/tmp/r29; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
