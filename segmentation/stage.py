@@ -15,10 +15,12 @@ A training step only ever needs the weighted sum of the terms and its gradient, 
 (``TotalGraph``) computes both in one replay: the terms, sum_k w_k L_k, and that sum's gradient with
 respect to the render and the stage's parameters (torch's ``make_graphed_callables``, used until
 RESULTS.md 32, replays a forward and a backward graph: two launches and their Python per step on a
-step bound by the host). The backward of the returned total hands those gradients out.
+step bound by the host). The backward of the returned total hands those gradients out (with
+--loss_graph direct the trainer hands them to its backward itself).
 
-The 3D neighbour loss reads the Gaussians, whose number changes while densifying: it stays outside
-(``SegmentationObjective.neighbor_term``).
+The 3D neighbour loss reads the Gaussians, whose number changes while densifying: by default it stays
+outside (``SegmentationObjective.neighbor_term``); with --l3d_grad graph it becomes a term of the
+stage once densification has stopped, the embedding and the step's pairs two more inputs.
 """
 from __future__ import annotations
 
