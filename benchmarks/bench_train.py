@@ -21,6 +21,11 @@ rewritten after every run, and prints the Markdown. Timing is only meaningful wi
 itself: runs are sequential by design. Nothing is interactive; a failing stage marks its row
 FAILED (see its log) and the benchmark goes on. A finished run is reused when the command is
 run again (``--force`` reruns it), so a benchmark cut short resumes where it stopped.
+
+``--repeats K`` runs each seed's variant list K times in turn (``unic plain unic plain``: alternated, so a drift
+of the machine falls on both); each run's ``x plain`` is over the plain run of its own seed and repeat, and a
+summary table gives each variant's mean and range. The report names the host's CPU: a host-bound step's time
+moves with it, and so does the ratio (RESULTS.md 33).
 """
 from __future__ import annotations
 
@@ -54,8 +59,53 @@ def parse_variant(spec: str) -> tuple:
     return spec.strip(), BUILTIN[name] + shlex.split(extra)
 
 
-def run_name(label: str, seed: int) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") + f"_s{seed}"
+def run_name(label: str, seed: int, repeat: int = 1) -> str:
+    """``<label>_s<seed>``, and ``_r<k>`` for the k-th run (k > 1) of the same variant and seed."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") + f"_s{seed}" + (f"_r{repeat}" if repeat > 1 else "")
+
+
+def late_ms_per_it(model: str) -> Optional[float]:
+    """Milliseconds per iteration over the second half of the run, from the loop's own clock in ``train_log.jsonl``
+    (past densification at the usual schedules: a steadier number than the whole run's mean)."""
+    rows = []
+    try:
+        with open(os.path.join(model, "train_log.jsonl")) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if "iteration" in r and "seconds" in r:
+                    rows.append((int(r["iteration"]), float(r["seconds"])))
+    except OSError:
+        return None
+    if len(rows) < 3:
+        return None
+    last_it, last_s = rows[-1]
+    mid_it, mid_s = min(rows, key=lambda r: abs(r[0] - last_it / 2))
+    return 1e3 * (last_s - mid_s) / (last_it - mid_it) if last_it > mid_it else None
+
+
+def host_info() -> dict:
+    """The machine beside the device name: CPU model and count, torch and gsplat versions (a host-bound step's time
+    moves with the CPU: RESULTS.md 33)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count()}
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return info
+    for pkg in ("torch", "gsplat"):
+        try:
+            info[pkg] = version(pkg)
+        except PackageNotFoundError:
+            info[pkg] = None
+    return info
 
 
 def git_commit() -> Optional[str]:
@@ -127,7 +177,7 @@ def collect(model: str) -> dict:
         "feature_layout": stats.get("feature_layout"), "l3d_grad": stats.get("l3d_grad"),
         "optimizer_graph": stats.get("optimizer_graph"),
         "PSNR": metrics.get("PSNR"), "PQ_scene": metrics.get("PQ_scene"), "mIoU": metrics.get("mIoU"),
-        "profile": stats.get("profile"),
+        "profile": stats.get("profile"), "late_ms_per_it": late_ms_per_it(model),
     }
 
 
@@ -147,18 +197,23 @@ def markdown(report: dict) -> str:
     runs = report["runs"]
     m = report["meta"]
     lines = [f"# Training speed ({m['date']}, {m['device']}, commit {m['commit']})", "",
-             f"Scene `{m['scene']}`, {m['iterations']} iterations, seeds {m['seeds']}. "
-             "it/s and time: the training loop only (no evaluation or saving); PSNR and PQ^scene: "
-             "test views (render.py + metrics.py).", "",
-             "| Run | Status | it/s | Train s | x plain | Peak GPU MB | Gaussians | PSNR | PQ^scene | Setup |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"Scene `{m['scene']}`, {m['iterations']} iterations, seeds {m['seeds']}"
+             + (f", {m['repeats']} runs of each" if m.get("repeats", 1) > 1 else "") + ". "
+             "it/s and time: the training loop only (no evaluation or saving); x plain: over the plain run of the "
+             "same seed and repeat; ms/it, 2nd half: the loop's own clock over the second half of the iterations; "
+             "PSNR and PQ^scene: test views (render.py + metrics.py)."
+             + (f" Host: {_host_line(m['host'])}." if m.get("host") else ""), "",
+             "| Run | Status | it/s | Train s | x plain | ms/it, 2nd half | Peak GPU MB | Gaussians | PSNR | PQ^scene "
+             "| Setup |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in runs:
         lines.append(f"| {r['run']} | {r['status']} | {_n(r.get('it_per_s'), '.1f')} | "
                      f"{_n(r.get('train_seconds'), '.1f')} | {_n(r.get('vs_plain'), '.2f')} | "
-                     f"{_n(r.get('peak_gpu_mem_mb'), '.0f')} | {_n(r.get('num_gaussians'), 'd')} | "
+                     f"{_n(r.get('late_ms_per_it'), '.2f')} | {_n(r.get('peak_gpu_mem_mb'), '.0f')} | {_n(r.get('num_gaussians'), 'd')} | "
                      f"{_n(r.get('PSNR'), '.2f')} | {_n(r.get('PQ_scene'), '.2f')} | "
                      f"{r.get('optimizer') or '-'}, {r.get('seg_raster') or 'no seg'}, data {r.get('data_device') or '-'}"
                      f"{', step kernels' if r.get('step_kernels') else ''} |")
+    lines += summary_lines(runs)
     phases: List[str] = []
     for r in runs:
         for p in (r.get("profile") or {}):
@@ -179,6 +234,37 @@ def markdown(report: dict) -> str:
                 cells.append(_n(1e3 * s["total_s"] / it if s and it else None, ".3f"))
             lines.append(f"| {p} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _host_line(h: dict) -> str:
+    return ", ".join(x for x in (f"{h.get('cpu')} ({h.get('cpu_count')} CPUs)",
+                                 h.get("torch") and f"torch {h['torch']}", h.get("gsplat") and f"gsplat {h['gsplat']}")
+                     if x)
+
+
+def summary_lines(runs: List[dict]) -> List[str]:
+    """Per variant with more than one finished run (seeds or repeats): the mean and the range of the time, the
+    ratio to plain and the second half's ms/it, i.e. the noise a single run's number carries."""
+    by: Dict[str, List[dict]] = {}
+    for r in runs:
+        if r.get("status") == "ok" and r.get("train_seconds"):
+            by.setdefault(r["variant"], []).append(r)
+    if not any(len(v) > 1 for v in by.values()):
+        return []
+
+    def cell(rows: List[dict], key: str, fmt: str) -> str:
+        v = [r[key] for r in rows if r.get(key) is not None]
+        if not v:
+            return "-"
+        mean = sum(v) / len(v)
+        return format(mean, fmt) + (f" ({format(min(v), fmt)}-{format(max(v), fmt)})" if len(v) > 1 else "")
+
+    out = ["", "Over the runs of each variant: mean (min-max):", "",
+           "| Variant | Runs | Train s | x plain | ms/it, 2nd half |", "|---|---:|---:|---:|---:|"]
+    for label, rows in by.items():
+        out.append(f"| {label} | {len(rows)} | {cell(rows, 'train_seconds', '.1f')} | {cell(rows, 'vs_plain', '.2f')} "
+                   f"| {cell(rows, 'late_ms_per_it', '.2f')} |")
+    return out
 
 
 def write_report(out: str, report: dict) -> str:
@@ -220,6 +306,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--variants", nargs="+", default=["plain", "unic"],
                    help="NAME or NAME:FLAGS, NAME in plain|unic (also one comma-separated string)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run each seed's variant list this many times in turn (runs <variant>_s<seed>_r<k>): the "
+                        "noise between runs of one machine; a variant named twice in --variants also runs twice")
     p.add_argument("--no_eval", action="store_true", help="skip render.py / metrics.py (speed only)")
     p.add_argument("--no_phases", action="store_true",
                    help="train without --profile: no per-phase table, and none of its CUDA events or their read-backs "
@@ -231,6 +320,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="rerun finished runs (default: a run whose train_stats.json and, unless --no_eval, "
                         "results.json exist for these iterations is reused, so an interrupted benchmark resumes)")
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats {args.repeats}: must be at least 1")
     specs = [v for item in args.variants for v in (item.split(",") if ":" not in item else [item]) if v.strip()]
     variants = [parse_variant(v) for v in specs]
 
@@ -240,13 +331,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = {"meta": {"date": _dt.date.today().isoformat(), "device": device_name(), "commit": git_commit(),
                        "scene": scene, "iterations": args.iterations, "seeds": args.seeds,
                        "variants": [v[0] for v in variants], "extra_train_args": extra,
-                       "python": sys.version.split()[0]}, "runs": []}
+                       "python": sys.version.split()[0], "host": host_info(), "repeats": args.repeats},
+              "runs": []}
     py = sys.executable
     for seed in args.seeds:
-        for label, flags in variants:
-            name = run_name(label, seed)
+        count: Dict[str, int] = {}
+        for label, flags in variants * args.repeats:
+            count[label] = repeat = count.get(label, 0) + 1
+            name = run_name(label, seed, repeat)
             model = os.path.join(out, "runs", name)
-            row = {"run": name, "variant": label, "seed": seed, "model_path": model, "status": "ok"}
+            row = {"run": name, "variant": label, "seed": seed, "repeat": repeat, "model_path": model,
+                   "status": "ok"}
             train_cmd = [py, os.path.join(REPO, "train.py"), "-s", scene, "-m", model, "--eval", "--quiet",
                          *([] if args.no_phases else ["--profile"]), "--seed", str(seed),
                          "--iterations", str(args.iterations), "--test_iterations", "-1",
@@ -290,11 +385,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _ratios(runs: List[dict]) -> None:
-    """``vs_plain``: train time over that of the plain run of the same seed."""
-    plain: Dict[int, float] = {r["seed"]: r["train_seconds"] for r in runs
-                               if r["variant"] == "plain" and r.get("train_seconds")}
+    """``vs_plain``: train time over that of the plain run of the same seed and repeat (the seed's first plain run
+    where that repeat has none)."""
+    plain: Dict[tuple, float] = {(r["seed"], r.get("repeat", 1)): r["train_seconds"] for r in runs
+                                 if r["variant"] == "plain" and r.get("train_seconds")}
     for r in runs:
-        base = plain.get(r["seed"])
+        base = plain.get((r["seed"], r.get("repeat", 1))) or plain.get((r["seed"], 1))
         r["vs_plain"] = r["train_seconds"] / base if base and r.get("train_seconds") else None
 
 

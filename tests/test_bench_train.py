@@ -106,3 +106,61 @@ def test_bench_ops_step_kernel_rows_run_both_sides_and_check_them(monkeypatch):
                                lambda op, variant, fn: rows.append((op, variant, fn())))
     assert [v for _, v, _ in rows] == ["operators", "step kernel"] * 3
     assert {op.split(",")[0].split(" [")[0] for op, _, _ in rows} == {"L_3D", "triplet term", "cluster term"}
+
+
+def _fake_trainer(calls):
+    """A stand-in for run_stage: 'trains' by writing what train.py writes, with a made-up speed per variant (plain
+    1 ms/it, unic 1.5 ms/it; the second repeat on a 20 % slower machine; the second half of each run 10 % slower
+    than the first)."""
+    def run(cmd, log_path, timeout=None):
+        calls.append(cmd)
+        model = cmd[cmd.index("-m") + 1]
+        its = int(cmd[cmd.index("--iterations") + 1])
+        ms = (1.0 if "--seg_dir" in cmd else 1.5) * (1.2 if model.endswith("_r2") else 1.0)
+        os.makedirs(model, exist_ok=True)
+        t, rows = 0.0, []
+        for it in range(100, its + 1, 100):
+            t += 100 * ms * (1e-3 if it <= its // 2 else 1.1e-3)
+            rows.append({"iteration": it, "seconds": t})
+        with open(os.path.join(model, "train_log.jsonl"), "w") as f:
+            f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+        with open(os.path.join(model, "train_stats.json"), "w") as f:
+            json.dump({"train_seconds": t, "iterations": its, "iterations_per_second": its / t}, f)
+        return True, t
+    return run
+
+
+def test_bench_train_repeats_pair_each_run_with_its_own_plain(monkeypatch, tmp_path):
+    scene = tmp_path / "scene"
+    (scene / "sparse" / "0").mkdir(parents=True)
+    calls = []
+    monkeypatch.setattr(bench_train, "run_stage", _fake_trainer(calls))
+    out = str(tmp_path / "bench")
+    assert bench_train.main(["--scene", str(scene), "--out", out, "--iterations", "1000", "--no_eval", "--no_phases",
+                             "--variants", "unic", "plain", "--repeats", "2", "--seeds", "3"]) == 0
+    report = json.load(open(os.path.join(out, "bench.json")))
+    assert [r["run"] for r in report["runs"]] == ["unic_s3", "plain_s3", "unic_s3_r2", "plain_s3_r2"]
+    assert len(calls) == 4 and report["meta"]["repeats"] == 2 and report["meta"]["host"]["cpu_count"] >= 1
+    runs = {r["run"]: r for r in report["runs"]}
+    # 1.5x plain in both repeats: each over its own repeat's plain (over the first plain, r2 would be 1.8x)
+    for name in ("unic_s3", "unic_s3_r2"):
+        assert runs[name]["vs_plain"] == pytest.approx(1.5)
+    # second half: iterations 500-1000 at 1.1x the first half's speed
+    assert runs["plain_s3"]["late_ms_per_it"] == pytest.approx(1.1)
+    assert runs["unic_s3_r2"]["late_ms_per_it"] == pytest.approx(1.5 * 1.2 * 1.1)
+    md = open(os.path.join(out, "bench.md")).read()
+    assert "2 runs of each" in md and "| unic | 2 | " in md and "| plain | 2 | " in md
+    # a variant named twice is a repeat, not a reuse of the first run
+    out2 = str(tmp_path / "bench2")
+    assert bench_train.main(["--scene", str(scene), "--out", out2, "--iterations", "1000", "--no_eval",
+                             "--no_phases", "--variants", "unic", "plain", "unic"]) == 0
+    assert [r["run"] for r in json.load(open(os.path.join(out2, "bench.json")))["runs"]] == \
+        ["unic_s0", "plain_s0", "unic_s0_r2"]
+    with pytest.raises(SystemExit):
+        bench_train.main(["--scene", str(scene), "--out", out2, "--repeats", "0"])
+
+
+def test_late_ms_per_it_without_a_log_is_none(tmp_path):
+    assert bench_train.late_ms_per_it(str(tmp_path)) is None
+    (tmp_path / "train_log.jsonl").write_text('{"iteration": 100, "seconds": 0.1}\nnot json\n')
+    assert bench_train.late_ms_per_it(str(tmp_path)) is None
