@@ -9,18 +9,21 @@
 #                                             a time, alone on the GPU; a fresh machine needs A's GPU tests first
 # RESULTS.md 32 has what came back. Session 29 ran A (GPU tests and the quality check), T (SPEED_SEEDS="0 1"), then B
 #   twice (PROFILE_VARIANTS="plain unic", then PROFILE_STACKS=0 "unic plain unic plain"), all on tree 8d13ee9.
-# Session 30's plan (issue 10), carry [".whl", ".prebuilt", ".scene"] (.scene/bench: make_scene.py as bench_scene
-#   says, --workers 2, about 35 s here). Each line is one call on one machine; ask `status` first, since a refused
-#   start costs device time (session 29 lost 286 s to three).
-#   C="unic:--l3d_grad graph", D="unic:--l3d_grad graph --loss_graph direct" (RESULTS 32e).
-#   1. GPU_TESTS=1 with SPEED_VARIANTS="plain unic $C $D" SPEED_SEEDS=0, as two calls:
-#        A_WAIT=585 bash benchmarks/device_round29.sh A   (with QUALITY_SEEDS="" the quality runs are left out)
-#        then at once: A_WAIT=585 SPEED_VARIANTS=... SPEED_SEEDS=0 bash benchmarks/device_round29.sh T
-#      The whole GPU suite first (new since 8d13ee9: the blob layout without empty blocks, L_3D in the graph). Then
-#      the four runs at the issue's size (about 450 s): plain's peak should be back at about 0.5 GB (32b: 0.87 GB
-#      before d58b3bb).
-#   2. The same four with SPEED_SEEDS=1. A candidate becomes auto's choice only if it beats the default on both seeds
-#      by more than their spread (32b: the seeds agree within 2.3 %).
+# Session 30 ran plan 1-2 below (RESULTS.md 33): the whole GPU suite passed on d43c5a9; at the issue's size the
+#   default ran 1.26x, 1.45x and 1.30x plain on three machines (calls 3 and 4 each got a fresh machine); C and D
+#   stay opt-in (faster on one machine, slower on the other, in step with the run order).
+# Session 31's plan (issue 10), carry [".whl", ".prebuilt", ".scene"]; ask `status` first. The ratio follows the
+#   machine: where the host keeps up (machine 2: plain 2.21 ms/it) both steps run near their GPU work, UniC-Lift's
+#   about 1.6x plain's. So the candidates now are ones that cut GPU work, each timed against the default on ONE
+#   machine, alternated, with bench_train's repeats (a repeated variant now runs again, 87298f8):
+#   1. A_WAIT=585 SPEED_VARIANTS="plain unic unic:--seg_interval 2" SPEED_SEEDS=0 SPEED_EXTRA="--densify_until_iter
+#      1200" bash benchmarks/device_round29.sh T   (T runs fresh_tree itself on a fresh machine; add GPU_TESTS via
+#      stage A first if the tree changed since d43c5a9). --seg_interval 2 halves the 29 channels' forward, backward
+#      and the loss graphs on average; README says a 10k run of it was 2.4x slower in session 25 (RESULTS 25c),
+#      never re-timed since the one-graph stage.
+#   2. If it is faster by more than the spread: its quality at 30k with evaluation (stage A with QUALITY_SEEDS and
+#      the variant added to bench_train's --variants), two seeds, against 32c (PSNR 33.79, PQ^scene 97.06/97.13).
+#   Plain's ms/it, 2nd half (bench.md's new column) says which kind of machine a table came from.
 set -u
 W=/tmp/w; R=/tmp/r29; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
