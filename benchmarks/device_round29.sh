@@ -19,8 +19,10 @@
 #   1. A_WAIT=585 SPEED_VARIANTS="plain unic unic:--seg_interval 2" SPEED_SEEDS=0 SPEED_EXTRA="--densify_until_iter
 #      1200" bash benchmarks/device_round29.sh T   (T runs fresh_tree itself on a fresh machine; add GPU_TESTS via
 #      stage A first if the tree changed since d43c5a9). --seg_interval 2 halves the 29 channels' forward, backward
-#      and the loss graphs on average; README says a 10k run of it was 2.4x slower in session 25 (RESULTS 25c),
-#      never re-timed since the one-graph stage.
+#      and the loss graphs on average. Session 30's last call (RESULTS 33c, 6000 iterations) found it 7 % faster,
+#      no longer 25c's 2.4x slower: less than halving the segmentation's share would give (13-16 %), since its steps
+#      without segmentation still pay most of UniC-Lift's host path. Profile those steps (profile_step.py with
+#      PROFILE_ARGS="--densify_until 1200 --warmup 1300" plus the flag) before the whole runs.
 #   2. If it is faster by more than the spread: its quality at 30k with evaluation (stage A with QUALITY_SEEDS and
 #      the variant added to bench_train's --variants), two seeds, against 32c (PSNR 33.79, PQ^scene 97.06/97.13).
 #   Plain's ms/it, 2nd half (bench.md's new column) says which kind of machine a table came from.
