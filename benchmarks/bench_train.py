@@ -39,9 +39,13 @@ import shlex
 import subprocess
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from typing import Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from training.log import read_log  # noqa: E402  (light: no torch in this parent process)
 BUILTIN = {"plain": ["--seg_dir", "none"], "unic": []}
 _SCENE_MARKERS = ("splits.json", "metadata.json", "transforms_train.json", os.path.join("sparse", "0"))
 
@@ -67,17 +71,9 @@ def run_name(label: str, seed: int, repeat: int = 1) -> str:
 def late_ms_per_it(model: str) -> Optional[float]:
     """Milliseconds per iteration over the second half of the run, from the loop's own clock in ``train_log.jsonl``
     (past densification at the usual schedules: a steadier number than the whole run's mean)."""
-    rows = []
     try:
-        with open(os.path.join(model, "train_log.jsonl")) as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except ValueError:
-                    continue
-                if "iteration" in r and "seconds" in r:
-                    rows.append((int(r["iteration"]), float(r["seconds"])))
-    except OSError:
+        rows = [(int(r["iteration"]), float(r["seconds"])) for r in read_log(model) if "seconds" in r]
+    except (OSError, ValueError):  # no log, or a line cut short by an interrupted write
         return None
     if len(rows) < 3:
         return None
@@ -96,10 +92,6 @@ def host_info() -> dict:
     except OSError:
         pass
     info = {"cpu": cpu, "cpu_count": os.cpu_count()}
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover - Python < 3.8
-        return info
     for pkg in ("torch", "gsplat"):
         try:
             info[pkg] = version(pkg)
@@ -209,7 +201,8 @@ def markdown(report: dict) -> str:
     for r in runs:
         lines.append(f"| {r['run']} | {r['status']} | {_n(r.get('it_per_s'), '.1f')} | "
                      f"{_n(r.get('train_seconds'), '.1f')} | {_n(r.get('vs_plain'), '.2f')} | "
-                     f"{_n(r.get('late_ms_per_it'), '.2f')} | {_n(r.get('peak_gpu_mem_mb'), '.0f')} | {_n(r.get('num_gaussians'), 'd')} | "
+                     f"{_n(r.get('late_ms_per_it'), '.2f')} | {_n(r.get('peak_gpu_mem_mb'), '.0f')} | "
+                     f"{_n(r.get('num_gaussians'), 'd')} | "
                      f"{_n(r.get('PSNR'), '.2f')} | {_n(r.get('PQ_scene'), '.2f')} | "
                      f"{r.get('optimizer') or '-'}, {r.get('seg_raster') or 'no seg'}, data {r.get('data_device') or '-'}"
                      f"{', step kernels' if r.get('step_kernels') else ''} |")
