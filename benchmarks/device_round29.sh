@@ -2,7 +2,7 @@
 # Stages, one `run` call each, on one machine (call the next at once: 30 s idle gives the machine back):
 #   bash benchmarks/device_round29.sh A       the GPU tests; beside them the issue's quality check: UniC-Lift at 30k
 #                                             with evaluation on the bench scene, QUALITY_SEEDS side by side (not a
-#                                             timing); waits until A_WAIT (585) s
+#                                             timing; QUALITY_VARIANT: bench_train's variant, default unic); waits until A_WAIT (585) s
 #   bash benchmarks/device_round29.sh B       waits for the quality runs, then profile_step at the issue's size
 #                                             (PROFILE_VARIANTS, alternated), packs everything into $OUT
 #   bash benchmarks/device_round29.sh T       whole timed runs at the issue's size (SPEED_VARIANTS, SPEED_SEEDS), one at
@@ -56,7 +56,7 @@ if [ "$stage" = A ]; then
   export PYTHONPATH=/tmp/site:$W PYTHONUNBUFFERED=1
   for s in ${QUALITY_SEEDS-0 1}; do  # each in its own session, from W: it outlives this call
     setsid bash -c "cd $W; python3 benchmarks/bench_train.py --scene $D/bench --out $R/quality$s --iterations \
-      ${QUALITY_ITERS:-30000} --seeds $s --variants unic > $R/quality$s.log 2>&1; touch $R/quality$s.DONE" \
+      ${QUALITY_ITERS:-30000} --seeds $s --variants '${QUALITY_VARIANT:-unic}' > $R/quality$s.log 2>&1; touch $R/quality$s.DONE" \
       < /dev/null > /dev/null 2>&1 &
   done
   [ "${GPU_TESTS:-1}" = 1 ] && gpu_tests
