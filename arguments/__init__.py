@@ -191,10 +191,10 @@ class SegmentationParams(GroupMixin):
                          "rendering loss alone, via a second autograd pass while densifying)",
                          choices=["fused", "separate", "joint"])
     seg_interval: int = _f(1, "segmentation losses (and the feature channels of the rasterisation) every Nth "
-                              "iteration only; colour trains every iteration. N > 1 trades label quality for "
-                              "speed on the CPU; on CUDA one 10k run with N = 2 trained 2.4x SLOWER, which per-step profiles "
-                              "do not reproduce (5 %% slower while densifying, 14 %% faster after: benchmarks/"
-                              "RESULTS.md 25c, 26b, 27b; under investigation); 1: every iteration, as the paper")
+                              "iteration only; colour trains every iteration. N = 2 trained 13 %% faster than the "
+                              "default on an H200 at about 257k Gaussians (1.17x plain against 1.35x) but lost "
+                              "3.6-3.8 PQ^scene points at 30k (benchmarks/RESULTS.md 34); 1: every iteration, as "
+                              "the paper")
     seg_scale: float = _f(1.0, "render the segmentation features, and take their masks (nearest pixel), at this "
                                "scale of the training views, in a second rasterisation of the geometry-detached "
                                "model; colour stays at full size, labels render at full size. Saves memory only: slower than "
