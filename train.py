@@ -110,7 +110,10 @@ class Trainer:
         self.weights = {"render": 1.0, **(self.objective.weights() if self.objective is not None else {})}
         self._weight_vectors: Dict[tuple, Tensor] = {}  # weighted_total: the terms' weights, per set of terms
         self.l3d_after_backward = self._l3d_after_backward()
-        self.l3d_in_stage = self.objective is not None and getattr(self.pipe, "l3d_grad", "auto") == "graph"
+        self.l3d_in_stage = self.objective is not None and self._l3d_in_stage()
+        # --loss_graph direct (auto's choice on CUDA): a graphed stage's gradients go straight into the backward
+        self.loss_direct = self.pipe.loss_graph == "direct" or (self.pipe.loss_graph == "auto"
+                                                                and self.device.type == "cuda")
         self.adam_graph = (AdamGraph() if getattr(self.opt, "optimizer_graph", "auto") == "on"
                            and self.optimizer_kind == "fused" and self.device.type == "cuda" else None)
         self.timer = PhaseTimer(getattr(args, "profile", False), self.device)
@@ -186,13 +189,22 @@ class Trainer:
         segmentation). The first call builds them, or prints the one-line reason they are not used."""
         return None if self.objective is None else step_ops_available(self.device)
 
+    def _l3d_in_stage(self) -> bool:
+        """--l3d_grad graph, or auto's choice where the loss stage is a CUDA graph: L_3D becomes a term of the stage
+        once densification has stopped (with --loss_graph direct 3-10 % faster than the autograd term over whole
+        runs on one H200, RESULTS.md 35). On the CPU auto keeps the autograd term (the same numbers either way)."""
+        choice = getattr(self.pipe, "l3d_grad", "auto")
+        if choice == "auto":
+            return self.device.type == "cuda" and self.stages is not None and self.stages.graphs
+        return choice == "graph"
+
     def _init_stages(self):
         """The per-view losses of a step as one static-shape module (segmentation.stage): a CUDA graph
         on the GPU, except with --loss_graph off and when segmentation moves the geometry (its
         backward then runs twice while densifying)."""
         from segmentation.stage import LossStages
 
-        graphs = self.pipe.loss_graph in ("auto", "direct") and not self.seg.seg_geometry_grad
+        graphs = self.pipe.loss_graph in ("auto", "on", "direct") and not self.seg.seg_geometry_grad
         return LossStages(self.views, lambda_dssim=self.opt.lambda_dssim, objective=self.objective,
                           device=self.device, graphs=graphs, triplets=self.seg.triplet_max)
 
@@ -374,7 +386,7 @@ class Trainer:
                                  image=out.image if one else None, layout=out.layout if one else None,
                                  weights=self.weights,  # graphed: the terms and their weighted sum in one replay
                                  neighbor=self.objective.neighbor_inputs(step, self.model) if in_stage else None,
-                                 direct=self.pipe.loss_graph == "direct")
+                                 direct=self.loss_direct)
         if (seg_out is not None and self.objective.neighbor_due(step) and not self.l3d_after_backward
                 and not in_stage):
             with self.timer.phase("loss/3d"):
@@ -747,7 +759,8 @@ class Trainer:
                  "feature_layout": "packed" if self.model.packing is not None else "separate",
                  "l3d_grad": "kernel" if self.l3d_after_backward else "graph" if self.l3d_in_stage else "autograd",
                  "loss_graph": (None if self.stages is None else {
-                     "graphed": len(self.stages.graphed), "failed": self.stages.failed}),
+                     "graphed": len(self.stages.graphed), "failed": self.stages.failed,
+                     "direct": self.loss_direct}),
                  "optimizer_graph": (None if self.adam_graph is None else {
                      "replays": self.adam_graph.replays, "captures": self.adam_graph.captures,
                      "eager": self.adam_graph.eager, "failed": self.adam_graph.failed}),

@@ -73,10 +73,11 @@ class PipelineParams(GroupMixin):
                       choices=["auto", "gsplat", "torch"])
     random_background: bool = _f(False, "random background colour per iteration")
     loss_graph: str = _f("auto", "the per-view losses as ONE replayed CUDA graph (their weighted sum's gradients "
-                         "computed in the replay): auto (on with CUDA; the sum's backward node hands the gradients "
-                         "out) | direct (on with CUDA; the trainer hands them straight to the backward, no node and no "
-                         "multiplication per input: not yet timed) | off",
-                         choices=["auto", "direct", "off"])
+                         "computed in the replay): auto (direct on CUDA) | on (the sum's backward node hands the "
+                         "gradients out) | direct (the trainer hands them straight to the backward: no node and no "
+                         "multiplication per input; with --l3d_grad graph 3-10 %% faster than on over whole runs on "
+                         "an H200, RESULTS.md 35) | off. Graphed on CUDA only; the CPU runs the same steps eagerly",
+                         choices=["auto", "on", "direct", "off"])
     feature_backward: str = _f("auto", "kernel for the segmentation features' gradient on CUDA: auto (fused where nvcc "
                                "builds it and the GPU's shared memory holds its block, else tile_sparse, else gsplat) | tile (a weights-times-gradient product per tile, "
                                "gaussian_renderer/feature_backward.py; built with nvcc on first use) | tile_sparse (the same "
@@ -97,8 +98,9 @@ class PipelineParams(GroupMixin):
                        "CUDA with the step kernels, else autograd) | graph (once densification has stopped, L_3D is a "
                        "term of the loss stage's one CUDA graph: its value and gradient come with the view's terms, "
                        "no Python or autograd node of its own per step; on the CPU the stage runs eagerly with it) | "
-                       "auto (autograd: on an H200 kernel saved no host time that showed, RESULTS.md 31c; graph is "
-                       "not yet timed). Same gradients every way",
+                       "auto (graph where the loss stage is a CUDA graph, else autograd: kernel saved no host time "
+                       "that showed, RESULTS.md 31c; graph with --loss_graph direct 3-10 %% faster, RESULTS.md 35). "
+                       "Same gradients every way",
                        choices=["auto", "autograd", "kernel", "graph"])
 
 

@@ -202,7 +202,9 @@ def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer, l
                   "--triplet_from_iter", "200", "--profile", "--feature_layout", layout, "--l3d_grad", l3d_grad,
                   "--optimizer_graph", graph])
     assert stats["optimizer"] == optimizer and stats["data_device"].startswith("cuda")
-    assert stats["l3d_grad"] == ("kernel" if l3d_grad == "kernel" else "autograd")
+    # auto on CUDA: L_3D inside the graphed loss stage, its gradients handed straight to the backward (RESULTS.md 35)
+    assert stats["l3d_grad"] == ("kernel" if l3d_grad == "kernel" else "graph")
+    assert stats["loss_graph"]["direct"] is True
     if graph == "on":  # the 50 steps after densification: one sighting, then replays (the key holds no gradient)
         g = stats["optimizer_graph"]
         assert g["captures"] >= 1 and g["replays"] >= 45 and g["replays"] + g["eager"] == 51, g
@@ -218,7 +220,8 @@ def test_gpu_optimizers_survive_densification(tiny_scene, tmp_path, optimizer, l
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("extra", [[], ["--seg_scale", "0.5"], ["--l3d_grad", "kernel"]])
+@pytest.mark.parametrize("extra", [[], ["--seg_scale", "0.5"], ["--l3d_grad", "kernel"],
+                                   ["--l3d_grad", "autograd", "--loss_graph", "on"]])
 def test_gpu_training_step_waits_for_the_gpu_once(tiny_scene, tmp_path, extra):
     """Issue 10: after densification a UniC-Lift step makes the host wait for the GPU once per
     rasterisation (two with --seg_scale), in gsplat's tile intersection (it reads the intersection count
@@ -639,11 +642,11 @@ def test_l3d_after_the_backward_trains_the_same_model(tiny_scene, tmp_path, layo
 
 
 def _l3d_in_stage_runs(tiny_scene, tmp_path, layout, device, graphs, *more):
-    """The default (L_3D an autograd term after the stage) and --l3d_grad graph (L_3D a term of the stage from the
-    end of densification), trained side by side for 8 steps: [(default step stats, graph step stats)], the two
-    trainers."""
+    """--l3d_grad autograd with --loss_graph on (L_3D an autograd term after the stage, the CPU's default and the
+    GPU's until RESULTS.md 35) and --l3d_grad graph (L_3D a term of the stage from the end of densification), trained
+    side by side for 8 steps: [(autograd step stats, graph step stats)], the two trainers."""
     extra = ("--l3d_from_iter", "3", "--densify_until_iter", "4", "--feature_layout", layout, "--device", device)
-    base = _trainer(tiny_scene, tmp_path, *extra)
+    base = _trainer(tiny_scene, tmp_path, *extra, "--l3d_grad", "autograd", "--loss_graph", "on")
     staged = _trainer(tiny_scene, tmp_path, *extra, "--l3d_grad", "graph", *more)
     assert staged.l3d_in_stage and not base.l3d_in_stage
     staged.stages.graphs = graphs  # on the CPU: TotalGraph's eager twin, the steps a CUDA graph replays
@@ -672,7 +675,7 @@ def test_l3d_in_the_loss_stage_trains_the_same_model(tiny_scene, tmp_path, monke
 
     monkeypatch.setattr(torch.autograd, "backward", spy)
     steps, base, staged = _l3d_in_stage_runs(tiny_scene, tmp_path, layout, "cpu", graphs,
-                                             *(("--loss_graph", "direct") if direct else ()))
+                                             "--loss_graph", "direct" if direct else "on")
     assert (len(handed) == 8 and min(handed) >= 2) if direct else not handed  # the image, the head (+ L_3D)
     for step, (a, b) in enumerate(steps, start=1):
         assert set(a) == set(b) and ("3d" in a) == (step >= 3), (step, set(a))
@@ -696,7 +699,7 @@ def test_gpu_l3d_in_the_loss_stages_graph_trains_the_same_model(tiny_scene, tmp_
     the graph's gradients handed straight to the backward (``direct``: --loss_graph direct, the static gradient
     buffers going into the render's backward and the heads' .grad)."""
     steps, base, staged = _l3d_in_stage_runs(tiny_scene, tmp_path, "packed", "cuda", True,
-                                             *(("--loss_graph", "direct") if direct else ()))
+                                             "--loss_graph", "direct" if direct else "on")
     for step, (a, b) in enumerate(steps, start=1):
         assert set(a) == set(b) and ("3d" in a) == (step >= 3), (step, set(a))
         for k in a:
@@ -714,7 +717,8 @@ def test_gpu_l3d_after_the_backward_gives_the_inline_terms_gradients(tiny_scene,
     embedding's .grad (``Trainer.l3d_after_backward``). One step's gradients, both ways from the same state and the
     same pairs: equal to the atomic adds' rounding, and the logged term too."""
     t = _trainer(tiny_scene, tmp_path, "--device", "cuda", "--l3d_from_iter", "1", "--densify_until_iter", "0",
-                 "--triplet_from_iter", "100000", "--feature_layout", layout, "--l3d_grad", "kernel")
+                 "--triplet_from_iter", "100000", "--feature_layout", layout, "--l3d_grad", "kernel",
+                 "--loss_graph", "on")
     assert t.l3d_after_backward is True and (t.model.packing is not None) == (layout == "packed")
     view, bg, step = t.views[0], t.background(), 5
 
