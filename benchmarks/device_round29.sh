@@ -26,6 +26,10 @@
 #   2. If it is faster by more than the spread: its quality at 30k with evaluation (stage A with QUALITY_SEEDS and
 #      the variant added to bench_train's --variants), two seeds, against 32c (PSNR 33.79, PQ^scene 97.06/97.13).
 #   Plain's ms/it, 2nd half (bench.md's new column) says which kind of machine a table came from.
+# Session 31 ran 1-2 (RESULTS.md 34): --seg_interval 2 1.17x plain but -3.6-3.8 PQ^scene at 30k, stays opt-in.
+# Session 32 (RESULTS.md 35) alternated D (--l3d_grad graph --loss_graph direct) with the old default on one machine:
+#   SPEED_VARIANTS="plain unic D", then "D unic plain", then "unic D D unic" (SPEED_SEEDS 0, 1, 2); D faster in all
+#   four pairs, now auto's choice on CUDA; then stage A (QUALITY_SEEDS="" A_WAIT=5) and T ("plain unic") on 45bec89.
 set -u
 W=/tmp/w; R=/tmp/r29; D=/tmp/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
