@@ -113,7 +113,7 @@ class Trainer:
         self.l3d_in_stage = self.objective is not None and self._l3d_in_stage()
         # --loss_graph direct (auto's choice on CUDA): a graphed stage's gradients go straight into the backward
         self.loss_direct = self.pipe.loss_graph == "direct" or (self.pipe.loss_graph == "auto"
-                                                                and self.device.type == "cuda")
+                                                                and self.stages is not None and self.stages.graphs)
         self.adam_graph = (AdamGraph() if getattr(self.opt, "optimizer_graph", "auto") == "on"
                            and self.optimizer_kind == "fused" and self.device.type == "cuda" else None)
         self.timer = PhaseTimer(getattr(args, "profile", False), self.device)

@@ -73,7 +73,7 @@ class PipelineParams(GroupMixin):
                       choices=["auto", "gsplat", "torch"])
     random_background: bool = _f(False, "random background colour per iteration")
     loss_graph: str = _f("auto", "the per-view losses as ONE replayed CUDA graph (their weighted sum's gradients "
-                         "computed in the replay): auto (direct on CUDA) | on (the sum's backward node hands the "
+                         "computed in the replay): auto (direct where graphed, i.e. on CUDA) | on (the sum's backward node hands the "
                          "gradients out) | direct (the trainer hands them straight to the backward: no node and no "
                          "multiplication per input; with --l3d_grad graph 3-10 %% faster than on over whole runs on "
                          "an H200, RESULTS.md 35) | off. Graphed on CUDA only; the CPU runs the same steps eagerly",
